@@ -1,0 +1,68 @@
+"""Per-call configuration, built by ``calls/`` from a profile and its channel overlay."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_APOLOGY = "Lo sentimos, hemos tenido un problema. La llamada terminará."
+
+
+@dataclass(slots=True, kw_only=True, frozen=True)
+class EngineSpec:
+    """One engine for one role. ``engine`` is a registry name: groq, openai, azure, local."""
+
+    engine: str
+    model: str = ""
+    voice: str = ""
+    # For OpenAI-compatible servers (vLLM, Ollama, llama.cpp server); empty = vendor default.
+    base_url: str = ""
+
+
+@dataclass(slots=True, kw_only=True, frozen=True)
+class EngineCredentials:
+    """Vendor keys, read from the environment by the Django settings and passed in.
+
+    The orchestrator never reads ``os.environ`` for secrets itself, so tests and the
+    benchmark can build sessions with explicit credentials.
+    """
+
+    groq_api_key: str = ""
+    groq_base_url: str = ""  # empty = https://api.groq.com; tests point it at a local fake
+    openai_api_key: str = ""
+    openai_base_url: str = ""
+    azure_speech_key: str = ""
+    azure_speech_region: str = ""
+    azure_speech_endpoint: str = ""
+
+
+@dataclass(slots=True, kw_only=True, frozen=True)
+class CallConfig:
+    """Everything a :class:`CallSession` needs to know about one call. Never an ORM object."""
+
+    call_id: str = ""
+    channel: str = "browser"  # browser | twilio | telnyx
+    profile_slug: str = ""
+    language: str = "es-ES"  # BCP-47
+    system_prompt: str = "You are a helpful voice assistant. Answer briefly."
+    greeting: str = ""
+    # Ordered fallback chains: the first engine serves, the next one takes over on a
+    # connection error, timeout or 5xx before any audio of the turn was played.
+    stt: tuple[EngineSpec, ...] = (EngineSpec(engine="local"),)
+    llm: tuple[EngineSpec, ...] = (EngineSpec(engine="local"),)
+    tts: tuple[EngineSpec, ...] = (EngineSpec(engine="local"),)
+    temperature: float = 0.6
+    max_tokens: int = 200
+    voice_pacing_ms: int = 0  # pause inserted between synthesized sentences
+    silence_timeout_ms: int = 700  # end of turn after this much non-speech
+    min_speech_ms: int = 120  # shorter bursts (clicks, coughs) do not start a turn
+    preroll_ms: int = 300  # audio kept before speech start so the first syllable is not cut
+    idle_timeout_s: float = 15.0
+    idle_reprompt: str = "¿Sigue ahí?"
+    max_call_seconds: int = 600
+    goodbye_message: str = "Gracias por llamar. Hasta luego."
+    apology_message: str = DEFAULT_APOLOGY
+    barge_in_enabled: bool = True
+    barge_in_min_ms: int = 250  # user speech needed to interrupt the agent
+    playout_lead_ms: int = 160  # agent audio queued ahead of real time at the carrier
+    engine_timeout_s: float = 10.0  # per engine call (STT request, LLM first token, TTS first byte)
+    extra: dict[str, str] = field(default_factory=dict)
