@@ -1,17 +1,20 @@
 """Speech and language engines behind three small Protocols.
 
 One module per vendor (``groq.py``, ``openai_compat.py``, ``azure.py``, ``local.py``);
-adding a vendor means adding one module and one line to ``_FACTORIES``.
+adding a vendor means adding one module and one ``register(...)`` line below.
+Each module defines ``create(role, spec, credentials, *, config)``; engines may also have
+``async warmup()`` (called at call start) and ``async aclose()``. See docs/engines.md.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from orchestrator.config import EngineCredentials, EngineSpec
+from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
 
 
 class EngineError(Exception):
@@ -76,6 +79,13 @@ class Engines:
     llm: LanguageModel
     tts: TextToSpeech
 
+    async def warmup(self) -> None:
+        """Load models / open connections at call start, all three concurrently."""
+        warmups = [
+            engine.warmup() for engine in (self.stt, self.llm, self.tts) if hasattr(engine, "warmup")
+        ]
+        await asyncio.gather(*warmups)
+
     async def aclose(self) -> None:
         for engine in (self.stt, self.llm, self.tts):
             close = getattr(engine, "aclose", None)
@@ -83,7 +93,11 @@ class Engines:
                 await close()
 
 
-EngineFactory = Callable[[str, EngineSpec, EngineCredentials], object]
+class EngineFactory(Protocol):
+    def __call__(
+        self, role: str, spec: EngineSpec, credentials: EngineCredentials, *, config: CallConfig
+    ) -> object: ...
+
 
 # registry name -> module defining ``create(role, spec, credentials)``
 _FACTORIES: dict[str, str] = {}
@@ -93,8 +107,18 @@ def register(name: str, module: str) -> None:
     _FACTORIES[name] = module
 
 
-def create_engine(role: str, spec: EngineSpec, credentials: EngineCredentials) -> object:
-    """Build one engine for ``role`` (stt, llm or tts) from its registry module."""
+def create_engine(
+    role: str,
+    spec: EngineSpec,
+    credentials: EngineCredentials,
+    *,
+    config: CallConfig | None = None,
+) -> object:
+    """Build one engine for ``role`` (stt, llm or tts) from its registry module.
+
+    ``config`` supplies the per-call settings engines need (``engine_timeout_s``,
+    ``channel``, ``language``, ``voice_pacing_ms``, ``extra``); defaults when omitted.
+    Raises :class:`EngineError` at build time when a key or model is missing."""
     try:
         module_name = _FACTORIES[spec.engine]
     except KeyError:
@@ -103,4 +127,24 @@ def create_engine(role: str, spec: EngineSpec, credentials: EngineCredentials) -
             vendor=spec.engine,
         ) from None
     module = importlib.import_module(module_name)
-    return module.create(role, spec, credentials)
+    return module.create(role, spec, credentials, config=config or CallConfig())
+
+
+def build_engines(config: CallConfig, credentials: EngineCredentials) -> Engines:
+    """The engines of one call: each role's chain from the profile, wrapped in a
+    fallback chain only when it lists more than one engine."""
+    from orchestrator.engines.fallback import chain  # fallback imports EngineError from here
+
+    built: dict[str, object] = {}
+    for role, specs in (("stt", config.stt), ("llm", config.llm), ("tts", config.tts)):
+        if not specs:
+            raise EngineError(f"no {role} engine configured", vendor="config")
+        engines = [create_engine(role, spec, credentials, config=config) for spec in specs]
+        built[role] = engines[0] if len(engines) == 1 else chain(role, engines)
+    return Engines(stt=built["stt"], llm=built["llm"], tts=built["tts"])
+
+
+register("groq", "orchestrator.engines.groq")
+register("openai", "orchestrator.engines.openai_compat")
+register("azure", "orchestrator.engines.azure")
+register("local", "orchestrator.engines.local")

@@ -1,0 +1,56 @@
+# Two commands on a fresh machine: `make run` and `make test` (see README).
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# Portable llama.cpp build (no -march=native), so the cached wheel runs on any x86-64.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+
+.PHONY: run test install install-test migrate seed worker beat bench lint clean
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found; set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.installed: $(PY) requirements.txt requirements-local.txt
+	$(PIP) install -r requirements.txt -r requirements-local.txt
+	@touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(PIP) install -r requirements-test.txt
+	@touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+seed: migrate
+	$(PY) manage.py seed_demo
+
+## run: install, migrate, seed the demo profile + admin user, serve on http://127.0.0.1:8000
+run: seed
+	$(PY) manage.py collectstatic --noinput -v0
+	@echo "Admin: http://$(HOST):$(PORT)/admin/   Simulator: http://$(HOST):$(PORT)/simulator/"
+	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) voiceapp.asgi:application
+
+## test: install test requirements into the same venv and run the whole suite
+test: install-test
+	$(PY) -m pytest
+
+worker: install
+	$(VENV)/bin/celery -A voiceapp worker -l info
+
+beat: install
+	$(VENV)/bin/celery -A voiceapp beat -l info
+
+## bench: the full load sweep (not part of the test suite)
+bench: install-test
+	$(PY) bench/load.py --sweep 1,10,50,100,200
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache

@@ -1,0 +1,227 @@
+"""The admin is the product's dashboard: profiles, live and past calls, transcripts, analysis."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin, messages
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+
+from calls import selectors, services
+from calls.models import AgentProfile, Call, CallStatus, ChannelOverlay, GlobalStopEvent, Turn
+
+STATUS_COLORS = {
+    CallStatus.RINGING: "#b58900",
+    CallStatus.ACTIVE: "#2aa198",
+    CallStatus.ENDED: "#586e75",
+    CallStatus.FAILED: "#dc322f",
+}
+
+
+class ChannelOverlayInline(admin.TabularInline):
+    model = ChannelOverlay
+    extra = 0
+    fields = ("channel", "overrides")
+
+
+@admin.register(AgentProfile)
+class AgentProfileAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "language", "is_active", "is_default", "engines", "updated_at")
+    list_filter = ("is_active", "language")
+    search_fields = ("name", "slug", "phone_numbers")
+    prepopulated_fields = {"slug": ("name",)}
+    inlines = [ChannelOverlayInline]
+    fieldsets = (
+        (None, {"fields": ("name", "slug", "is_active", "is_default", "language")}),
+        ("Conversation", {"fields": ("system_prompt", "greeting", "idle_reprompt", "goodbye_message", "apology_message")}),
+        (
+            "Engines",
+            {
+                "description": "“Local” engines run offline on this server and are demo quality; "
+                "use Groq/Azure or an OpenAI-compatible server for production.",
+                "fields": (
+                    ("stt_engine", "stt_model", "stt_fallback"),
+                    ("llm_engine", "llm_model", "llm_fallback"),
+                    ("tts_engine", "tts_model", "tts_fallback"),
+                    "voice_name", "temperature", "max_tokens",
+                ),
+            },
+        ),
+        ("Turn-taking", {"fields": ("silence_timeout_ms", "voice_pacing_ms", "barge_in_enabled", "barge_in_min_ms", "idle_timeout_s", "max_call_seconds")}),
+        ("Telephony", {"fields": ("phone_numbers",)}),
+        ("After the call", {"fields": ("extraction_schema", "webhook_url", "webhook_secret")}),
+    )  # fmt: skip
+
+    @admin.display(description="STT / LLM / TTS")
+    def engines(self, obj: AgentProfile) -> str:
+        return f"{obj.stt_engine} / {obj.llm_engine} / {obj.tts_engine}"
+
+
+class TurnInline(admin.TabularInline):
+    model = Turn
+    extra = 0
+    can_delete = False
+    fields = ("sequence", "role", "text", "interrupted", "latency", "started_at")
+    readonly_fields = fields
+    ordering = ("sequence",)
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="STT / LLM TTFT / TTS TTFB / voice-to-voice (ms)")
+    def latency(self, obj: Turn) -> str:
+        m = obj.metrics or {}
+        keys = ("stt_ms", "llm_ttft_ms", "tts_ttfb_ms", "voice_to_voice_ms")
+        if not any(m.get(k) is not None for k in keys):
+            return ""
+        return " / ".join("–" if m.get(k) is None else f"{float(m[k]):.0f}" for k in keys)
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f} ms"
+
+
+def latency_chart_svg(values: list[float]) -> SafeString:
+    """A tiny inline bar chart of voice-to-voice latency per turn (no JS, no CDN)."""
+    if not values:
+        return mark_safe("<p>No answered turns yet.</p>")
+    width, height, gap = 560, 140, 4
+    bar = max(6, (width - gap * len(values)) // max(len(values), 1))
+    top = max(values) or 1.0
+    bars = []
+    for i, v in enumerate(values):
+        h = max(2, int((height - 20) * v / top))
+        x = i * (bar + gap)
+        bars.append(
+            format_html(
+                '<rect x="{}" y="{}" width="{}" height="{}" fill="#268bd2"><title>turn {}: {} ms</title></rect>'
+                '<text x="{}" y="{}" font-size="10" fill="#333">{}</text>',
+                x, height - h, bar, h, i + 1, round(v), x, height - h - 3, round(v),
+            )
+        )  # fmt: skip
+    return format_html(
+        '<svg role="img" aria-label="voice-to-voice latency per turn" width="{}" height="{}" '
+        'viewBox="0 0 {} {}">{}</svg>',
+        width, height, width, height, mark_safe("".join(bars)),
+    )  # fmt: skip
+
+
+@admin.register(Call)
+class CallAdmin(admin.ModelAdmin):
+    list_display = (
+        "started_at", "channel", "profile", "status_badge", "end_reason", "duration",
+        "turn_count", "median_v2v", "from_number", "to_number", "external_id",
+    )  # fmt: skip
+    list_filter = ("channel", "status", "end_reason", "profile", "direction", "extraction_status", "started_at")
+    search_fields = ("external_id", "stream_id", "from_number", "to_number", "turns__text")
+    date_hierarchy = "started_at"
+    inlines = [TurnInline]
+    actions = ["rerun_extraction"]
+    readonly_fields = (
+        "id", "profile", "channel", "direction", "external_id", "stream_id", "from_number", "to_number",
+        "status_badge", "started_at", "ended_at", "duration", "last_heartbeat_at", "end_reason",
+        "error_detail", "dtmf_digits", "metrics_pretty", "latency_chart", "extraction_status",
+        "extraction_pretty", "extraction_error", "webhook_status", "config_pretty",
+    )  # fmt: skip
+    fieldsets = (
+        (None, {"fields": ("id", "profile", "channel", "direction", "status_badge", "end_reason", "error_detail")}),
+        ("Numbers", {"fields": ("from_number", "to_number", "external_id", "stream_id", "dtmf_digits")}),
+        ("Timing", {"fields": ("started_at", "ended_at", "duration", "last_heartbeat_at")}),
+        ("Latency", {"fields": ("latency_chart", "metrics_pretty")}),
+        ("Post-call analysis", {"fields": ("extraction_status", "extraction_pretty", "extraction_error", "webhook_status")}),
+        ("Configuration used", {"classes": ("collapse",), "fields": ("config_pretty",)}),
+    )  # fmt: skip
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Call]:
+        return (
+            super().get_queryset(request)
+            .select_related("profile")
+            .prefetch_related("turns")
+            .annotate(_turns=Count("turns", distinct=True))
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Read-only detail page, but staff with view permission can still open it.
+        return False
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: Call) -> SafeString:
+        color = STATUS_COLORS.get(obj.status, "#586e75")
+        return format_html(
+            '<span style="background:{};color:#fff;padding:1px 8px;border-radius:8px">{}</span>',
+            color,
+            obj.get_status_display(),
+        )
+
+    @admin.display(description="duration")
+    def duration(self, obj: Call) -> str:
+        seconds = obj.duration_seconds
+        if seconds is None:
+            return "in progress" if obj.status in (CallStatus.ACTIVE, CallStatus.RINGING) else "–"
+        return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+    @admin.display(description="turns", ordering="_turns")
+    def turn_count(self, obj: Call) -> int:
+        return getattr(obj, "_turns", 0)
+
+    @admin.display(description="median voice-to-voice")
+    def median_v2v(self, obj: Call) -> str:
+        return _ms(selectors.median_or_none(selectors.call_voice_to_voice_ms(call=obj)))
+
+    @admin.display(description="voice-to-voice per turn")
+    def latency_chart(self, obj: Call) -> SafeString:
+        return latency_chart_svg(selectors.call_voice_to_voice_ms(call=obj))
+
+    @staticmethod
+    def _pretty(data: object) -> SafeString:
+        if not data:
+            return mark_safe("<p>–</p>")
+        return format_html(
+            '<pre style="white-space:pre-wrap;margin:0">{}</pre>',
+            json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True),
+        )
+
+    @admin.display(description="call metrics")
+    def metrics_pretty(self, obj: Call) -> SafeString:
+        return self._pretty(obj.metrics)
+
+    @admin.display(description="extracted data")
+    def extraction_pretty(self, obj: Call) -> SafeString:
+        return self._pretty(obj.extraction)
+
+    @admin.display(description="effective config")
+    def config_pretty(self, obj: Call) -> SafeString:
+        return self._pretty(obj.config_snapshot)
+
+    @admin.action(description="Re-run post-call extraction")
+    def rerun_extraction(self, request: HttpRequest, queryset: QuerySet[Call]) -> None:
+        ended = queryset.exclude(status__in=services.OPEN_STATUSES)
+        for call in ended:
+            services.call_reset_extraction(call_id=call.pk)
+            services._enqueue_post_call(call.pk)
+        self.message_user(request, f"Extraction queued for {ended.count()} call(s).", messages.SUCCESS)
+
+
+@admin.register(GlobalStopEvent)
+class GlobalStopEventAdmin(admin.ModelAdmin):
+    list_display = ("at", "action", "actor", "summary")
+    readonly_fields = ("at", "action", "actor", "detail")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="detail")
+    def summary(self, obj: GlobalStopEvent) -> str:
+        return format_html_join(", ", "{}={}", ((k, v) for k, v in (obj.detail or {}).items()))[:200]

@@ -1,0 +1,318 @@
+"""Agent profiles, their per-channel overlays, calls and transcript turns."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+
+from orchestrator.config import DEFAULT_APOLOGY
+
+ENGINE_CHOICES = [
+    ("auto", "Auto (cloud when its key is set, else local)"),
+    ("groq", "Groq"),
+    ("openai", "OpenAI-compatible"),
+    ("azure", "Azure Speech"),
+    ("local", "Local offline (demo quality)"),
+]
+ENGINE_NAMES = {name for name, _ in ENGINE_CHOICES}
+
+bcp47 = RegexValidator(
+    r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$", "Use a BCP-47 language tag such as es-ES or en-US."
+)
+
+
+def validate_engine_list(value: str) -> None:
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    unknown = [name for name in names if name not in ENGINE_NAMES - {"auto"}]
+    if unknown:
+        raise ValidationError(
+            "Unknown engine(s) %(unknown)s; use a comma-separated list of: %(known)s.",
+            params={"unknown": ", ".join(unknown), "known": ", ".join(sorted(ENGINE_NAMES - {"auto"}))},
+        )
+
+
+def validate_json_schema(value: object) -> None:
+    if value in (None, {}, ""):
+        return
+    import jsonschema
+
+    if not isinstance(value, dict):
+        raise ValidationError("The extraction schema must be a JSON object (a JSON Schema).")
+    try:
+        jsonschema.Draft202012Validator.check_schema(value)
+    except jsonschema.SchemaError as exc:
+        raise ValidationError(f"Invalid JSON Schema: {exc.message}") from exc
+
+
+class Channel(models.TextChoices):
+    BROWSER = "browser", "Browser simulator"
+    TWILIO = "twilio", "Twilio"
+    TELNYX = "telnyx", "Telnyx"
+
+
+class AgentProfile(models.Model):
+    name = models.CharField(max_length=120)
+    slug = models.SlugField(max_length=80, unique=True)
+    is_active = models.BooleanField("active", default=True)
+    is_default = models.BooleanField(
+        "default", default=False, help_text="Used when a call names no profile. Exactly one."
+    )
+    language = models.CharField(max_length=20, default="es-ES", validators=[bcp47])
+    system_prompt = models.TextField(default="You are a helpful voice assistant. Answer briefly.")
+    greeting = models.CharField(max_length=500, blank=True, help_text="Said when the call starts.")
+
+    stt_engine = models.CharField("STT engine", max_length=20, choices=ENGINE_CHOICES, default="auto")
+    stt_model = models.CharField("STT model", max_length=120, blank=True)
+    stt_fallback = models.CharField(
+        "STT fallback", max_length=120, blank=True, validators=[validate_engine_list],
+        help_text="Comma-separated engines tried in order when the first fails, e.g. openai,local.",
+    )
+    llm_engine = models.CharField("LLM engine", max_length=20, choices=ENGINE_CHOICES, default="auto")
+    llm_model = models.CharField("LLM model", max_length=120, blank=True)
+    llm_fallback = models.CharField(
+        "LLM fallback", max_length=120, blank=True, validators=[validate_engine_list]
+    )
+    tts_engine = models.CharField("TTS engine", max_length=20, choices=ENGINE_CHOICES, default="auto")
+    tts_model = models.CharField("TTS model", max_length=120, blank=True)
+    tts_fallback = models.CharField(
+        "TTS fallback", max_length=120, blank=True, validators=[validate_engine_list]
+    )
+    voice_name = models.CharField(max_length=120, blank=True, help_text="e.g. es-ES-ElviraNeural")
+
+    temperature = models.FloatField(
+        default=0.6, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)]
+    )
+    max_tokens = models.PositiveIntegerField(
+        default=200, validators=[MinValueValidator(16), MaxValueValidator(4096)]
+    )
+    voice_pacing_ms = models.PositiveIntegerField(
+        default=0, validators=[MaxValueValidator(2000)], help_text="Pause between spoken sentences."
+    )
+    silence_timeout_ms = models.PositiveIntegerField(
+        default=700,
+        validators=[MinValueValidator(200), MaxValueValidator(5000)],
+        help_text="Silence that ends the caller's turn.",
+    )
+    barge_in_enabled = models.BooleanField(default=True)
+    barge_in_min_ms = models.PositiveIntegerField(
+        default=250,
+        validators=[MinValueValidator(60), MaxValueValidator(3000)],
+        help_text="Caller speech needed to interrupt the agent.",
+    )
+    idle_timeout_s = models.PositiveIntegerField(
+        default=15, validators=[MinValueValidator(3), MaxValueValidator(600)]
+    )
+    idle_reprompt = models.CharField(max_length=300, default="¿Sigue ahí?")
+    max_call_seconds = models.PositiveIntegerField(
+        default=600, validators=[MinValueValidator(10), MaxValueValidator(4 * 3600)]
+    )
+    goodbye_message = models.CharField(max_length=300, default="Gracias por llamar. Hasta luego.")
+    apology_message = models.CharField(max_length=300, default=DEFAULT_APOLOGY)
+
+    extraction_schema = models.JSONField(
+        blank=True,
+        null=True,
+        validators=[validate_json_schema],
+        help_text="Optional JSON Schema of extra fields extracted after each call.",
+    )
+    phone_numbers = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Comma-separated E.164 numbers routed to this profile (inbound calls).",
+    )
+    webhook_url = models.URLField(blank=True, help_text="POSTed the call, transcript and extraction.")
+    webhook_secret = models.CharField(
+        max_length=200, blank=True, help_text="HMAC-SHA256 key for the X-Voiceapp-Signature header."
+    )
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-is_default", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"], condition=Q(is_default=True), name="one_default_profile"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        # Keep exactly one default: promoting this profile demotes the previous default.
+        if self.is_default:
+            AgentProfile.objects.filter(is_default=True).exclude(pk=self.pk).update(is_default=False)
+        super().save(*args, **kwargs)
+
+    def phone_number_list(self) -> list[str]:
+        return [n.strip() for n in self.phone_numbers.split(",") if n.strip()]
+
+
+# Profile fields a channel overlay may override.
+OVERLAY_FIELDS: tuple[str, ...] = (
+    "language", "system_prompt", "greeting",
+    "stt_engine", "stt_model", "stt_fallback",
+    "llm_engine", "llm_model", "llm_fallback",
+    "tts_engine", "tts_model", "tts_fallback", "voice_name",
+    "temperature", "max_tokens", "voice_pacing_ms", "silence_timeout_ms",
+    "barge_in_enabled", "barge_in_min_ms", "idle_timeout_s", "idle_reprompt",
+    "max_call_seconds", "goodbye_message", "apology_message",
+)  # fmt: skip
+
+
+def validate_overrides(overrides: object, profile: AgentProfile | None = None) -> dict[str, object]:
+    """Check an overlay's overrides; return them cleaned (converted to each field's type)."""
+    if not isinstance(overrides, dict):
+        raise ValidationError({"overrides": "Overrides must be a JSON object of field: value."})
+    unknown = sorted(set(overrides) - set(OVERLAY_FIELDS))
+    if unknown:
+        raise ValidationError(
+            {"overrides": f"Unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(OVERLAY_FIELDS)}."}
+        )
+    cleaned: dict[str, object] = {}
+    errors: list[str] = []
+    for key, value in overrides.items():
+        field = AgentProfile._meta.get_field(key)
+        try:
+            cleaned[key] = field.clean(value, profile)
+        except ValidationError as exc:
+            errors.append(f"{key}: {' '.join(exc.messages)}")
+    if errors:
+        raise ValidationError({"overrides": errors})
+    return cleaned
+
+
+class ChannelOverlay(models.Model):
+    """Per-channel overrides of a profile (e.g. a slower pace or another voice on phone lines)."""
+
+    profile = models.ForeignKey(AgentProfile, on_delete=models.CASCADE, related_name="overlays")
+    channel = models.CharField(max_length=20, choices=Channel.choices)
+    overrides = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='JSON object, e.g. {"voice_name": "es-ES-AlvaroNeural", "silence_timeout_ms": 900}',
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["profile", "channel"], name="one_overlay_per_channel")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.profile} / {self.get_channel_display()}"
+
+    def clean(self) -> None:
+        self.overrides = validate_overrides(self.overrides, getattr(self, "profile", None))
+
+
+class CallStatus(models.TextChoices):
+    RINGING = "ringing", "Ringing"
+    ACTIVE = "active", "Active"
+    ENDED = "ended", "Ended"
+    FAILED = "failed", "Failed"
+
+
+class EndReason(models.TextChoices):
+    CALLER_HANGUP = "caller_hangup", "Caller hang-up"
+    AGENT_HANGUP = "agent_hangup", "Agent hang-up"
+    IDLE_TIMEOUT = "idle_timeout", "Idle timeout"
+    MAX_DURATION = "max_duration", "Max duration"
+    ERROR = "error", "Error"
+    GLOBAL_STOP = "global_stop", "Global stop"
+    SERVER_SHUTDOWN = "server_shutdown", "Server shutdown"
+    ORPHANED = "orphaned", "Orphaned"
+    NOT_CONNECTED = "not_connected", "Not connected"
+
+
+class ExtractionStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+
+
+class Call(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    profile = models.ForeignKey(
+        AgentProfile, on_delete=models.SET_NULL, null=True, blank=True, related_name="calls"
+    )
+    channel = models.CharField(max_length=20, choices=Channel.choices)
+    direction = models.CharField(
+        max_length=10, choices=[("inbound", "Inbound"), ("outbound", "Outbound")], default="inbound"
+    )
+    external_id = models.CharField(
+        max_length=128, blank=True, db_index=True, help_text="CallSid / call_control_id."
+    )
+    stream_id = models.CharField(max_length=128, blank=True, help_text="streamSid / stream_id.")
+    from_number = models.CharField(max_length=40, blank=True)
+    to_number = models.CharField(max_length=40, blank=True)
+    status = models.CharField(
+        max_length=10, choices=CallStatus.choices, default=CallStatus.ACTIVE, db_index=True
+    )
+    started_at = models.DateTimeField(db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=20, choices=EndReason.choices, blank=True)
+    error_detail = models.TextField(blank=True)
+    dtmf_digits = models.CharField(max_length=200, blank=True)
+    config_snapshot = models.JSONField(default=dict, blank=True, help_text="Effective config used.")
+    metrics = models.JSONField(default=dict, blank=True)
+    extraction_status = models.CharField(
+        max_length=10, choices=ExtractionStatus.choices, default=ExtractionStatus.PENDING
+    )
+    extraction = models.JSONField(null=True, blank=True)
+    extraction_error = models.TextField(blank=True)
+    webhook_status = models.CharField(max_length=40, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["status", "last_heartbeat_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_channel_display()} call {self.external_id or self.id}"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+
+class Turn(models.Model):
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="turns")
+    sequence = models.PositiveIntegerField()
+    role = models.CharField(max_length=10, choices=[("user", "User"), ("assistant", "Assistant")])
+    text = models.TextField()
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField()
+    interrupted = models.BooleanField(default=False)
+    metrics = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["call", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["call", "sequence"], name="one_turn_per_sequence")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.text[:60]}"
+
+
+class GlobalStopEvent(models.Model):
+    """Audit trail of global stops and resets."""
+
+    action = models.CharField(max_length=10, choices=[("stop", "Stopped"), ("reset", "Reset")])
+    at = models.DateTimeField(auto_now_add=True)
+    actor = models.CharField(max_length=150, blank=True, help_text="User or 'api' / 'policy'.")
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor or 'policy'} at {self.at:%Y-%m-%d %H:%M:%S}"

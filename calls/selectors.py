@@ -1,0 +1,149 @@
+"""Reads. Views, consumers and tasks ask here instead of querying the ORM themselves."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict
+
+from django.conf import settings
+from django.db.models import QuerySet
+
+from calls.models import AgentProfile, Call, ChannelOverlay, Turn, validate_overrides
+from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
+
+
+class ProfileNotFound(LookupError):
+    pass
+
+
+def profile_get(*, slug: str | None = None) -> AgentProfile:
+    """The active profile with ``slug``, or the default profile when ``slug`` is empty."""
+    profiles = AgentProfile.objects.filter(is_active=True)
+    profile = profiles.filter(slug=slug).first() if slug else profiles.filter(is_default=True).first()
+    if profile is None and not slug:
+        profile = profiles.order_by("pk").first()
+    if profile is None:
+        raise ProfileNotFound(f"no active profile {slug!r}" if slug else "no active profile")
+    return profile
+
+
+def profile_for_number(*, number: str) -> AgentProfile | None:
+    number = number.strip()
+    if not number:
+        return None
+    for profile in AgentProfile.objects.filter(is_active=True, phone_numbers__contains=number):
+        if number in profile.phone_number_list():
+            return profile
+    return None
+
+
+def profiles_active() -> QuerySet[AgentProfile]:
+    return AgentProfile.objects.filter(is_active=True)
+
+
+def _resolve_engine(role: str, name: str) -> str:
+    """Turn "auto" into a concrete engine: the cloud vendor when its key is set, else local."""
+    if name != "auto":
+        return name
+    if role in ("stt", "llm") and settings.GROQ_API_KEY:
+        return "groq"
+    if role == "tts" and settings.AZURE_SPEECH_KEY:
+        return "azure"
+    return "local"
+
+
+def _default_model(role: str, engine: str) -> str:
+    if engine == "groq":
+        return settings.GROQ_STT_MODEL if role == "stt" else settings.GROQ_LLM_MODEL
+    return ""
+
+
+def _chain(role: str, values: dict[str, object]) -> tuple[EngineSpec, ...]:
+    first = _resolve_engine(role, str(values[f"{role}_engine"]))
+    model = str(values[f"{role}_model"]) or _default_model(role, first)
+    voice = str(values["voice_name"]) if role == "tts" else ""
+    specs = [EngineSpec(engine=first, model=model, voice=voice)]
+    for name in str(values[f"{role}_fallback"]).split(","):
+        name = name.strip()
+        if name and name != first:
+            # A fallback engine uses its own default model: the primary's model name
+            # means nothing to another vendor.
+            specs.append(EngineSpec(engine=name, model=_default_model(role, name), voice=""))
+    return tuple(specs)
+
+
+def effective_values(*, profile: AgentProfile, channel: str) -> dict[str, object]:
+    """Profile fields with the channel overlay applied (overlay validated again: never trust JSON)."""
+    from calls.models import OVERLAY_FIELDS
+
+    values: dict[str, object] = {name: getattr(profile, name) for name in OVERLAY_FIELDS}
+    overlay = ChannelOverlay.objects.filter(profile=profile, channel=channel).first()
+    if overlay is not None:
+        values.update(validate_overrides(overlay.overrides, profile))
+    return values
+
+
+def call_config_for(*, profile: AgentProfile, channel: str, call_id: str = "") -> CallConfig:
+    """The plain config the orchestrator consumes for ``profile`` on ``channel``."""
+    v = effective_values(profile=profile, channel=channel)
+    return CallConfig(
+        call_id=call_id,
+        channel=channel,
+        profile_slug=profile.slug,
+        language=str(v["language"]),
+        system_prompt=str(v["system_prompt"]),
+        greeting=str(v["greeting"]),
+        stt=_chain("stt", v),
+        llm=_chain("llm", v),
+        tts=_chain("tts", v),
+        temperature=float(v["temperature"]),
+        max_tokens=int(v["max_tokens"]),
+        voice_pacing_ms=int(v["voice_pacing_ms"]),
+        silence_timeout_ms=int(v["silence_timeout_ms"]),
+        barge_in_enabled=bool(v["barge_in_enabled"]),
+        barge_in_min_ms=int(v["barge_in_min_ms"]),
+        idle_timeout_s=float(v["idle_timeout_s"]),
+        idle_reprompt=str(v["idle_reprompt"]),
+        max_call_seconds=int(v["max_call_seconds"]),
+        goodbye_message=str(v["goodbye_message"]),
+        apology_message=str(v["apology_message"]),
+    )
+
+
+def config_snapshot(config: CallConfig) -> dict[str, object]:
+    data = asdict(config)
+    data.pop("extra", None)
+    return data
+
+
+def engine_credentials() -> EngineCredentials:
+    return EngineCredentials(
+        groq_api_key=settings.GROQ_API_KEY,
+        groq_base_url=settings.GROQ_BASE_URL,
+        openai_api_key=settings.OPENAI_API_KEY,
+        openai_base_url=settings.OPENAI_BASE_URL,
+        azure_speech_key=settings.AZURE_SPEECH_KEY,
+        azure_speech_region=settings.AZURE_SPEECH_REGION,
+        azure_speech_endpoint=settings.AZURE_SPEECH_ENDPOINT,
+    )
+
+
+def call_get(*, call_id: object) -> Call | None:
+    return Call.objects.select_related("profile").filter(pk=call_id).first()
+
+
+def call_turns(*, call_id: object) -> list[Turn]:
+    return list(Turn.objects.filter(call_id=call_id).order_by("sequence"))
+
+
+def call_voice_to_voice_ms(*, call: Call) -> list[float]:
+    """Voice-to-voice latency of each answered turn, in call order."""
+    return [
+        float(t.metrics["voice_to_voice_ms"])
+        for t in call.turns.all()
+        if t.role == "assistant" and isinstance(t.metrics, dict) and t.metrics.get("voice_to_voice_ms") is not None
+    ]
+
+
+def median_or_none(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None

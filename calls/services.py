@@ -1,0 +1,209 @@
+"""Writes. Every change to calls and turns goes through these keyword-only functions.
+
+Turns are written the moment they happen, so a call in progress shows its transcript in
+the admin and a crash loses at most the turn being spoken.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max, Q
+from django.utils import timezone
+
+from calls.models import AgentProfile, Call, CallStatus, EndReason, ExtractionStatus, Turn
+
+logger = logging.getLogger(__name__)
+
+OPEN_STATUSES = (CallStatus.RINGING, CallStatus.ACTIVE)
+
+
+def call_start(
+    *,
+    profile: AgentProfile | None,
+    channel: str,
+    external_id: str = "",
+    stream_id: str = "",
+    from_number: str = "",
+    to_number: str = "",
+    direction: str = "inbound",
+    status: str = CallStatus.ACTIVE,
+    config_snapshot: dict[str, Any] | None = None,
+) -> Call:
+    now = timezone.now()
+    call = Call.objects.create(
+        profile=profile,
+        channel=channel,
+        external_id=external_id,
+        stream_id=stream_id,
+        from_number=from_number,
+        to_number=to_number,
+        direction=direction,
+        status=status,
+        started_at=now,
+        last_heartbeat_at=now,
+        config_snapshot=config_snapshot or {},
+    )
+    logger.info("call started", extra={"call_id": str(call.id), "channel": channel})
+    return call
+
+
+def call_activate(
+    *, call_id: object, stream_id: str = "", config_snapshot: dict[str, Any] | None = None
+) -> bool:
+    """Mark a ringing call active once its media stream starts. False if it already ended."""
+    updates: dict[str, Any] = {"status": CallStatus.ACTIVE, "last_heartbeat_at": timezone.now()}
+    if stream_id:
+        updates["stream_id"] = stream_id
+    if config_snapshot is not None:
+        updates["config_snapshot"] = config_snapshot
+    return bool(Call.objects.filter(pk=call_id, status__in=OPEN_STATUSES).update(**updates))
+
+
+def call_heartbeat(*, call_id: object) -> None:
+    Call.objects.filter(pk=call_id, status__in=OPEN_STATUSES).update(last_heartbeat_at=timezone.now())
+
+
+def call_record_dtmf(*, call_id: object, digit: str) -> None:
+    with transaction.atomic():
+        call = Call.objects.select_for_update().filter(pk=call_id).first()
+        if call is None:
+            return
+        call.dtmf_digits = (call.dtmf_digits + digit)[-200:]
+        call.save(update_fields=["dtmf_digits"])
+
+
+def turn_record(
+    *,
+    call_id: object,
+    role: str,
+    text: str,
+    started_at: datetime,
+    ended_at: datetime,
+    interrupted: bool = False,
+    metrics: dict[str, Any] | None = None,
+) -> Turn:
+    """Append a transcript turn with the next sequence number of its call."""
+    for attempt in range(5):
+        try:
+            with transaction.atomic():
+                last = Turn.objects.filter(call_id=call_id).aggregate(n=Max("sequence"))["n"]
+                turn = Turn.objects.create(
+                    call_id=call_id,
+                    sequence=(last or 0) + 1,
+                    role=role,
+                    text=text,
+                    started_at=started_at,
+                    ended_at=ended_at,
+                    interrupted=interrupted,
+                    metrics=metrics or {},
+                )
+            Call.objects.filter(pk=call_id, status__in=OPEN_STATUSES).update(
+                last_heartbeat_at=timezone.now()
+            )
+            return turn
+        except IntegrityError:
+            # Two writers raced for the same sequence number: take the next one.
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+def call_end(
+    *,
+    call_id: object,
+    reason: str,
+    error: str = "",
+    metrics: dict[str, Any] | None = None,
+) -> bool:
+    """End an open call with exactly one reason. Returns False if it had already ended.
+
+    The conditional UPDATE makes this idempotent across processes: whoever ends the call
+    first (session, carrier hang-up webhook, orphan sweeper) sets the reason.
+    """
+    status = CallStatus.FAILED if reason == EndReason.ERROR else CallStatus.ENDED
+    updates: dict[str, Any] = {
+        "status": status,
+        "end_reason": reason,
+        "ended_at": timezone.now(),
+        "error_detail": error[:4000],
+    }
+    if metrics is not None:
+        updates["metrics"] = metrics
+    with transaction.atomic():
+        ended = bool(Call.objects.filter(pk=call_id, status__in=OPEN_STATUSES).update(**updates))
+        if ended:
+            logger.info("call ended: %s", reason, extra={"call_id": str(call_id)})
+            transaction.on_commit(lambda: _enqueue_post_call(call_id))
+    if not ended and metrics:
+        # The carrier's hang-up webhook may have ended the call first; keep the session's metrics.
+        Call.objects.filter(pk=call_id, metrics={}).update(metrics=metrics)
+    return ended
+
+
+def _enqueue_post_call(call_id: object) -> None:
+    from calls.tasks import extract_call
+
+    extract_call.delay(str(call_id))
+
+
+def calls_sweep_orphaned(*, older_than: timedelta) -> list[str]:
+    """End open calls whose session stopped sending heartbeats (its process died)."""
+    cutoff = timezone.now() - older_than
+    stale = Call.objects.filter(status__in=OPEN_STATUSES).filter(
+        Q(last_heartbeat_at__lt=cutoff) | Q(last_heartbeat_at__isnull=True, started_at__lt=cutoff)
+    )
+    ended: list[str] = []
+    for call_id in stale.values_list("id", flat=True):
+        if call_end(call_id=call_id, reason=EndReason.ORPHANED, error="no heartbeat from its session"):
+            ended.append(str(call_id))
+    if ended:
+        logger.warning("ended %d orphaned call(s)", len(ended))
+    return ended
+
+
+def call_set_extraction(
+    *, call_id: object, status: str, data: dict[str, Any] | None = None, error: str = ""
+) -> None:
+    Call.objects.filter(pk=call_id).update(
+        extraction_status=status, extraction=data, extraction_error=error[:4000]
+    )
+
+
+def call_reset_extraction(*, call_id: object) -> None:
+    Call.objects.filter(pk=call_id).update(
+        extraction_status=ExtractionStatus.PENDING, extraction=None, extraction_error=""
+    )
+
+
+def profile_ensure_demo() -> AgentProfile:
+    """Create the demo profile used by `make run` (offline engines, English)."""
+    profile, _ = AgentProfile.objects.get_or_create(
+        slug="demo",
+        defaults={
+            "name": "Demo receptionist",
+            "is_default": not AgentProfile.objects.filter(is_default=True).exists(),
+            "language": "en-US",
+            "system_prompt": (
+                "You are the friendly receptionist of Casa Lola, a restaurant. Help callers "
+                "book a table: ask for the day, time, number of people and a name. "
+                "Answer in one or two short sentences."
+            ),
+            "greeting": "Hello, this is Casa Lola. How can I help you?",
+            "idle_reprompt": "Are you still there?",
+            "goodbye_message": "Thank you for calling. Goodbye!",
+            "apology_message": "Sorry, we are having a problem. The call will end now.",
+            "extraction_schema": {
+                "type": "object",
+                "properties": {
+                    "party_size": {"type": ["integer", "null"]},
+                    "booking_time": {"type": ["string", "null"]},
+                    "customer_name": {"type": ["string", "null"]},
+                },
+            },
+        },
+    )
+    return profile

