@@ -1,1 +1,5 @@
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from simulator.consumers import SimulatorConsumer
+
+websocket_urlpatterns = [path("simulator/", SimulatorConsumer.as_asgi())]

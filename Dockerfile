@@ -1,0 +1,29 @@
+# syntax=docker/dockerfile:1
+FROM python:3.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 CMAKE_ARGS=-DGGML_NATIVE=OFF
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake \
+    && rm -rf /var/lib/apt/lists/*
+COPY requirements.txt requirements-local.txt /tmp/
+# Wheels are built once here (llama-cpp-python compiles) and installed in the runtime stage.
+RUN pip wheel --wheel-dir /wheels -r /tmp/requirements.txt -r /tmp/requirements-local.txt
+
+FROM python:3.11-slim-bookworm
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 \
+    DEBUG=false HF_HUB_OFFLINE=1 VOICEAPP_MODEL_CACHE=/app/var/models
+# espeak-ng: offline TTS for non-English profiles; libgomp1: llama.cpp/CTranslate2 runtime.
+RUN apt-get update && apt-get install -y --no-install-recommends espeak-ng libgomp1 curl \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /wheels /wheels
+RUN pip install /wheels/* && rm -rf /wheels
+RUN useradd --create-home --uid 10001 app
+WORKDIR /app
+COPY --chown=app:app . .
+# collectstatic needs a SECRET_KEY to import settings; this one is never used at runtime.
+RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput -v0 \
+    && mkdir -p /app/var/models && chown -R app:app /app/var
+USER app
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
+    CMD curl -fsS http://127.0.0.1:8000/health/ || exit 1
+# Migrations run in the `migrate` compose service; the web container only serves.
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "voiceapp.asgi:application"]

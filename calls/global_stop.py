@@ -1,0 +1,192 @@
+"""Global stop policy, shared by every process through Redis (or the cache without Redis).
+
+Each critical call error is added to a sliding window. When the window holds
+``GLOBAL_STOP_MAX_ERRORS_IN_WINDOW`` errors within ``GLOBAL_STOP_WINDOW_SECONDS``, new calls
+are refused everywhere (simulator sockets close, carrier webhooks play the apology and hang
+up) until an operator resets it. Active calls continue. One notification is POSTed to
+``ADMIN_NOTIFICATION_WEBHOOK_URL`` per stop, from a background thread so no call waits on it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from django.conf import settings
+from django.core.cache import cache
+
+logger = logging.getLogger(__name__)
+
+ERRORS_KEY = "voiceapp:global_stop:errors"
+STOPPED_KEY = "voiceapp:global_stop:stopped"
+
+
+@dataclass(slots=True, kw_only=True)
+class StopState:
+    stopped: bool
+    since: float | None
+    reason: str
+    recent_errors: list[dict[str, Any]]
+
+
+def _redis():  # type: ignore[no-untyped-def]
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+
+
+def _window() -> int:
+    return max(1, settings.GLOBAL_STOP_WINDOW_SECONDS)
+
+
+def _record_error(entry: dict[str, Any]) -> int:
+    """Add an error to the window; return how many errors the window now holds."""
+    now = time.time()
+    member = json.dumps({**entry, "at": now, "id": uuid.uuid4().hex})
+    if settings.REDIS_URL:
+        client = _redis()
+        try:
+            pipe = client.pipeline()
+            pipe.zadd(ERRORS_KEY, {member: now})
+            pipe.zremrangebyscore(ERRORS_KEY, 0, now - _window())
+            pipe.zcard(ERRORS_KEY)
+            pipe.expire(ERRORS_KEY, _window() * 2)
+            return int(pipe.execute()[2])
+        finally:
+            client.close()
+    # Cache fallback (single process in development): read-modify-write is good enough.
+    errors = [e for e in cache.get(ERRORS_KEY, []) if json.loads(e)["at"] > now - _window()]
+    errors.append(member)
+    cache.set(ERRORS_KEY, errors, _window() * 2)
+    return len(errors)
+
+
+def _recent_errors() -> list[dict[str, Any]]:
+    now = time.time()
+    if settings.REDIS_URL:
+        client = _redis()
+        try:
+            raw = client.zrangebyscore(ERRORS_KEY, now - _window(), "+inf")
+        finally:
+            client.close()
+    else:
+        raw = cache.get(ERRORS_KEY, [])
+    entries = [json.loads(r) for r in raw]
+    return [e for e in entries if e["at"] > now - _window()]
+
+
+def _set_stopped(info: dict[str, Any]) -> bool:
+    """Set the stop flag; True only for the process that set it first (it notifies)."""
+    value = json.dumps(info)
+    if settings.REDIS_URL:
+        client = _redis()
+        try:
+            return bool(client.set(STOPPED_KEY, value, nx=True))
+        finally:
+            client.close()
+    return bool(cache.add(STOPPED_KEY, value, timeout=None))
+
+
+def _get_stopped() -> dict[str, Any] | None:
+    if settings.REDIS_URL:
+        client = _redis()
+        try:
+            raw = client.get(STOPPED_KEY)
+        finally:
+            client.close()
+    else:
+        raw = cache.get(STOPPED_KEY)
+    return json.loads(raw) if raw else None
+
+
+def calls_allowed() -> bool:
+    try:
+        return _get_stopped() is None
+    except Exception:  # noqa: BLE001 - Redis down: keep taking calls, but say so loudly
+        logger.exception("global stop state unreadable; allowing calls")
+        return True
+
+
+def state() -> StopState:
+    stopped = _get_stopped()
+    return StopState(
+        stopped=stopped is not None,
+        since=(stopped or {}).get("at"),
+        reason=(stopped or {}).get("reason", ""),
+        recent_errors=_recent_errors(),
+    )
+
+
+def report_critical_error(*, reason: str, call_id: str = "", channel: str = "") -> bool:
+    """Count a critical error; returns True when this error triggered the global stop."""
+    logger.error(
+        "critical_call_error: %s", reason, extra={"call_id": call_id, "channel": channel}
+    )
+    count = _record_error({"reason": reason[:300], "call_id": call_id, "channel": channel})
+    if count < settings.GLOBAL_STOP_MAX_ERRORS_IN_WINDOW:
+        return False
+    info = {"at": time.time(), "reason": reason[:300], "errors_in_window": count}
+    if not _set_stopped(info):
+        return False
+    logger.critical(
+        "global_call_stop_activated: %d errors in %ds; new calls are refused until reset",
+        count,
+        _window(),
+    )
+    from calls.models import GlobalStopEvent
+
+    GlobalStopEvent.objects.create(action="stop", actor="policy", detail=info)
+    _notify_admin_in_background({"event": "global_call_stop_activated", **info})
+    return True
+
+
+def reset(*, actor: str) -> bool:
+    """Allow calls again; returns False if calls were not stopped."""
+    if settings.REDIS_URL:
+        client = _redis()
+        try:
+            pipe = client.pipeline()
+            pipe.delete(STOPPED_KEY)
+            pipe.delete(ERRORS_KEY)
+            was_stopped = bool(pipe.execute()[0])
+        finally:
+            client.close()
+    else:
+        was_stopped = cache.get(STOPPED_KEY) is not None
+        cache.delete_many([STOPPED_KEY, ERRORS_KEY])
+    from calls.models import GlobalStopEvent
+
+    GlobalStopEvent.objects.create(action="reset", actor=actor, detail={"was_stopped": was_stopped})
+    logger.warning("global stop reset by %s (was stopped: %s)", actor, was_stopped)
+    return was_stopped
+
+
+def _notify_admin_in_background(payload: dict[str, Any]) -> threading.Thread | None:
+    url = settings.ADMIN_NOTIFICATION_WEBHOOK_URL
+    if not url:
+        logger.warning("no ADMIN_NOTIFICATION_WEBHOOK_URL set; global stop notified in logs only")
+        return None
+    thread = threading.Thread(target=_post_with_retries, args=(url, payload), daemon=True)
+    thread.start()
+    return thread
+
+
+def _post_with_retries(url: str, payload: dict[str, Any], attempts: int = 3) -> bool:
+    for attempt in range(1, attempts + 1):
+        try:
+            response = httpx.post(url, json=payload, timeout=5.0)
+            if response.status_code < 300:
+                logger.info("admin notification delivered")
+                return True
+            logger.warning("admin notification got HTTP %s (attempt %d)", response.status_code, attempt)
+        except httpx.HTTPError as exc:
+            logger.warning("admin notification failed (attempt %d): %s", attempt, exc)
+        time.sleep(0.5 * 2**attempt)
+    logger.error("admin notification not delivered after %d attempts", attempts)
+    return False

@@ -1,0 +1,156 @@
+"""Live calls in this process: the glue between a consumer and an orchestrator session.
+
+Every consumer (simulator, Twilio, Telnyx) starts calls here, so the same code builds
+the config and engines, runs the session, applies the global stop policy on critical
+errors, keeps Prometheus gauges right and ends the call record in every path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from dataclasses import dataclass, field
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from calls import global_stop, selectors, services
+from calls import metrics as prom
+from calls.logging import bind_call
+from calls.models import AgentProfile
+from calls.recorder import DjangoCallRecorder
+from orchestrator.config import CallConfig
+from orchestrator.engines import EngineError, Engines, build_engines
+from orchestrator.session import CallSession, CriticalCallError, EndReason, Transport
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True, kw_only=True, eq=False)
+class LiveCall:
+    call_id: str
+    channel: str
+    config: CallConfig
+    session: CallSession
+    engines: Engines
+    task: asyncio.Task[EndReason] = field(init=False)
+
+    @property
+    def done(self) -> bool:
+        return self.task.done()
+
+
+# call_id -> LiveCall, for graceful shutdown of this process.
+ACTIVE: dict[str, LiveCall] = {}
+
+
+async def start_live_call(
+    *, call_id: str, profile: AgentProfile, channel: str, transport: Transport
+) -> LiveCall:
+    """Build and start the session of an existing call record.
+
+    Raises ``EngineError`` when the engines cannot be built (e.g. a missing vendor key);
+    the call record is then ended with ``error`` before re-raising.
+    """
+    bind_call(call_id=call_id, channel=channel, profile=profile.slug)
+    _install_shutdown_hook()
+    config = await database_sync_to_async(selectors.call_config_for)(
+        profile=profile, channel=channel, call_id=call_id
+    )
+    try:
+        engines = build_engines(config, selectors.engine_credentials())
+    except EngineError as exc:
+        await database_sync_to_async(services.call_end)(
+            call_id=call_id, reason=EndReason.ERROR, error=f"engine setup failed: {exc}"
+        )
+        await database_sync_to_async(global_stop.report_critical_error)(
+            reason=f"engine setup failed: {exc}", call_id=call_id, channel=channel
+        )
+        raise
+    recorder = DjangoCallRecorder(call_id=call_id, channel=channel)
+    session = CallSession(config, engines=engines, transport=transport, recorder=recorder)
+    live = LiveCall(call_id=call_id, channel=channel, config=config, session=session, engines=engines)
+    live.task = asyncio.create_task(_run(live), name=f"call-{call_id}")
+    ACTIVE[call_id] = live
+    return live
+
+
+async def _run(live: LiveCall) -> EndReason:
+    prom.CALLS_STARTED.labels(channel=live.channel).inc()
+    prom.ACTIVE_CALLS.labels(channel=live.channel).inc()
+    try:
+        return await live.session.run()
+    except CriticalCallError as exc:
+        vendor = exc.reason.split(":", 1)[0].split(" ", 1)[0] or "unknown"
+        prom.ENGINE_ERRORS.labels(vendor=vendor).inc()
+        stopped = await database_sync_to_async(global_stop.report_critical_error)(
+            reason=exc.reason, call_id=live.call_id, channel=live.channel
+        )
+        if stopped:
+            prom.GLOBAL_STOP.set(1)
+        return EndReason.ERROR
+    finally:
+        prom.ACTIVE_CALLS.labels(channel=live.channel).dec()
+        ACTIVE.pop(live.call_id, None)
+        with contextlib.suppress(Exception):
+            await live.engines.aclose()
+
+
+async def stop_live_call(
+    live: LiveCall, reason: EndReason, *, say: str | None = None, timeout: float = 10.0
+) -> None:
+    """Ask the session to end with ``reason`` and wait for it; cancel it if it hangs."""
+    if not live.task.done():
+        live.session.stop(reason, say=say) if say else live.session.stop(reason)
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(live.task)
+    except TimeoutError:
+        logger.warning("session did not stop within %.0fs; cancelling it", timeout)
+        live.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await live.task
+    except Exception:  # noqa: BLE001 - the session already logged and recorded its failure
+        pass
+
+
+async def shutdown_all(*, timeout: float | None = None) -> int:
+    """Server shutdown: every active call says goodbye and ends as ``server_shutdown``."""
+    calls = list(ACTIVE.values())
+    if not calls:
+        return 0
+    logger.warning("server shutdown: ending %d active call(s)", len(calls))
+    grace = settings.SHUTDOWN_GRACE_SECONDS if timeout is None else timeout
+    await asyncio.gather(
+        *(
+            stop_live_call(c, EndReason.SERVER_SHUTDOWN, say=c.config.goodbye_message, timeout=grace)
+            for c in calls
+        )
+    )
+    return len(calls)
+
+
+_hook_installed = False
+
+
+def _install_shutdown_hook() -> None:
+    """Under daphne, end live calls gracefully before the reactor stops (SIGTERM/SIGINT).
+
+    Daphne cancels application instances on shutdown without calling ``disconnect``, so
+    sessions (which run as their own tasks) are ended here first, with a goodbye.
+    """
+    global _hook_installed
+    if _hook_installed or "daphne.server" not in sys.modules:
+        return
+    reactor_module = sys.modules.get("twisted.internet.reactor")
+    if reactor_module is None:
+        return
+    from twisted.internet import defer, reactor
+
+    def _before_shutdown() -> defer.Deferred:
+        return defer.Deferred.fromFuture(asyncio.ensure_future(shutdown_all()))
+
+    reactor.addSystemEventTrigger("before", "shutdown", _before_shutdown)
+    _hook_installed = True

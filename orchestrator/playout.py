@@ -1,0 +1,74 @@
+"""Real-time pacing of outgoing 20 ms frames.
+
+The carrier (Twilio/Telnyx/browser) plays what it receives in order. Sending a whole
+sentence at once would queue seconds of audio there, so a barge-in could only be
+stopped by ``clear`` and the transcript cut point would be a guess. Instead frames
+leave against the wall clock, keeping at most ``lead_ms`` queued ahead: enough to
+absorb network jitter, small enough that stopping is immediate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+
+class TransportFailed(Exception):
+    """``Transport.send_audio`` raised: the socket is gone, not an engine problem."""
+
+
+class PacedPlayout:
+    """Keeps ``play_until``: the monotonic time the carrier runs out of audio sent so far.
+
+    Each frame pushes ``play_until`` by exactly one frame, so the schedule never drifts
+    with sleep jitter: a late wake-up just sends the next frame sooner. After an
+    underrun (nothing to send for a while) the schedule restarts from now.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[bytes], Awaitable[None]],
+        *,
+        lead_ms: int,
+        frame_ms: int = 20,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._send = send
+        self._lead_s = max(lead_ms, frame_ms) / 1000.0
+        self._frame_s = frame_ms / 1000.0
+        self._clock = clock
+        self._play_until = 0.0
+        self.frames_sent = 0
+
+    async def send(self, frame: bytes) -> float:
+        """Send one frame when the carrier's queue allows; return the time it was sent."""
+        now = self._clock()
+        if self._play_until < now:
+            self._play_until = now  # underrun (or first frame): restart the schedule
+        wait = self._play_until - self._lead_s - now
+        if wait > 0:
+            await asyncio.sleep(wait)
+        try:
+            await self._send(frame)
+        except Exception as exc:
+            raise TransportFailed(f"send_audio failed: {exc!r}") from exc
+        self._play_until += self._frame_s
+        self.frames_sent += 1
+        return self._clock()
+
+    def queued_s(self) -> float:
+        """Audio sent but (by estimate) not yet played at the far end."""
+        return max(0.0, self._play_until - self._clock())
+
+    async def drain(self) -> None:
+        """Wait until everything sent has been played (the agent really stopped talking)."""
+        wait = self.queued_s()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def discard(self) -> float:
+        """After ``clear_audio``: forget queued audio; returns how much was dropped (s)."""
+        dropped = self.queued_s()
+        self._play_until = 0.0
+        return dropped
