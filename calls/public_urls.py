@@ -1,3 +1,8 @@
 from django.urls import path
 
-urlpatterns: list = []
+from calls import views
+
+urlpatterns = [
+    path("metrics", views.metrics, name="metrics"),
+    path("admin/global-stop/", views.global_stop_admin, name="global-stop-admin"),
+]

@@ -10,9 +10,9 @@ admin.site.index_title = "Calls, transcripts and agent profiles"
 urlpatterns = [
     path("health/", health.health, name="health"),
     path("health/ready/", health.ready, name="health-ready"),
+    path("", include("calls.public_urls")),
     path("admin/", admin.site.urls),
     path("simulator/", include("simulator.urls")),
     path("telephony/", include("telephony.urls")),
     path("api/", include("calls.urls")),
-    path("", include("calls.public_urls")),
 ]

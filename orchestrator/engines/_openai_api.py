@@ -57,7 +57,7 @@ def map_error(api: ApiClient, exc: BaseException) -> tuple[EngineError, bool]:
     if isinstance(exc, sdk.APITimeoutError | TimeoutError):
         message = f"no response within {api.timeout_s:g} s"
         return EngineError(message, vendor=api.vendor, retryable=True), False
-    if isinstance(exc, sdk.APIConnectionError | api.transport_errors):
+    if isinstance(exc, (sdk.APIConnectionError, *api.transport_errors)):
         message = f"connection failed: {exc.__cause__ or exc}"
         return EngineError(message, vendor=api.vendor, retryable=True), True
     if isinstance(exc, sdk.APIError):  # an error event inside a stream

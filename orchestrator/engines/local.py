@@ -315,21 +315,28 @@ class LocalLLM:
         user, assistant = PROMPT_LABELS.get(lang, PROMPT_LABELS["en"])
         prompt = build_prompt(messages, user=user, assistant=assistant)
         stops = [f"\n{user}:", f"\n{assistant}:", "\n\n", "<end_of_turn>"]
-        usable = False
-        pending = ""  # leading whitespace is held back until real text arrives
-        async with aclosing(
-            MODELS["gemma"].iterate(_complete, prompt, stops, temperature, max_tokens)
-        ) as deltas:
-            async for delta in deltas:
-                if not usable:
-                    pending = (pending + delta).lstrip()
-                    if not any(ch.isalnum() for ch in pending):
-                        continue
-                    usable, delta = True, pending
+        deltas = MODELS["gemma"].iterate(_complete, prompt, stops, temperature, max_tokens)
+        fallback = FALLBACK_REPLIES.get(lang, FALLBACK_REPLIES["en"])
+        async with aclosing(usable_or_fallback(deltas, fallback)) as replies:
+            async for delta in replies:
                 yield delta
-        if not usable:
-            log.warning("local llm produced nothing usable; answering with the fallback reply")
-            yield FALLBACK_REPLIES.get(lang, FALLBACK_REPLIES["en"])
+
+
+async def usable_or_fallback(deltas: AsyncIterator[str], fallback: str) -> AsyncIterator[str]:
+    """Pass ``deltas`` through minus leading whitespace; if they hold no letter or digit
+    at all, yield ``fallback`` instead (a tiny base model may answer nothing)."""
+    pending: str | None = ""  # held back until it contains real text; None once flowing
+    async with aclosing(deltas):
+        async for delta in deltas:
+            if pending is not None:
+                pending = (pending + delta).lstrip()
+                if not any(ch.isalnum() for ch in pending):
+                    continue
+                delta, pending = pending, None
+            yield delta
+    if pending is not None:
+        log.warning("local llm produced nothing usable; answering with the fallback reply")
+        yield fallback
 
 
 def build_prompt(messages: list[dict[str, str]], *, user: str, assistant: str) -> str:
