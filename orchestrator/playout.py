@@ -33,11 +33,13 @@ class PacedPlayout:
         lead_ms: int,
         frame_ms: int = 20,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._send = send
         self._lead_s = max(lead_ms, frame_ms) / 1000.0
         self._frame_s = frame_ms / 1000.0
         self._clock = clock
+        self._sleep = sleep
         self._play_until = 0.0
         self.frames_sent = 0
 
@@ -48,7 +50,7 @@ class PacedPlayout:
             self._play_until = now  # underrun (or first frame): restart the schedule
         wait = self._play_until - self._lead_s - now
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self._sleep(wait)
         try:
             await self._send(frame)
         except Exception as exc:
@@ -65,7 +67,7 @@ class PacedPlayout:
         """Wait until everything sent has been played (the agent really stopped talking)."""
         wait = self.queued_s()
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self._sleep(wait)
 
     def discard(self) -> float:
         """After ``clear_audio``: forget queued audio; returns how much was dropped (s)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -219,7 +220,7 @@ def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    k = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))  # nearest rank
     return round(ordered[k], 1)
 
 
@@ -433,7 +434,9 @@ class CallSession:
         if event.kind is TurnEventKind.SPEECH_STARTED:
             self._user_speaking = True
             self._turn_start_at = event.at - event.voiced_ms / 1000.0
-            self._turn_overlapped = self._reply_task is not None
+            # Only speech over audible agent audio can be a backchannel; speech while the
+            # agent is still thinking is the user going on, and is answered later.
+            self._turn_overlapped = self._utt is not None and self._utt.sent_ms > 0
             self._turn_barged = False
         elif event.kind is TurnEventKind.BARGE_IN:
             utt = self._utt

@@ -1,4 +1,6 @@
 from django.urls import path
 
+from simulator import views
+
 app_name = "simulator"
-urlpatterns: list = []
+urlpatterns = [path("", views.simulator_page, name="page")]

@@ -49,3 +49,13 @@ def httpserver_calls():
     yield f"http://127.0.0.1:{server.server_port}/hook", received
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def celery_eager():
+    """Unit tests run Celery tasks in-process; the worker integration test turns this off."""
+    from voiceapp.celery import app
+
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = False
+    yield app

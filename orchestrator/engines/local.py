@@ -22,6 +22,7 @@ Assembled weights live in ``VOICEAPP_MODEL_CACHE`` (default ``~/.cache/voiceapp`
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import logging
 import os
@@ -91,6 +92,15 @@ class _Model:
                 self._value = self._loader()
                 log.info("loaded local %s in %.1f s", self.label, time.perf_counter() - started)
             return self._value
+
+    def close(self) -> None:
+        """Free the model (at interpreter exit: llama.cpp's ``__del__`` fails once its
+        module globals are gone)."""
+        self.executor.shutdown(wait=True)
+        with self._lock:
+            value, self._value = self._value, None
+        if value is not None and hasattr(value, "close"):
+            value.close()
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(model, *args)`` on this model's thread."""
@@ -212,6 +222,12 @@ MODELS: dict[str, _Model] = {
     "piper-joe": _Model("piper en_US-joe-medium", _load_piper),
     "gemma": _Model("Gemma-3-270M (llama.cpp)", _load_llama),
 }
+
+
+@atexit.register
+def _close_models() -> None:
+    for model in MODELS.values():
+        model.close()
 
 
 def preload(

@@ -1,0 +1,1 @@
+"""Benchmarks and scripted engines for tests; never imported by the product package."""

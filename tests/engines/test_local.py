@@ -1,0 +1,154 @@
+"""Offline engines on real espeak-ng speech. Model-loading tests are marked slow but run
+in the default suite; each model is loaded once per process and shared."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
+from orchestrator.engines import EngineError, create_engine
+from orchestrator.engines.local import build_prompt, espeak_voice, usable_or_fallback
+from tests.speech import have_speech_tools, silence_pcm16, speech_pcm16
+
+pytestmark = pytest.mark.skipif(not have_speech_tools(), reason="espeak-ng/sox not installed")
+
+NO_KEYS = EngineCredentials()
+
+
+def local(role: str, language: str = "en-US", **spec: str):
+    return create_engine(
+        role, EngineSpec(engine="local", **spec), NO_KEYS, config=CallConfig(language=language)
+    )
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def voiced_seconds(pcm: bytes, rate: int) -> float:
+    """Duration of 20 ms frames louder than -40 dBFS."""
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
+    frame = rate // 50
+    frames = samples[: len(samples) // frame * frame].reshape(-1, frame)
+    loud = np.sqrt((frames**2).mean(axis=1)) > 0.01
+    return float(loud.sum()) / 50
+
+
+@pytest.mark.slow
+async def test_local_stt_transcribes_english_speech():
+    pcm = silence_pcm16(300) + speech_pcm16("I would like to book an appointment for Monday morning")
+    engine = local("stt")
+
+    text = await engine.transcribe(pcm, sample_rate=16000, language="en-US")
+
+    assert {"appointment", "monday", "morning"} <= words(text), text
+
+
+@pytest.mark.slow
+async def test_local_stt_transcribes_spanish_phone_audio_with_the_multilingual_model():
+    pcm = speech_pcm16("Quiero pedir una cita para el lunes", rate=8000, voice="es")
+    engine = local("stt", "es-ES")
+
+    text = await engine.transcribe(pcm, sample_rate=8000, language="es-ES")
+
+    assert {"cita", "lunes"} <= words(text), text
+
+
+@pytest.mark.slow
+async def test_local_english_tts_is_piper_speech_at_the_channel_rate():
+    engine = local("tts")
+    await engine.warmup()
+
+    chunks = [
+        c
+        async for c in engine.synthesize(
+            "Hello, thanks for calling. How can I help you today?", sample_rate=8000, language="en-US"
+        )
+    ]
+
+    audio = b"".join(chunks)
+    assert len(audio) % 2 == 0
+    assert 1.5 < len(audio) / 2 / 8000 < 8
+    assert voiced_seconds(audio, 8000) > 1.0
+
+
+async def test_local_spanish_tts_is_espeak_speech_streamed_at_the_channel_rate():
+    engine = local("tts", "es-ES")
+
+    chunks = [
+        c
+        async for c in engine.synthesize(
+            "Hola, gracias por llamar. ¿En qué puedo ayudarle hoy?", sample_rate=16000, language="es-ES"
+        )
+    ]
+
+    assert len(chunks) > 1  # yielded while espeak-ng was still writing
+    audio = b"".join(chunks)
+    assert 1.5 < len(audio) / 2 / 16000 < 8
+    assert voiced_seconds(audio, 16000) > 1.0
+
+
+async def test_local_tts_stops_espeak_when_the_consumer_stops_early():
+    engine = local("tts", "es-ES")
+    stream = engine.synthesize("Una frase bastante larga. " * 20, sample_rate=8000, language="es-ES")
+
+    first = await anext(stream)
+    await stream.aclose()  # barge-in
+
+    assert first
+
+
+@pytest.mark.slow
+async def test_local_llm_streams_non_empty_text():
+    engine = local("llm", "es-ES")
+    messages = [
+        {"role": "system", "content": "Eres la recepcionista de una clínica dental. Responde breve."},
+        {"role": "user", "content": "Hola, ¿puedo pedir cita para mañana?"},
+    ]
+
+    deltas = [d async for d in engine.stream(messages, temperature=0.2, max_tokens=40)]
+
+    assert deltas
+    assert any(ch.isalnum() for ch in "".join(deltas))
+
+
+async def test_an_empty_completion_becomes_the_fallback_sentence():
+    async def deltas(*items):
+        for item in items:
+            yield item
+
+    assert [d async for d in usable_or_fallback(deltas("\n", " ", "..."), "Perdona")] == ["Perdona"]
+    assert [d async for d in usable_or_fallback(deltas(" ", " ¿Sí", "?"), "Perdona")] == ["¿Sí", "?"]
+
+
+def test_the_prompt_is_a_plain_transcript_ending_with_the_assistant_label():
+    prompt = build_prompt(
+        [
+            {"role": "system", "content": "Eres amable."},
+            {"role": "user", "content": "Hola\n  buenas"},
+            {"role": "assistant", "content": "Dígame."},
+            {"role": "user", "content": "Una cita"},
+        ],
+        user="Cliente",
+        assistant="Asistente",
+    )
+
+    assert prompt == "Eres amable.\n\nCliente: Hola buenas\nAsistente: Dígame.\nCliente: Una cita\nAsistente:"
+
+
+@pytest.mark.parametrize(
+    ("language", "voice", "expected"),
+    [("es-ES", "", "es"), ("es-MX", "", "es-419"), ("en-US", "", "en-us"), ("fr-FR", "", "fr-fr"), ("de-AT", "", "de"), ("es-ES", "espeak:es+f3", "es+f3")],
+)
+def test_espeak_voice_follows_the_language_tag(language, voice, expected):
+    assert espeak_voice(language, voice) == expected
+
+
+def test_local_engines_reject_unknown_models_and_voices():
+    with pytest.raises(EngineError):
+        local("stt", model="large-v3")
+    with pytest.raises(EngineError):
+        local("tts", voice="amy")
