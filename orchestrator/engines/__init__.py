@@ -2,7 +2,8 @@
 
 One module per vendor (``groq.py``, ``openai_compat.py``, ``azure.py``, ``local.py``);
 adding a vendor means adding one module and one ``register(...)`` line below.
-Each module defines ``create(role, spec, credentials, *, config)``; engines may also have
+Each module defines ``create(role, spec, credentials, *, config)`` (``config`` may be left
+out by factories that need no per-call settings); engines may also have
 ``async warmup()`` (called at call start) and ``async aclose()``. See docs/engines.md.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -99,7 +101,7 @@ class EngineFactory(Protocol):
     ) -> object: ...
 
 
-# registry name -> module defining ``create(role, spec, credentials)``
+# registry name -> module defining ``create(role, spec, credentials[, *, config])``
 _FACTORIES: dict[str, str] = {}
 
 
@@ -127,6 +129,8 @@ def create_engine(
             vendor=spec.engine,
         ) from None
     module = importlib.import_module(module_name)
+    if "config" not in inspect.signature(module.create).parameters:
+        return module.create(role, spec, credentials)  # a factory that needs no call settings
     return module.create(role, spec, credentials, config=config or CallConfig())
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
-from orchestrator.engines import EngineError, build_engines, create_engine
+from orchestrator.engines import EngineError, build_engines, create_engine, register
 from orchestrator.engines.fallback import FallbackLLM, FallbackSTT, chain
 from tests.engines.conftest import TEST_TIMEOUT_S
 from tests.fake_vendor import FakeVendor, Reply
@@ -155,3 +155,22 @@ def test_build_engines_fails_fast_when_a_listed_vendor_has_no_key():
     config = CallConfig(llm=(EngineSpec(engine="local"), EngineSpec(engine="groq", model="m")))
     with pytest.raises(EngineError, match="GROQ_API_KEY"):
         build_engines(config, EngineCredentials())
+
+
+async def test_registry_accepts_factories_without_call_settings():
+    """``bench.scripted_engines.create(role, spec, credentials)`` takes no ``config``."""
+    register("scripted", "bench.scripted_engines")
+    config = CallConfig(
+        stt=(
+            EngineSpec(engine="scripted", model="fail=1;name=first"),
+            EngineSpec(engine="scripted", model="delay_ms=1;text=hola;name=second"),
+        ),
+        llm=(EngineSpec(engine="local"),),
+        tts=(EngineSpec(engine="local"),),
+    )
+    engines = build_engines(config, EngineCredentials())
+
+    text = await engines.stt.transcribe(b"\x00\x00" * 160, sample_rate=8000, language="es-ES")
+
+    assert (text, engines.stt.name) == ("hola", "second")
+    assert engines.stt.last_fallbacks == ["first -> second: scripted 500: scripted STT failure"]

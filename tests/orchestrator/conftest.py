@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -156,7 +156,7 @@ class Harness:
 
 
 @pytest.fixture
-def make_harness() -> Callable[..., Harness]:
+async def make_harness() -> AsyncIterator[Callable[..., Harness]]:
     created: list[Harness] = []
 
     def make(**kwargs: Any) -> Harness:
@@ -171,6 +171,7 @@ def make_harness() -> Callable[..., Harness]:
     for harness in created:
         if harness.task is not None and not harness.task.done():
             harness.task.cancel()
+            await asyncio.wait([harness.task], timeout=10)
 
 
 def monotonic_ms() -> float:
