@@ -132,6 +132,13 @@ def call_get(*, call_id: object) -> Call | None:
     return Call.objects.select_related("profile").filter(pk=call_id).first()
 
 
+def call_by_external_id(*, channel: str, external_id: str) -> Call | None:
+    """The call a carrier knows as ``external_id`` (CallSid / call_control_id)."""
+    if not external_id:
+        return None
+    return Call.objects.select_related("profile").filter(channel=channel, external_id=external_id).first()
+
+
 def call_turns(*, call_id: object) -> list[Turn]:
     return list(Turn.objects.filter(call_id=call_id).order_by("sequence"))
 

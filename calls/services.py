@@ -63,6 +63,11 @@ def call_activate(
     return bool(Call.objects.filter(pk=call_id, status__in=OPEN_STATUSES).update(**updates))
 
 
+def call_set_external_id(*, call_id: object, external_id: str) -> None:
+    """An outbound call learns its carrier id (CallSid / call_control_id) once placed."""
+    Call.objects.filter(pk=call_id).update(external_id=external_id)
+
+
 def call_heartbeat(*, call_id: object) -> None:
     Call.objects.filter(pk=call_id, status__in=OPEN_STATUSES).update(last_heartbeat_at=timezone.now())
 

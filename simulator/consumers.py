@@ -26,7 +26,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from calls import global_stop, selectors, services
 from calls.live import LiveCall, start_live_call, stop_live_call
 from calls.models import Channel
-from orchestrator.audio import lin2ulaw, ulaw2lin
+from orchestrator.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from orchestrator.engines import EngineError
 from orchestrator.session import EndReason
 
@@ -58,7 +58,7 @@ class BrowserTransport:
         if self.closed:
             return
         if self.phone:
-            frame = ulaw2lin(lin2ulaw(frame))  # what a caller hears on a G.711 line
+            frame = ulaw_to_pcm16(pcm16_to_ulaw(frame))  # what a caller hears on a G.711 line
         if self.binary_audio:
             await self.consumer.send(bytes_data=frame)
         else:

@@ -39,16 +39,17 @@ class TwilioStream:
     def __init__(self) -> None:
         self.stream_sid = ""
 
-    def parse(self, text: str | None) -> wire.Inbound:
+    def parse(self, text: str | None) -> list[wire.Inbound]:
+        """One socket message -> the messages it yields (always one for Twilio)."""
         message = wire.json_object(text)
         event = message.get("event")
         parse = _PARSERS.get(event) if isinstance(event, str) else None
         if parse is None:
-            return wire.Ignored(reason=f"unknown event {event!r}")
+            return [wire.Ignored(reason=f"unknown event {event!r}")]
         parsed = parse(message)
         if isinstance(parsed, wire.Start):
             self.stream_sid = parsed.stream_id
-        return parsed
+        return [parsed]
 
     @staticmethod
     def token(start: wire.Start, path_kwargs: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -83,14 +84,17 @@ def create(
         raise EngineError("AZURE_SPEECH_KEY is not set", vendor="azure")
     if not (credentials.azure_speech_region or credentials.azure_speech_endpoint):
         raise EngineError("AZURE_SPEECH_REGION (or an endpoint) is not set", vendor="azure")
-    if not spec.voice:
-        raise EngineError("azure tts needs a voice name in the profile", vendor="azure")
+    voice = spec.voice or os.environ.get("AZURE_SPEECH_VOICE", "")
+    if not voice:
+        raise EngineError(
+            "azure tts needs a voice: the profile's voice name or AZURE_SPEECH_VOICE", vendor="azure"
+        )
     rate = config.extra.get("tts_rate", "")
     if rate and not _RATE.match(rate):
         raise EngineError(f"invalid tts_rate {rate!r} in the profile", vendor="azure")
     return AzureTTS(
         credentials=credentials,
-        voice=spec.voice,
+        voice=voice,
         rate=rate,
         pause_ms=config.voice_pacing_ms,
         channel_rate=CHANNEL_RATES.get(config.channel, 16000),

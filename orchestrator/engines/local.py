@@ -256,11 +256,13 @@ def create(
 ) -> LocalSTT | LocalLLM | LocalTTS:
     config = config or CallConfig()
     if role == "stt":
-        if spec.model not in ("", WHISPER_TINY_EN, WHISPER_BASE):
-            raise EngineError(
-                f"local stt model must be {WHISPER_TINY_EN!r} or {WHISPER_BASE!r}", vendor="local"
-            )
-        return LocalSTT(model=spec.model, language=config.language)
+        model = spec.model
+        if model not in ("", WHISPER_TINY_EN, WHISPER_BASE):
+            # "auto" profiles resolve to local without a key and keep their cloud model
+            # name: the offline default must still work, so ignore it rather than fail.
+            log.warning("local stt: ignoring model %r (use %r or %r)", model, WHISPER_TINY_EN, WHISPER_BASE)
+            model = ""
+        return LocalSTT(model=model, language=config.language)
     if role == "llm":
         return LocalLLM(language=config.language)
     if role == "tts":
@@ -399,7 +401,9 @@ class LocalTTS:
 
     def __init__(self, *, voice: str, language: str) -> None:
         if voice and voice != "joe" and not voice.startswith("espeak"):
-            raise EngineError(f"unknown local voice {voice!r} (joe, espeak, espeak:<name>)", vendor="local")
+            # e.g. an Azure voice name kept by an "auto" profile that resolved to local
+            log.warning("local tts: ignoring voice %r (joe, espeak, espeak:<name>)", voice)
+            voice = ""
         self.voice = voice
         self.language = language
 

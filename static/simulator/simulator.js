@@ -160,7 +160,7 @@ function addBubble(role, text, final) {
 }
 
 function renderBubble(b) {
-  b.textEl.textContent = b.entry.text;
+  b.textEl.textContent = b.entry.text || "…";
   b.el.classList.toggle("partial", !b.entry.final);
   b.el.classList.toggle("interrupted", b.entry.interrupted);
   b.el.title = b.entry.interrupted ? "Interrupted by the caller" : "";
@@ -177,7 +177,9 @@ function onTranscript(msg) {
     if (!text && !msg.interrupted) return;
     b = addBubble(role, text, final);
   } else {
-    b.entry.text = text || b.entry.text;
+    // A final is the whole turn (an interrupted one keeps only what was heard); a partial
+    // without text keeps what the bubble shows.
+    b.entry.text = final ? text : text || b.entry.text;
     b.entry.final = final;
   }
   if (msg.interrupted) b.entry.interrupted = true;

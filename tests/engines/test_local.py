@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
-from orchestrator.engines import EngineError, create_engine
+from orchestrator.engines import create_engine
 from orchestrator.engines.local import build_prompt, espeak_voice, usable_or_fallback
 from tests.speech import have_speech_tools, silence_pcm16, speech_pcm16
 
@@ -147,8 +147,8 @@ def test_espeak_voice_follows_the_language_tag(language, voice, expected):
     assert espeak_voice(language, voice) == expected
 
 
-def test_local_engines_reject_unknown_models_and_voices():
-    with pytest.raises(EngineError):
-        local("stt", model="large-v3")
-    with pytest.raises(EngineError):
-        local("tts", voice="amy")
+def test_local_engines_ignore_cloud_model_and_voice_names():
+    """An "auto" profile resolved to local keeps e.g. an Azure voice: still works offline."""
+    assert local("stt", model="whisper-large-v3-turbo").model == ""
+    assert local("tts", voice="es-ES-ElviraNeural").voice == ""
+    assert local("tts", voice="espeak:es-419").voice == "espeak:es-419"

@@ -173,8 +173,12 @@ async def test_user_speech_resets_the_idle_reprompt(make_harness) -> None:
     await h.until(lambda: len(h.recorder.by_role("user")) == 1)
     assert await h.result() is EndReason.IDLE_TIMEOUT
     # answered, then reprompted again (a fresh idle period), then goodbye
-    assert h.tts.texts == ["Are you still there?", "Sure.", "For how many?", "Are you still there?", "Goodbye."] or \
-        h.tts.texts == ["Are you still there?", "Sure. For how many?", "Are you still there?", "Goodbye."]
+    assert h.tts.texts == [
+        "Are you still there?",
+        "Sure. For how many?",
+        "Are you still there?",
+        "Goodbye.",
+    ]
 
 
 async def test_engine_failure_plays_apology_then_closes_and_raises(make_harness) -> None:

@@ -1,0 +1,74 @@
+"""Turn detection on real speech through the real Silero VAD."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orchestrator.vad import SileroVad, TurnDetector, TurnEventKind
+from tests.speech import have_speech_tools, silence_pcm16, speech_pcm16
+
+pytestmark = pytest.mark.skipif(not have_speech_tools(), reason="espeak-ng and sox needed")
+
+
+def detector(**overrides: int) -> TurnDetector:
+    params = {
+        "min_speech_ms": 120,
+        "silence_timeout_ms": 500,
+        "preroll_ms": 300,
+        "barge_in_ms": 250,
+    }
+    params.update(overrides)
+    return TurnDetector(SileroVad(), **params)
+
+
+def feed_in_frames(d: TurnDetector, pcm: bytes, frame: int = 640) -> list:
+    events = []
+    for i in range(0, len(pcm), frame):
+        events += d.feed(pcm[i : i + frame])
+    return events
+
+
+def test_speech_makes_one_turn_with_preroll() -> None:
+    speech = speech_pcm16("I would like to book a table for two people.")
+    d = detector()
+    events = feed_in_frames(d, silence_pcm16(1000) + speech + silence_pcm16(800))
+    assert [e.kind for e in events] == [
+        TurnEventKind.SPEECH_STARTED,
+        TurnEventKind.BARGE_IN,
+        TurnEventKind.TURN_ENDED,
+    ]
+    end = events[-1]
+    assert end.voiced_ms >= 1000
+    # ~300 ms of the silence before the first syllable is kept (pre-roll) ...
+    audio = np.frombuffer(end.audio, "<i2")
+    assert not np.any(audio[: 16000 * 250 // 1000])
+    # ... and the utterance covers the whole speech, without the long silence after it
+    assert len(end.audio) >= len(speech)
+    assert len(end.audio) < len(speech) + 2 * 16000 * 2 * 600 // 1000
+    assert not d.in_turn
+
+
+def test_a_pause_shorter_than_the_silence_timeout_stays_in_the_turn() -> None:
+    d = detector(silence_timeout_ms=700)
+    pcm = speech_pcm16("Hello there.") + silence_pcm16(400) + speech_pcm16("Table for two.")
+    events = feed_in_frames(d, pcm + silence_pcm16(900))
+    assert [e.kind for e in events].count(TurnEventKind.TURN_ENDED) == 1
+
+
+def test_a_short_noise_burst_makes_no_event() -> None:
+    rng = np.random.default_rng(1)
+    noise = rng.normal(0, 6000, 1600).astype("<i2").tobytes()  # 100 ms
+    d = detector()
+    assert feed_in_frames(d, silence_pcm16(500) + noise + silence_pcm16(1000)) == []
+
+
+def test_a_false_start_starts_a_turn_but_never_reaches_barge_in() -> None:
+    fragment = speech_pcm16("Hello there")[: 16000 * 2 * 190 // 1000]
+    d = detector()
+    kinds = [e.kind for e in feed_in_frames(d, silence_pcm16(300) + fragment + silence_pcm16(800))]
+    assert TurnEventKind.BARGE_IN not in kinds
+
+
+def test_silence_makes_no_event() -> None:
+    assert feed_in_frames(detector(), silence_pcm16(3000)) == []

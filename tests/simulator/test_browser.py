@@ -1,0 +1,220 @@
+"""End to end in a real browser: Chromium's fake microphone plays espeak-ng speech into the
+simulator page, served by a real daphne with the demo profile's offline engines.
+
+Needs Debian's chromium (``apt-get install chromium``; ``PLAYWRIGHT_CHROMIUM`` overrides the
+path), espeak-ng and sox. Timeouts are bounds so a broken engine fails the test instead of
+hanging it; nothing asserts on speed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.speech import have_speech_tools, speech_wav
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = os.environ.get("PLAYWRIGHT_CHROMIUM", "/usr/bin/chromium")
+SENTENCE = "Hello, I would like to book a table for two people tomorrow evening."
+USERNAME, PASSWORD = "sim-e2e-admin", "sim-e2e-password-1"
+
+# Bounds (seconds), generous for two shared CPU cores and cold model loads.
+SERVER_START_S = 90
+CALL_START_S = 120
+USER_WORDS_S = 120
+ASSISTANT_REPLY_S = 90
+PLAYBACK_S = 60
+CALL_END_S = 30
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium", allow_module_level=True)
+if not have_speech_tools():
+    pytest.skip("espeak-ng and sox are needed for the fake microphone", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+
+@dataclass(slots=True)
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def log_tail(self, chars: int = 6000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def microphone_wav(directory: Path) -> Path:
+    """The sentence then 6 s of silence, 48 kHz mono (Chromium loops the file)."""
+    speech = speech_wav(SENTENCE, rate=48000)
+    out = directory / "microphone.wav"
+    with wave.open(str(speech), "rb") as src:
+        frames = src.readframes(src.getnframes())
+        params = src.getparams()
+    with wave.open(str(out), "wb") as dst:
+        dst.setparams(params)
+        dst.writeframes(frames + b"\x00\x00" * params.framerate * 6)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """daphne on a free port with a freshly migrated and seeded SQLite database."""
+    workdir = tmp_path_factory.mktemp("simulator-e2e")
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CELERY_BROKER_URL")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="voiceapp.settings",
+        DATABASE_URL=f"sqlite:///{workdir / 'e2e.sqlite3'}",
+        DEBUG="true",
+        DEMO_ADMIN_USERNAME=USERNAME,
+        DEMO_ADMIN_PASSWORD=PASSWORD,
+        SHUTDOWN_GRACE_SECONDS="2",
+        PYTHONUNBUFFERED="1",
+    )
+    for command in (["migrate", "--noinput"], ["seed_demo"]):
+        subprocess.run(
+            [sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True,
+            capture_output=True, timeout=300,
+        )  # fmt: skip
+    port = free_port()
+    log = workdir / "daphne.log"
+    daphne = shutil.which("daphne", path=str(Path(sys.executable).parent)) or "daphne"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [daphne, "-b", "127.0.0.1", "-p", str(port), "voiceapp.asgi:application"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    server = Server(url=f"http://127.0.0.1:{port}", process=process, log=log)
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"daphne exited with {process.returncode}:\n{server.log_tail()}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{server.url}/health/", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            if time.monotonic() > deadline:
+                pytest.fail(f"daphne did not answer /health/ in {SERVER_START_S}s:\n{server.log_tail()}")
+            time.sleep(0.3)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[sync_api.Page]:
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={microphone_wav(tmp_path)}",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 860})
+            context.set_default_timeout(30_000)
+            page = context.new_page()
+            page.console_messages = []  # type: ignore[attr-defined]
+            page.on("console", lambda m: page.console_messages.append(f"{m.type}: {m.text}"))  # type: ignore[attr-defined]
+            page.on("pageerror", lambda e: page.console_messages.append(f"pageerror: {e}"))  # type: ignore[attr-defined]
+            yield page
+        finally:
+            browser.close()
+
+
+def wait_for(page: sync_api.Page, server: Server, what: str, expression: str, timeout_s: int) -> None:
+    """Wait for a JS predicate; on timeout fail with everything needed to see why."""
+    try:
+        page.wait_for_function(expression, timeout=timeout_s * 1000, polling=250)
+    except sync_api.TimeoutError:
+        stats = page.evaluate("JSON.stringify(window.simulatorStats, null, 1)")
+        message = page.locator("#message").inner_text() if page.locator("#message").is_visible() else ""
+        console = "\n".join(page.console_messages[-30:])  # type: ignore[attr-defined]
+        pytest.fail(
+            f"timed out after {timeout_s}s waiting for {what}\n"
+            f"page message: {message!r}\nsimulatorStats: {stats}\nconsole:\n{console}\n"
+            f"daphne log tail:\n{server.log_tail()}"
+        )
+
+
+def test_a_call_from_the_browser_is_heard_answered_and_stored(server: Server, page: sync_api.Page) -> None:
+    page.goto(f"{server.url}/simulator/")
+    assert "/admin/login/" in page.url, "anonymous users are sent to the admin login"
+    page.fill("#id_username", USERNAME)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(re.compile(r"/simulator/$"))
+    assert page.locator("#profile").input_value() == "demo"
+    assert page.locator("#channel").input_value() == "browser"
+
+    page.click("#start")
+    wait_for(page, server, "the call to start", "window.simulatorStats.callId !== null", CALL_START_S)
+    call_id = page.evaluate("window.simulatorStats.callId")
+
+    # The user's sentence comes back as a final transcript (Whisper may garble a word or two).
+    user_said = """() => window.simulatorStats.transcript.some(t => t.role === 'user' && t.final
+        && /table/i.test(t.text) && /(book|two|people|tomorrow|evening)/i.test(t.text))"""
+    wait_for(page, server, "the user's words in the transcript", user_said, USER_WORDS_S)
+
+    # Then the agent answers it (the greeting comes before the user's turn and does not count).
+    answered = """() => {
+        const t = window.simulatorStats.transcript;
+        const u = t.findIndex(e => e.role === 'user' && /table/i.test(e.text));
+        return u >= 0 && t.slice(u + 1).some(e => e.role === 'assistant' && e.text.trim().length > 0);
+    }"""
+    wait_for(page, server, "an assistant reply after the user's turn", answered, ASSISTANT_REPLY_S)
+    wait_for(page, server, "agent audio to be played", "window.simulatorStats.playedSamples > 0", PLAYBACK_S)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "simulator-mid-call.png"), full_page=True)
+    stats = page.evaluate("window.simulatorStats")
+    assert stats["sentFrames"] > 0 and stats["receivedAudioFrames"] > 0
+    assert stats["sampleRate"] == 16000
+    assert page.locator(".bubble-user").count() >= 1
+    assert page.locator(".bubble-assistant").count() >= 1
+
+    page.click("#stop")
+    wait_for(page, server, "the call to end", "window.simulatorStats.status === 'ended'", CALL_END_S)
+    assert page.evaluate("window.simulatorStats.endedReason") == "caller_hangup"
+    link = page.locator("#call-admin-link")
+    assert link.get_attribute("href") == f"/admin/calls/call/{call_id}/change/"
+
+    page.goto(f"{server.url}/admin/calls/call/")
+    assert f"/admin/calls/call/{call_id}/change/" in page.content(), "the call is listed in the admin"
+    link_page = page.goto(f"{server.url}/admin/calls/call/{call_id}/change/")
+    assert link_page is not None and link_page.status == 200
+    assert re.search(r"table", page.content(), re.IGNORECASE), "the stored transcript has the user's turn"
