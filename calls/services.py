@@ -146,6 +146,9 @@ def call_end(
     if not ended and metrics:
         # The carrier's hang-up webhook may have ended the call first; keep the session's metrics.
         Call.objects.filter(pk=call_id, metrics={}).update(metrics=metrics)
+    if not ended and error:
+        # ... and the session's error detail, when the first ending had none.
+        Call.objects.filter(pk=call_id, error_detail="").update(error_detail=error[:4000])
     return ended
 
 

@@ -48,7 +48,8 @@ class PacedPlayout:
         now = self._clock()
         if self._play_until < now:
             self._play_until = now  # underrun (or first frame): restart the schedule
-        wait = self._play_until - self._lead_s - now
+        # After this frame the carrier holds at most lead_ms.
+        wait = self._play_until + self._frame_s - self._lead_s - now
         if wait > 0:
             await self._sleep(wait)
         try:

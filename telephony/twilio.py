@@ -145,14 +145,22 @@ def apology_twiml(*, text: str, language: str = "") -> str:
     return str(response)
 
 
+def hangup_twiml() -> str:
+    response = VoiceResponse()
+    response.hangup()
+    return str(response)
+
+
 # --- Signatures -----------------------------------------------------------------------------
 
 
-def signature_valid(url: str, params: dict[str, Any], signature: str) -> bool:
-    """``X-Twilio-Signature`` over ``url`` (as configured at Twilio) and the POST params."""
+def signature_valid(url: str, params: Any, signature: str, *, algorithm: str | None = None) -> bool:
+    """``X-Twilio-Signature`` over ``url`` (as configured at Twilio) and the POST params
+    (a dict or Django ``QueryDict``; multi-valued params are signed sorted)."""
     if not settings.TWILIO_AUTH_TOKEN or not signature:
         return False
-    return bool(RequestValidator(settings.TWILIO_AUTH_TOKEN).validate(url, params, signature))
+    validator = RequestValidator(settings.TWILIO_AUTH_TOKEN)
+    return bool(validator.validate(url, params, signature, algorithm=algorithm))
 
 
 # --- REST -----------------------------------------------------------------------------------

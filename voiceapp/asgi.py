@@ -12,9 +12,7 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voiceapp.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from simulator.routing import websocket_urlpatterns as simulator_ws  # noqa: E402
@@ -23,7 +21,7 @@ from telephony.routing import websocket_urlpatterns as telephony_ws  # noqa: E40
 websocket_app = URLRouter(
     [
         path("ws/telephony/", URLRouter(telephony_ws)),
-        path("ws/", AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(simulator_ws)))),
+        *simulator_ws,
     ]
 )
 

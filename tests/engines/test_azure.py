@@ -122,9 +122,18 @@ def test_it_is_built_for_the_channel_with_the_profile_rate_and_pacing():
         ),
     ],
 )
-def test_it_refuses_an_incomplete_profile_at_build_time(spec, credentials, config, message):
+def test_it_refuses_an_incomplete_profile_at_build_time(
+    spec, credentials, config, message, monkeypatch
+):
+    monkeypatch.delenv("AZURE_SPEECH_VOICE", raising=False)
     with pytest.raises(EngineError, match=message):
         create_engine("tts", spec, credentials, config=config)
+
+
+def test_a_fallback_spec_without_voice_takes_the_env_voice(monkeypatch):
+    monkeypatch.setenv("AZURE_SPEECH_VOICE", "es-ES-AlvaroNeural")
+    engine = create_engine("tts", EngineSpec(engine="azure"), CREDENTIALS)
+    assert engine.voice == "es-ES-AlvaroNeural"
 
 
 @pytest.mark.skipif(not os.environ.get("AZURE_SPEECH_KEY"), reason="AZURE_SPEECH_KEY not set")

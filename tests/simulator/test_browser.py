@@ -128,8 +128,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             process.wait(timeout=10)
 
 
+@dataclass(slots=True)
+class Tab:
+    page: sync_api.Page
+    console: list[str]
+
+
 @pytest.fixture
-def page(tmp_path: Path) -> Iterator[sync_api.Page]:
+def tab(tmp_path: Path) -> Iterator[Tab]:
     args = [
         "--no-sandbox",
         "--disable-gpu",
@@ -140,30 +146,29 @@ def page(tmp_path: Path) -> Iterator[sync_api.Page]:
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={microphone_wav(tmp_path)}",
-        "--autoplay-policy=no-user-gesture-required",
     ]
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
         try:
             context = browser.new_context(viewport={"width": 1280, "height": 860})
             context.set_default_timeout(30_000)
-            page = context.new_page()
-            page.console_messages = []  # type: ignore[attr-defined]
-            page.on("console", lambda m: page.console_messages.append(f"{m.type}: {m.text}"))  # type: ignore[attr-defined]
-            page.on("pageerror", lambda e: page.console_messages.append(f"pageerror: {e}"))  # type: ignore[attr-defined]
-            yield page
+            tab = Tab(page=context.new_page(), console=[])
+            tab.page.on("console", lambda m: tab.console.append(f"{m.type}: {m.text}"))
+            tab.page.on("pageerror", lambda e: tab.console.append(f"pageerror: {e}"))
+            yield tab
         finally:
             browser.close()
 
 
-def wait_for(page: sync_api.Page, server: Server, what: str, expression: str, timeout_s: int) -> None:
+def wait_for(tab: Tab, server: Server, what: str, expression: str, timeout_s: int) -> None:
     """Wait for a JS predicate; on timeout fail with everything needed to see why."""
+    page = tab.page
     try:
         page.wait_for_function(expression, timeout=timeout_s * 1000, polling=250)
     except sync_api.TimeoutError:
         stats = page.evaluate("JSON.stringify(window.simulatorStats, null, 1)")
         message = page.locator("#message").inner_text() if page.locator("#message").is_visible() else ""
-        console = "\n".join(page.console_messages[-30:])  # type: ignore[attr-defined]
+        console = "\n".join(tab.console[-30:])
         pytest.fail(
             f"timed out after {timeout_s}s waiting for {what}\n"
             f"page message: {message!r}\nsimulatorStats: {stats}\nconsole:\n{console}\n"
@@ -171,7 +176,8 @@ def wait_for(page: sync_api.Page, server: Server, what: str, expression: str, ti
         )
 
 
-def test_a_call_from_the_browser_is_heard_answered_and_stored(server: Server, page: sync_api.Page) -> None:
+def test_a_call_from_the_browser_is_heard_answered_and_stored(server: Server, tab: Tab) -> None:
+    page = tab.page
     page.goto(f"{server.url}/simulator/")
     assert "/admin/login/" in page.url, "anonymous users are sent to the admin login"
     page.fill("#id_username", USERNAME)
@@ -182,13 +188,13 @@ def test_a_call_from_the_browser_is_heard_answered_and_stored(server: Server, pa
     assert page.locator("#channel").input_value() == "browser"
 
     page.click("#start")
-    wait_for(page, server, "the call to start", "window.simulatorStats.callId !== null", CALL_START_S)
+    wait_for(tab, server, "the call to start", "window.simulatorStats.callId !== null", CALL_START_S)
     call_id = page.evaluate("window.simulatorStats.callId")
 
     # The user's sentence comes back as a final transcript (Whisper may garble a word or two).
     user_said = """() => window.simulatorStats.transcript.some(t => t.role === 'user' && t.final
         && /table/i.test(t.text) && /(book|two|people|tomorrow|evening)/i.test(t.text))"""
-    wait_for(page, server, "the user's words in the transcript", user_said, USER_WORDS_S)
+    wait_for(tab, server, "the user's words in the transcript", user_said, USER_WORDS_S)
 
     # Then the agent answers it (the greeting comes before the user's turn and does not count).
     answered = """() => {
@@ -196,8 +202,8 @@ def test_a_call_from_the_browser_is_heard_answered_and_stored(server: Server, pa
         const u = t.findIndex(e => e.role === 'user' && /table/i.test(e.text));
         return u >= 0 && t.slice(u + 1).some(e => e.role === 'assistant' && e.text.trim().length > 0);
     }"""
-    wait_for(page, server, "an assistant reply after the user's turn", answered, ASSISTANT_REPLY_S)
-    wait_for(page, server, "agent audio to be played", "window.simulatorStats.playedSamples > 0", PLAYBACK_S)
+    wait_for(tab, server, "an assistant reply after the user's turn", answered, ASSISTANT_REPLY_S)
+    wait_for(tab, server, "agent audio to be played", "window.simulatorStats.playedSamples > 0", PLAYBACK_S)
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "simulator-mid-call.png"), full_page=True)
@@ -208,7 +214,7 @@ def test_a_call_from_the_browser_is_heard_answered_and_stored(server: Server, pa
     assert page.locator(".bubble-assistant").count() >= 1
 
     page.click("#stop")
-    wait_for(page, server, "the call to end", "window.simulatorStats.status === 'ended'", CALL_END_S)
+    wait_for(tab, server, "the call to end", "window.simulatorStats.status === 'ended'", CALL_END_S)
     assert page.evaluate("window.simulatorStats.endedReason") == "caller_hangup"
     link = page.locator("#call-admin-link")
     assert link.get_attribute("href") == f"/admin/calls/call/{call_id}/change/"

@@ -1,0 +1,79 @@
+"""Outbound calls: the agent dials a number with a chosen profile (API and admin).
+
+The call record is created first (outbound, ringing) so the stream token can name it;
+the carrier then gets the same stream instructions an inbound call gets (Twilio: the
+``<Connect><Stream>`` TwiML inline; Telnyx: ``stream_url`` on the dial command).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from django.conf import settings
+from twilio.base.exceptions import TwilioRestException
+
+from calls import global_stop, services
+from calls.models import AgentProfile, Call, CallStatus, Channel, EndReason
+from telephony import links, telnyx, tokens, twilio
+
+logger = logging.getLogger(__name__)
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+class OutboundError(Exception):
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def place_call(*, profile: AgentProfile, to: str, carrier: str = Channel.TWILIO) -> Call:
+    """Dial ``to``; returns the ringing call record. Raises :class:`OutboundError`."""
+    if not E164.match(to):
+        raise OutboundError("'to' must be an E.164 number such as +34600111222", status=400)
+    if carrier not in (Channel.TWILIO, Channel.TELNYX):
+        raise OutboundError("carrier must be 'twilio' or 'telnyx'", status=400)
+    if not global_stop.calls_allowed():
+        raise OutboundError("calls are globally stopped; an operator must reset them", status=503)
+    from_ = settings.TWILIO_FROM_NUMBER if carrier == Channel.TWILIO else settings.TELNYX_FROM_NUMBER
+    required = (
+        {"TWILIO_ACCOUNT_SID": settings.TWILIO_ACCOUNT_SID, "TWILIO_AUTH_TOKEN": settings.TWILIO_AUTH_TOKEN,
+         "TWILIO_FROM_NUMBER": from_}
+        if carrier == Channel.TWILIO
+        else {"TELNYX_API_KEY": settings.TELNYX_API_KEY, "TELNYX_CONNECTION_ID": settings.TELNYX_CONNECTION_ID,
+              "TELNYX_FROM_NUMBER": from_}
+    )  # fmt: skip
+    missing = [name for name, value in required.items() if not value]
+    if missing:
+        raise OutboundError(f"{carrier} is not configured: set {', '.join(missing)}", status=503)
+
+    call = services.call_start(
+        profile=profile, channel=carrier, from_number=from_, to_number=to,
+        direction="outbound", status=CallStatus.RINGING,
+    )  # fmt: skip
+    call_id = str(call.id)
+    token = tokens.mint(call_id=call_id, carrier=carrier)
+    try:
+        if carrier == Channel.TWILIO:
+            external_id = twilio.place_call(
+                to=to,
+                from_=from_,
+                twiml=twilio.connect_twiml(stream_url=links.twilio_stream_url(), call_id=call_id, token=token),
+                status_callback=links.public_url(links.TWILIO_STATUS_PATH),
+            )
+        else:
+            external_id = telnyx.CallControl().dial(
+                to=to,
+                from_=from_,
+                stream_url=links.telnyx_stream_url(token),
+                client_state=telnyx.client_state(call_id=call_id, mode="stream"),
+            )
+    except (TwilioRestException, telnyx.CallControlError, OSError) as exc:
+        logger.error("outbound %s call to %s failed: %s", carrier, to, exc)
+        services.call_end(call_id=call_id, reason=EndReason.NOT_CONNECTED, error=f"dial failed: {exc}")
+        raise OutboundError(f"{carrier} refused the call: {exc}", status=502) from exc
+    services.call_set_external_id(call_id=call_id, external_id=external_id)
+    call.external_id = external_id
+    logger.info("outbound %s call %s to %s placed (%s)", carrier, call_id, to, external_id)
+    return call
