@@ -36,8 +36,14 @@ REPLIES = {
     "es": "Claro. Le puedo dar cita el lunes a las nueve. ¿Le viene bien?",
 }
 QUESTIONS = {
-    "en": ("You are the receptionist of a dental clinic. Answer briefly.", "Hi, can I book an appointment for tomorrow?"),
-    "es": ("Eres la recepcionista de una clínica dental. Responde breve.", "Hola, ¿puedo pedir cita para mañana?"),
+    "en": (
+        "You are the receptionist of a dental clinic. Answer briefly.",
+        "Hi, can I book an appointment for tomorrow?",
+    ),
+    "es": (
+        "Eres la recepcionista de una clínica dental. Responde breve.",
+        "Hola, ¿puedo pedir cita para mañana?",
+    ),
 }
 
 
@@ -105,7 +111,10 @@ async def bench_tts(engine, row: Row, lang: str, language: str, runs: int, rate:
         end = time.perf_counter()
         first_ms = ((first or end) - started) * 1000
         if run == 0:
-            row.cold_first_ms, row.sample = first_ms, f"{size / 2 / rate:.2f} s of audio at {rate} Hz"
+            row.cold_first_ms, row.sample = (
+                first_ms,
+                f"{size / 2 / rate:.2f} s of audio at {rate} Hz",
+            )
         else:
             row.first_ms.append(first_ms)
             row.total_ms.append((end - started) * 1000)
@@ -118,7 +127,11 @@ def cloud_specs() -> list[tuple[str, EngineSpec]]:
         if os.environ.get("GROQ_LLM_MODEL"):
             specs.append(("llm", EngineSpec(engine="groq")))
     if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
-        for role, variable in (("stt", "OPENAI_STT_MODEL"), ("llm", "OPENAI_LLM_MODEL"), ("tts", "OPENAI_TTS_MODEL")):
+        for role, variable in (
+            ("stt", "OPENAI_STT_MODEL"),
+            ("llm", "OPENAI_LLM_MODEL"),
+            ("tts", "OPENAI_TTS_MODEL"),
+        ):
             if os.environ.get(variable):
                 specs.append((role, EngineSpec(engine="openai")))
     if os.environ.get("AZURE_SPEECH_KEY") and os.environ.get("AZURE_SPEECH_VOICE"):
@@ -128,9 +141,13 @@ def cloud_specs() -> list[tuple[str, EngineSpec]]:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="warm runs per engine (after one cold run)")
+    parser.add_argument(
+        "--runs", type=int, default=5, help="warm runs per engine (after one cold run)"
+    )
     parser.add_argument("--languages", nargs="+", default=["en-US", "es-ES"])
-    parser.add_argument("--rate", type=int, default=8000, help="channel sample rate (8000 phone, 16000 browser)")
+    parser.add_argument(
+        "--rate", type=int, default=8000, help="channel sample rate (8000 phone, 16000 browser)"
+    )
     args = parser.parse_args()
 
     credentials = EngineCredentials(
@@ -144,7 +161,9 @@ async def main() -> None:
     rows: list[Row] = []
     for language in args.languages:
         lang = language.split("-")[0]
-        config = CallConfig(language=language, channel="browser" if args.rate == 16000 else "twilio")
+        config = CallConfig(
+            language=language, channel="browser" if args.rate == 16000 else "twilio"
+        )
         for role, spec in specs:
             row = Row(engine=spec.engine, role=role, language=language)
             rows.append(row)
@@ -161,8 +180,13 @@ async def main() -> None:
             except EngineError as error:
                 row.error = str(error)
 
-    print(f"\n{os.cpu_count()} CPUs, channel rate {args.rate} Hz, {args.runs} warm runs; times in ms")
-    print(f"{'engine':7} {'role':4} {'lang':6} {'cold 1st':>9} {'1st p50':>8} {'1st p95':>8} {'total p50':>10} {'total p95':>10}  sample")
+    print(
+        f"\n{os.cpu_count()} CPUs, channel rate {args.rate} Hz, {args.runs} warm runs; times in ms"
+    )
+    print(
+        f"{'engine':7} {'role':4} {'lang':6} {'cold 1st':>9} {'1st p50':>8} {'1st p95':>8} "
+        f"{'total p50':>10} {'total p95':>10}  sample"
+    )
     for row in rows:
         if row.error:
             print(f"{row.engine:7} {row.role:4} {row.language:6} ERROR {row.error}")
@@ -170,10 +194,13 @@ async def main() -> None:
         print(
             f"{row.engine:7} {row.role:4} {row.language:6} {row.cold_first_ms:9.0f} "
             f"{statistics.median(row.first_ms):8.0f} {pct(row.first_ms, 0.95):8.0f} "
-            f"{statistics.median(row.total_ms):10.0f} {pct(row.total_ms, 0.95):10.0f}  {row.sample!r}"
+            f"{statistics.median(row.total_ms):10.0f} {pct(row.total_ms, 0.95):10.0f}"
+            f"  {row.sample!r}"
         )
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(f"\nCPU {usage.ru_utime + usage.ru_stime:.1f} s, peak RSS {usage.ru_maxrss / 1024:.0f} MiB")
+    print(
+        f"\nCPU {usage.ru_utime + usage.ru_stime:.1f} s, peak RSS {usage.ru_maxrss / 1024:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

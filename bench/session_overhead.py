@@ -10,7 +10,11 @@ Printed:
   silence (silence_timeout, rounded up to Silero's 32 ms windows), STT delay, LLM
   time-to-first-token plus the tokens needed to complete the first sentence, and
   TTS time-to-first-byte. What remains is the session's own cost (queues, VAD,
-  scheduling under load), including ±20 ms of frame/window alignment. Target p95 < 25 ms.
+  scheduling under load) plus up to ±20 ms of alignment between 20 ms carrier frames
+  and 32 ms VAD windows. Target p95 < 25 ms.
+- pipeline overhead: the same, but measured from the detected end of turn
+  (voice-to-voice minus ``endpointing_ms``), so the frame/window alignment is out.
+- endpointing excess: ``endpointing_ms`` minus silence_timeout (alignment + VAD lag).
 - CPU seconds per call-minute for the whole process (VAD, codecs, resampling,
   asyncio, scripted engines): target < 1 s.
 
@@ -191,13 +195,30 @@ async def run(n: int, turns: int) -> dict[str, float]:
         if t.role == "assistant" and t.metrics and t.metrics.voice_to_voice_ms is not None
     ]
     overhead = [v - expected for v in v2v]
+    silence = math.ceil(SILENCE_TIMEOUT_MS / WINDOW_MS) * WINDOW_MS
+    pipeline = [
+        t.metrics.voice_to_voice_ms - t.metrics.endpointing_ms - (expected - silence)
+        for r in recorders
+        for t in r.turns
+        if t.role == "assistant" and t.metrics and t.metrics.voice_to_voice_ms is not None
+        and t.metrics.endpointing_ms is not None
+    ]
+    endpointing = [
+        t.metrics.endpointing_ms - SILENCE_TIMEOUT_MS
+        for r in recorders
+        for t in r.turns
+        if t.role == "assistant" and t.metrics and t.metrics.endpointing_ms is not None
+    ]
     return {
         "sessions": n,
         "turns": len(v2v),
         "v2v_p50_ms": percentile(v2v, 50),
         "overhead_p50_ms": percentile(overhead, 50),
         "overhead_p95_ms": percentile(overhead, 95),
-        "cpu_s_per_call_min": cpu / call_minutes,
+        "pipeline_p50_ms": percentile(pipeline, 50),
+        "pipeline_p95_ms": percentile(pipeline, 95),
+        "endpoint_xs_p50": percentile(endpointing, 50),
+        "cpu_s_call_min": cpu / call_minutes,
         "wall_s": wall,
         "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -212,11 +233,12 @@ def main() -> None:
           f"(silence {SILENCE_TIMEOUT_MS} ms, STT {STT_MS:.0f}, TTFT {LLM_TTFT_MS:.0f} "
           f"+ first sentence {first_sentence_wait_ms():.0f}, TTS TTFB {TTS_TTFB_MS:.0f})")
     header = ("sessions", "turns", "v2v_p50_ms", "overhead_p50_ms", "overhead_p95_ms",
-              "cpu_s_per_call_min", "wall_s", "maxrss_mb")
-    print(" ".join(f"{h:>18}" for h in header))
+              "pipeline_p50_ms", "pipeline_p95_ms", "endpoint_xs_p50", "cpu_s_call_min",
+              "wall_s", "maxrss_mb")
+    print(" ".join(f"{h:>12}" for h in header))
     for n in args.n:
         result = asyncio.run(run(n, args.turns))
-        print(" ".join(f"{result[h]:>18.2f}" if isinstance(result[h], float) else f"{result[h]:>18}"
+        print(" ".join(f"{result[h]:>12.1f}" if isinstance(result[h], float) else f"{result[h]:>12}"
                        for h in header), flush=True)
 
 

@@ -23,8 +23,10 @@ from django.core.cache import cache
 
 logger = logging.getLogger(__name__)
 
-ERRORS_KEY = "voiceapp:global_stop:errors"
-STOPPED_KEY = "voiceapp:global_stop:stopped"
+
+
+def _key(name: str) -> str:
+    return f"{settings.REDIS_KEY_PREFIX}:global_stop:{name}"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -53,17 +55,17 @@ def _record_error(entry: dict[str, Any]) -> int:
         client = _redis()
         try:
             pipe = client.pipeline()
-            pipe.zadd(ERRORS_KEY, {member: now})
-            pipe.zremrangebyscore(ERRORS_KEY, 0, now - _window())
-            pipe.zcard(ERRORS_KEY)
-            pipe.expire(ERRORS_KEY, _window() * 2)
+            pipe.zadd(_key("errors"), {member: now})
+            pipe.zremrangebyscore(_key("errors"), 0, now - _window())
+            pipe.zcard(_key("errors"))
+            pipe.expire(_key("errors"), _window() * 2)
             return int(pipe.execute()[2])
         finally:
             client.close()
     # Cache fallback (single process in development): read-modify-write is good enough.
-    errors = [e for e in cache.get(ERRORS_KEY, []) if json.loads(e)["at"] > now - _window()]
+    errors = [e for e in cache.get(_key("errors"), []) if json.loads(e)["at"] > now - _window()]
     errors.append(member)
-    cache.set(ERRORS_KEY, errors, _window() * 2)
+    cache.set(_key("errors"), errors, _window() * 2)
     return len(errors)
 
 
@@ -72,11 +74,11 @@ def _recent_errors() -> list[dict[str, Any]]:
     if settings.REDIS_URL:
         client = _redis()
         try:
-            raw = client.zrangebyscore(ERRORS_KEY, now - _window(), "+inf")
+            raw = client.zrangebyscore(_key("errors"), now - _window(), "+inf")
         finally:
             client.close()
     else:
-        raw = cache.get(ERRORS_KEY, [])
+        raw = cache.get(_key("errors"), [])
     entries = [json.loads(r) for r in raw]
     return [e for e in entries if e["at"] > now - _window()]
 
@@ -87,21 +89,21 @@ def _set_stopped(info: dict[str, Any]) -> bool:
     if settings.REDIS_URL:
         client = _redis()
         try:
-            return bool(client.set(STOPPED_KEY, value, nx=True))
+            return bool(client.set(_key("stopped"), value, nx=True))
         finally:
             client.close()
-    return bool(cache.add(STOPPED_KEY, value, timeout=None))
+    return bool(cache.add(_key("stopped"), value, timeout=None))
 
 
 def _get_stopped() -> dict[str, Any] | None:
     if settings.REDIS_URL:
         client = _redis()
         try:
-            raw = client.get(STOPPED_KEY)
+            raw = client.get(_key("stopped"))
         finally:
             client.close()
     else:
-        raw = cache.get(STOPPED_KEY)
+        raw = cache.get(_key("stopped"))
     return json.loads(raw) if raw else None
 
 
@@ -152,14 +154,14 @@ def reset(*, actor: str) -> bool:
         client = _redis()
         try:
             pipe = client.pipeline()
-            pipe.delete(STOPPED_KEY)
-            pipe.delete(ERRORS_KEY)
+            pipe.delete(_key("stopped"))
+            pipe.delete(_key("errors"))
             was_stopped = bool(pipe.execute()[0])
         finally:
             client.close()
     else:
-        was_stopped = cache.get(STOPPED_KEY) is not None
-        cache.delete_many([STOPPED_KEY, ERRORS_KEY])
+        was_stopped = cache.get(_key("stopped")) is not None
+        cache.delete_many([_key("stopped"), _key("errors")])
     from calls.models import GlobalStopEvent
 
     GlobalStopEvent.objects.create(action="reset", actor=actor, detail={"was_stopped": was_stopped})

@@ -43,26 +43,85 @@ def pcm16_duration_ms(data: bytes | bytearray, sample_rate: int) -> float:
     return len(data) / 2 / sample_rate * 1000.0
 
 
+class _FirResampler:
+    """Integer-ratio resampler (x L up or / M down): Kaiser windowed-sinc FIR with state.
+
+    Emits output for every input chunk with ~3 ms of delay; see StreamResampler for
+    why soxr's streaming mode is not used for these ratios.
+    """
+
+    __slots__ = ("_up", "_down", "_taps", "_history", "_phase")
+
+    TAPS_PER_PHASE = 48  # transition ~0.18 of the low Nyquist, >70 dB stop band
+
+    def __init__(self, up: int, down: int) -> None:
+        factor = max(up, down)
+        n = self.TAPS_PER_PHASE * factor + 1
+        k = np.arange(n) - (n - 1) / 2
+        cutoff = 0.92 / factor  # fraction of the high rate's Nyquist
+        taps = cutoff * np.sinc(cutoff * k) * np.kaiser(n, 8.0)
+        self._taps = taps / taps.sum() * up  # zero-stuffing divides the gain by ``up``
+        self._up = up
+        self._down = down
+        self._history = np.zeros(n - 1)
+        self._phase = 0  # index of the next input sample to keep when decimating
+
+    def process(self, samples: np.ndarray) -> np.ndarray:
+        x = samples.astype(np.float64)
+        if self._up > 1:
+            stuffed = np.zeros(len(x) * self._up)
+            stuffed[:: self._up] = x
+            x = stuffed
+        full = np.concatenate((self._history, x))
+        y = np.convolve(full, self._taps, mode="valid")
+        self._history = full[len(full) - len(self._history) :]
+        if self._down > 1:
+            y = y[self._phase :: self._down]
+            self._phase = (self._phase - len(x)) % self._down
+        return np.clip(np.rint(y), -32768, 32767).astype("<i2")
+
+    def flush(self) -> np.ndarray:
+        delay = (len(self._taps) - 1) // 2  # the filter's group delay, in high-rate samples
+        n_in = -(-delay // self._up) if self._up > 1 else delay
+        tail = self.process(np.zeros(n_in, np.int16))
+        self.clear()
+        return tail
+
+    def clear(self) -> None:
+        self._history[:] = 0.0
+        self._phase = 0
+
+
 class StreamResampler:
     """One direction of one call's audio (e.g. carrier 8 kHz -> 16 kHz).
 
-    Wraps ``soxr.ResampleStream`` so the filter history carries across chunk edges:
-    resampling each 20 ms chunk on its own would click at every boundary. Keep one
-    instance per call and direction; call :meth:`flush` at the end of a continuous
-    stream (e.g. one synthesized sentence) to get the filter's tail out.
+    Filter state carries across chunk edges: resampling each 20 ms chunk on its own
+    would click at every boundary. Keep one instance per call and direction; call
+    :meth:`flush` at the end of a continuous stream (e.g. one synthesized sentence).
+
+    Integer ratios (8<->16 kHz, 8<->24 kHz, 16<->48 kHz...) use a small numpy FIR:
+    ``soxr.ResampleStream`` at LQ..VHQ buffers internally and, fed 20 ms chunks,
+    emits ~50-100 ms blocks (e.g. 8->16 kHz HQ: nothing for five chunks, then 1660
+    samples), which would add up to ~100 ms to end-of-turn detection on every phone
+    call; its QQ mode streams but is cubic interpolation (~10 dB SNR at 3 kHz).
+    Other ratios (16<->24 kHz) use ``soxr.ResampleStream`` HQ.
     """
 
-    __slots__ = ("in_rate", "out_rate", "_stream", "_carry")
+    __slots__ = ("in_rate", "out_rate", "_fir", "_soxr", "_carry")
 
     def __init__(self, in_rate: int, out_rate: int, *, quality: str = "HQ") -> None:
         self.in_rate = in_rate
         self.out_rate = out_rate
-        # Same rate: pass through, no filter delay.
-        self._stream = (
-            None
-            if in_rate == out_rate
-            else soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality=quality)
-        )
+        self._fir: _FirResampler | None = None
+        self._soxr: soxr.ResampleStream | None = None
+        if in_rate == out_rate:
+            pass  # pass through, no filter delay
+        elif out_rate % in_rate == 0:
+            self._fir = _FirResampler(out_rate // in_rate, 1)
+        elif in_rate % out_rate == 0:
+            self._fir = _FirResampler(1, in_rate // out_rate)
+        else:
+            self._soxr = soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality=quality)
         # An odd byte left over when a chunk splits a sample in two.
         self._carry = b""
 
@@ -71,27 +130,34 @@ class StreamResampler:
         data = self._carry + pcm16
         usable = len(data) & ~1
         self._carry = data[usable:]
-        if self._stream is None:
+        if self._fir is None and self._soxr is None:
             return data[:usable]
         if usable == 0:
             return b""
         samples = np.frombuffer(data[:usable], "<i2")
-        return self._stream.resample_chunk(samples).astype("<i2", copy=False).tobytes()
+        if self._fir is not None:
+            return self._fir.process(samples).tobytes()
+        assert self._soxr is not None
+        return self._soxr.resample_chunk(samples).astype("<i2", copy=False).tobytes()
 
     def flush(self) -> bytes:
         """End of a continuous stream: emit the remaining samples and reset state."""
         self._carry = b""
-        if self._stream is None:
+        if self._fir is not None:
+            return self._fir.flush().tobytes()
+        if self._soxr is None:
             return b""
-        tail = self._stream.resample_chunk(np.zeros(0, np.int16), last=True)
-        self._stream.clear()
+        tail = self._soxr.resample_chunk(np.zeros(0, np.int16), last=True)
+        self._soxr.clear()
         return tail.astype("<i2", copy=False).tobytes()
 
     def clear(self) -> None:
         """Drop state without output (barge-in: the rest of the stream is discarded)."""
         self._carry = b""
-        if self._stream is not None:
-            self._stream.clear()
+        if self._fir is not None:
+            self._fir.clear()
+        if self._soxr is not None:
+            self._soxr.clear()
 
 
 class FrameSplitter:

@@ -73,6 +73,8 @@ class TurnMetrics:
     llm_ttft_ms: float | None = None
     tts_ttfb_ms: float | None = None
     voice_to_voice_ms: float | None = None  # end of user speech -> first agent frame sent
+    # end of user speech -> end of turn detected (silence_timeout + VAD/frame alignment)
+    endpointing_ms: float | None = None
     engines: dict[str, str] = field(default_factory=dict)  # role -> engine that served
 
     def as_dict(self) -> dict[str, Any]:
@@ -81,6 +83,7 @@ class TurnMetrics:
             "llm_ttft_ms": self.llm_ttft_ms,
             "tts_ttfb_ms": self.tts_ttfb_ms,
             "voice_to_voice_ms": self.voice_to_voice_ms,
+            "endpointing_ms": self.endpointing_ms,
             "engines": dict(self.engines),
         }
 
@@ -158,6 +161,7 @@ class _UserTurn:
     audio: bytes  # 16 kHz PCM16; empty for a DTMF-only turn
     started_at: float  # session clock
     speech_end_at: float | None
+    detected_at: float | None = None  # when the end of turn was detected
 
 
 @dataclass(slots=True, kw_only=True)
@@ -450,7 +454,10 @@ class CallSession:
         elif event.kind is TurnEventKind.TURN_ENDED:
             self._user_speaking = False
             turn = _UserTurn(
-                audio=event.audio, started_at=self._turn_start_at, speech_end_at=event.speech_end_at
+                audio=event.audio,
+                started_at=self._turn_start_at,
+                speech_end_at=event.speech_end_at,
+                detected_at=event.at,
             )
             if (
                 self._turn_overlapped
@@ -476,6 +483,7 @@ class CallSession:
             audio=b"".join(t.audio for t in turns),
             started_at=turns[0].started_at,
             speech_end_at=turns[-1].speech_end_at,
+            detected_at=turns[-1].detected_at,
         )
         self._start_utterance("reply", turn=turn)
 
@@ -588,6 +596,8 @@ class CallSession:
     async def _respond(self, utt: _Utterance, turn: _UserTurn) -> None:
         """Answer one user turn: transcribe, record it, stream the reply."""
         await self._set_state("thinking")
+        if turn.speech_end_at is not None and turn.detected_at is not None:
+            utt.metrics.endpointing_ms = round((turn.detected_at - turn.speech_end_at) * 1000.0, 1)
         text = ""
         if turn.audio:
             utt.phase = "stt"

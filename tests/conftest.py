@@ -59,3 +59,38 @@ def celery_eager():
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = False
     yield app
+
+
+@pytest.fixture(autouse=True, scope="session")
+def redis_key_prefix():
+    """Our Redis keys get a per-run prefix, so concurrent test runs never share stop state."""
+    import os
+
+    from django.conf import settings
+
+    settings.REDIS_KEY_PREFIX = f"voiceapp-test-{os.getpid()}"
+    return settings.REDIS_KEY_PREFIX
+
+
+@pytest.fixture(autouse=True)
+def calls_not_globally_stopped(redis_key_prefix):
+    """Every test starts with calls allowed and an empty error window."""
+    wipe_global_stop()
+    yield
+    wipe_global_stop()
+
+
+def wipe_global_stop() -> None:
+    from django.conf import settings
+    from django.core.cache import cache
+
+    from calls import global_stop
+
+    keys = [global_stop._key("errors"), global_stop._key("stopped")]
+    cache.delete_many(keys)
+    if settings.REDIS_URL:
+        client = global_stop._redis()
+        try:
+            client.delete(*keys)
+        finally:
+            client.close()

@@ -39,6 +39,7 @@ class DaphneServer:
             "DJANGO_SETTINGS_MODULE": "bench.settings",
             "DATABASE_URL": database_url(),
             "REDIS_URL": settings.REDIS_URL,
+            "REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX,
             "DEBUG": "true",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "LOG_LEVEL": "INFO",

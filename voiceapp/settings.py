@@ -99,6 +99,8 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# Prefix of our own Redis keys (global stop state), so deployments can share one Redis.
+REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="voiceapp")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="voiceapp")

@@ -84,7 +84,9 @@ class Engines:
     async def warmup(self) -> None:
         """Load models / open connections at call start, all three concurrently."""
         warmups = [
-            engine.warmup() for engine in (self.stt, self.llm, self.tts) if hasattr(engine, "warmup")
+            engine.warmup()
+            for engine in (self.stt, self.llm, self.tts)
+            if hasattr(engine, "warmup")
         ]
         await asyncio.gather(*warmups)
 

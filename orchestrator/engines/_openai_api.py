@@ -51,7 +51,9 @@ def map_error(api: ApiClient, exc: BaseException) -> tuple[EngineError, bool]:
         status = exc.status_code
         retryable = status in (408, 409, 429) or status >= 500
         return (
-            EngineError(_vendor_message(exc), vendor=api.vendor, status=status, retryable=retryable),
+            EngineError(
+                _vendor_message(exc), vendor=api.vendor, status=status, retryable=retryable
+            ),
             status >= 500,
         )
     if isinstance(exc, sdk.APITimeoutError | TimeoutError):
@@ -82,7 +84,9 @@ def _caught(api: ApiClient) -> tuple[type[BaseException], ...]:
 
 
 async def _pause_before_retry(api: ApiClient, role: str, error: EngineError, attempt: int) -> None:
-    log.warning("%s %s failed (%s); retry %d/%d", api.vendor, role, error, attempt, api.attempts - 1)
+    log.warning(
+        "%s %s failed (%s); retry %d/%d", api.vendor, role, error, attempt, api.attempts - 1
+    )
     await asyncio.sleep(RETRY_PAUSE_S)
 
 
@@ -195,7 +199,9 @@ class SpeechTTS:
         self.voice = voice
         self._api = api
 
-    async def synthesize(self, text: str, *, sample_rate: int, language: str) -> AsyncIterator[bytes]:
+    async def synthesize(
+        self, text: str, *, sample_rate: int, language: str
+    ) -> AsyncIterator[bytes]:
         api = self._api
         resampler = PcmResampler(OPENAI_PCM_RATE, sample_rate)
         # No retry: the first chunk may already be playing when a later read fails.

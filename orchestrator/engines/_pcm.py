@@ -41,7 +41,10 @@ def split_wav_header(data: bytes) -> tuple[int, int] | None:
     while True:
         if len(data) < offset + 8:
             return None
-        chunk_id, size = data[offset : offset + 4], struct.unpack("<I", data[offset + 4 : offset + 8])[0]
+        chunk_id, size = (
+            data[offset : offset + 4],
+            struct.unpack("<I", data[offset + 4 : offset + 8])[0],
+        )
         if chunk_id == b"data":
             if not sample_rate:
                 raise ValueError("WAV data chunk before fmt chunk")

@@ -87,7 +87,8 @@ def create(
     voice = spec.voice or os.environ.get("AZURE_SPEECH_VOICE", "")
     if not voice:
         raise EngineError(
-            "azure tts needs a voice: the profile's voice name or AZURE_SPEECH_VOICE", vendor="azure"
+            "azure tts needs a voice: the profile's voice name or AZURE_SPEECH_VOICE",
+            vendor="azure",
         )
     rate = config.extra.get("tts_rate", "")
     if rate and not _RATE.match(rate):
@@ -146,7 +147,9 @@ class AzureTTS:
         async with self._lock:
             await asyncio.to_thread(self._synth_for, native)
 
-    async def synthesize(self, text: str, *, sample_rate: int, language: str) -> AsyncIterator[bytes]:
+    async def synthesize(
+        self, text: str, *, sample_rate: int, language: str
+    ) -> AsyncIterator[bytes]:
         native, _ = output_format(sample_rate)
         ssml = build_ssml(
             text, language=language, voice=self.voice, rate=self.rate, pause_ms=self.pause_ms
@@ -210,9 +213,13 @@ class AzureTTS:
         synth = _Synth(synthesizer=synthesizer, connection=connection)
         synthesizer.synthesizing.connect(lambda evt: synth.deliver(evt.result.audio_data))
         synthesizer.synthesis_completed.connect(lambda evt: synth.deliver(None))
-        synthesizer.synthesis_canceled.connect(lambda evt: synth.deliver(cancellation_error(evt.result)))
+        synthesizer.synthesis_canceled.connect(
+            lambda evt: synth.deliver(cancellation_error(evt.result))
+        )
         connection.open(True)
-        log.info("azure synthesizer connected (%s, voice %s)", NATIVE_FORMATS[native_rate], self.voice)
+        log.info(
+            "azure synthesizer connected (%s, voice %s)", NATIVE_FORMATS[native_rate], self.voice
+        )
         self._synths[native_rate] = synth
         return synth
 

@@ -37,7 +37,9 @@ class _Chain:
         if not error.retryable or index == len(self.engines) - 1:
             raise error
         following = self.engines[index + 1].name
-        log.warning("%s %s failed (%s); falling back to %s", self.role, failed.name, error, following)
+        log.warning(
+            "%s %s failed (%s); falling back to %s", self.role, failed.name, error, following
+        )
         self.last_fallbacks.append(f"{failed.name} -> {following}: {error}")
 
     async def _stream(self, open_stream: Callable[[object], AsyncIterator]) -> AsyncIterator:

@@ -30,7 +30,9 @@ def create(
     if role == "llm":
         model = spec.model or os.environ.get("GROQ_LLM_MODEL", "")
         if not model:
-            raise EngineError("no LLM model: set GROQ_LLM_MODEL or the profile's model", vendor="groq")
+            raise EngineError(
+                "no LLM model: set GROQ_LLM_MODEL or the profile's model", vendor="groq"
+            )
         return ChatLLM(name="groq", api=_client(credentials, config), model=model)
     raise EngineError(f"groq has no {role!r} engine (stt and llm only)", vendor="groq")
 

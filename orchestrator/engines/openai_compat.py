@@ -56,5 +56,7 @@ def create(
         return ChatLLM(name="openai", api=api, model=model)
     voice = spec.voice or os.environ.get("OPENAI_TTS_VOICE", "")
     if not voice:
-        raise EngineError("no tts voice: set OPENAI_TTS_VOICE or the profile's voice", vendor="openai")
+        raise EngineError(
+            "no tts voice: set OPENAI_TTS_VOICE or the profile's voice", vendor="openai"
+        )
     return SpeechTTS(name="openai", api=api, model=model, voice=voice)

@@ -13,25 +13,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
-def clean_stop_state(settings):
+def policy(settings):
     settings.GLOBAL_STOP_MAX_ERRORS_IN_WINDOW = 3
     settings.GLOBAL_STOP_WINDOW_SECONDS = 60
     settings.ADMIN_NOTIFICATION_WEBHOOK_URL = ""
-    _wipe()
-    yield
-    _wipe()
-
-
-def _wipe():
-    from django.core.cache import cache
-
-    cache.delete_many([global_stop.STOPPED_KEY, global_stop.ERRORS_KEY])
-    from django.conf import settings
-
-    if settings.REDIS_URL:
-        client = global_stop._redis()
-        client.delete(global_stop.STOPPED_KEY, global_stop.ERRORS_KEY)
-        client.close()
 
 
 @pytest.mark.django_db
@@ -70,6 +55,7 @@ def test_errors_counted_in_another_process_stop_calls_here(settings):
         "REDIS_URL": settings.REDIS_URL,
         "DJANGO_SETTINGS_MODULE": "voiceapp.settings",
         "GLOBAL_STOP_MAX_ERRORS_IN_WINDOW": "3",
+        "REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX,
         "ADMIN_NOTIFICATION_WEBHOOK_URL": "",
     }
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, timeout=60)

@@ -147,7 +147,10 @@ async def test_live_azure_streams_speech(sample_rate):
     channel = "browser" if sample_rate == 16000 else "twilio"
     voice = os.environ.get("AZURE_SPEECH_VOICE", "es-ES-ElviraNeural")
     engine = create_engine(
-        "tts", EngineSpec(engine="azure", voice=voice), credentials, config=CallConfig(channel=channel)
+        "tts",
+        EngineSpec(engine="azure", voice=voice),
+        credentials,
+        config=CallConfig(channel=channel),
     )
     await engine.warmup()
 

@@ -28,7 +28,10 @@ def llm(engine: str, vendor: FakeVendor, config: CallConfig):
 
 def stt(engine: str, vendor: FakeVendor, config: CallConfig):
     return create_engine(
-        "stt", EngineSpec(engine=engine, model="test-whisper"), credentials_for(vendor), config=config
+        "stt",
+        EngineSpec(engine=engine, model="test-whisper"),
+        credentials_for(vendor),
+        config=config,
     )
 
 
@@ -142,7 +145,9 @@ async def test_it_times_out_a_slow_response(engine_name, vendor, config):
 async def test_it_fails_a_stream_that_stalls_without_retrying_after_the_first_delta(
     engine_name, vendor, config
 ):
-    vendor.script("chat", Reply.chat_stream(["Hola", " qué tal"], stall_s=config.engine_timeout_s + 2))
+    vendor.script(
+        "chat", Reply.chat_stream(["Hola", " qué tal"], stall_s=config.engine_timeout_s + 2)
+    )
     engine = llm(engine_name, vendor, config)
     received = []
 

@@ -59,7 +59,9 @@ async def test_stt_falls_back_on_a_timeout_and_reports_who_served(vendor, backup
         "stt",
         [
             create_engine("stt", EngineSpec(engine="groq"), credentials, config=config),
-            create_engine("stt", EngineSpec(engine="openai", model="w"), credentials, config=config),
+            create_engine(
+                "stt", EngineSpec(engine="openai", model="w"), credentials, config=config
+            ),
         ],
     )
 
@@ -114,14 +116,19 @@ async def test_no_fallback_once_the_first_delta_was_delivered(vendor, backup_ven
 @pytest.mark.skipif(not have_speech_tools(), reason="espeak-ng/sox not installed")
 async def test_tts_falls_back_to_the_local_engine(vendor, config):
     vendor.default["speech"] = Reply.error(500)
-    credentials = EngineCredentials(openai_api_key="sk-test", openai_base_url=vendor.openai_base_url)
+    credentials = EngineCredentials(
+        openai_api_key="sk-test", openai_base_url=vendor.openai_base_url
+    )
     engines = build_engines(
         CallConfig(
             language="es-ES",
             engine_timeout_s=config.engine_timeout_s,
             stt=(EngineSpec(engine="local"),),
             llm=(EngineSpec(engine="local"),),
-            tts=(EngineSpec(engine="openai", model="tts", voice="alloy"), EngineSpec(engine="local")),
+            tts=(
+                EngineSpec(engine="openai", model="tts", voice="alloy"),
+                EngineSpec(engine="local"),
+            ),
         ),
         credentials,
     )

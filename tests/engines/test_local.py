@@ -39,7 +39,9 @@ def voiced_seconds(pcm: bytes, rate: int) -> float:
 
 @pytest.mark.slow
 async def test_local_stt_transcribes_english_speech():
-    pcm = silence_pcm16(300) + speech_pcm16("I would like to book an appointment for Monday morning")
+    pcm = silence_pcm16(300) + speech_pcm16(
+        "I would like to book an appointment for Monday morning"
+    )
     engine = local("stt")
 
     text = await engine.transcribe(pcm, sample_rate=16000, language="en-US")
@@ -65,7 +67,9 @@ async def test_local_english_tts_is_piper_speech_at_the_channel_rate():
     chunks = [
         c
         async for c in engine.synthesize(
-            "Hello, thanks for calling. How can I help you today?", sample_rate=8000, language="en-US"
+            "Hello, thanks for calling. How can I help you today?",
+            sample_rate=8000,
+            language="en-US",
         )
     ]
 
@@ -81,7 +85,9 @@ async def test_local_spanish_tts_is_espeak_speech_streamed_at_the_channel_rate()
     chunks = [
         c
         async for c in engine.synthesize(
-            "Hola, gracias por llamar. ¿En qué puedo ayudarle hoy?", sample_rate=16000, language="es-ES"
+            "Hola, gracias por llamar. ¿En qué puedo ayudarle hoy?",
+            sample_rate=16000,
+            language="es-ES",
         )
     ]
 
@@ -93,7 +99,9 @@ async def test_local_spanish_tts_is_espeak_speech_streamed_at_the_channel_rate()
 
 async def test_local_tts_stops_espeak_when_the_consumer_stops_early():
     engine = local("tts", "es-ES")
-    stream = engine.synthesize("Una frase bastante larga. " * 20, sample_rate=8000, language="es-ES")
+    stream = engine.synthesize(
+        "Una frase bastante larga. " * 20, sample_rate=8000, language="es-ES"
+    )
 
     first = await anext(stream)
     await stream.aclose()  # barge-in
@@ -105,7 +113,10 @@ async def test_local_tts_stops_espeak_when_the_consumer_stops_early():
 async def test_local_llm_streams_non_empty_text():
     engine = local("llm", "es-ES")
     messages = [
-        {"role": "system", "content": "Eres la recepcionista de una clínica dental. Responde breve."},
+        {
+            "role": "system",
+            "content": "Eres la recepcionista de una clínica dental. Responde breve.",
+        },
         {"role": "user", "content": "Hola, ¿puedo pedir cita para mañana?"},
     ]
 
@@ -115,13 +126,29 @@ async def test_local_llm_streams_non_empty_text():
     assert any(ch.isalnum() for ch in "".join(deltas))
 
 
+@pytest.mark.slow
+async def test_local_llm_is_free_again_after_a_reply_is_cut_short():
+    engine = local("llm")
+    messages = [{"role": "user", "content": "Tell me a long story about a dentist."}]
+
+    stream = engine.stream(messages, temperature=0.2, max_tokens=200)
+    assert await anext(stream)
+    await stream.aclose()  # barge-in: the generation thread stops, the model is released
+
+    again = [d async for d in engine.stream(messages, temperature=0.2, max_tokens=5)]
+    assert again
+
+
 async def test_an_empty_completion_becomes_the_fallback_sentence():
     async def deltas(*items):
         for item in items:
             yield item
 
     assert [d async for d in usable_or_fallback(deltas("\n", " ", "..."), "Perdona")] == ["Perdona"]
-    assert [d async for d in usable_or_fallback(deltas(" ", " ¿Sí", "?"), "Perdona")] == ["¿Sí", "?"]
+    assert [d async for d in usable_or_fallback(deltas(" ", " ¿Sí", "?"), "Perdona")] == [
+        "¿Sí",
+        "?",
+    ]
 
 
 def test_the_prompt_is_a_plain_transcript_ending_with_the_assistant_label():
@@ -136,12 +163,22 @@ def test_the_prompt_is_a_plain_transcript_ending_with_the_assistant_label():
         assistant="Asistente",
     )
 
-    assert prompt == "Eres amable.\n\nCliente: Hola buenas\nAsistente: Dígame.\nCliente: Una cita\nAsistente:"
+    assert (
+        prompt
+        == "Eres amable.\n\nCliente: Hola buenas\nAsistente: Dígame.\nCliente: Una cita\nAsistente:"
+    )
 
 
 @pytest.mark.parametrize(
     ("language", "voice", "expected"),
-    [("es-ES", "", "es"), ("es-MX", "", "es-419"), ("en-US", "", "en-us"), ("fr-FR", "", "fr-fr"), ("de-AT", "", "de"), ("es-ES", "espeak:es+f3", "es+f3")],
+    [
+        ("es-ES", "", "es"),
+        ("es-MX", "", "es-419"),
+        ("en-US", "", "en-us"),
+        ("fr-FR", "", "fr-fr"),
+        ("de-AT", "", "de"),
+        ("es-ES", "espeak:es+f3", "es+f3"),
+    ],
 )
 def test_espeak_voice_follows_the_language_tag(language, voice, expected):
     assert espeak_voice(language, voice) == expected

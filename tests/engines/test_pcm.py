@@ -7,7 +7,13 @@ import wave
 import numpy as np
 import pytest
 
-from orchestrator.engines._pcm import PcmResampler, language_code, resample, split_wav_header, wav_bytes
+from orchestrator.engines._pcm import (
+    PcmResampler,
+    language_code,
+    resample,
+    split_wav_header,
+    wav_bytes,
+)
 
 
 def test_wav_bytes_round_trips_pcm16():
@@ -32,7 +38,9 @@ def test_split_wav_header_rejects_non_wav():
 @pytest.mark.parametrize(("in_rate", "out_rate"), [(22050, 8000), (24000, 16000), (16000, 16000)])
 def test_resampler_keeps_duration_with_chunks_split_mid_sample(in_rate, out_rate):
     seconds = 1.0
-    tone = (8000 * np.sin(2 * np.pi * 300 * np.arange(int(in_rate * seconds)) / in_rate)).astype("<i2")
+    tone = (8000 * np.sin(2 * np.pi * 300 * np.arange(int(in_rate * seconds)) / in_rate)).astype(
+        "<i2"
+    )
     data = tone.tobytes()
     resampler = PcmResampler(in_rate, out_rate)
 
@@ -47,6 +55,8 @@ def test_resampler_keeps_duration_with_chunks_split_mid_sample(in_rate, out_rate
         assert abs(len(resample(data, in_rate, out_rate)) - len(out)) <= 4
 
 
-@pytest.mark.parametrize(("tag", "code"), [("es-ES", "es"), ("en", "en"), ("pt_BR", "pt"), ("EN-us", "en")])
+@pytest.mark.parametrize(
+    ("tag", "code"), [("es-ES", "es"), ("en", "en"), ("pt_BR", "pt"), ("EN-us", "en")]
+)
 def test_language_code_takes_the_primary_subtag(tag, code):
     assert language_code(tag) == code

@@ -134,8 +134,13 @@ class Tab:
     console: list[str]
 
 
-@pytest.fixture
-def tab(tmp_path: Path) -> Iterator[Tab]:
+@contextlib.contextmanager
+def open_tab(tmp_path: Path, *, grant_microphone: bool = True) -> Iterator[Tab]:
+    """A fresh headless Chromium whose fake microphone plays the test sentence in a loop.
+
+    Without ``grant_microphone`` the permission prompt is not auto-accepted, and headless
+    Chromium answers it with a denial.
+    """
     args = [
         "--no-sandbox",
         "--disable-gpu",
@@ -143,10 +148,11 @@ def tab(tmp_path: Path) -> Iterator[Tab]:
         "--disable-component-update",
         "--disable-sync",
         "--no-first-run",
-        "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={microphone_wav(tmp_path)}",
     ]
+    if grant_microphone:
+        args.append("--use-fake-ui-for-media-stream")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
         try:
@@ -158,6 +164,22 @@ def tab(tmp_path: Path) -> Iterator[Tab]:
             yield tab
         finally:
             browser.close()
+
+
+@pytest.fixture
+def tab(tmp_path: Path) -> Iterator[Tab]:
+    with open_tab(tmp_path) as tab:
+        yield tab
+
+
+def log_in_to_simulator(tab: Tab, server: Server) -> None:
+    page = tab.page
+    page.goto(f"{server.url}/simulator/")
+    assert "/admin/login/" in page.url, "anonymous users are sent to the admin login"
+    page.fill("#id_username", USERNAME)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(re.compile(r"/simulator/$"))
 
 
 def wait_for(tab: Tab, server: Server, what: str, expression: str, timeout_s: int) -> None:
@@ -178,12 +200,7 @@ def wait_for(tab: Tab, server: Server, what: str, expression: str, timeout_s: in
 
 def test_a_call_from_the_browser_is_heard_answered_and_stored(server: Server, tab: Tab) -> None:
     page = tab.page
-    page.goto(f"{server.url}/simulator/")
-    assert "/admin/login/" in page.url, "anonymous users are sent to the admin login"
-    page.fill("#id_username", USERNAME)
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url(re.compile(r"/simulator/$"))
+    log_in_to_simulator(tab, server)
     assert page.locator("#profile").input_value() == "demo"
     assert page.locator("#channel").input_value() == "browser"
 
@@ -224,3 +241,27 @@ def test_a_call_from_the_browser_is_heard_answered_and_stored(server: Server, ta
     link_page = page.goto(f"{server.url}/admin/calls/call/{call_id}/change/")
     assert link_page is not None and link_page.status == 200
     assert re.search(r"table", page.content(), re.IGNORECASE), "the stored transcript has the user's turn"
+
+
+def test_it_explains_a_denied_microphone(server: Server, tmp_path: Path) -> None:
+    with open_tab(tmp_path, grant_microphone=False) as tab:
+        log_in_to_simulator(tab, server)
+        tab.page.click("#start")
+        wait_for(tab, server, "the permission error", "window.simulatorStats.errors.length > 0", 30)
+        assert "Microphone permission denied" in tab.page.locator("#message").inner_text()
+        assert tab.page.evaluate("window.simulatorStats.status") == "idle"
+        assert tab.page.locator("#start").is_enabled(), "the user can try again"
+
+
+def test_it_explains_why_the_server_closed_the_socket(server: Server, tab: Tab) -> None:
+    log_in_to_simulator(tab, server)
+    # A profile deleted after the page was loaded: the server closes with 4404.
+    tab.page.evaluate(
+        """() => { const o = new Option("Gone", "gone-profile", true, true);
+                   document.getElementById("profile").append(o); }"""
+    )
+    tab.page.click("#start")
+    wait_for(tab, server, "the socket to close", "window.simulatorStats.status === 'ended'", 60)
+    assert tab.page.evaluate("window.simulatorStats.closeCode") == 4404
+    message = tab.page.locator("#message").inner_text()
+    assert "profile does not exist" in message and "gone-profile" in message

@@ -30,14 +30,6 @@ def staff(django_user_model):
     return django_user_model.objects.create_user(username="sim", password="x-pw-12345", is_staff=True)
 
 
-@pytest.fixture(autouse=True)
-def calls_allowed():
-    from django.core.cache import cache
-
-    cache.delete_many([global_stop.STOPPED_KEY, global_stop.ERRORS_KEY])
-    yield
-
-
 async def connect(user) -> WebsocketCommunicator:
     communicator = WebsocketCommunicator(SimulatorConsumer.as_asgi(), "/ws/simulator/")
     communicator.scope["user"] = user
