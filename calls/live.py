@@ -36,6 +36,7 @@ class LiveCall:
     session: CallSession
     engines: Engines
     task: asyncio.Task[EndReason] = field(init=False)
+    warmup: asyncio.Task[None] | None = None
 
     @property
     def done(self) -> bool:
@@ -72,9 +73,19 @@ async def start_live_call(
     recorder = DjangoCallRecorder(call_id=call_id, channel=channel)
     session = CallSession(config, engines=engines, transport=transport, recorder=recorder)
     live = LiveCall(call_id=call_id, channel=channel, config=config, session=session, engines=engines)
+    # Load models / pre-connect while the greeting plays, not before it: the caller should
+    # hear the agent as soon as possible, and STT/LLM are not needed until they speak.
+    live.warmup = asyncio.create_task(_warm_up(engines), name=f"warmup-{call_id}")
     live.task = asyncio.create_task(_run(live), name=f"call-{call_id}")
     ACTIVE[call_id] = live
     return live
+
+
+async def _warm_up(engines: Engines) -> None:
+    try:
+        await engines.warmup()
+    except Exception as exc:  # noqa: BLE001 - a failed warm-up surfaces again on first real use
+        logger.warning("engine warm-up failed: %s", exc)
 
 
 async def _run(live: LiveCall) -> EndReason:
@@ -94,6 +105,10 @@ async def _run(live: LiveCall) -> EndReason:
     finally:
         prom.ACTIVE_CALLS.labels(channel=live.channel).dec()
         ACTIVE.pop(live.call_id, None)
+        if live.warmup is not None and not live.warmup.done():
+            live.warmup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await live.warmup
         with contextlib.suppress(Exception):
             await live.engines.aclose()
 

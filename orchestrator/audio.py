@@ -46,11 +46,12 @@ def pcm16_duration_ms(data: bytes | bytearray, sample_rate: int) -> float:
 class _FirResampler:
     """Integer-ratio resampler (x L up or / M down): Kaiser windowed-sinc FIR with state.
 
-    Emits output for every input chunk with ~3 ms of delay; see StreamResampler for
-    why soxr's streaming mode is not used for these ratios.
+    Emits output for every input chunk; like soxr, the filter's group delay (3 ms at 16 kHz) is dropped from the start and given back by ``flush``, so
+    output length = input length x ratio. See StreamResampler for why soxr's streaming
+    mode is not used for these ratios.
     """
 
-    __slots__ = ("_up", "_down", "_taps", "_history", "_phase")
+    __slots__ = ("_up", "_down", "_taps", "_history", "_phase", "_skip", "_n_in", "_n_out")
 
     TAPS_PER_PHASE = 48  # transition ~0.18 of the low Nyquist, >70 dB stop band
 
@@ -65,8 +66,15 @@ class _FirResampler:
         self._down = down
         self._history = np.zeros(n - 1)
         self._phase = 0  # index of the next input sample to keep when decimating
+        self._skip = self.TAPS_PER_PHASE * up  # group delay still to drop, in output samples
+        self._n_in = 0
+        self._n_out = 0
 
     def process(self, samples: np.ndarray) -> np.ndarray:
+        self._n_in += len(samples)
+        return self._filter(samples)
+
+    def _filter(self, samples: np.ndarray) -> np.ndarray:
         x = samples.astype(np.float64)
         if self._up > 1:
             stuffed = np.zeros(len(x) * self._up)
@@ -78,18 +86,25 @@ class _FirResampler:
         if self._down > 1:
             y = y[self._phase :: self._down]
             self._phase = (self._phase - len(x)) % self._down
+        if self._skip:
+            dropped = min(self._skip, len(y))
+            y = y[dropped:]
+            self._skip -= dropped
+        self._n_out += len(y)
         return np.clip(np.rint(y), -32768, 32767).astype("<i2")
 
     def flush(self) -> np.ndarray:
-        delay = (len(self._taps) - 1) // 2  # the filter's group delay, in high-rate samples
-        n_in = -(-delay // self._up) if self._up > 1 else delay
-        tail = self.process(np.zeros(n_in, np.int16))
+        owed = self._n_in * self._up // self._down - self._n_out
+        n_zeros = -(-(self.TAPS_PER_PHASE * self._up + self._down) * self._down // self._up)
+        tail = self._filter(np.zeros(n_zeros, np.int16))[: max(owed, 0)]
         self.clear()
         return tail
 
     def clear(self) -> None:
         self._history[:] = 0.0
         self._phase = 0
+        self._skip = self.TAPS_PER_PHASE * self._up
+        self._n_in = self._n_out = 0
 
 
 class StreamResampler:

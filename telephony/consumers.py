@@ -134,7 +134,7 @@ class CarrierConsumer(AsyncWebsocketConsumer):
         try:
             messages = self.stream.parse(text_data)
         except wire.ProtocolError as exc:
-            await self.protocol_error(str(exc))
+            self.protocol_error(exc)
             return
         for message in messages:
             self.handle(message)
@@ -173,11 +173,13 @@ class CarrierConsumer(AsyncWebsocketConsumer):
             return
         self.live.session.push_audio(self.resampler.process(ulaw_to_pcm16(ulaw)))
 
-    async def protocol_error(self, reason: str) -> None:
+    def protocol_error(self, exc: wire.ProtocolError) -> None:
         self.protocol_errors += 1
-        if self.protocol_errors <= 5:
-            logger.warning("%s stream: bad message ignored: %s", self.channel, reason)
-        if self.protocol_errors >= MAX_PROTOCOL_ERRORS:
+        if exc.fatal or self.protocol_errors <= 5:
+            logger.warning("%s stream: bad message%s: %s", self.channel, "" if exc.fatal else " ignored", exc)
+        if exc.fatal:
+            self.inbox.put_nowait(wire.CarrierError(code="protocol", detail=str(exc)))
+        elif self.protocol_errors == MAX_PROTOCOL_ERRORS:
             self.inbox.put_nowait(wire.CarrierError(code="protocol", detail=f"{self.protocol_errors} bad messages"))
 
     # --- marks ---------------------------------------------------------------------------
@@ -217,7 +219,8 @@ class CarrierConsumer(AsyncWebsocketConsumer):
                 await self.close_socket(CLOSE_NORMAL, EndReason.CALLER_HANGUP)
                 return
             elif isinstance(message, wire.CarrierError):
-                await self.close_socket(CLOSE_PROTOCOL, f"protocol errors: {message.detail}")
+                # Only our own protocol verdicts get here; the carrier's "error" events are logged.
+                await self.hang_up_and_close(CLOSE_PROTOCOL, f"protocol error: {message.detail}")
                 return
 
     async def begin(self, start: wire.Start) -> None:

@@ -78,13 +78,13 @@ def _start(message: dict[str, Any]) -> wire.Start:
     stream_sid = start.get("streamSid") or message.get("streamSid")
     call_sid = start.get("callSid")
     if not isinstance(stream_sid, str) or not stream_sid or not isinstance(call_sid, str):
-        raise wire.ProtocolError("start without streamSid/callSid")
+        raise wire.ProtocolError("start without streamSid/callSid", fatal=True)
     fmt = start.get("mediaFormat", {})
     if not isinstance(fmt, dict) or (
         fmt.get("encoding", "audio/x-mulaw"),
         str(fmt.get("sampleRate", 8000)),
     ) != ("audio/x-mulaw", "8000"):
-        raise wire.ProtocolError(f"unsupported mediaFormat {fmt!r}; expected audio/x-mulaw 8000")
+        raise wire.ProtocolError(fatal=True, message=f"unsupported mediaFormat {fmt!r}; expected audio/x-mulaw 8000")
     params = start.get("customParameters") or {}
     if not isinstance(params, dict):
         raise wire.ProtocolError("customParameters is not an object")

@@ -20,7 +20,15 @@ DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
 class ProtocolError(ValueError):
-    """A message that breaks the carrier's protocol (bad JSON, missing field, bad payload)."""
+    """A message that breaks the carrier's protocol (bad JSON, missing field, bad payload).
+
+    ``fatal`` ones (a ``start`` we cannot work with, e.g. another codec) end the stream;
+    the others are logged and the message is ignored.
+    """
+
+    def __init__(self, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
 
 
 @dataclass(slots=True, kw_only=True)

@@ -271,12 +271,15 @@ async function openAudio() {
     const source = ctx.createMediaStreamSource(stream);
     const capture = new AudioWorkletNode(ctx, "pcm16-capture", {
       numberOfInputs: 1,
-      numberOfOutputs: 0,
+      numberOfOutputs: 1,
+      outputChannelCount: [1],
       channelCount: 1,
       channelCountMode: "explicit",
       processorOptions: { targetRate: CAPTURE_RATE, frameMs: 20 },
     });
     source.connect(capture);
+    // Its output is silence; connecting it keeps it pulled by the graph in every browser.
+    capture.connect(ctx.destination);
     const playback = new AudioWorkletNode(ctx, "pcm16-playback", {
       numberOfInputs: 0,
       numberOfOutputs: 1,

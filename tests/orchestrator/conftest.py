@@ -176,3 +176,16 @@ async def make_harness() -> AsyncIterator[Callable[..., Harness]]:
 
 def monotonic_ms() -> float:
     return time.monotonic() * 1000.0
+
+
+# The root conftest's autouse fixtures configure Django (global-stop state in Redis).
+# The call engine is tested without Django: these same-named fixtures replace them
+# for tests under tests/orchestrator/ so `pytest -p no:django` works here.
+@pytest.fixture(scope="session")
+def redis_key_prefix() -> str:
+    return ""
+
+
+@pytest.fixture
+def calls_not_globally_stopped() -> None:
+    return None

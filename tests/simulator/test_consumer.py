@@ -206,3 +206,33 @@ async def test_an_engine_failure_plays_the_apology_ends_with_error_and_counts_fo
     assert call.end_reason == EndReason.ERROR and call.error_detail
     state = await database_sync_to_async(global_stop.state)()
     assert any(e["call_id"] == str(call.pk) for e in state.recent_errors)
+
+
+@pytest.mark.slow
+async def test_the_demo_profile_talks_back_with_the_offline_engines(staff):
+    """Real speech through the real VAD, faster-whisper, the local LLM and piper."""
+    from calls.services import profile_ensure_demo
+
+    await database_sync_to_async(profile_ensure_demo)()
+    ws = await connect(staff)
+    await ws.send_json_to({"event": "start", "profile": "demo", "audio": "binary"})
+    call_id = (await events_until(ws, lambda e: e["type"] == "started"))[-1]["call_id"]
+    await events_until(ws, is_assistant_final, timeout=60)  # the greeting
+    await speak(ws, "Hello, I would like to book a table for two people tomorrow evening.")
+    seen = await events_until(ws, is_user_final, timeout=60)
+    heard = seen[-1]["text"].lower()
+    assert "table" in heard and "two" in heard or "tomorrow" in heard, heard
+    seen = await events_until(ws, lambda e: e["type"] == "metrics", timeout=90)
+    assert any(e["type"] == "binary" for e in seen)
+    assert any(e["type"] == "transcript" and e["role"] == "assistant" and e["text"] for e in seen)
+    await ws.send_json_to({"event": "stop"})
+    await events_until(ws, lambda e: e["type"] == "ended")
+    await ws.disconnect()
+
+    call = await database_sync_to_async(Call.objects.get)(pk=call_id)
+    turns = await database_sync_to_async(lambda: list(call.turns.order_by("sequence")))()
+    assert call.end_reason == EndReason.CALLER_HANGUP
+    user = [t for t in turns if t.role == "user"]
+    answers = [t for t in turns if t.role == "assistant" and t.metrics.get("voice_to_voice_ms")]
+    assert user and answers
+    assert answers[0].metrics["engines"] == {"stt": "local", "llm": "local", "tts": "local"}
