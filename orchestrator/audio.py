@@ -46,7 +46,8 @@ def pcm16_duration_ms(data: bytes | bytearray, sample_rate: int) -> float:
 class _FirResampler:
     """Integer-ratio resampler (x L up or / M down): Kaiser windowed-sinc FIR with state.
 
-    Emits output for every input chunk; like soxr, the filter's group delay (3 ms at 16 kHz) is dropped from the start and given back by ``flush``, so
+    Emits output for every input chunk; like soxr, the filter's group delay (1.5 ms at
+    16 kHz) is dropped from the start and given back by ``flush``, so
     output length = input length x ratio. See StreamResampler for why soxr's streaming
     mode is not used for these ratios.
     """
@@ -66,7 +67,7 @@ class _FirResampler:
         self._down = down
         self._history = np.zeros(n - 1)
         self._phase = 0  # index of the next input sample to keep when decimating
-        self._skip = self.TAPS_PER_PHASE * up  # group delay still to drop, in output samples
+        self._skip = self.TAPS_PER_PHASE // 2 * up  # group delay still to drop, in output samples
         self._n_in = 0
         self._n_out = 0
 
@@ -103,7 +104,7 @@ class _FirResampler:
     def clear(self) -> None:
         self._history[:] = 0.0
         self._phase = 0
-        self._skip = self.TAPS_PER_PHASE * self._up
+        self._skip = self.TAPS_PER_PHASE // 2 * self._up
         self._n_in = self._n_out = 0
 
 

@@ -43,7 +43,7 @@ def simulator_page(request: HttpRequest) -> HttpResponse:
     context = {
         "profiles": profiles,
         "default_slug": default_slug,
-        "channels": [(value, label, CHANNEL_HINTS.get(value, "")) for value, label in Channel.choices],
+        "channels": [(value, label, CHANNEL_HINTS[value]) for value, label in Channel.choices],
         "calls_stopped": calls_stopped,
         "stop_reason": stop_reason,
         "simulator_config": config,

@@ -81,13 +81,9 @@ class TelnyxStream:
     def parse(self, text: str | None) -> list[wire.Inbound]:
         """One socket message -> the messages it yields (media may yield 0..n, reordered)."""
         message = wire.json_object(text)
-        event = message.get("event")
-        if event == "media":
+        if message.get("event") == "media":
             return self._media(message)
-        parse = _PARSERS.get(event) if isinstance(event, str) else None
-        if parse is None:
-            return [wire.Ignored(reason=f"unknown event {event!r}")]
-        parsed = parse(message)
+        parsed = wire.dispatch(_PARSERS, message)
         if isinstance(parsed, wire.Start):
             self.stream_id = parsed.stream_id
         return [parsed]
@@ -131,14 +127,14 @@ def _start(message: dict[str, Any]) -> wire.Start:
     stream_id = message.get("stream_id") or start.get("stream_id")
     call_control_id = start.get("call_control_id")
     if not isinstance(stream_id, str) or not stream_id or not isinstance(call_control_id, str):
-        raise wire.ProtocolError("start without stream_id/call_control_id", fatal=True)
+        raise wire.ProtocolError("start without stream_id/call_control_id")
     fmt = start.get("media_format", {})
     if (
         not isinstance(fmt, dict)
         or fmt.get("encoding", "PCMU") not in _ENCODINGS
         or str(fmt.get("sample_rate", 8000)) != "8000"
     ):
-        raise wire.ProtocolError(fatal=True, message=f"unsupported media_format {fmt!r}; expected PCMU 8000")
+        raise wire.ProtocolError(f"unsupported media_format {fmt!r}; expected PCMU 8000")
     params = start.get("custom_parameters") or {}
     if not isinstance(params, dict):
         raise wire.ProtocolError("custom_parameters is not an object")

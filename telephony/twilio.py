@@ -41,12 +41,7 @@ class TwilioStream:
 
     def parse(self, text: str | None) -> list[wire.Inbound]:
         """One socket message -> the messages it yields (always one for Twilio)."""
-        message = wire.json_object(text)
-        event = message.get("event")
-        parse = _PARSERS.get(event) if isinstance(event, str) else None
-        if parse is None:
-            return [wire.Ignored(reason=f"unknown event {event!r}")]
-        parsed = parse(message)
+        parsed = wire.dispatch(_PARSERS, wire.json_object(text))
         if isinstance(parsed, wire.Start):
             self.stream_sid = parsed.stream_id
         return [parsed]
@@ -78,13 +73,13 @@ def _start(message: dict[str, Any]) -> wire.Start:
     stream_sid = start.get("streamSid") or message.get("streamSid")
     call_sid = start.get("callSid")
     if not isinstance(stream_sid, str) or not stream_sid or not isinstance(call_sid, str):
-        raise wire.ProtocolError("start without streamSid/callSid", fatal=True)
+        raise wire.ProtocolError("start without streamSid/callSid")
     fmt = start.get("mediaFormat", {})
     if not isinstance(fmt, dict) or (
         fmt.get("encoding", "audio/x-mulaw"),
         str(fmt.get("sampleRate", 8000)),
     ) != ("audio/x-mulaw", "8000"):
-        raise wire.ProtocolError(fatal=True, message=f"unsupported mediaFormat {fmt!r}; expected audio/x-mulaw 8000")
+        raise wire.ProtocolError(f"unsupported mediaFormat {fmt!r}; expected audio/x-mulaw 8000")
     params = start.get("customParameters") or {}
     if not isinstance(params, dict):
         raise wire.ProtocolError("customParameters is not an object")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,20 @@ class Ignored:
 
 
 Inbound = Connected | Start | Media | Dtmf | Mark | Stop | CarrierError | Ignored
+
+
+def dispatch(parsers: dict[str, Callable[[dict[str, Any]], Inbound]], message: dict[str, Any]) -> Inbound:
+    """Parse ``message`` with the parser of its ``event``; a bad ``start`` is fatal."""
+    event = message.get("event")
+    parse = parsers.get(event) if isinstance(event, str) else None
+    if parse is None:
+        return Ignored(reason=f"unknown event {event!r}")
+    try:
+        return parse(message)
+    except ProtocolError as exc:
+        if event == "start" and not exc.fatal:
+            raise ProtocolError(str(exc), fatal=True) from None
+        raise
 
 
 def json_object(text: str | None) -> dict[str, Any]:

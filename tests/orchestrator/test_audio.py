@@ -88,6 +88,15 @@ def test_streaming_resampler_has_no_seams_at_chunk_edges() -> None:
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 4
 
 
+@pytest.mark.parametrize(("in_rate", "out_rate"), [(8000, 16000), (16000, 8000), (24000, 8000)])
+def test_phone_rates_stream_every_20ms_chunk_without_buffering(in_rate: int, out_rate: int) -> None:
+    # soxr's streaming mode would return nothing for several chunks, then ~100 ms at once
+    resampler = StreamResampler(in_rate, out_rate)
+    chunk = _sine(in_rate, 0.02).tobytes()
+    sizes = [len(resampler.process(chunk)) for _ in range(10)]
+    assert sizes[1:] == [frame_bytes(out_rate)] * 9
+
+
 def test_same_rate_resampler_passes_through() -> None:
     r = StreamResampler(16000, 16000)
     assert r.process(b"\x01\x02\x03") + r.process(b"\x04") == b"\x01\x02\x03\x04"

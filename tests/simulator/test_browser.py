@@ -116,7 +116,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                     if response.status == 200:
                         break
             if time.monotonic() > deadline:
-                pytest.fail(f"daphne did not answer /health/ in {SERVER_START_S}s:\n{server.log_tail()}")
+                pytest.fail(
+                    f"daphne did not answer /health/ in {SERVER_START_S}s:\n{server.log_tail()}"
+                )
             time.sleep(0.3)
         yield server
     finally:
@@ -189,7 +191,8 @@ def wait_for(tab: Tab, server: Server, what: str, expression: str, timeout_s: in
         page.wait_for_function(expression, timeout=timeout_s * 1000, polling=250)
     except sync_api.TimeoutError:
         stats = page.evaluate("JSON.stringify(window.simulatorStats, null, 1)")
-        message = page.locator("#message").inner_text() if page.locator("#message").is_visible() else ""
+        notice = page.locator("#message")
+        message = notice.inner_text() if notice.is_visible() else ""
         console = "\n".join(tab.console[-30:])
         pytest.fail(
             f"timed out after {timeout_s}s waiting for {what}\n"
@@ -205,7 +208,8 @@ def test_a_call_from_the_browser_is_heard_answered_and_stored(server: Server, ta
     assert page.locator("#channel").input_value() == "browser"
 
     page.click("#start")
-    wait_for(tab, server, "the call to start", "window.simulatorStats.callId !== null", CALL_START_S)
+    started = "window.simulatorStats.callId !== null"
+    wait_for(tab, server, "the call to start", started, CALL_START_S)
     call_id = page.evaluate("window.simulatorStats.callId")
 
     # The user's sentence comes back as a final transcript (Whisper may garble a word or two).
@@ -217,10 +221,12 @@ def test_a_call_from_the_browser_is_heard_answered_and_stored(server: Server, ta
     answered = """() => {
         const t = window.simulatorStats.transcript;
         const u = t.findIndex(e => e.role === 'user' && /table/i.test(e.text));
-        return u >= 0 && t.slice(u + 1).some(e => e.role === 'assistant' && e.text.trim().length > 0);
+        return u >= 0
+            && t.slice(u + 1).some(e => e.role === 'assistant' && e.text.trim().length > 0);
     }"""
     wait_for(tab, server, "an assistant reply after the user's turn", answered, ASSISTANT_REPLY_S)
-    wait_for(tab, server, "agent audio to be played", "window.simulatorStats.playedSamples > 0", PLAYBACK_S)
+    played = "window.simulatorStats.playedSamples > 0"
+    wait_for(tab, server, "agent audio to be played", played, PLAYBACK_S)
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "simulator-mid-call.png"), full_page=True)
@@ -237,10 +243,10 @@ def test_a_call_from_the_browser_is_heard_answered_and_stored(server: Server, ta
     assert link.get_attribute("href") == f"/admin/calls/call/{call_id}/change/"
 
     page.goto(f"{server.url}/admin/calls/call/")
-    assert f"/admin/calls/call/{call_id}/change/" in page.content(), "the call is listed in the admin"
+    assert f"/admin/calls/call/{call_id}/change/" in page.content(), "the call is in the admin list"
     link_page = page.goto(f"{server.url}/admin/calls/call/{call_id}/change/")
     assert link_page is not None and link_page.status == 200
-    assert re.search(r"table", page.content(), re.IGNORECASE), "the stored transcript has the user's turn"
+    assert re.search(r"table", page.content(), re.IGNORECASE), "the stored transcript has the turn"
 
 
 def test_it_explains_a_denied_microphone(server: Server, tmp_path: Path) -> None:
