@@ -136,7 +136,8 @@ def call_by_external_id(*, channel: str, external_id: str) -> Call | None:
     """The call a carrier knows as ``external_id`` (CallSid / call_control_id)."""
     if not external_id:
         return None
-    return Call.objects.select_related("profile").filter(channel=channel, external_id=external_id).first()
+    calls = Call.objects.select_related("profile")
+    return calls.filter(channel=channel, external_id=external_id).first()
 
 
 def call_turns(*, call_id: object) -> list[Turn]:

@@ -15,23 +15,37 @@ FRAME_MS = 20
 _ULAW_EXP = np.array([0, 132, 396, 924, 1980, 4092, 8316, 16764], np.int32)
 
 
-def ulaw_to_pcm16(data: bytes) -> bytes:
-    """Decode G.711 µ-law bytes to PCM16LE; bit-exact with ``audioop.ulaw2lin(data, 2)``."""
-    u = ~np.frombuffer(data, np.uint8).astype(np.int32) & 0xFF
+def _ulaw_decode(codes: np.ndarray) -> np.ndarray:
+    u = ~codes.astype(np.int32) & 0xFF
     exponent = (u >> 4) & 7
     magnitude = _ULAW_EXP[exponent] + ((u & 0x0F) << (exponent + 3))
-    return np.where(u & 0x80, -magnitude, magnitude).astype("<i2").tobytes()
+    return np.where(u & 0x80, -magnitude, magnitude).astype("<i2")
 
 
-def pcm16_to_ulaw(data: bytes) -> bytes:
-    """Encode PCM16LE to G.711 µ-law; bit-exact with ``audioop.lin2ulaw(data, 2)``."""
-    x = np.frombuffer(data, "<i2").astype(np.int32) >> 2
+def _ulaw_encode(pcm: np.ndarray) -> np.ndarray:
+    x = pcm.astype(np.int32) >> 2
     negative = x < 0
     v = np.minimum(np.where(negative, -x, x), 8159) + 33
     segment = np.floor(np.log2(v)).astype(np.int32) - 5
     clipped = np.minimum(segment, 7)
     u = np.where(segment > 7, 0x7F, (clipped << 4) | ((v >> (clipped + 1)) & 0x0F))
-    return (u ^ np.where(negative, 0x7F, 0xFF)).astype(np.uint8).tobytes()
+    return (u ^ np.where(negative, 0x7F, 0xFF)).astype(np.uint8)
+
+
+# The codec runs on every 20 ms frame of every call: look-up tables built once from
+# the formulas above make it a single indexing operation (~10x cheaper).
+_DECODE_TABLE = _ulaw_decode(np.arange(256, dtype=np.uint8))
+_ENCODE_TABLE = _ulaw_encode(np.arange(65536, dtype=np.uint16).view("<i2"))  # by uint16 bits
+
+
+def ulaw_to_pcm16(data: bytes) -> bytes:
+    """Decode G.711 µ-law bytes to PCM16LE; bit-exact with ``audioop.ulaw2lin(data, 2)``."""
+    return _DECODE_TABLE[np.frombuffer(data, np.uint8)].tobytes()
+
+
+def pcm16_to_ulaw(data: bytes) -> bytes:
+    """Encode PCM16LE to G.711 µ-law; bit-exact with ``audioop.lin2ulaw(data, 2)``."""
+    return _ENCODE_TABLE[np.frombuffer(data, "<u2")].tobytes()
 
 
 def frame_bytes(sample_rate: int, ms: int = FRAME_MS) -> int:
@@ -82,17 +96,22 @@ class _FirResampler:
             stuffed[:: self._up] = x
             x = stuffed
         full = np.concatenate((self._history, x))
-        y = np.convolve(full, self._taps, mode="valid")
         self._history = full[len(full) - len(self._history) :]
         if self._down > 1:
-            y = y[self._phase :: self._down]
+            # Only the kept outputs are computed: one dot product per output sample.
+            windows = np.lib.stride_tricks.sliding_window_view(full, len(self._taps))
+            y = windows[self._phase :: self._down] @ self._taps[::-1]
             self._phase = (self._phase - len(x)) % self._down
+        else:
+            y = np.convolve(full, self._taps, mode="valid")
         if self._skip:
             dropped = min(self._skip, len(y))
             y = y[dropped:]
             self._skip -= dropped
         self._n_out += len(y)
-        return np.clip(np.rint(y), -32768, 32767).astype("<i2")
+        np.rint(y, out=y)
+        np.clip(y, -32768, 32767, out=y)
+        return y.astype("<i2")
 
     def flush(self) -> np.ndarray:
         owed = self._n_in * self._up // self._down - self._n_out

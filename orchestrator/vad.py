@@ -64,6 +64,12 @@ class VadPool:
         vad.reset()
         return vad
 
+    async def prewarm(self, n: int) -> None:
+        """Build models ahead of calls (server start-up), so the first calls skip the load."""
+        vads = [await self.acquire() for _ in range(n)]
+        for vad in vads:
+            self.release(vad)
+
     def release(self, vad: SileroVad) -> None:
         with self._lock:
             if len(self._idle) < self._max_idle:

@@ -11,6 +11,6 @@ class TelephonyConfig(AppConfig):
     def ready(self) -> None:
         if settings.TELEPHONY_ALLOW_UNSIGNED:
             logging.getLogger(__name__).warning(
-                "TELEPHONY_ALLOW_UNSIGNED=true: carrier webhooks and streams are NOT authenticated. "
-                "Development only; never enable this on a public deployment."
+                "TELEPHONY_ALLOW_UNSIGNED=true: carrier webhooks and streams are NOT "
+                "authenticated. Development only; never enable this on a public deployment."
             )

@@ -152,7 +152,11 @@ class CarrierConsumer(AsyncWebsocketConsumer):
             self.inbox.put_nowait(message)
         elif isinstance(message, wire.Dtmf):
             if self.live is None:
-                logger.warning("%s stream: DTMF %r before the call started, ignored", self.channel, message.digit)
+                logger.warning(
+                    "%s stream: DTMF %r before the call started, ignored",
+                    self.channel,
+                    message.digit,
+                )
                 return
             self.live.session.push_dtmf(message.digit)
             self.inbox.put_nowait(message)  # recorded on the call by the worker
@@ -176,11 +180,15 @@ class CarrierConsumer(AsyncWebsocketConsumer):
     def protocol_error(self, exc: wire.ProtocolError) -> None:
         self.protocol_errors += 1
         if exc.fatal or self.protocol_errors <= 5:
-            logger.warning("%s stream: bad message%s: %s", self.channel, "" if exc.fatal else " ignored", exc)
+            logger.warning(
+                "%s stream: bad message%s: %s", self.channel, "" if exc.fatal else " ignored", exc
+            )
         if exc.fatal:
             self.inbox.put_nowait(wire.CarrierError(code="protocol", detail=str(exc)))
         elif self.protocol_errors == MAX_PROTOCOL_ERRORS:
-            self.inbox.put_nowait(wire.CarrierError(code="protocol", detail=f"{self.protocol_errors} bad messages"))
+            self.inbox.put_nowait(
+                wire.CarrierError(code="protocol", detail=f"{self.protocol_errors} bad messages")
+            )
 
     # --- marks ---------------------------------------------------------------------------
 
@@ -247,7 +255,10 @@ class CarrierConsumer(AsyncWebsocketConsumer):
                 return
         try:
             self.live = await start_live_call(
-                call_id=self.call_id, profile=profile, channel=self.channel, transport=CarrierTransport(self)
+                call_id=self.call_id,
+                profile=profile,
+                channel=self.channel,
+                transport=CarrierTransport(self),
             )
         except EngineError as exc:  # the call record was ended with "error" by start_live_call
             await self.hang_up_and_close(CLOSE_INTERNAL, f"engine setup failed: {exc}")
@@ -263,23 +274,31 @@ class CarrierConsumer(AsyncWebsocketConsumer):
             if not settings.TELEPHONY_ALLOW_UNSIGNED:
                 await self.close_socket(CLOSE_POLICY, f"stream token rejected: {exc}")
                 return None
-            logger.warning("%s stream: %s; accepted because TELEPHONY_ALLOW_UNSIGNED=true", self.channel, exc)
+            logger.warning(
+                "%s stream: %s; accepted because TELEPHONY_ALLOW_UNSIGNED=true", self.channel, exc
+            )
             return await self.unsigned_call(start, token)
-        claimed = start.custom_parameters.get(twilio_wire.PARAM_CALL_ID, grant.call_id)
         call = await database_sync_to_async(selectors.call_get)(call_id=grant.call_id)
-        problem = (
-            "call id parameter does not match the token" if claimed != grant.call_id
-            else "unknown call" if call is None
-            else "call of another carrier" if call.channel != self.channel
-            else f"call is {call.status}" if call.status != CallStatus.RINGING
-            else "stream of another carrier call"
-            if call.external_id and call.external_id != start.carrier_call_id
-            else None
-        )  # fmt: skip
+        problem = self.stream_problem(start, grant, call)
         if problem is not None:
             await self.close_socket(CLOSE_POLICY, f"stream rejected: {problem}")
             return None
         return call
+
+    def stream_problem(
+        self, start: wire.Start, grant: tokens.StreamGrant, call: Call | None
+    ) -> str | None:
+        if start.custom_parameters.get(twilio_wire.PARAM_CALL_ID, grant.call_id) != grant.call_id:
+            return "call id parameter does not match the token"
+        if call is None:
+            return "unknown call"
+        if call.channel != self.channel:
+            return "call of another carrier"
+        if call.status != CallStatus.RINGING:
+            return f"call is {call.status}"
+        if call.external_id and call.external_id != start.carrier_call_id:
+            return "stream of another carrier call"
+        return None
 
     async def unsigned_call(self, start: wire.Start, token: str) -> Call | None:
         """Development only: attach to the call the stream names, or start a new one."""
@@ -287,10 +306,17 @@ class CarrierConsumer(AsyncWebsocketConsumer):
         call = None
         with contextlib.suppress(ValueError):
             call = await database_sync_to_async(selectors.call_get)(call_id=uuid.UUID(candidate))
-        if call is not None and call.channel == self.channel and call.status in (CallStatus.RINGING, CallStatus.ACTIVE):
+        if (
+            call is not None
+            and call.channel == self.channel
+            and call.status in (CallStatus.RINGING, CallStatus.ACTIVE)
+        ):
             return call
         return await database_sync_to_async(services.call_start)(
-            profile=None, channel=self.channel, external_id=start.carrier_call_id, status=CallStatus.RINGING
+            profile=None,
+            channel=self.channel,
+            external_id=start.carrier_call_id,
+            status=CallStatus.RINGING,
         )
 
     # --- ending ----------------------------------------------------------------------------
@@ -317,13 +343,24 @@ class CarrierConsumer(AsyncWebsocketConsumer):
             try:
                 async with asyncio.timeout(HANGUP_TIMEOUT_S):
                     ended = await asyncio.to_thread(self.stream.hang_up, self.carrier_call_id)
-                logger.info("%s call %s hung up via REST%s", self.channel, self.carrier_call_id,
-                            "" if ended else " (it had already ended)")  # fmt: skip
+                logger.info(
+                    "%s call %s hung up via REST%s",
+                    self.channel,
+                    self.carrier_call_id,
+                    "" if ended else " (it had already ended)",
+                )
             except HANGUP_ERRORS as exc:
-                logger.warning("%s REST hang-up of %s failed (%r); closing the stream instead",
-                               self.channel, self.carrier_call_id, exc)  # fmt: skip
+                logger.warning(
+                    "%s REST hang-up of %s failed (%r); closing the stream instead",
+                    self.channel,
+                    self.carrier_call_id,
+                    exc,
+                )
         elif self.channel == Channel.TELNYX:
-            logger.warning("TELNYX_API_KEY unset: closing the stream, the call stays up until the caller hangs up")
+            logger.warning(
+                "TELNYX_API_KEY unset: closing the stream; the call stays up until the caller "
+                "hangs up"
+            )
         await self.close_socket(code, reason)
 
     async def close_socket(self, code: int, reason: str) -> None:
@@ -346,7 +383,11 @@ class CarrierConsumer(AsyncWebsocketConsumer):
             return
         url = links.ws_url(self.scope.get("path", links.TWILIO_STREAM_PATH))
         valid = twilio_wire.signature_valid(url, {}, signature)
-        logger.info("twilio stream upgrade: x-twilio-signature %s over %s", "valid" if valid else "INVALID", url)
+        logger.info(
+            "twilio stream upgrade: x-twilio-signature %s over %s",
+            "valid" if valid else "INVALID",
+            url,
+        )
 
 
 class TwilioStreamConsumer(CarrierConsumer):

@@ -36,22 +36,33 @@ def place_call(*, profile: AgentProfile, to: str, carrier: str = Channel.TWILIO)
         raise OutboundError("carrier must be 'twilio' or 'telnyx'", status=400)
     if not global_stop.calls_allowed():
         raise OutboundError("calls are globally stopped; an operator must reset them", status=503)
-    from_ = settings.TWILIO_FROM_NUMBER if carrier == Channel.TWILIO else settings.TELNYX_FROM_NUMBER
-    required = (
-        {"TWILIO_ACCOUNT_SID": settings.TWILIO_ACCOUNT_SID, "TWILIO_AUTH_TOKEN": settings.TWILIO_AUTH_TOKEN,
-         "TWILIO_FROM_NUMBER": from_}
-        if carrier == Channel.TWILIO
-        else {"TELNYX_API_KEY": settings.TELNYX_API_KEY, "TELNYX_CONNECTION_ID": settings.TELNYX_CONNECTION_ID,
-              "TELNYX_FROM_NUMBER": from_}
-    )  # fmt: skip
+    from_ = (
+        settings.TWILIO_FROM_NUMBER if carrier == Channel.TWILIO else settings.TELNYX_FROM_NUMBER
+    )
+    if carrier == Channel.TWILIO:
+        required = {
+            "TWILIO_ACCOUNT_SID": settings.TWILIO_ACCOUNT_SID,
+            "TWILIO_AUTH_TOKEN": settings.TWILIO_AUTH_TOKEN,
+            "TWILIO_FROM_NUMBER": from_,
+        }
+    else:
+        required = {
+            "TELNYX_API_KEY": settings.TELNYX_API_KEY,
+            "TELNYX_CONNECTION_ID": settings.TELNYX_CONNECTION_ID,
+            "TELNYX_FROM_NUMBER": from_,
+        }
     missing = [name for name, value in required.items() if not value]
     if missing:
         raise OutboundError(f"{carrier} is not configured: set {', '.join(missing)}", status=503)
 
     call = services.call_start(
-        profile=profile, channel=carrier, from_number=from_, to_number=to,
-        direction="outbound", status=CallStatus.RINGING,
-    )  # fmt: skip
+        profile=profile,
+        channel=carrier,
+        from_number=from_,
+        to_number=to,
+        direction="outbound",
+        status=CallStatus.RINGING,
+    )
     call_id = str(call.id)
     token = tokens.mint(call_id=call_id, carrier=carrier)
     try:
@@ -59,7 +70,9 @@ def place_call(*, profile: AgentProfile, to: str, carrier: str = Channel.TWILIO)
             external_id = twilio.place_call(
                 to=to,
                 from_=from_,
-                twiml=twilio.connect_twiml(stream_url=links.twilio_stream_url(), call_id=call_id, token=token),
+                twiml=twilio.connect_twiml(
+                    stream_url=links.twilio_stream_url(), call_id=call_id, token=token
+                ),
                 status_callback=links.public_url(links.TWILIO_STATUS_PATH),
             )
         else:
@@ -71,7 +84,9 @@ def place_call(*, profile: AgentProfile, to: str, carrier: str = Channel.TWILIO)
             )
     except (TwilioRestException, telnyx.CallControlError, OSError) as exc:
         logger.error("outbound %s call to %s failed: %s", carrier, to, exc)
-        services.call_end(call_id=call_id, reason=EndReason.NOT_CONNECTED, error=f"dial failed: {exc}")
+        services.call_end(
+            call_id=call_id, reason=EndReason.NOT_CONNECTED, error=f"dial failed: {exc}"
+        )
         raise OutboundError(f"{carrier} refused the call: {exc}", status=502) from exc
     services.call_set_external_id(call_id=call_id, external_id=external_id)
     call.external_id = external_id

@@ -274,7 +274,8 @@ class CallControl:
     def _raise_for(response: httpx.Response, what: str) -> None:
         if response.status_code >= 300:
             raise CallControlError(
-                f"{what}: HTTP {response.status_code} {response.text[:300]}", status=response.status_code
+                f"{what}: HTTP {response.status_code} {response.text[:300]}",
+                status=response.status_code,
             )
 
     def answer(self, call_control_id: str, *, stream_url: str, client_state: str) -> None:
@@ -282,11 +283,17 @@ class CallControl:
         self._raise_for(self._command(call_control_id, "answer", body), "answer")
 
     def answer_plain(self, call_control_id: str, *, client_state: str) -> None:
-        self._raise_for(self._command(call_control_id, "answer", {"client_state": client_state}), "answer")
+        self._raise_for(
+            self._command(call_control_id, "answer", {"client_state": client_state}), "answer"
+        )
 
     def speak(self, call_control_id: str, *, text: str, language: str, client_state: str) -> None:
-        body = {"payload": text, "voice": "female", "language": language or "en-US",
-                "client_state": client_state}  # fmt: skip
+        body = {
+            "payload": text,
+            "voice": "female",
+            "language": language or "en-US",
+            "client_state": client_state,
+        }
         self._raise_for(self._command(call_control_id, "speak", body), "speak")
 
     def hang_up(self, call_control_id: str) -> bool:

@@ -39,7 +39,9 @@ class StreamGrant:
 
 
 def _mac(carrier: str, call_id: str, expires: int, nonce: str) -> str:
-    return salted_hmac(_SALT, f"{carrier}|{call_id}|{expires}|{nonce}", algorithm="sha256").hexdigest()
+    return salted_hmac(
+        _SALT, f"{carrier}|{call_id}|{expires}|{nonce}", algorithm="sha256"
+    ).hexdigest()
 
 
 def mint(*, call_id: object, carrier: str, ttl_s: int | None = None) -> str:

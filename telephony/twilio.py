@@ -51,7 +51,9 @@ class TwilioStream:
         return start.custom_parameters.get(PARAM_TOKEN, "")
 
     def media(self, ulaw: bytes) -> str:
-        return _dump({"event": "media", "streamSid": self.stream_sid, "media": {"payload": wire.b64(ulaw)}})
+        return _dump(
+            {"event": "media", "streamSid": self.stream_sid, "media": {"payload": wire.b64(ulaw)}}
+        )
 
     def mark(self, name: str) -> str:
         return _dump({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})

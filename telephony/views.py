@@ -33,7 +33,9 @@ OPEN = (CallStatus.RINGING, CallStatus.ACTIVE)
 
 def _forbidden(carrier: str, reason: str) -> HttpResponse | None:
     if settings.TELEPHONY_ALLOW_UNSIGNED:
-        logger.warning("%s webhook: %s; accepted because TELEPHONY_ALLOW_UNSIGNED=true", carrier, reason)
+        logger.warning(
+            "%s webhook: %s; accepted because TELEPHONY_ALLOW_UNSIGNED=true", carrier, reason
+        )
         return None
     logger.warning("%s webhook rejected: %s", carrier, reason)
     return HttpResponse(f"forbidden: {reason}", status=403, content_type="text/plain")
@@ -67,7 +69,9 @@ def _twilio_denied(request: HttpRequest) -> HttpResponse | None:
     # proxy or tunnel handed us.
     url = links.public_url(request.get_full_path_info())
     signature = request.headers.get("X-Twilio-Signature", "")
-    algorithm = get_signature_algorithm(request.headers.get("X-Twilio-Webhooks-Signature-Settings", ""))
+    algorithm = get_signature_algorithm(
+        request.headers.get("X-Twilio-Webhooks-Signature-Settings", "")
+    )
     if not signature:
         return _forbidden("twilio", "missing X-Twilio-Signature")
     if not settings.TWILIO_AUTH_TOKEN:
@@ -91,8 +95,10 @@ def twilio_voice(request: HttpRequest) -> HttpResponse:
     existing = selectors.call_by_external_id(channel=Channel.TWILIO, external_id=call_sid)
     if existing is not None and existing.status not in OPEN:
         return _twiml(twilio.hangup_twiml())  # a retry for a call that is already over
-    profile = existing.profile if existing is not None else _profile_for(
-        called=request.POST.get("To", ""), slug=request.GET.get("profile", "")
+    profile = (
+        existing.profile
+        if existing is not None
+        else _profile_for(called=request.POST.get("To", ""), slug=request.GET.get("profile", ""))
     )
     call = existing or services.call_start(
         profile=profile,
@@ -100,7 +106,9 @@ def twilio_voice(request: HttpRequest) -> HttpResponse:
         external_id=call_sid,
         from_number=request.POST.get("From", "")[:40],
         to_number=request.POST.get("To", "")[:40],
-        direction="inbound" if request.POST.get("Direction", "inbound") == "inbound" else "outbound",
+        direction="inbound"
+        if request.POST.get("Direction", "inbound") == "inbound"
+        else "outbound",
         status=CallStatus.RINGING,
     )
     apology = profile.apology_message if profile is not None else DEFAULT_APOLOGY
@@ -113,19 +121,29 @@ def twilio_voice(request: HttpRequest) -> HttpResponse:
         return _twiml(twilio.apology_twiml(text=apology, language=language))
     token = tokens.mint(call_id=call.id, carrier=Channel.TWILIO)
     logger.info("twilio call %s (%s) -> profile %s", call.id, call_sid, profile.slug)
-    return _twiml(twilio.connect_twiml(stream_url=links.twilio_stream_url(), call_id=str(call.id), token=token))
+    return _twiml(
+        twilio.connect_twiml(
+            stream_url=links.twilio_stream_url(), call_id=str(call.id), token=token
+        )
+    )
 
 
 def _twilio_not_connected(call: Call, params: dict[str, str]) -> None:
-    services.call_end(call_id=call.id, reason=EndReason.NOT_CONNECTED, error=f"twilio: {params.get('CallStatus')}")
+    services.call_end(
+        call_id=call.id, reason=EndReason.NOT_CONNECTED, error=f"twilio: {params.get('CallStatus')}"
+    )
 
 
 def _twilio_completed(call: Call, params: dict[str, str]) -> None:
     # A call with a live stream is ended by its session (which knows who hung up); only
     # one that never got its stream is ended here.
     if call.status == CallStatus.RINGING:
-        reason = EndReason.NOT_CONNECTED if call.direction == "outbound" else EndReason.CALLER_HANGUP
-        services.call_end(call_id=call.id, reason=reason, error="call completed before its stream started")
+        reason = (
+            EndReason.NOT_CONNECTED if call.direction == "outbound" else EndReason.CALLER_HANGUP
+        )
+        services.call_end(
+            call_id=call.id, reason=reason, error="call completed before its stream started"
+        )
 
 
 TWILIO_STATUS_HANDLERS: dict[str, Callable[[Call, dict[str, str]], None]] = {
@@ -145,7 +163,9 @@ def twilio_status(request: HttpRequest) -> HttpResponse:
         return denied
     params = request.POST.dict()
     handler = TWILIO_STATUS_HANDLERS.get(params.get("CallStatus", ""))
-    call = selectors.call_by_external_id(channel=Channel.TWILIO, external_id=params.get("CallSid", ""))
+    call = selectors.call_by_external_id(
+        channel=Channel.TWILIO, external_id=params.get("CallSid", "")
+    )
     if handler is not None and call is not None:
         handler(call, params)
     return HttpResponse(status=204)
@@ -181,18 +201,25 @@ def _telnyx_initiated(payload: dict[str, Any]) -> None:
         return  # a repeated delivery
     profile = _profile_for(called=str(payload.get("to", "")), slug="")
     call = services.call_start(
-        profile=profile, channel=Channel.TELNYX, external_id=control_id,
-        from_number=str(payload.get("from", ""))[:40], to_number=str(payload.get("to", ""))[:40],
+        profile=profile,
+        channel=Channel.TELNYX,
+        external_id=control_id,
+        from_number=str(payload.get("from", ""))[:40],
+        to_number=str(payload.get("to", ""))[:40],
         status=CallStatus.RINGING,
-    )  # fmt: skip
+    )
     api = telnyx.CallControl()
     call_id = str(call.id)
     try:
         if profile is None or not global_stop.calls_allowed():
             # Answer without a stream, say the apology, hang up on call.speak.ended.
             reason = EndReason.GLOBAL_STOP if profile is not None else EndReason.ERROR
-            _refuse(call=call, reason=reason, error="" if profile is not None else "no active profile")
-            api.answer_plain(control_id, client_state=telnyx.client_state(call_id=call_id, mode="apology"))
+            _refuse(
+                call=call, reason=reason, error="" if profile is not None else "no active profile"
+            )
+            api.answer_plain(
+                control_id, client_state=telnyx.client_state(call_id=call_id, mode="apology")
+            )
             return
         token = tokens.mint(call_id=call_id, carrier=Channel.TELNYX)
         api.answer(
@@ -230,7 +257,9 @@ def _telnyx_streaming_failed(payload: dict[str, Any]) -> None:
     call = _telnyx_call(payload)
     if call is not None and call.status in OPEN:
         services.call_end(
-            call_id=call.id, reason=EndReason.ERROR, error=f"telnyx streaming failed: {payload.get('failure_reason', '')}"
+            call_id=call.id,
+            reason=EndReason.ERROR,
+            error=f"telnyx streaming failed: {payload.get('failure_reason', '')}",
         )
         telnyx.CallControl().hang_up(str(payload.get("call_control_id", "")))
 
@@ -246,12 +275,20 @@ def _telnyx_hangup(payload: dict[str, Any]) -> None:
         reason = EndReason.NOT_CONNECTED
     else:
         reason = EndReason.CALLER_HANGUP
-    services.call_end(call_id=call.id, reason=reason, error="" if reason == EndReason.CALLER_HANGUP else f"telnyx: {cause}")
+    services.call_end(
+        call_id=call.id,
+        reason=reason,
+        error="" if reason == EndReason.CALLER_HANGUP else f"telnyx: {cause}",
+    )
 
 
 def _telnyx_log(payload: dict[str, Any]) -> None:
     # The media socket's own start/stop drive the call; these only confirm it.
-    logger.info("telnyx streaming event for %s (%s)", payload.get("call_control_id"), payload.get("stream_url"))
+    logger.info(
+        "telnyx streaming event for %s (%s)",
+        payload.get("call_control_id"),
+        payload.get("stream_url"),
+    )
 
 
 TELNYX_HANDLERS: dict[str, Callable[[dict[str, Any]], None]] = {
@@ -296,7 +333,7 @@ def telnyx_webhook(request: HttpRequest) -> HttpResponse:
     return HttpResponse(status=204)
 
 
-# --- outbound API ----------------------------------------------------------------------------------
+# --- outbound API ----------------------------------------------------------------------
 
 
 @csrf_exempt
@@ -304,14 +341,19 @@ def telnyx_webhook(request: HttpRequest) -> HttpResponse:
 @require_api_key
 def outbound_call(request: HttpRequest) -> JsonResponse:
     """``POST /api/calls/outbound/`` ``{"to": "+34...", "profile": "<slug>", "carrier": "twilio"}``
-    with ``Authorization: Bearer <ADMIN_API_KEY>`` (constant-time compare in ``require_api_key``)."""
+    with ``Authorization: Bearer <ADMIN_API_KEY>`` (compared in constant time by
+    ``require_api_key``)."""
     try:
         body = json.loads(request.body or b"{}")
         if not isinstance(body, dict):
             raise ValueError("not an object")
     except ValueError:
         return JsonResponse({"error": "the body must be a JSON object"}, status=400)
-    to, slug, carrier = body.get("to"), body.get("profile") or None, body.get("carrier") or Channel.TWILIO
+    to, slug, carrier = (
+        body.get("to"),
+        body.get("profile") or None,
+        body.get("carrier") or Channel.TWILIO,
+    )
     if not isinstance(to, str) or not isinstance(carrier, str) or not isinstance(slug, str | None):
         return JsonResponse({"error": "'to', 'profile' and 'carrier' must be strings"}, status=400)
     try:
@@ -323,7 +365,13 @@ def outbound_call(request: HttpRequest) -> JsonResponse:
     except outbound.OutboundError as exc:
         return JsonResponse({"error": str(exc)}, status=exc.status)
     return JsonResponse(
-        {"call_id": str(call.id), "carrier": carrier, "external_id": call.external_id,
-         "profile": profile.slug, "to": to, "status": call.status},
+        {
+            "call_id": str(call.id),
+            "carrier": carrier,
+            "external_id": call.external_id,
+            "profile": profile.slug,
+            "to": to,
+            "status": call.status,
+        },
         status=201,
-    )  # fmt: skip
+    )

@@ -80,7 +80,9 @@ class Ignored:
 Inbound = Connected | Start | Media | Dtmf | Mark | Stop | CarrierError | Ignored
 
 
-def dispatch(parsers: dict[str, Callable[[dict[str, Any]], Inbound]], message: dict[str, Any]) -> Inbound:
+def dispatch(
+    parsers: dict[str, Callable[[dict[str, Any]], Inbound]], message: dict[str, Any]
+) -> Inbound:
     """Parse ``message`` with the parser of its ``event``; a bad ``start`` is fatal."""
     event = message.get("event")
     parse = parsers.get(event) if isinstance(event, str) else None

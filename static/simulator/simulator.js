@@ -126,6 +126,13 @@ function showCallLink(callId) {
 
 const bubbles = []; // {entry, el, textEl, metricsEl}
 
+function clearTranscript() {
+  bubbles.length = 0;
+  stats.transcript = [];
+  stats.metrics = [];
+  ui.transcript.replaceChildren();
+}
+
 function openBubble(role) {
   for (let i = bubbles.length - 1; i >= 0; i--) {
     const b = bubbles[i];
@@ -307,6 +314,7 @@ async function startCall() {
     sentFrames: 0, receivedAudioFrames: 0, playedSamples: 0,
   });
   stats.errors.length = 0;
+  clearTranscript();
   ui.mute.textContent = "Mute";
   ui.mute.setAttribute("aria-pressed", "false");
   ui.mute.classList.remove("active");

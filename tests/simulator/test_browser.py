@@ -271,3 +271,76 @@ def test_it_explains_why_the_server_closed_the_socket(server: Server, tab: Tab) 
     assert tab.page.evaluate("window.simulatorStats.closeCode") == 4404
     message = tab.page.locator("#message").inner_text()
     assert "profile does not exist" in message and "gone-profile" in message
+
+
+# Runs static/simulator/worklets.js in Chromium's JS engine with the worklet globals stubbed,
+# on known tones: what the ear and the STT get must be the input, at the right rate.
+WORKLET_HARNESS = """
+([source, ctxRate, sourceRate]) => {
+  const load = () => {
+    const procs = {};
+    class Processor {
+      constructor() { this.port = { posted: [], postMessage(m) { this.posted.push(m); } }; }
+    }
+    new Function("AudioWorkletProcessor", "registerProcessor", "sampleRate", source)(
+      Processor, (name, cls) => { procs[name] = cls; }, ctxRate);
+    return procs;
+  };
+  const tone = (f, rate, n) =>
+    Float32Array.from({ length: n }, (_, i) => 0.5 * Math.sin(2 * Math.PI * f * i / rate));
+  const amplitude = (x, f, rate) => {  // one DFT bin, skipping the filters' settling
+    let re = 0, im = 0; const s = Math.floor(x.length / 10);
+    for (let i = s; i < x.length; i++) {
+      re += x[i] * Math.cos(2 * Math.PI * f * i / rate);
+      im += x[i] * Math.sin(2 * Math.PI * f * i / rate);
+    }
+    return 2 * Math.hypot(re, im) / (x.length - s);
+  };
+  const capture = (f) => {
+    const options = { processorOptions: { targetRate: 16000, frameMs: 20 } };
+    const p = new (load()["pcm16-capture"])(options);
+    const input = tone(f, ctxRate, ctxRate);  // one second
+    for (let i = 0; i < input.length; i += 128) p.process([[input.subarray(i, i + 128)]]);
+    const frames = p.port.posted.map((m) => new Int16Array(m.pcm));
+    const x = Float32Array.from(frames.flatMap((a) => Array.from(a)), (v) => v / 32768);
+    return { frameSizes: [...new Set(frames.map((a) => a.length))], samples: x.length, x };
+  };
+  const speech = capture(1000), above = capture(12000);
+  const p = new (load()["pcm16-playback"])({ processorOptions: { sourceRate, prebufferMs: 60 } });
+  const agent = tone(1000, sourceRate, sourceRate);  // one second, sent as 20 ms frames
+  for (let i = 0; i < agent.length; i += sourceRate / 50) {
+    const frame = agent.subarray(i, i + sourceRate / 50);
+    const pcm = Int16Array.from(frame, (v) => Math.round(v * 32767));
+    p.onMessage({ type: "audio", pcm: pcm.buffer });
+  }
+  const out = [];
+  for (let k = 0; k < Math.ceil(1.2 * ctxRate / 128); k++) {
+    const o = [new Float32Array(128)]; p.process([], [o]); out.push(...o[0]);
+  }
+  p.onMessage({ type: "audio", pcm: new Int16Array(sourceRate / 10).fill(1000).buffer });
+  p.onMessage({ type: "clear" });
+  return {
+    captureFrameSizes: speech.frameSizes, captureSamples: speech.samples,
+    capture1k: amplitude(speech.x, 1000, 16000), alias12k: amplitude(above.x, 4000, 16000),
+    played: p.played,
+    playback1k: amplitude(Float32Array.from(out).subarray(0, ctxRate), 1000, ctxRate),
+    cleared: p.port.posted.at(-1),
+  };
+}
+"""
+
+
+@pytest.mark.parametrize(("ctx_rate", "source_rate"), [(48000, 16000), (44100, 8000)])
+def test_the_worklets_resample_without_loss_or_aliasing(
+    tmp_path: Path, ctx_rate: int, source_rate: int
+) -> None:
+    source = (ROOT / "static" / "simulator" / "worklets.js").read_text()
+    with open_tab(tmp_path) as tab:
+        r = tab.page.evaluate(WORKLET_HARNESS, [source, ctx_rate, source_rate])
+    assert r["captureFrameSizes"] == [320], "20 ms frames of 16 kHz"
+    assert r["captureSamples"] == 16000, "one second in, one second out"
+    assert r["capture1k"] == pytest.approx(0.5, abs=0.02)
+    assert r["alias12k"] < 0.05, "a 12 kHz tone must not fold back into the speech band"
+    assert r["played"] == pytest.approx(ctx_rate, abs=8), "every agent sample is played"
+    assert r["playback1k"] == pytest.approx(0.5, abs=0.04)
+    assert r["cleared"] == {"type": "cleared", "dropped": ctx_rate // 10, "played": r["played"]}

@@ -1,4 +1,4 @@
-"""Carrier test settings, request signing with test keys, recorded payloads and a fake carrier API."""
+"""Carrier test settings, signing with test keys, recorded payloads, a fake carrier API."""
 
 from __future__ import annotations
 
@@ -31,7 +31,10 @@ def twilio_signature(url: str, params: dict[str, str], token: str = TWILIO_TOKEN
 def telnyx_headers(key: SigningKey, body: bytes, *, timestamp: int | None = None) -> dict[str, str]:
     ts = str(int(time.time()) if timestamp is None else timestamp)
     signature = key.sign(ts.encode() + b"|" + body).signature
-    return {"telnyx-signature-ed25519": base64.b64encode(signature).decode(), "telnyx-timestamp": ts}
+    return {
+        "telnyx-signature-ed25519": base64.b64encode(signature).decode(),
+        "telnyx-timestamp": ts,
+    }
 
 
 @pytest.fixture

@@ -26,7 +26,10 @@ from urllib.parse import parse_qs
 
 _ROUTES = [
     (re.compile(r"^/2010-04-01/Accounts/(?P<account>\w+)/Calls\.json$"), "twilio.create"),
-    (re.compile(r"^/2010-04-01/Accounts/(?P<account>\w+)/Calls/(?P<sid>\w+)\.json$"), "twilio.update"),
+    (
+        re.compile(r"^/2010-04-01/Accounts/(?P<account>\w+)/Calls/(?P<sid>\w+)\.json$"),
+        "twilio.update",
+    ),
     (re.compile(r"^/v2/calls$"), "telnyx.dial"),
     (re.compile(r"^/v2/calls/(?P<id>[^/]+)/actions/(?P<action>\w+)$"), "telnyx.action"),
 ]
@@ -82,7 +85,9 @@ class FakeCarrier:
         if request.route == "twilio.update":
             return 200, {"sid": request.params["sid"], "status": request.body.get("Status", "")}
         if request.route == "telnyx.dial":
-            return 200, {"data": {"call_control_id": "v3:fake-outbound-call", "record_type": "call"}}
+            return 200, {
+                "data": {"call_control_id": "v3:fake-outbound-call", "record_type": "call"}
+            }
         return 200, {"data": {"result": "ok"}}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -91,23 +96,30 @@ class FakeCarrier:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                for pattern, route in _ROUTES:
-                    if match := pattern.match(self.path.split("?")[0]):
-                        break
-                else:
+                found = [(p.match(self.path.split("?")[0]), r) for p, r in _ROUTES]
+                matched = [(m, r) for m, r in found if m]
+                if not matched:
                     self._reply(404, {"error": f"no route {self.path}"})
                     return
+                match, route = matched[0]
                 params = match.groupdict()
                 if route == "telnyx.action":
                     route = f"telnyx.{params['action']}"
                 if "json" in (self.headers.get("Content-Type") or ""):
                     body: Any = json.loads(raw or b"{}")
                 else:
-                    body = {k: v[0] if len(v) == 1 else v for k, v in parse_qs(raw.decode()).items()}
+                    body = {
+                        k: v[0] if len(v) == 1 else v for k, v in parse_qs(raw.decode()).items()
+                    }
                 status, answer = fake._answer(
-                    FakeRequest(route=route, path=self.path, params=params, body=body,
-                                headers={k.lower(): v for k, v in self.headers.items()})
-                )  # fmt: skip
+                    FakeRequest(
+                        route=route,
+                        path=self.path,
+                        params=params,
+                        body=body,
+                        headers={k.lower(): v for k, v in self.headers.items()},
+                    )
+                )
                 self._reply(status, answer)
 
             def _reply(self, status: int, body: Any) -> None:

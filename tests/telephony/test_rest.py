@@ -19,13 +19,19 @@ AUTH = {"Authorization": "Bearer test-admin-key"}
 
 
 def dial(client, body: dict, headers: dict | None = None):
-    return client.post(OUTBOUND, json.dumps(body), content_type="application/json",
-                       headers=AUTH if headers is None else headers)  # fmt: skip
+    return client.post(
+        OUTBOUND,
+        json.dumps(body),
+        content_type="application/json",
+        headers=AUTH if headers is None else headers,
+    )
 
 
 def test_twilio_hang_up_completes_the_call_and_treats_404_as_already_ended(fake_carrier):
     assert twilio.hang_up("CA123") is True
-    fake_carrier.script("twilio.update", 404, {"code": 20404, "message": "The requested resource was not found"})
+    fake_carrier.script(
+        "twilio.update", 404, {"code": 20404, "message": "The requested resource was not found"}
+    )
     assert twilio.hang_up("CA123") is False
     first, _ = fake_carrier.of("twilio.update")
     assert first.path == f"/2010-04-01/Accounts/{first.params['account']}/Calls/CA123.json"
@@ -42,9 +48,13 @@ def test_other_twilio_errors_are_raised(fake_carrier):
 
 def test_telnyx_hang_up_treats_90018_as_already_ended(fake_carrier):
     assert telnyx.CallControl().hang_up("v3:abc") is True
-    fake_carrier.script("telnyx.hangup", 422, {"errors": [{"code": "90018", "title": "Call has already ended"}]})
+    fake_carrier.script(
+        "telnyx.hangup", 422, {"errors": [{"code": "90018", "title": "Call has already ended"}]}
+    )
     assert telnyx.CallControl().hang_up("v3:abc") is False
-    fake_carrier.script("telnyx.hangup", 401, {"errors": [{"code": "10009", "title": "Authentication failed"}]})
+    fake_carrier.script(
+        "telnyx.hangup", 401, {"errors": [{"code": "10009", "title": "Authentication failed"}]}
+    )
     with pytest.raises(telnyx.CallControlError):
         telnyx.CallControl().hang_up("v3:abc")
     assert all(r.headers["authorization"] == "Bearer KEYtest" for r in fake_carrier.requests)
@@ -58,7 +68,11 @@ def test_the_outbound_api_places_a_twilio_call_with_the_stream_twiml(client, fak
     data = response.json()
     call = Call.objects.get(pk=data["call_id"])
     assert (call.direction, call.status, call.channel) == ("outbound", CallStatus.RINGING, "twilio")
-    assert (call.to_number, call.from_number, call.profile.slug) == ("+34600111222", "+34910000001", "sales")
+    assert (call.to_number, call.from_number, call.profile.slug) == (
+        "+34600111222",
+        "+34910000001",
+        "sales",
+    )
     assert call.external_id == data["external_id"] == "CA" + "f" * 32
     (create,) = fake_carrier.of("twilio.create")
     assert create.body["To"] == "+34600111222" and create.body["From"] == "+34910000001"
@@ -79,15 +93,26 @@ def test_the_outbound_api_places_a_telnyx_call_streaming_to_us(client, fake_carr
     assert (call.channel, call.external_id) == ("telnyx", "v3:fake-outbound-call")
     (sent,) = fake_carrier.of("telnyx.dial")
     assert sent.body["connection_id"] == "2370462823464289344" and sent.body["to"] == "+34600111222"
-    assert sent.body["stream_bidirectional_mode"] == "rtp" and sent.body["stream_bidirectional_codec"] == "PCMU"
-    secret = sent.body["stream_url"].removeprefix("wss://agent.example.com/ws/telephony/telnyx/").rstrip("/")
+    assert (
+        sent.body["stream_bidirectional_mode"] == "rtp"
+        and sent.body["stream_bidirectional_codec"] == "PCMU"
+    )
+    secret = (
+        sent.body["stream_url"]
+        .removeprefix("wss://agent.example.com/ws/telephony/telnyx/")
+        .rstrip("/")
+    )
     assert tokens.peek(secret, carrier="telnyx").call_id == str(call.id)
     assert telnyx.read_client_state(sent.body["client_state"])["call_id"] == str(call.id)
 
 
 @pytest.mark.parametrize(
     ("headers", "status"),
-    [({}, 401), ({"Authorization": "Bearer wrong"}, 403), ({"Authorization": "Basic dGVzdA=="}, 401)],
+    [
+        ({}, 401),
+        ({"Authorization": "Bearer wrong"}, 403),
+        ({"Authorization": "Basic dGVzdA=="}, 401),
+    ],
 )
 def test_the_outbound_api_needs_the_admin_api_key(client, fake_carrier, headers, status):
     scripted_profile()
@@ -97,9 +122,13 @@ def test_the_outbound_api_needs_the_admin_api_key(client, fake_carrier, headers,
 
 @pytest.mark.parametrize(
     ("body", "status"),
-    [({"to": "600111222"}, 400), ({"to": "+34600111222", "profile": "nope"}, 404),
-     ({"to": "+34600111222", "carrier": "pigeon"}, 400), ({"to": 34600111222}, 400)],
-)  # fmt: skip
+    [
+        ({"to": "600111222"}, 400),
+        ({"to": "+34600111222", "profile": "nope"}, 404),
+        ({"to": "+34600111222", "carrier": "pigeon"}, 400),
+        ({"to": 34600111222}, 400),
+    ],
+)
 def test_the_outbound_api_refuses_bad_requests(client, fake_carrier, body, status):
     scripted_profile()
     assert dial(client, body).status_code == status
@@ -108,11 +137,16 @@ def test_the_outbound_api_refuses_bad_requests(client, fake_carrier, body, statu
 
 def test_a_refused_dial_ends_the_call_record_as_not_connected(client, fake_carrier):
     scripted_profile()
-    fake_carrier.script("twilio.create", 400, {"code": 21211, "message": "Invalid 'To' Phone Number"})
+    fake_carrier.script(
+        "twilio.create", 400, {"code": 21211, "message": "Invalid 'To' Phone Number"}
+    )
     response = dial(client, {"to": "+34600111222"})
     assert response.status_code == 502
     call = Call.objects.get()
-    assert call.end_reason == EndReason.NOT_CONNECTED and "Invalid 'To' Phone Number" in call.error_detail
+    assert (
+        call.end_reason == EndReason.NOT_CONNECTED
+        and "Invalid 'To' Phone Number" in call.error_detail
+    )
 
 
 def test_no_outbound_calls_while_calls_are_globally_stopped(client, fake_carrier, settings):

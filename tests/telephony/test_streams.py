@@ -50,7 +50,9 @@ async def next_message(ws: WebsocketCommunicator, timeout: float = 15) -> dict[s
     return json.loads(output["text"])
 
 
-async def until(ws: WebsocketCommunicator, predicate, *, timeout: float = 30) -> list[dict[str, Any]]:
+async def until(
+    ws: WebsocketCommunicator, predicate, *, timeout: float = 30
+) -> list[dict[str, Any]]:
     """Messages up to and including the first matching one (or the close)."""
     seen: list[dict[str, Any]] = []
     async with asyncio.timeout(timeout):
@@ -121,7 +123,9 @@ class Twilio:
         self.chunk = 0
 
     @staticmethod
-    async def ring(path: str = "/telephony/twilio/voice/", **overrides: str) -> tuple[str, dict[str, str]]:
+    async def ring(
+        path: str = "/telephony/twilio/voice/", **overrides: str
+    ) -> tuple[str, dict[str, str]]:
         params = {**payload("twilio_voice_inbound.json"), **overrides}
         response = await AsyncClient().post(
             path, params, headers={"X-Twilio-Signature": twilio_signature(PUBLIC + path, params)}
@@ -140,18 +144,29 @@ class Twilio:
 
     async def start(self, parameters: dict[str, str]) -> None:
         await self.ws.send_json_to({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        await self.send("start", start={
-            "accountSid": "AC" + "0" * 32, "streamSid": STREAM_SID, "callSid": self.call_sid,
-            "tracks": ["inbound"], "customParameters": parameters,
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-        })  # fmt: skip
+        await self.send(
+            "start",
+            start={
+                "accountSid": "AC" + "0" * 32,
+                "streamSid": STREAM_SID,
+                "callSid": self.call_sid,
+                "tracks": ["inbound"],
+                "customParameters": parameters,
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        )
 
     async def media(self, ulaw: bytes) -> None:
         self.chunk += 1
-        await self.send("media", media={
-            "track": "inbound", "chunk": str(self.chunk), "timestamp": str(self.chunk * 20),
-            "payload": base64.b64encode(ulaw).decode(),
-        })  # fmt: skip
+        await self.send(
+            "media",
+            media={
+                "track": "inbound",
+                "chunk": str(self.chunk),
+                "timestamp": str(self.chunk * 20),
+                "payload": base64.b64encode(ulaw).decode(),
+            },
+        )
 
     async def say(self, text: str) -> None:
         for frame in speech_frames(text):
@@ -196,11 +211,15 @@ async def test_a_whole_twilio_call_greets_transcribes_answers_records_dtmf_and_e
     assert call.stream_id == STREAM_SID and call.dtmf_digits == "5"
     assert [t.role for t in turns] == ["assistant", "user", "assistant"]
     assert turns[1].text == HEARD
-    assert turns[2].text == "Of course. For what time would you like it?" and not turns[2].interrupted
+    assert (
+        turns[2].text == "Of course. For what time would you like it?" and not turns[2].interrupted
+    )
 
 
 async def test_twilio_barge_in_sends_clear_and_keeps_only_what_was_heard():
-    long_greeting = "Hello, this is Casa Lola. " + "We are open every day from noon until midnight. " * 3
+    long_greeting = (
+        "Hello, this is Casa Lola. " + "We are open every day from noon until midnight. " * 3
+    )
     await database_sync_to_async(scripted_profile)(greeting=long_greeting, barge_in_min_ms=200)
     call_sid, parameters = await Twilio.ring()
     async with socket(Twilio.PATH) as ws:
@@ -275,7 +294,10 @@ async def test_bad_twilio_messages_are_ignored_and_the_call_goes_on():
         await until(ws, lambda m: False)
 
     call, turns = await load_call(parameters["call_id"])
-    assert call.end_reason == EndReason.CALLER_HANGUP and [t.role for t in turns] == ["user", "assistant"]
+    assert call.end_reason == EndReason.CALLER_HANGUP and [t.role for t in turns] == [
+        "user",
+        "assistant",
+    ]
 
 
 async def test_a_twilio_socket_dropped_without_stop_ends_the_call_as_a_caller_hangup():
@@ -290,9 +312,13 @@ async def test_a_twilio_socket_dropped_without_stop_ends_the_call_as_a_caller_ha
 
 
 @pytest.mark.parametrize("already_ended", [False, True])
-async def test_when_the_agent_ends_a_twilio_call_it_hangs_up_through_the_rest_api(fake_carrier, already_ended):
+async def test_when_the_agent_ends_a_twilio_call_it_hangs_up_through_the_rest_api(
+    fake_carrier, already_ended
+):
     if already_ended:
-        fake_carrier.script("twilio.update", 404, {"code": 20404, "message": "not found", "status": 404})
+        fake_carrier.script(
+            "twilio.update", 404, {"code": 20404, "message": "not found", "status": 404}
+        )
     await database_sync_to_async(scripted_profile)(
         max_call_seconds=1, greeting="Hi.", goodbye_message="Our time is up. Goodbye!"
     )
@@ -315,7 +341,9 @@ async def test_when_the_agent_ends_a_twilio_call_it_hangs_up_through_the_rest_ap
 
 
 async def test_without_rest_credentials_the_agent_ends_a_twilio_call_by_closing_the_stream():
-    await database_sync_to_async(scripted_profile)(max_call_seconds=1, greeting="", goodbye_message="Bye.")
+    await database_sync_to_async(scripted_profile)(
+        max_call_seconds=1, greeting="", goodbye_message="Bye."
+    )
     call_sid, parameters = await Twilio.ring()
     async with socket(Twilio.PATH) as ws:
         await Twilio(ws, call_sid).start(parameters)
@@ -343,7 +371,10 @@ class Telnyx:
         """-> (stream path, call_control_id, call id)"""
         body = json.dumps(payload("telnyx_call_initiated.json")).encode()
         response = await AsyncClient().post(
-            "/telephony/telnyx/webhook/", body, content_type="application/json", headers=telnyx_headers(key, body)
+            "/telephony/telnyx/webhook/",
+            body,
+            content_type="application/json",
+            headers=telnyx_headers(key, body),
         )
         assert response.status_code == 204
         answer = fake_carrier.of("telnyx.answer")[-1]
@@ -353,20 +384,33 @@ class Telnyx:
 
     async def send(self, event: str, **body: Any) -> None:
         self.seq += 1
-        await self.ws.send_json_to({"event": event, "sequence_number": str(self.seq), "stream_id": "32DE0DEA", **body})
+        await self.ws.send_json_to(
+            {"event": event, "sequence_number": str(self.seq), "stream_id": "32DE0DEA", **body}
+        )
 
     async def start(self, encoding: str = "PCMU") -> None:
         await self.ws.send_json_to({"event": "connected", "version": "1.0.0"})
-        await self.send("start", start={
-            "user_id": "3E6F995F", "call_control_id": self.call_control_id, "call_session_id": "ff55",
-            "from": "+34600111222", "to": "+34910000001", "client_state": None,
-            "media_format": {"encoding": encoding, "sample_rate": 8000, "channels": 1},
-        })  # fmt: skip
+        await self.send(
+            "start",
+            start={
+                "user_id": "3E6F995F",
+                "call_control_id": self.call_control_id,
+                "call_session_id": "ff55",
+                "from": "+34600111222",
+                "to": "+34910000001",
+                "client_state": None,
+                "media_format": {"encoding": encoding, "sample_rate": 8000, "channels": 1},
+            },
+        )
 
     def media_message(self, ulaw: bytes) -> dict[str, Any]:
         self.chunk += 1
-        return {"track": "inbound", "chunk": str(self.chunk), "timestamp": str(self.chunk * 20),
-                "payload": base64.b64encode(ulaw).decode()}  # fmt: skip
+        return {
+            "track": "inbound",
+            "chunk": str(self.chunk),
+            "timestamp": str(self.chunk * 20),
+            "payload": base64.b64encode(ulaw).decode(),
+        }
 
     async def say(self, text: str) -> None:
         """Speech with neighbouring frames swapped now and then: Telnyx does not promise order."""
@@ -390,8 +434,11 @@ async def test_a_whole_telnyx_call_greets_transcribes_answers_records_dtmf_and_e
         greeting = await until(ws, is_mark("utt-1"))
         frames = audio_of(greeting)
         assert frames and {len(f) for f in frames} == {ULAW_FRAME} and rms(b"".join(frames)) > 1000
-        assert all(set(m) == {"event", "media"} and set(m["media"]) == {"payload"}
-                   for m in greeting if m["event"] == "media")  # fmt: skip
+        assert all(
+            set(m) == {"event", "media"} and set(m["media"]) == {"payload"}
+            for m in greeting
+            if m["event"] == "media"
+        )
         await telnyx.send("mark", mark={"name": "utt-1"})
 
         await telnyx.say("Hello, I would like to book a table for two people.")
@@ -399,7 +446,9 @@ async def test_a_whole_telnyx_call_greets_transcribes_answers_records_dtmf_and_e
         assert audio_of(reply)
         await turns_stored(call_id, 3)
         await telnyx.send("dtmf", occurred_at="2026-01-05T10:00:09Z", dtmf={"digit": "7"})
-        await telnyx.send("error", payload={"code": 100003, "title": "malformed_frame", "detail": "x"})
+        await telnyx.send(
+            "error", payload={"code": 100003, "title": "malformed_frame", "detail": "x"}
+        )
         await telnyx.send("stop", stop={"user_id": "3E6F995F", "call_control_id": control_id})
         closed = await until(ws, lambda m: False)
         assert closed[-1]["code"] == 1000
@@ -439,8 +488,12 @@ async def test_a_telnyx_stream_in_another_codec_is_closed_with_a_reason(telnyx_k
         assert "unsupported media_format" in closed[0]["reason"]
 
 
-async def test_when_the_agent_ends_a_telnyx_call_it_hangs_up_through_call_control(telnyx_key, fake_carrier):
-    await database_sync_to_async(scripted_profile)(max_call_seconds=1, greeting="", goodbye_message="Bye.")
+async def test_when_the_agent_ends_a_telnyx_call_it_hangs_up_through_call_control(
+    telnyx_key, fake_carrier
+):
+    await database_sync_to_async(scripted_profile)(
+        max_call_seconds=1, greeting="", goodbye_message="Bye."
+    )
     path, control_id, call_id = await Telnyx.ring(telnyx_key, fake_carrier)
     async with socket(path) as ws:
         await Telnyx(ws, control_id).start()
@@ -454,7 +507,11 @@ async def test_when_the_agent_ends_a_telnyx_call_it_hangs_up_through_call_contro
     # Telnyx then reports the hang-up it made; the agent's reason stays.
     hangup_event = payload("telnyx_call_hangup.json")
     body = json.dumps(hangup_event).encode()
-    await AsyncClient().post("/telephony/telnyx/webhook/", body, content_type="application/json",
-                             headers=telnyx_headers(telnyx_key, body))  # fmt: skip
+    await AsyncClient().post(
+        "/telephony/telnyx/webhook/",
+        body,
+        content_type="application/json",
+        headers=telnyx_headers(telnyx_key, body),
+    )
     call, _ = await load_call(call_id)
     assert call.end_reason == EndReason.MAX_DURATION

@@ -23,7 +23,9 @@ STATUS = "/telephony/twilio/status/"
 TELNYX = "/telephony/telnyx/webhook/"
 
 
-def post_twilio(client, path: str, params: dict[str, str], *, signature: str | None = None, **headers):
+def post_twilio(
+    client, path: str, params: dict[str, str], *, signature: str | None = None, **headers
+):
     if signature is None:
         signature = twilio_signature(PUBLIC + path, params)
     if signature:
@@ -31,7 +33,9 @@ def post_twilio(client, path: str, params: dict[str, str], *, signature: str | N
     return client.post(path, params, **headers)
 
 
-def post_telnyx(client, body: dict | bytes, key: SigningKey | None, *, timestamp: int | None = None):
+def post_telnyx(
+    client, body: dict | bytes, key: SigningKey | None, *, timestamp: int | None = None
+):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = telnyx_headers(key, raw, timestamp=timestamp) if key is not None else {}
     return client.post(TELNYX, raw, content_type="application/json", headers=headers)
@@ -59,13 +63,16 @@ def test_a_signed_twilio_call_gets_a_connect_stream_with_a_call_token(client):
     assert tokens.peek(parameters["token"], carrier="twilio").call_id == str(call.id)
     assert (call.status, call.channel, call.direction) == (CallStatus.RINGING, "twilio", "inbound")
     assert (call.external_id, call.from_number, call.to_number) == (
-        params["CallSid"], params["From"], params["To"]
+        params["CallSid"],
+        params["From"],
+        params["To"],
     )
     assert call.profile == profile
 
 
 @pytest.mark.parametrize(
-    "signature", ["", "bm90IGEgc2lnbmF0dXJl", twilio_signature(PUBLIC + VOICE, {"From": "+1"}, "another-token")]
+    "signature",
+    ["", "bm90IGEgc2lnbmF0dXJl", twilio_signature(PUBLIC + VOICE, {"From": "+1"}, "another-token")],
 )
 def test_it_rejects_unsigned_or_forged_twilio_webhooks(client, signature):
     scripted_profile()
@@ -108,7 +115,9 @@ def test_the_profile_comes_from_the_called_number_then_the_query_then_the_defaul
     assert profile_for({**other, "CallSid": "CA4"}) == default.slug
 
 
-def test_while_calls_are_globally_stopped_twilio_callers_hear_the_apology_and_are_hung_up(client, settings):
+def test_while_calls_are_globally_stopped_twilio_callers_hear_the_apology_and_are_hung_up(
+    client, settings
+):
     scripted_profile(apology_message="Sorry, we cannot take calls right now.", is_default=True)
     for _ in range(settings.GLOBAL_STOP_MAX_ERRORS_IN_WINDOW):
         global_stop.report_critical_error(reason="test")
@@ -143,7 +152,10 @@ def test_unsigned_webhooks_pass_only_when_allowed_for_development(client, settin
 def test_a_twilio_status_callback_ends_an_unanswered_outbound_call_as_not_connected(client):
     params = payload("twilio_status_no_answer.json")
     call = Call.objects.create(
-        channel="twilio", direction="outbound", status=CallStatus.RINGING, external_id=params["CallSid"],
+        channel="twilio",
+        direction="outbound",
+        status=CallStatus.RINGING,
+        external_id=params["CallSid"],
         started_at=timezone.now(),
     )
     assert post_twilio(client, STATUS, params).status_code == 204
@@ -160,7 +172,9 @@ def test_twilio_webhooks_only_take_post(client):
 # --- Telnyx -------------------------------------------------------------------------------
 
 
-def test_a_signed_telnyx_call_is_answered_with_a_bidirectional_pcmu_stream(client, telnyx_key, fake_carrier):
+def test_a_signed_telnyx_call_is_answered_with_a_bidirectional_pcmu_stream(
+    client, telnyx_key, fake_carrier
+):
     scripted_profile(phone_numbers="+34910000001")
     body = payload("telnyx_call_initiated.json")
 
@@ -169,13 +183,19 @@ def test_a_signed_telnyx_call_is_answered_with_a_bidirectional_pcmu_stream(clien
     assert response.status_code == 204
     control_id = body["data"]["payload"]["call_control_id"]
     call = Call.objects.get()
-    assert (call.status, call.channel, call.external_id) == (CallStatus.RINGING, "telnyx", control_id)
+    assert (call.status, call.channel, call.external_id) == (
+        CallStatus.RINGING,
+        "telnyx",
+        control_id,
+    )
     (answer,) = fake_carrier.of("telnyx.answer")
     assert answer.path == f"/v2/calls/{control_id}/actions/answer"
     assert answer.headers["authorization"] == "Bearer KEYtest"
     sent = answer.body
     assert sent["stream_track"] == "inbound_track"
-    assert sent["stream_bidirectional_mode"] == "rtp" and sent["stream_bidirectional_codec"] == "PCMU"
+    assert (
+        sent["stream_bidirectional_mode"] == "rtp" and sent["stream_bidirectional_codec"] == "PCMU"
+    )
     prefix = "wss://agent.example.com/ws/telephony/telnyx/"
     assert sent["stream_url"].startswith(prefix) and sent["stream_url"].endswith("/")
     secret = sent["stream_url"][len(prefix) : -1]
@@ -184,7 +204,9 @@ def test_a_signed_telnyx_call_is_answered_with_a_bidirectional_pcmu_stream(clien
 
 
 @pytest.mark.parametrize("problem", ["missing", "forged", "stale", "tampered"])
-def test_it_rejects_telnyx_webhooks_without_a_valid_fresh_signature(client, telnyx_key, fake_carrier, problem):
+def test_it_rejects_telnyx_webhooks_without_a_valid_fresh_signature(
+    client, telnyx_key, fake_carrier, problem
+):
     scripted_profile()
     body = json.dumps(payload("telnyx_call_initiated.json")).encode()
     if problem == "missing":
@@ -195,8 +217,12 @@ def test_it_rejects_telnyx_webhooks_without_a_valid_fresh_signature(client, teln
         response = post_telnyx(client, body, telnyx_key, timestamp=int(time.time()) - 301)
     else:
         headers = telnyx_headers(telnyx_key, body)
-        response = client.post(TELNYX, body.replace(b"+34600111222", b"+34600999999"),
-                               content_type="application/json", headers=headers)  # fmt: skip
+        response = client.post(
+            TELNYX,
+            body.replace(b"+34600111222", b"+34600999999"),
+            content_type="application/json",
+            headers=headers,
+        )
     assert response.status_code == 403
     assert not Call.objects.exists() and not fake_carrier.requests
 
@@ -224,13 +250,20 @@ def test_repeated_telnyx_deliveries_answer_once_and_end_once(client, telnyx_key,
 
 
 def test_an_unanswered_outbound_telnyx_call_ends_as_not_connected(client, telnyx_key):
-    call = Call.objects.create(channel="telnyx", direction="outbound", status=CallStatus.RINGING,
-                               external_id="v3:out", started_at=timezone.now())  # fmt: skip
+    call = Call.objects.create(
+        channel="telnyx",
+        direction="outbound",
+        status=CallStatus.RINGING,
+        external_id="v3:out",
+        started_at=timezone.now(),
+    )
     hangup = payload("telnyx_call_hangup.json")
     hangup["data"]["payload"].update(
-        call_control_id="v3:other-id", hangup_cause="timeout", hangup_source="callee",
+        call_control_id="v3:other-id",
+        hangup_cause="timeout",
+        hangup_source="callee",
         client_state=telnyx.client_state(call_id=str(call.id), mode="stream"),
-    )  # fmt: skip
+    )
     assert post_telnyx(client, hangup, telnyx_key).status_code == 204
     call.refresh_from_db()
     assert (call.end_reason, call.error_detail) == (EndReason.NOT_CONNECTED, "telnyx: timeout")
@@ -266,7 +299,9 @@ def test_malformed_or_unknown_telnyx_events_never_crash(client, telnyx_key):
 
 def test_a_failed_answer_ends_the_call_with_the_error(client, telnyx_key, fake_carrier):
     scripted_profile()
-    fake_carrier.script("telnyx.answer", 422, {"errors": [{"code": "90015", "title": "Call not found"}]})
+    fake_carrier.script(
+        "telnyx.answer", 422, {"errors": [{"code": "90015", "title": "Call not found"}]}
+    )
     assert post_telnyx(client, payload("telnyx_call_initiated.json"), telnyx_key).status_code == 204
     call = Call.objects.get()
     assert call.end_reason == EndReason.ERROR and "answer failed" in call.error_detail

@@ -17,20 +17,35 @@ B64 = base64.b64encode(ULAW).decode()
 
 
 def twilio_start(**start):
-    body = {"streamSid": "MZ1", "callSid": "CA1", "customParameters": {"call_id": "c", "token": "t"},
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}, **start}  # fmt: skip
+    body = {
+        "streamSid": "MZ1",
+        "callSid": "CA1",
+        "customParameters": {"call_id": "c", "token": "t"},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        **start,
+    }
     return json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": "MZ1", "start": body})
 
 
 def test_twilio_messages_become_session_inputs():
     stream = TwilioStream()
-    assert stream.parse('{"event":"connected","protocol":"Call","version":"1.0.0"}') == [wire.Connected()]
+    assert stream.parse('{"event":"connected","protocol":"Call","version":"1.0.0"}') == [
+        wire.Connected()
+    ]
     (start,) = stream.parse(twilio_start())
-    assert start == wire.Start(stream_id="MZ1", carrier_call_id="CA1", custom_parameters={"call_id": "c", "token": "t"})
+    assert start == wire.Start(
+        stream_id="MZ1", carrier_call_id="CA1", custom_parameters={"call_id": "c", "token": "t"}
+    )
     assert TwilioStream.token(start, {}) == "t"
-    media = {"event": "media", "streamSid": "MZ1", "media": {"track": "inbound", "chunk": "1", "payload": B64}}
+    media = {
+        "event": "media",
+        "streamSid": "MZ1",
+        "media": {"track": "inbound", "chunk": "1", "payload": B64},
+    }
     assert stream.parse(json.dumps(media)) == [wire.Media(ulaw=ULAW)]
-    assert stream.parse('{"event":"dtmf","dtmf":{"track":"inbound_track","digit":"#"}}') == [wire.Dtmf(digit="#")]
+    assert stream.parse('{"event":"dtmf","dtmf":{"track":"inbound_track","digit":"#"}}') == [
+        wire.Dtmf(digit="#")
+    ]
     assert stream.parse('{"event":"mark","mark":{"name":"utt-3"}}') == [wire.Mark(name="utt-3")]
     assert stream.parse('{"event":"stop","stop":{}}') == [wire.Stop()]
     assert isinstance(stream.parse('{"event":"dance"}')[0], wire.Ignored)
@@ -39,25 +54,45 @@ def test_twilio_messages_become_session_inputs():
 def test_session_output_becomes_twilio_messages_with_the_stream_sid():
     stream = TwilioStream()
     stream.parse(twilio_start())
-    assert json.loads(stream.media(ULAW)) == {"event": "media", "streamSid": "MZ1", "media": {"payload": B64}}
-    assert json.loads(stream.mark("utt-1")) == {"event": "mark", "streamSid": "MZ1", "mark": {"name": "utt-1"}}
+    assert json.loads(stream.media(ULAW)) == {
+        "event": "media",
+        "streamSid": "MZ1",
+        "media": {"payload": B64},
+    }
+    assert json.loads(stream.mark("utt-1")) == {
+        "event": "mark",
+        "streamSid": "MZ1",
+        "mark": {"name": "utt-1"},
+    }
     assert json.loads(stream.clear()) == {"event": "clear", "streamSid": "MZ1"}
 
 
 @pytest.mark.parametrize(
     "text",
-    [None, "{not json", "[1]", '{"event":"media"}', '{"event":"media","media":{"payload":"@@@"}}',
-     '{"event":"media","media":{"payload":""}}', '{"event":"mark","mark":{}}',
-     '{"event":"dtmf","dtmf":{"digit":"x"}}', "x" * 70_000,
-     json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 20_000).decode()}})],
-)  # fmt: skip
+    [
+        None,
+        "{not json",
+        "[1]",
+        '{"event":"media"}',
+        '{"event":"media","media":{"payload":"@@@"}}',
+        '{"event":"media","media":{"payload":""}}',
+        '{"event":"mark","mark":{}}',
+        '{"event":"dtmf","dtmf":{"digit":"x"}}',
+        "x" * 70_000,
+        json.dumps(
+            {"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 20_000).decode()}}
+        ),
+    ],
+)
 def test_broken_twilio_messages_raise_protocol_errors_that_are_not_fatal(text):
     with pytest.raises(wire.ProtocolError) as error:
         TwilioStream().parse(text)
     assert not error.value.fatal
 
 
-@pytest.mark.parametrize("start", [{"mediaFormat": {"encoding": "audio/x-l16", "sampleRate": 16000}}, {"callSid": None}])
+@pytest.mark.parametrize(
+    "start", [{"mediaFormat": {"encoding": "audio/x-l16", "sampleRate": 16000}}, {"callSid": None}]
+)
 def test_a_twilio_start_we_cannot_serve_is_fatal(start):
     with pytest.raises(wire.ProtocolError) as error:
         TwilioStream().parse(twilio_start(**start))
@@ -65,7 +100,9 @@ def test_a_twilio_start_we_cannot_serve_is_fatal(start):
 
 
 def test_twiml_connects_a_parameterised_stream_and_the_apology_hangs_up():
-    xml = twilio.connect_twiml(stream_url="wss://a.example/ws/telephony/twilio/", call_id="c1", token="t.k")
+    xml = twilio.connect_twiml(
+        stream_url="wss://a.example/ws/telephony/twilio/", call_id="c1", token="t.k"
+    )
     assert '<Connect><Stream url="wss://a.example/ws/telephony/twilio/">' in xml
     assert '<Parameter name="call_id" value="c1" /><Parameter name="token" value="t.k" />' in xml
     assert twilio.apology_twiml(text="Sorry", language="es-ES").endswith(
@@ -75,15 +112,25 @@ def test_twiml_connects_a_parameterised_stream_and_the_apology_hangs_up():
 
 def test_telnyx_messages_become_session_inputs_and_outputs_need_no_stream_id():
     stream = TelnyxStream()
-    start = {"event": "start", "stream_id": "S1", "start": {
-        "call_control_id": "v3:1", "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1}}}  # fmt: skip
+    start = {
+        "event": "start",
+        "stream_id": "S1",
+        "start": {
+            "call_control_id": "v3:1",
+            "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1},
+        },
+    }
     assert stream.parse(json.dumps(start)) == [wire.Start(stream_id="S1", carrier_call_id="v3:1")]
     assert TelnyxStream.token(stream.parse(json.dumps(start))[0], {"secret": "abc"}) == "abc"
     outbound = {"event": "media", "media": {"track": "outbound", "chunk": "1", "payload": B64}}
     assert isinstance(stream.parse(json.dumps(outbound))[0], wire.Ignored)
     assert stream.parse('{"event":"dtmf","dtmf":{"digit":"1"}}') == [wire.Dtmf(digit="1")]
-    error = '{"event":"error","payload":{"code":100004,"title":"invalid_media","detail":"not base64"}}'
-    assert stream.parse(error) == [wire.CarrierError(code="100004", detail="invalid_media: not base64")]
+    error = (
+        '{"event":"error","payload":{"code":100004,"title":"invalid_media","detail":"not base64"}}'
+    )
+    assert stream.parse(error) == [
+        wire.CarrierError(code="100004", detail="invalid_media: not base64")
+    ]
     assert json.loads(stream.media(ULAW)) == {"event": "media", "media": {"payload": B64}}
     assert json.loads(stream.clear()) == {"event": "clear"}
     assert json.loads(stream.mark("utt-1")) == {"event": "mark", "mark": {"name": "utt-1"}}
@@ -91,8 +138,16 @@ def test_telnyx_messages_become_session_inputs_and_outputs_need_no_stream_id():
 
 def test_telnyx_accepts_both_mulaw_names_and_refuses_other_codecs():
     def start(encoding: str) -> str:
-        return json.dumps({"event": "start", "stream_id": "S", "start": {
-            "call_control_id": "v3:1", "media_format": {"encoding": encoding, "sample_rate": 8000}}})  # fmt: skip
+        return json.dumps(
+            {
+                "event": "start",
+                "stream_id": "S",
+                "start": {
+                    "call_control_id": "v3:1",
+                    "media_format": {"encoding": encoding, "sample_rate": 8000},
+                },
+            }
+        )
 
     for encoding in ("PCMU", "audio/x-mulaw"):
         assert isinstance(TelnyxStream().parse(start(encoding))[0], wire.Start)
@@ -106,7 +161,14 @@ def test_telnyx_media_is_put_back_in_chunk_order():
 
     def media(chunk: int) -> list[wire.Inbound]:
         payload = base64.b64encode(bytes([chunk]) * 160).decode()
-        return stream.parse(json.dumps({"event": "media", "media": {"track": "inbound", "chunk": str(chunk), "payload": payload}}))
+        return stream.parse(
+            json.dumps(
+                {
+                    "event": "media",
+                    "media": {"track": "inbound", "chunk": str(chunk), "payload": payload},
+                }
+            )
+        )
 
     got = [m.ulaw[0] for chunk in (1, 3, 2, 4, 6, 5, 5, 2) for m in media(chunk)]
     assert got == [1, 2, 3, 4, 5, 6]  # late duplicates dropped
@@ -129,7 +191,9 @@ def test_telnyx_signatures_cover_timestamp_and_body_and_expire(settings):
     assert telnyx.signature_problem(body, signature, ts) is None
     assert telnyx.signature_problem(body + b" ", signature, ts) is not None
     assert telnyx.signature_problem(body, signature, str(int(ts) + 1)) is not None
-    assert telnyx.signature_problem(body, signature, ts, now=int(ts) + 301) == "stale telnyx-timestamp"
+    assert (
+        telnyx.signature_problem(body, signature, ts, now=int(ts) + 301) == "stale telnyx-timestamp"
+    )
     assert telnyx.signature_problem(body, "not base64!", ts) is not None
     settings.TELNYX_PUBLIC_KEY = ""
     assert telnyx.signature_problem(body, signature, ts) == "TELNYX_PUBLIC_KEY is not set"
@@ -148,13 +212,16 @@ async def test_a_stream_token_is_valid_once():
         await tokens.consume(token, carrier="twilio")
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda t: t.replace(CALL_ID, "00000000-0000-0000-0000-000000000000"),
-    lambda t: t[:-1] + ("0" if t[-1] != "0" else "1"),
-    lambda t: "",
-    lambda t: "a.b.c",
-    lambda t: t + ".extra",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda t: t.replace(CALL_ID, "00000000-0000-0000-0000-000000000000"),
+        lambda t: t[:-1] + ("0" if t[-1] != "0" else "1"),
+        lambda t: "",
+        lambda t: "a.b.c",
+        lambda t: t + ".extra",
+    ],
+)
 def test_tampered_stream_tokens_are_refused(mutate):
     with pytest.raises(tokens.InvalidToken):
         tokens.peek(mutate(tokens.mint(call_id=CALL_ID, carrier="twilio")), carrier="twilio")
