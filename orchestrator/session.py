@@ -121,7 +121,9 @@ class CallRecorder(Protocol):
 
     async def heartbeat(self) -> None: ...
 
-    async def call_ended(self, *, reason: EndReason, error: str, metrics: dict[str, Any]) -> None: ...
+    async def call_ended(
+        self, *, reason: EndReason, error: str, metrics: dict[str, Any]
+    ) -> None: ...
 
 
 class _EngineFailed(Exception):
@@ -369,7 +371,9 @@ class CallSession:
                 barge_in_ms=max(cfg.barge_in_min_ms, cfg.min_speech_ms),
                 clock=self._clock,
             )
-            self._input_task = asyncio.create_task(self._input_loop(), name=f"input-{self._call_id}")
+            self._input_task = asyncio.create_task(
+                self._input_loop(), name=f"input-{self._call_id}"
+            )
             self._heartbeat_task = asyncio.create_task(
                 self._heartbeat_loop(), name=f"heartbeat-{self._call_id}"
             )
@@ -536,7 +540,11 @@ class CallSession:
     ) -> None:
         self._utt_seq += 1
         utt = _Utterance(n=self._utt_seq, kind=kind, interruptible=True, turn=turn)
-        coro = self._respond(utt, turn) if turn is not None else self._speak(utt, _sentences_of(text))
+        coro = (
+            self._respond(utt, turn)
+            if turn is not None
+            else self._speak(utt, _sentences_of(text))
+        )
         self._utt = utt
         self._reply_task = asyncio.create_task(coro, name=f"{kind}-{self._call_id}-{utt.n}")
         # The control loop learns of the end through its queue (and keeps the task).
@@ -690,7 +698,9 @@ class CallSession:
 
     async def _synthesize(self, utt: _Utterance, seg: _Segment) -> None:
         tts = self._engines.tts
-        stream = tts.synthesize(seg.text, sample_rate=self._out_rate, language=self._config.language)
+        stream = tts.synthesize(
+            seg.text, sample_rate=self._out_rate, language=self._config.language
+        )
         t = self._clock()
         try:
             iterator = aiter(stream)
@@ -758,7 +768,9 @@ class CallSession:
             {"type": "transcript", "role": "assistant", "text": utt.full_text(), "final": False}
         )
 
-    async def _record_assistant(self, utt: _Utterance, *, interrupted: bool, played_ms: float) -> None:
+    async def _record_assistant(
+        self, utt: _Utterance, *, interrupted: bool, played_ms: float
+    ) -> None:
         text = utt.spoken_text(played_ms) if interrupted else utt.full_text()
         now = self._clock()
         self._assistant_turns += 1
@@ -775,7 +787,9 @@ class CallSession:
                 metrics=metrics,
             )
         )
-        event: dict[str, Any] = {"type": "transcript", "role": "assistant", "text": text, "final": True}
+        event: dict[str, Any] = {
+            "type": "transcript", "role": "assistant", "text": text, "final": True
+        }
         if interrupted:
             event["interrupted"] = True
         await self._emit(event)

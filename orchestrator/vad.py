@@ -201,7 +201,8 @@ class TurnDetector:
                 self._state = _State.SPEECH
                 self._utterance = bytearray(b"".join(self._preroll))
                 self._utterance += b"".join(self._pending)
-                self._speech_end_bytes = len(self._utterance) - int(self._gap_ms / WINDOW_MS) * WINDOW_BYTES
+                trailing_gap = int(self._gap_ms / WINDOW_MS) * WINDOW_BYTES
+                self._speech_end_bytes = len(self._utterance) - trailing_gap
                 self._preroll.clear()
                 self._pending = []
                 events.append(self._event(TurnEventKind.SPEECH_STARTED))
@@ -224,7 +225,8 @@ class TurnDetector:
         else:
             self._gap_ms += WINDOW_MS
         # A monologue (or endless noise) is cut at max_utterance_ms so memory stays bounded.
-        if self._gap_ms >= self._silence_timeout_ms or len(self._utterance) >= self._max_utterance_bytes:
+        too_long = len(self._utterance) >= self._max_utterance_bytes
+        if self._gap_ms >= self._silence_timeout_ms or too_long:
             events.append(self._end_turn())
 
     def _maybe_barge_in(self, events: list[TurnEvent]) -> None:

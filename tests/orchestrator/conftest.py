@@ -8,7 +8,6 @@ Audio goes through the real Silero VAD.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
@@ -173,9 +172,6 @@ async def make_harness() -> AsyncIterator[Callable[..., Harness]]:
             harness.task.cancel()
             await asyncio.wait([harness.task], timeout=10)
 
-
-def monotonic_ms() -> float:
-    return time.monotonic() * 1000.0
 
 
 # The root conftest's autouse fixtures configure Django (global-stop state in Redis).
