@@ -64,7 +64,7 @@ class TurnInline(admin.TabularInline):
     model = Turn
     extra = 0
     can_delete = False
-    fields = ("sequence", "role", "text", "interrupted", "latency", "started_at")
+    fields = ("sequence", "role", "text", "interrupted", "latency", "served_by", "started_at")
     readonly_fields = fields
     ordering = ("sequence",)
 
@@ -81,6 +81,16 @@ class TurnInline(admin.TabularInline):
         if not any(m.get(k) is not None for k in keys):
             return ""
         return " / ".join("–" if m.get(k) is None else f"{float(m[k]):.0f}" for k in keys)
+
+
+    @admin.display(description="engines")
+    def served_by(self, obj: Turn) -> str:
+        m = obj.metrics or {}
+        engines = m.get("engines") or {}
+        text = " / ".join(f"{role}={name}" for role, name in engines.items())
+        if m.get("fallbacks"):
+            text += " (fallback: " + "; ".join(m["fallbacks"]) + ")"
+        return text
 
 
 def _ms(value: float | None) -> str:

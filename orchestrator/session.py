@@ -76,6 +76,8 @@ class TurnMetrics:
     # end of user speech -> end of turn detected (silence_timeout + VAD/frame alignment)
     endpointing_ms: float | None = None
     engines: dict[str, str] = field(default_factory=dict)  # role -> engine that served
+    # Fallback switches made for this turn, e.g. "groq -> local: groq 500: ..."
+    fallbacks: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +87,7 @@ class TurnMetrics:
             "voice_to_voice_ms": self.voice_to_voice_ms,
             "endpointing_ms": self.endpointing_ms,
             "engines": dict(self.engines),
+            "fallbacks": list(self.fallbacks),
         }
 
 
@@ -232,6 +235,12 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 def _engine_name(engine: object) -> str:
     return str(getattr(engine, "name", "") or type(engine).__name__)
+
+
+def _note_engine(metrics: TurnMetrics, role: str, engine: object) -> None:
+    """Record which engine served ``role`` and any fallback switch a chain made for it."""
+    metrics.engines[role] = _engine_name(engine)
+    metrics.fallbacks.extend(f"{role}: {switch}" for switch in getattr(engine, "last_fallbacks", ()))
 
 
 class CallSession:
@@ -618,7 +627,7 @@ class CallSession:
                 ),
             )
             utt.metrics.stt_ms = round((self._clock() - t) * 1000.0, 1)
-            utt.metrics.engines["stt"] = _engine_name(stt)
+            _note_engine(utt.metrics, "stt", stt)
             text = (text or "").strip()
         if self._dtmf_digits:
             note = f"[DTMF: {' '.join(self._dtmf_digits)}]"
@@ -665,7 +674,7 @@ class CallSession:
                     break
                 if delta and utt.metrics.llm_ttft_ms is None:
                     utt.metrics.llm_ttft_ms = round((self._clock() - t) * 1000.0, 1)
-                    utt.metrics.engines["llm"] = _engine_name(llm)
+                    _note_engine(utt.metrics, "llm", llm)
                 for sentence in splitter.push(delta or ""):
                     yield sentence
             if (tail := splitter.flush()) is not None:
@@ -713,7 +722,7 @@ class CallSession:
                     continue
                 if utt.metrics.tts_ttfb_ms is None:
                     utt.metrics.tts_ttfb_ms = round((self._clock() - t) * 1000.0, 1)
-                    utt.metrics.engines["tts"] = _engine_name(tts)
+                    _note_engine(utt.metrics, "tts", tts)
                 seg.synth_ms += pcm16_duration_ms(chunk, self._out_rate)
                 seg.chunks.put_nowait(chunk)
         finally:

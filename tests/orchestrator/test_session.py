@@ -340,3 +340,22 @@ async def test_phone_transport_gets_8khz_frames(make_harness) -> None:
     await h.until(lambda: h.transport.of_type("mark"))
     await h.finish()
     assert h.transport.frames and all(len(f) == 320 for f in h.transport.frames)
+
+
+async def test_a_fallback_switch_is_stored_on_the_turn_metrics(make_harness) -> None:
+    from bench.scripted_engines import ScriptedSTT
+    from orchestrator.engines.fallback import FallbackSTT
+
+    chain = FallbackSTT(
+        "stt",
+        [ScriptedSTT(fail=True, name="groq"), ScriptedSTT(delay_ms=20, text="I would like a table", name="local")],
+    )
+    h: Harness = make_harness(stt=chain)
+    h.start()
+    h.say()
+    await h.until(lambda: len(h.recorder.by_role("assistant")) == 1)
+    await h.finish()
+    metrics = h.recorder.by_role("assistant")[0].metrics
+    assert metrics is not None and metrics.engines["stt"] == "local"
+    assert len(metrics.fallbacks) == 1 and metrics.fallbacks[0].startswith("stt: groq -> local")
+    assert metrics.as_dict()["fallbacks"] == metrics.fallbacks
