@@ -73,3 +73,16 @@ def test_a_false_start_starts_a_turn_but_never_reaches_barge_in() -> None:
 
 def test_silence_makes_no_event() -> None:
     assert feed_in_frames(detector(), silence_pcm16(3000)) == []
+
+
+def test_near_silent_windows_skip_the_model_but_speech_does_not() -> None:
+    vad = SileroVad()
+    quiet = (np.random.default_rng(0).integers(-20, 20, 512)).astype("<i2").tobytes()
+    assert vad(quiet) == 0.0 and vad.model_calls == 0
+    d = TurnDetector(vad, min_speech_ms=120, silence_timeout_ms=500, preroll_ms=300, barge_in_ms=250)
+    events = feed_in_frames(d, silence_pcm16(500) + speech_pcm16("Hello there, a table please.") + silence_pcm16(700))
+    assert [e.kind for e in events if e.kind != TurnEventKind.BARGE_IN] == [
+        TurnEventKind.SPEECH_STARTED,
+        TurnEventKind.TURN_ENDED,
+    ]
+    assert vad.model_calls > 0
