@@ -87,7 +87,10 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # redis-py 8 defaults to a 5 s socket timeout, the same as channels-redis's 5 s
+            # BZPOPMIN: every consumer idle on its channel for 5 s would die with
+            # "Timeout reading". Keep the socket timeout well above the blocking pop.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}]},
         }
     }
     CACHES = {
