@@ -162,3 +162,20 @@ def test_outbound_calls_need_the_carrier_configured(client, settings):
     settings.TWILIO_ACCOUNT_SID = ""
     response = dial(client, {"to": "+34600111222"})
     assert response.status_code == 503 and "TWILIO_ACCOUNT_SID" in response.json()["error"]
+
+
+def test_staff_can_place_an_outbound_call_from_the_profile_admin(client, fake_carrier, django_user_model):
+    profile = scripted_profile(slug="sales")
+    admin_user = django_user_model.objects.create_superuser("boss", "boss@example.com", "pw-12345-x")
+    client.force_login(admin_user)
+    url = f"/admin/calls/agentprofile/{profile.pk}/call/"
+    assert client.get(url).status_code == 200
+
+    bad = client.post(url, {"to": "600 111 222", "carrier": "twilio"})
+    assert bad.status_code == 200 and b"E.164" in bad.content
+    response = client.post(url, {"to": "+34600111222", "carrier": "twilio"})
+
+    call = Call.objects.get(direction="outbound")
+    assert response.status_code == 302 and str(call.pk) in response["Location"]
+    assert call.to_number == "+34600111222" and call.profile == profile
+    assert len(fake_carrier.of("twilio.create")) == 1
