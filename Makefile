@@ -48,9 +48,17 @@ worker: install
 beat: install
 	$(VENV)/bin/celery -A voiceapp beat -l info
 
-## bench: the full load sweep (not part of the test suite)
-bench: install-test
-	$(PY) bench/load.py --sweep 1,10,50,100,200
+PIPECAT_VENV := bench/peers/pipecat/.venv
+
+$(PIPECAT_VENV)/.installed: bench/peers/pipecat/requirements.txt
+	$(PYTHON) -m venv $(PIPECAT_VENV)
+	$(PIPECAT_VENV)/bin/pip install -r bench/peers/pipecat/requirements.txt
+	@touch $@
+
+## bench: the full load sweep, ours then the pipecat peer (not part of the test suite; see bench/README.md)
+bench: install-test $(PIPECAT_VENV)/.installed
+	$(PIP) install -r bench/requirements.txt
+	$(PY) bench/load.py --sweep 1,10,50,100,200 --target ours,pipecat
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache

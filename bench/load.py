@@ -43,9 +43,9 @@ import platform
 import random
 import re
 import secrets
-import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -160,25 +160,40 @@ class Script:
 
 @dataclass(slots=True, kw_only=True)
 class Clips:
-    """Base64 µ-law 20 ms payloads: one list per utterance, trimmed to the speech itself."""
+    """Base64 µ-law 20 ms payloads: one list per utterance, trimmed to the speech itself,
+    and one second of "silence" frames sent between and after the caller's turns.
+
+    ``noise_dbfs`` adds white noise of that RMS level to everything the caller sends, as
+    a phone line carries (PSTN/mobile comfort noise is around -70..-50 dBFS); ``None``
+    sends digital silence (a muted or silence-suppressed line), which a VAD may skip.
+    """
 
     turns: list[list[str]]
-    silence: str
+    silence: list[str]
 
     @classmethod
-    def build(cls, utterances: list[str] = UTTERANCES) -> Clips:
+    def build(cls, utterances: list[str] = UTTERANCES, *, noise_dbfs: float | None = -60.0) -> Clips:
         import numpy as np
 
-        turns = []
+        rng = np.random.default_rng(8)
         size = FRAME_BYTES * 2  # PCM16
+
+        def frames(samples: np.ndarray) -> list[str]:
+            if noise_dbfs is not None:
+                noise = rng.normal(0.0, 32768 * 10 ** (noise_dbfs / 20), len(samples))
+                samples = np.clip(samples + noise, -32768, 32767)
+            pcm = samples.astype("<i2").tobytes()
+            return [_b64(pcm16_to_ulaw(pcm[i : i + size])) for i in range(0, len(pcm), size)]
+
+        turns = []
         for text in utterances:
-            pcm = np.frombuffer(speech_pcm16(text, rate=8000), "<i2")
-            loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 300)
+            pcm = np.frombuffer(speech_pcm16(text, rate=8000), "<i2").astype(np.float64)
+            loud = np.flatnonzero(np.abs(pcm) > 300)
             # Trim espeak's leading/trailing silence so the last frame sent ends the speech.
-            pcm = pcm[loud[0] : loud[-1] + 1].tobytes()
-            pcm += b"\x00" * (-len(pcm) % size)
-            turns.append([_b64(pcm16_to_ulaw(pcm[i : i + size])) for i in range(0, len(pcm), size)])
-        return cls(turns=turns, silence=_b64(pcm16_to_ulaw(b"\x00" * size)))
+            pcm = pcm[loud[0] : loud[-1] + 1]
+            pcm = np.concatenate([pcm, np.zeros(-len(pcm) % FRAME_BYTES)])
+            turns.append(frames(pcm))
+        return cls(turns=turns, silence=frames(np.zeros(FRAME_BYTES * 50)))
 
 
 def _b64(data: bytes) -> str:
@@ -240,6 +255,7 @@ class TwilioCaller:
         self.play_until = 0.0  # when the simulated carrier buffer runs dry
         self.marks: list[tuple[float, str]] = []  # (due, name): echoed once played
         self.reply = Reply()
+        self.quiet = 0  # next "silence" frame
         self.stopped = False  # we sent stop
         self.closed: str | None = None  # the server closed the socket first
 
@@ -277,12 +293,13 @@ class TwilioCaller:
                                   "mark": {"name": self.marks.pop(0)[1]}})  # fmt: skip
         return now
 
-    async def silence_until(self, done: Callable[[], bool], silence: str, timeout: float) -> bool:
+    async def silence_until(self, done: Callable[[], bool], silence: list[str], timeout: float) -> bool:
         deadline = self.loop.time() + timeout
         while not done():
             if self.closed is not None or self.loop.time() > deadline:
                 return False
-            await self.frame(silence)
+            self.quiet += 1
+            await self.frame(silence[self.quiet % len(silence)])
         return True
 
     def agent_done(self) -> bool:
@@ -509,22 +526,33 @@ class Server:
     def log_size(self) -> int:
         return self.log_path.stat().st_size if self.log_path.exists() else 0
 
+    def turn_mark(self) -> int:
+        """Where the server's own per-turn records stand (0 when it keeps none)."""
+        return 0
+
+    def own_metrics(self, since: int) -> dict[str, float | None]:
+        """The server's own per-turn figures recorded after ``since`` (none for a peer)."""
+        return {}
+
 
 class OursServer(Server):
     """daphne + voiceapp with bench.settings, a temporary SQLite DB, Celery not eager."""
 
     name = "ours"
 
-    def __init__(self, script: Script, workdir: Path) -> None:
+    def __init__(self, script: Script, workdir: Path, database_url: str = "") -> None:
         super().__init__(script, workdir)
         self.auth_token = secrets.token_hex(16)
         self.db = workdir / "bench.sqlite3"
+        # IMMEDIATE: SQLite's deferred transactions fail with "database is locked" when two
+        # writers upgrade at once (turn_record reads, then inserts); PostgreSQL has no such issue.
+        self.database_url = database_url or f"sqlite:///{self.db}?transaction_mode=IMMEDIATE"
 
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "bench.settings",
-            "DATABASE_URL": f"sqlite:///{self.db}",
+            "DATABASE_URL": self.database_url,
             "REDIS_URL": "",
             # Post-call work belongs to a Celery worker in production, not to the media server.
             "CELERY_BROKER_URL": "memory://",
@@ -552,6 +580,31 @@ class OursServer(Server):
             "defaults=json.loads(os.environ['BENCH_PROFILE']))"
         )
         subprocess.run([*manage, "shell", "-c", code], cwd=ROOT, env=env, check=True)
+
+    def turn_mark(self) -> int:
+        if not self.database_url.startswith("sqlite"):
+            return 0  # server-side figures are read from the bench's own SQLite file only
+        with contextlib.closing(sqlite3.connect(self.db)) as db:
+            return db.execute("SELECT COALESCE(MAX(id), 0) FROM calls_turn").fetchone()[0]
+
+    def own_metrics(self, since: int) -> dict[str, float | None]:
+        """Server-side voice-to-voice (speech end as its VAD saw it -> first frame handed to
+        the socket) and endpointing (that speech end -> end of turn detected), from the
+        turn records: the client's figure minus these is wire + client time."""
+        if not self.database_url.startswith("sqlite"):
+            return {}
+        with contextlib.closing(sqlite3.connect(self.db)) as db:
+            rows = db.execute(
+                "SELECT metrics FROM calls_turn WHERE id > ? AND role = 'assistant'", (since,)
+            ).fetchall()
+        metrics = [json.loads(m) for (m,) in rows if m]
+        out: dict[str, float | None] = {}
+        for key, name in (("voice_to_voice_ms", "server_v2v"), ("endpointing_ms", "endpointing")):
+            values = [m[key] for m in metrics if m.get(key) is not None]
+            for q in (50, 95):
+                value = percentile(values, q)
+                out[f"{name}_p{q}_ms"] = None if value is None else round(value, 1)
+        return out
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "voiceapp.asgi:application"]
@@ -654,6 +707,7 @@ async def measure(server: Server, n: int, *, script: Script, clips: Clips, turns
             raise RuntimeError(f"warm-up call failed on {server.name}: {warm[0].errors}; see {server.log_path}")
         await asyncio.sleep(1.0)
         _, rss_idle = process_tree_usage(proc)
+        turn_mark = server.turn_mark()
         active = [0]
         samples: list[tuple[float, float, int, int]] = []
         sampler = asyncio.create_task(sample_server(proc, active, samples))
@@ -669,6 +723,7 @@ async def measure(server: Server, n: int, *, script: Script, clips: Clips, turns
         wall = time.monotonic() - wall0
         client_cpu = (time.process_time() - client0) / wall * 100.0
         machine_cpu = psutil.cpu_percent() * psutil.cpu_count()
+        await asyncio.sleep(1.0)  # the last turn records reach the database
     finally:
         server.stop()
     row = summarize(n, results, script, turns)
@@ -688,6 +743,7 @@ async def measure(server: Server, n: int, *, script: Script, clips: Clips, turns
         "client_cpu_pct": round(client_cpu, 1),
         "machine_cpu_pct": round(machine_cpu, 1),
         "wall_s": round(wall, 1),
+        **server.own_metrics(turn_mark),
     })  # fmt: skip
     return row
 
@@ -701,7 +757,8 @@ COLUMNS = [
     ("late", "late_frames", "{:>5}"), ("jit p99", "jitter_p99_ms", "{:>7.1f}"),
     ("CPU %", "server_cpu_pct", "{:>6.1f}"), ("%/call", "cpu_pct_per_call", "{:>6.2f}"),
     ("RSS MB", "server_rss_peak_mb", "{:>6.0f}"), ("MB/call", "rss_mb_per_call", "{:>7.2f}"),
-    ("err", "errors", "{:>4}"), ("lag p99", "client_lag_p99_ms", "{:>7.1f}"),
+    ("err", "errors", "{:>4}"), ("srv err", "server_log_errors", "{:>7}"),
+    ("srv v2v p95", "server_v2v_p95_ms", "{:>11.0f}"), ("lag p99", "client_lag_p99_ms", "{:>7.1f}"),
 ]  # fmt: skip
 
 
@@ -753,7 +810,7 @@ def print_comparison(ours_rows: list[dict[str, Any]], peer_rows: list[dict[str, 
 
 
 async def sweep(target: str, args: argparse.Namespace, script: Script, clips: Clips, workdir: Path) -> dict[str, Any]:
-    server = SERVERS[target](script, workdir)
+    server = OursServer(script, workdir, args.database_url) if target == "ours" else SERVERS[target](script, workdir)
     server.prepare()
     rows: list[dict[str, Any]] = []
     title = f"\n{target}: {args.turns} turns/call, expected v2v from the script {script.expected_ms():.0f} ms"
@@ -786,6 +843,11 @@ def main() -> None:
     parser.add_argument("--stop-overhead-ms", type=float, default=1000.0,
                         help="end the sweep of a target once its overhead p95 passes this")  # fmt: skip
     parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results/")
+    parser.add_argument("--tag", default="", help="results go to bench/results/<target>[-<tag>].json")
+    parser.add_argument("--line-noise-dbfs", default="-60",
+                        help="RMS of the noise on the caller's line, or 'off' for digital silence")  # fmt: skip
+    parser.add_argument("--database-url", default="",
+                        help="ours: a database to migrate and use (default: a temporary SQLite file)")  # fmt: skip
     defaults = Script()
     for name in ("stt_ms", "llm_ttft_ms", "tokens_per_s", "tts_ttfb_ms", "ms_per_char", "tts_realtime"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
@@ -800,24 +862,24 @@ def main() -> None:
     command = "bench/load.py " + " ".join(sys.argv[1:])
     machine = machine_info()
     print(f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GB; load average {machine['load_avg']}")
-    print(f"script: {asdict(script)}")
-    clips = Clips.build()
+    print(f"script: {asdict(script)}; caller line noise: {args.line_noise_dbfs} dBFS")
+    noise = None if args.line_noise_dbfs == "off" else float(args.line_noise_dbfs)
+    clips = Clips.build(noise_dbfs=noise)
     workdir = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    print(f"server logs and database: {workdir}")
     outputs = {}
-    try:
-        for target in targets:
-            outputs[target] = asyncio.run(sweep(target, args, script, clips, workdir))
-            if not args.no_save:
-                RESULTS.mkdir(parents=True, exist_ok=True)
-                doc = {
-                    "target": target, "command": command, "machine": machine,
-                    "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "script": asdict(script), "expected_v2v_ms": round(script.expected_ms(), 1),
-                    "turns_per_call": args.turns, "rows": outputs[target]["rows"],
-                }  # fmt: skip
-                (RESULTS / f"{target}.json").write_text(json.dumps(doc, indent=2) + "\n")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    for target in targets:
+        outputs[target] = asyncio.run(sweep(target, args, script, clips, workdir))
+        if not args.no_save:
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            doc = {
+                "target": target, "command": command, "machine": machine,
+                "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "script": asdict(script), "expected_v2v_ms": round(script.expected_ms(), 1),
+                "turns_per_call": args.turns, "line_noise_dbfs": noise, "rows": outputs[target]["rows"],
+            }  # fmt: skip
+            name = f"{target}-{args.tag}" if args.tag else target
+            (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
     if "ours" in outputs and "pipecat" in outputs:
         print_comparison(outputs["ours"]["rows"], outputs["pipecat"]["rows"])
     if not args.no_save:

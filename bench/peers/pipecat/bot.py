@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import re
 import sys
 from collections.abc import AsyncGenerator
@@ -55,6 +56,7 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.runner.utils import parse_telephony_websocket
 from pipecat.serializers.twilio import TwilioFrameSerializer
 from pipecat.services.llm_service import LLMService
+from pipecat.services.settings import LLMSettings, STTSettings, TTSSettings
 from pipecat.services.stt_service import SegmentedSTTService
 from pipecat.services.tts_service import TTSService
 from pipecat.transports.websocket.fastapi import (
@@ -68,11 +70,17 @@ from pipecat.utils.time import time_now_iso8601
 PHONE_RATE = 8000
 
 
+def unsupported(settings_class: type) -> object:
+    """Settings with every field None ("not supported"): scripted services have no model,
+    voice or language, and pipecat logs an error for fields left NOT_GIVEN."""
+    return settings_class(**{f.name: None for f in dataclasses.fields(settings_class)})
+
+
 class ScriptedSTT(SegmentedSTTService):
     """``text`` after ``delay_ms`` for every speech segment (as ``ScriptedSTT`` in bench/)."""
 
     def __init__(self, *, delay_ms: float, text: str, **kwargs) -> None:
-        super().__init__(**kwargs)
+        super().__init__(settings=unsupported(STTSettings), **kwargs)
         self._delay_s = delay_ms / 1000.0
         self._text = text
 
@@ -85,7 +93,7 @@ class ScriptedLLM(LLMService):
     """Streams ``reply`` word by word: first token after ``ttft_ms``, then ``tokens_per_s``."""
 
     def __init__(self, *, ttft_ms: float, tokens_per_s: float, reply: str, **kwargs) -> None:
-        super().__init__(**kwargs)
+        super().__init__(settings=unsupported(LLMSettings), **kwargs)
         self._ttft_s = ttft_ms / 1000.0
         self._token_s = 1.0 / tokens_per_s
         self._tokens = re.findall(r"\S+\s*", reply)
@@ -112,7 +120,9 @@ class ScriptedTTS(TTSService):
     def __init__(
         self, *, ttfb_ms: float, ms_per_char: float, chunk_ms: float, realtime: float, **kwargs
     ) -> None:
-        super().__init__(push_start_frame=True, push_stop_frames=True, **kwargs)
+        super().__init__(
+            push_start_frame=True, push_stop_frames=True, settings=unsupported(TTSSettings), **kwargs
+        )
         self._ttfb_s = ttfb_ms / 1000.0
         self._ms_per_char = ms_per_char
         self._chunk_ms = chunk_ms
