@@ -115,9 +115,12 @@ class Script:
     def expected_ms(self) -> float:
         """Voice-to-voice that the script alone makes unavoidable."""
         return (
-            self.silence_timeout_ms + self.stt_ms + self.llm_ttft_ms
-            + self.first_sentence_ms() + self.tts_ttfb_ms
-        )  # fmt: skip
+            self.silence_timeout_ms
+            + self.stt_ms
+            + self.llm_ttft_ms
+            + self.first_sentence_ms()
+            + self.tts_ttfb_ms
+        )
 
     def profile_fields(self) -> dict[str, Any]:
         """AgentProfile fields wiring our server to the scripted engines of bench/."""
@@ -128,7 +131,10 @@ class Script:
             "stt_engine": "scripted",
             "stt_model": f"delay_ms={self.stt_ms:g};text={self.heard}",
             "llm_engine": "scripted",
-            "llm_model": f"ttft_ms={self.llm_ttft_ms:g};tokens_per_s={self.tokens_per_s:g};reply={self.reply}",
+            "llm_model": (
+                f"ttft_ms={self.llm_ttft_ms:g};tokens_per_s={self.tokens_per_s:g};"
+                f"reply={self.reply}"
+            ),
             "tts_engine": "scripted",
             "tts_model": (
                 f"ttfb_ms={self.tts_ttfb_ms:g};ms_per_char={self.ms_per_char:g};"
@@ -141,18 +147,36 @@ class Script:
         }
         too_long = [k for k in ("stt_model", "llm_model", "tts_model") if len(fields[k]) > 120]
         if too_long:
-            raise SystemExit(f"{', '.join(too_long)} longer than the 120 chars a profile holds: shorten --reply")
+            raise SystemExit(
+                f"{', '.join(too_long)} longer than the 120 chars a profile holds: shorten --reply"
+            )
         return fields
 
     def pipecat_args(self) -> list[str]:
         return [
-            "--stt-ms", f"{self.stt_ms:g}", "--heard", self.heard,
-            "--llm-ttft-ms", f"{self.llm_ttft_ms:g}", "--tokens-per-s", f"{self.tokens_per_s:g}",
-            "--reply", self.reply, "--tts-ttfb-ms", f"{self.tts_ttfb_ms:g}",
-            "--ms-per-char", f"{self.ms_per_char:g}", "--chunk-ms", f"{self.chunk_ms:g}",
-            "--tts-realtime", f"{self.tts_realtime:g}",
-            "--silence-timeout-ms", str(self.silence_timeout_ms), "--greeting", self.greeting,
-        ]  # fmt: skip
+            "--stt-ms",
+            f"{self.stt_ms:g}",
+            "--heard",
+            self.heard,
+            "--llm-ttft-ms",
+            f"{self.llm_ttft_ms:g}",
+            "--tokens-per-s",
+            f"{self.tokens_per_s:g}",
+            "--reply",
+            self.reply,
+            "--tts-ttfb-ms",
+            f"{self.tts_ttfb_ms:g}",
+            "--ms-per-char",
+            f"{self.ms_per_char:g}",
+            "--chunk-ms",
+            f"{self.chunk_ms:g}",
+            "--tts-realtime",
+            f"{self.tts_realtime:g}",
+            "--silence-timeout-ms",
+            str(self.silence_timeout_ms),
+            "--greeting",
+            self.greeting,
+        ]
 
 
 # --- caller audio ----------------------------------------------------------------------------
@@ -172,7 +196,9 @@ class Clips:
     silence: list[str]
 
     @classmethod
-    def build(cls, utterances: list[str] = UTTERANCES, *, noise_dbfs: float | None = -60.0) -> Clips:
+    def build(
+        cls, utterances: list[str] = UTTERANCES, *, noise_dbfs: float | None = -60.0
+    ) -> Clips:
         import numpy as np
 
         rng = np.random.default_rng(8)
@@ -237,7 +263,10 @@ class Endpoint:
     auth_token: str = ""
 
 
-MEDIA = '{"event":"media","sequenceNumber":"%d","streamSid":"%s","media":{"track":"inbound","chunk":"%d","timestamp":"%d","payload":"%s"}}'
+MEDIA = (
+    '{"event":"media","sequenceNumber":"%d","streamSid":"%s","media":'
+    '{"track":"inbound","chunk":"%d","timestamp":"%d","payload":"%s"}}'
+)
 
 
 class TwilioCaller:
@@ -251,7 +280,6 @@ class TwilioCaller:
         self.chunk = 0
         self.t0 = self.loop.time()
         self.next_at = self.t0
-        self.last_sent = self.t0
         self.play_until = 0.0  # when the simulated carrier buffer runs dry
         self.marks: list[tuple[float, str]] = []  # (due, name): echoed once played
         self.reply = Reply()
@@ -261,18 +289,28 @@ class TwilioCaller:
 
     async def send_json(self, data: dict[str, Any]) -> None:
         self.seq += 1
-        await self.ws.send(json.dumps({"sequenceNumber": str(self.seq), **data}, separators=(",", ":")))
+        await self.ws.send(
+            json.dumps({"sequenceNumber": str(self.seq), **data}, separators=(",", ":"))
+        )
 
     async def open(self, parameters: dict[str, str]) -> None:
-        await self.ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await self.send_json({
-            "event": "start", "streamSid": self.stream_sid,
-            "start": {
-                "accountSid": "AC" + "0" * 32, "streamSid": self.stream_sid, "callSid": self.call_sid,
-                "tracks": ["inbound"], "customParameters": parameters,
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-            },
-        })  # fmt: skip
+        await self.ws.send(
+            json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        )
+        await self.send_json(
+            {
+                "event": "start",
+                "streamSid": self.stream_sid,
+                "start": {
+                    "accountSid": "AC" + "0" * 32,
+                    "streamSid": self.stream_sid,
+                    "callSid": self.call_sid,
+                    "tracks": ["inbound"],
+                    "customParameters": parameters,
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+            }
+        )
         self.t0 = self.next_at = self.loop.time()
 
     async def frame(self, payload: str) -> float:
@@ -287,13 +325,19 @@ class TwilioCaller:
         stamp = int((self.next_at - self.t0) * 1000)
         await self.ws.send(MEDIA % (self.seq, self.stream_sid, self.chunk, stamp, payload))
         self.next_at += FRAME_S
-        self.last_sent = now
         while self.marks and self.marks[0][0] <= now:
-            await self.send_json({"event": "mark", "streamSid": self.stream_sid,
-                                  "mark": {"name": self.marks.pop(0)[1]}})  # fmt: skip
+            await self.send_json(
+                {
+                    "event": "mark",
+                    "streamSid": self.stream_sid,
+                    "mark": {"name": self.marks.pop(0)[1]},
+                }
+            )
         return now
 
-    async def silence_until(self, done: Callable[[], bool], silence: list[str], timeout: float) -> bool:
+    async def silence_until(
+        self, done: Callable[[], bool], silence: list[str], timeout: float
+    ) -> bool:
         deadline = self.loop.time() + timeout
         while not done():
             if self.closed is not None or self.loop.time() > deadline:
@@ -304,7 +348,9 @@ class TwilioCaller:
 
     def agent_done(self) -> bool:
         now = self.loop.time()
-        return self.reply.frames > 0 and now - self.reply.last_at > QUIET_S and now > self.play_until
+        return (
+            self.reply.frames > 0 and now - self.reply.last_at > QUIET_S and now > self.play_until
+        )
 
     async def receive(self) -> None:
         try:
@@ -321,7 +367,8 @@ class TwilioCaller:
                     self.marks = [(now, name) for _, name in self.marks]
         except ConnectionClosed as exc:
             if not self.stopped:
-                self.closed = f"{exc.rcvd.code if exc.rcvd else 'no close frame'} {exc.rcvd.reason if exc.rcvd else ''}"
+                frame = exc.rcvd
+                self.closed = f"{frame.code} {frame.reason}" if frame else "no close frame"
             return
         if not self.stopped:
             code = self.ws.close_code
@@ -345,8 +392,13 @@ class TwilioCaller:
         self.stopped = True
         if self.closed is None:
             with contextlib.suppress(ConnectionClosed):
-                await self.send_json({"event": "stop", "streamSid": self.stream_sid,
-                                      "stop": {"accountSid": "AC" + "0" * 32, "callSid": self.call_sid}})  # fmt: skip
+                await self.send_json(
+                    {
+                        "event": "stop",
+                        "streamSid": self.stream_sid,
+                        "stop": {"accountSid": "AC" + "0" * 32, "callSid": self.call_sid},
+                    }
+                )
 
 
 def parse_twiml(xml: str) -> tuple[str, dict[str, str]]:
@@ -360,13 +412,19 @@ def parse_twiml(xml: str) -> tuple[str, dict[str, str]]:
 
 async def webhook(http: httpx.AsyncClient, endpoint: Endpoint, call_sid: str, index: int) -> str:
     form = {
-        "CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": f"+1555{index:07d}",
-        "To": "+15550000000", "CallStatus": "ringing", "Direction": "inbound",
-    }  # fmt: skip
+        "CallSid": call_sid,
+        "AccountSid": "AC" + "0" * 32,
+        "From": f"+1555{index:07d}",
+        "To": "+15550000000",
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+    }
     url = endpoint.base + endpoint.voice_path
     headers = {}
     if endpoint.auth_token:
-        headers["X-Twilio-Signature"] = RequestValidator(endpoint.auth_token).compute_signature(url, form)
+        headers["X-Twilio-Signature"] = RequestValidator(endpoint.auth_token).compute_signature(
+            url, form
+        )
     response = await http.post(url, data=form, headers=headers)
     if response.status_code != 200:
         raise RuntimeError(f"voice webhook answered {response.status_code}: {response.text[:200]}")
@@ -374,9 +432,18 @@ async def webhook(http: httpx.AsyncClient, endpoint: Endpoint, call_sid: str, in
 
 
 async def one_call(
-    index: int, *, endpoint: Endpoint, http: httpx.AsyncClient, clips: Clips, turns: int,
-    greeting: bool, gap_s: float, turn_timeout: float, start_delay: float, active: list[int],
-) -> CallResult:  # fmt: skip
+    index: int,
+    *,
+    endpoint: Endpoint,
+    http: httpx.AsyncClient,
+    clips: Clips,
+    turns: int,
+    greeting: bool,
+    gap_s: float,
+    turn_timeout: float,
+    start_delay: float,
+    active: list[int],
+) -> CallResult:
     result = CallResult()
     await asyncio.sleep(start_delay)
     call_sid = "CA" + uuid.uuid4().hex
@@ -386,7 +453,9 @@ async def one_call(
         result.errors.append(f"webhook: {exc!r}")
         return result
     try:
-        ws = await connect(stream_url, compression=None, open_timeout=15, ping_interval=None, max_size=2**20)
+        ws = await connect(
+            stream_url, compression=None, open_timeout=15, ping_interval=None, max_size=2**20
+        )
     except (OSError, TimeoutError, ConnectionClosed, Exception) as exc:  # noqa: BLE001 - any handshake failure is an error of this call
         result.errors.append(f"connect: {exc!r}")
         return result
@@ -399,7 +468,9 @@ async def one_call(
             if await caller.silence_until(caller.agent_done, clips.silence, turn_timeout):
                 result.greeting = caller.reply
             else:
-                result.errors.append("no greeting" if caller.reply.frames == 0 else "greeting did not end")
+                result.errors.append(
+                    "no greeting" if caller.reply.frames == 0 else "greeting did not end"
+                )
         for turn in range(turns):
             if caller.closed is not None:
                 break
@@ -411,7 +482,8 @@ async def one_call(
             if not await caller.silence_until(caller.agent_done, clips.silence, turn_timeout):
                 if caller.closed is None:
                     result.errors.append(
-                        f"turn {turn}: " + ("no reply" if caller.reply.frames == 0 else "reply did not end")
+                        f"turn {turn}: "
+                        + ("no reply" if caller.reply.frames == 0 else "reply did not end")
                     )
         if caller.closed is not None:
             result.errors.append(f"server closed the stream: {caller.closed}")
@@ -431,10 +503,17 @@ async def one_call(
 
 
 async def run_calls(
-    endpoint: Endpoint, *, n: int, turns: int, clips: Clips, greeting: bool = True,
-    gap_s: float = 0.6, turn_timeout: float = 15.0, ramp_s: float | None = None,
+    endpoint: Endpoint,
+    *,
+    n: int,
+    turns: int,
+    clips: Clips,
+    greeting: bool = True,
+    gap_s: float = 0.6,
+    turn_timeout: float = 15.0,
+    ramp_s: float | None = None,
     active: list[int] | None = None,
-) -> list[CallResult]:  # fmt: skip
+) -> list[CallResult]:
     """N concurrent calls; returns when all ended (or the hard limit passed)."""
     ramp = min(5.0, 0.025 * n) if ramp_s is None else ramp_s
     counter = active if active is not None else [0]
@@ -443,11 +522,20 @@ async def run_calls(
     hard_limit = ramp + 30 + speech_s + turns * (gap_s + 2 * turn_timeout)
     async with httpx.AsyncClient(timeout=30, limits=limits) as http:
         tasks = [
-            asyncio.create_task(one_call(
-                i, endpoint=endpoint, http=http, clips=clips, turns=turns, greeting=greeting,
-                gap_s=gap_s, turn_timeout=turn_timeout, start_delay=random.uniform(0, ramp),
-                active=counter,
-            ))  # fmt: skip
+            asyncio.create_task(
+                one_call(
+                    i,
+                    endpoint=endpoint,
+                    http=http,
+                    clips=clips,
+                    turns=turns,
+                    greeting=greeting,
+                    gap_s=gap_s,
+                    turn_timeout=turn_timeout,
+                    start_delay=random.uniform(0, ramp),
+                    active=counter,
+                )
+            )
             for i in range(n)
         ]
         done, pending = await asyncio.wait(tasks, timeout=hard_limit)
@@ -457,7 +545,11 @@ async def run_calls(
     results = []
     for task in tasks:
         if task in pending:
-            results.append(CallResult(errors=[f"call did not finish within the hard limit ({hard_limit:.0f} s)"]))
+            results.append(
+                CallResult(
+                    errors=[f"call did not finish within the hard limit ({hard_limit:.0f} s)"]
+                )
+            )
         elif task.exception() is not None:
             results.append(CallResult(errors=[f"client crashed: {task.exception()!r}"]))
         else:
@@ -501,7 +593,9 @@ class Server:
         log = self.log_path.open("ab")
         log.write(f"\n=== start {' '.join(cmd[:4])} port {self.port}\n".encode())
         log.flush()
-        self.process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         endpoint = self.endpoint()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -511,7 +605,9 @@ class Server:
                 if httpx.get(f"{endpoint.base}/health/", timeout=1).status_code == 200:
                     return endpoint
             time.sleep(0.2)
-        raise RuntimeError(f"{self.name} server did not answer /health/ in {timeout:.0f} s; see {self.log_path}")
+        raise RuntimeError(
+            f"{self.name} server did not answer /health/ in {timeout:.0f} s; see {self.log_path}"
+        )
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -521,7 +617,9 @@ class Server:
 
     def log_errors(self, since: int) -> int:
         text = self.log_path.read_text(errors="replace")[since:]
-        return sum(1 for line in text.splitlines() if " ERROR " in line or line.startswith("Traceback"))
+        return sum(
+            1 for line in text.splitlines() if " ERROR " in line or line.startswith("Traceback")
+        )
 
     def log_size(self) -> int:
         return self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -540,8 +638,15 @@ class OursServer(Server):
 
     name = "ours"
 
-    def __init__(self, script: Script, workdir: Path, database_url: str = "") -> None:
+    def __init__(
+        self,
+        script: Script,
+        workdir: Path,
+        database_url: str = "",
+        settings: str = "bench.settings",
+    ) -> None:
         super().__init__(script, workdir)
+        self.settings = settings
         self.auth_token = secrets.token_hex(16)
         self.db = workdir / "bench.sqlite3"
         # IMMEDIATE: SQLite's deferred transactions fail with "database is locked" when two
@@ -551,7 +656,7 @@ class OursServer(Server):
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
-            "DJANGO_SETTINGS_MODULE": "bench.settings",
+            "DJANGO_SETTINGS_MODULE": self.settings,
             "DATABASE_URL": self.database_url,
             "REDIS_URL": "",
             # Post-call work belongs to a Celery worker in production, not to the media server.
@@ -565,10 +670,13 @@ class OursServer(Server):
             "TWILIO_AUTH_TOKEN": self.auth_token,
             "TWILIO_ACCOUNT_SID": "",  # no REST hang-up: closing the stream ends the call
             "TELEPHONY_ALLOW_UNSIGNED": "false",
-            "GROQ_API_KEY": "", "OPENAI_API_KEY": "", "OPENAI_BASE_URL": "", "AZURE_SPEECH_KEY": "",
+            "GROQ_API_KEY": "",
+            "OPENAI_API_KEY": "",
+            "OPENAI_BASE_URL": "",
+            "AZURE_SPEECH_KEY": "",
             "LOG_LEVEL": "INFO",
             "LOG_FORMAT": "text",
-        }  # fmt: skip
+        }
 
     def prepare(self) -> None:
         env = {**self.env(), "BENCH_PROFILE": json.dumps(self.script.profile_fields())}
@@ -607,7 +715,16 @@ class OursServer(Server):
         return out
 
     def command(self) -> tuple[list[str], dict[str, str]]:
-        cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "voiceapp.asgi:application"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "voiceapp.asgi:application",
+        ]
         return cmd, self.env()
 
     def endpoint(self) -> Endpoint:
@@ -622,12 +739,19 @@ class PipecatServer(Server):
     def prepare(self) -> None:
         if not PIPECAT_PYTHON.exists():
             raise SystemExit(
-                f"{PIPECAT_PYTHON} not found. Create it with:\n  python3.11 -m venv {PIPECAT_DIR}/.venv && "
+                f"{PIPECAT_PYTHON} not found. Create it with:\n"
+                f"  python3.11 -m venv {PIPECAT_DIR}/.venv && "
                 f"{PIPECAT_DIR}/.venv/bin/pip install -r {PIPECAT_DIR}/requirements.txt"
             )
 
     def command(self) -> tuple[list[str], dict[str, str]]:
-        cmd = [str(PIPECAT_PYTHON), str(PIPECAT_DIR / "bot.py"), "--port", str(self.port), *self.script.pipecat_args()]
+        cmd = [
+            str(PIPECAT_PYTHON),
+            str(PIPECAT_DIR / "bot.py"),
+            "--port",
+            str(self.port),
+            *self.script.pipecat_args(),
+        ]
         return cmd, dict(os.environ)
 
     def endpoint(self) -> Endpoint:
@@ -658,7 +782,9 @@ def process_tree_usage(proc: psutil.Process) -> tuple[float, int]:
     return cpu, rss
 
 
-async def sample_server(proc: psutil.Process, active: list[int], out: list[tuple[float, float, int, int]]) -> None:
+async def sample_server(
+    proc: psutil.Process, active: list[int], out: list[tuple[float, float, int, int]]
+) -> None:
     loop = asyncio.get_running_loop()
     while True:
         cpu, rss = process_tree_usage(proc)
@@ -671,8 +797,15 @@ def summarize(n: int, results: list[CallResult], script: Script, turns: int) -> 
     v2v = [v for r in replies if (v := r.v2v_ms()) is not None]
     expected = script.expected_ms()
     overhead = [v - expected for v in v2v]
-    behind = [b for c in results for r in [*c.replies, *([c.greeting] if c.greeting else [])] for b in r.behind_ms]
-    frames = sum(r.frames for c in results for r in [*c.replies, *([c.greeting] if c.greeting else [])])
+    behind = [
+        b
+        for c in results
+        for r in [*c.replies, *([c.greeting] if c.greeting else [])]
+        for b in r.behind_ms
+    ]
+    frames = sum(
+        r.frames for c in results for r in [*c.replies, *([c.greeting] if c.greeting else [])]
+    )
     late = sum(r.late for c in results for r in [*c.replies, *([c.greeting] if c.greeting else [])])
     errors = [e for c in results for e in c.errors]
     lag = [x for c in results for x in c.lag_ms]
@@ -682,29 +815,52 @@ def summarize(n: int, results: list[CallResult], script: Script, turns: int) -> 
         "turns_planned": n * turns,
         "turns_measured": len(v2v),
         "calls_with_agent_audio": sum(1 for c in results if any(r.frames for r in c.replies)),
-        "v2v_p50_ms": r1(percentile(v2v, 50)), "v2v_p95_ms": r1(percentile(v2v, 95)),
+        "v2v_p50_ms": r1(percentile(v2v, 50)),
+        "v2v_p95_ms": r1(percentile(v2v, 95)),
         "v2v_p99_ms": r1(percentile(v2v, 99)),
-        "overhead_p50_ms": r1(percentile(overhead, 50)), "overhead_p95_ms": r1(percentile(overhead, 95)),
+        "overhead_p50_ms": r1(percentile(overhead, 50)),
+        "overhead_p95_ms": r1(percentile(overhead, 95)),
         "overhead_p99_ms": r1(percentile(overhead, 99)),
-        "agent_frames": frames, "late_frames": late, "jitter_p99_ms": r1(percentile(behind, 99)),
+        "agent_frames": frames,
+        "late_frames": late,
+        "jitter_p99_ms": r1(percentile(behind, 99)),
         "errors": len(errors),
         "error_samples": sorted(set(errors))[:10],
-        "client_lag_p99_ms": r1(percentile(lag, 99)), "client_lag_max_ms": r1(max(lag, default=None)),
-    }  # fmt: skip
+        "client_lag_p99_ms": r1(percentile(lag, 99)),
+        "client_lag_max_ms": r1(max(lag, default=None)),
+    }
 
 
-async def measure(server: Server, n: int, *, script: Script, clips: Clips, turns: int, gap_s: float,
-                  turn_timeout: float) -> dict[str, Any]:  # fmt: skip
+async def measure(
+    server: Server,
+    n: int,
+    *,
+    script: Script,
+    clips: Clips,
+    turns: int,
+    gap_s: float,
+    turn_timeout: float,
+) -> dict[str, Any]:
     log_mark = server.log_size()
     endpoint = server.start()
     try:
         assert server.process is not None
         proc = psutil.Process(server.process.pid)
         greeting = bool(script.greeting)
-        warm = await run_calls(endpoint, n=1, turns=1, clips=clips, greeting=greeting, gap_s=gap_s,
-                               turn_timeout=turn_timeout, ramp_s=0)  # fmt: skip
+        warm = await run_calls(
+            endpoint,
+            n=1,
+            turns=1,
+            clips=clips,
+            greeting=greeting,
+            gap_s=gap_s,
+            turn_timeout=turn_timeout,
+            ramp_s=0,
+        )
         if warm[0].errors or not warm[0].replies or warm[0].replies[0].first_at is None:
-            raise RuntimeError(f"warm-up call failed on {server.name}: {warm[0].errors}; see {server.log_path}")
+            raise RuntimeError(
+                f"warm-up call failed on {server.name}: {warm[0].errors}; see {server.log_path}"
+            )
         await asyncio.sleep(1.0)
         _, rss_idle = process_tree_usage(proc)
         turn_mark = server.turn_mark()
@@ -714,8 +870,16 @@ async def measure(server: Server, n: int, *, script: Script, clips: Clips, turns
         psutil.cpu_percent()  # starts the machine-wide counter
         client0, wall0 = time.process_time(), time.monotonic()
         try:
-            results = await run_calls(endpoint, n=n, turns=turns, clips=clips, greeting=greeting,
-                                      gap_s=gap_s, turn_timeout=turn_timeout, active=active)  # fmt: skip
+            results = await run_calls(
+                endpoint,
+                n=n,
+                turns=turns,
+                clips=clips,
+                greeting=greeting,
+                gap_s=gap_s,
+                turn_timeout=turn_timeout,
+                active=active,
+            )
         finally:
             sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -729,45 +893,63 @@ async def measure(server: Server, n: int, *, script: Script, clips: Clips, turns
     row = summarize(n, results, script, turns)
     # CPU while all N calls are up (the ramp and the tail are left out), else over the run.
     full = [s for s in samples if s[3] >= n]
-    window = (full[0], full[-1]) if len(full) >= 2 and full[-1][0] - full[0][0] >= 2.0 else (samples[0], samples[-1])
+    window = (
+        (full[0], full[-1])
+        if len(full) >= 2 and full[-1][0] - full[0][0] >= 2.0
+        else (samples[0], samples[-1])
+    )
     cpu_pct = (window[1][1] - window[0][1]) / max(1e-6, window[1][0] - window[0][0]) * 100.0
     rss_peak = max(s[2] for s in samples)
-    row.update({
-        "server_cpu_pct": round(cpu_pct, 1),
-        "cpu_window_s": round(window[1][0] - window[0][0], 1),
-        "cpu_pct_per_call": round(cpu_pct / n, 2),
-        "server_rss_idle_mb": round(rss_idle / 2**20, 1),
-        "server_rss_peak_mb": round(rss_peak / 2**20, 1),
-        "rss_mb_per_call": round((rss_peak - rss_idle) / 2**20 / n, 2),
-        "server_log_errors": server.log_errors(log_mark),
-        "client_cpu_pct": round(client_cpu, 1),
-        "machine_cpu_pct": round(machine_cpu, 1),
-        "wall_s": round(wall, 1),
-        **server.own_metrics(turn_mark),
-    })  # fmt: skip
+    row.update(
+        {
+            "server_cpu_pct": round(cpu_pct, 1),
+            "cpu_window_s": round(window[1][0] - window[0][0], 1),
+            "cpu_pct_per_call": round(cpu_pct / n, 2),
+            "server_rss_idle_mb": round(rss_idle / 2**20, 1),
+            "server_rss_peak_mb": round(rss_peak / 2**20, 1),
+            "rss_mb_per_call": round((rss_peak - rss_idle) / 2**20 / n, 2),
+            "server_log_errors": server.log_errors(log_mark),
+            "client_cpu_pct": round(client_cpu, 1),
+            "machine_cpu_pct": round(machine_cpu, 1),
+            "wall_s": round(wall, 1),
+            **server.own_metrics(turn_mark),
+        }
+    )
     return row
 
 
 # --- output ----------------------------------------------------------------------------------
 
 COLUMNS = [
-    ("N", "n", "{:>4}"), ("turns", "turns_measured", "{:>5}"),
-    ("v2v p50", "v2v_p50_ms", "{:>7.0f}"), ("p95", "v2v_p95_ms", "{:>5.0f}"), ("p99", "v2v_p99_ms", "{:>5.0f}"),
-    ("ovh p50", "overhead_p50_ms", "{:>7.1f}"), ("ovh p95", "overhead_p95_ms", "{:>7.1f}"),
-    ("late", "late_frames", "{:>5}"), ("jit p99", "jitter_p99_ms", "{:>7.1f}"),
-    ("CPU %", "server_cpu_pct", "{:>6.1f}"), ("%/call", "cpu_pct_per_call", "{:>6.2f}"),
-    ("RSS MB", "server_rss_peak_mb", "{:>6.0f}"), ("MB/call", "rss_mb_per_call", "{:>7.2f}"),
-    ("err", "errors", "{:>4}"), ("srv err", "server_log_errors", "{:>7}"),
-    ("srv v2v p95", "server_v2v_p95_ms", "{:>11.0f}"), ("lag p99", "client_lag_p99_ms", "{:>7.1f}"),
-]  # fmt: skip
+    ("N", "n", "{:>4}"),
+    ("turns", "turns_measured", "{:>5}"),
+    ("v2v p50", "v2v_p50_ms", "{:>7.0f}"),
+    ("p95", "v2v_p95_ms", "{:>5.0f}"),
+    ("p99", "v2v_p99_ms", "{:>5.0f}"),
+    ("ovh p50", "overhead_p50_ms", "{:>7.1f}"),
+    ("ovh p95", "overhead_p95_ms", "{:>7.1f}"),
+    ("late", "late_frames", "{:>5}"),
+    ("jit p99", "jitter_p99_ms", "{:>7.1f}"),
+    ("CPU %", "server_cpu_pct", "{:>6.1f}"),
+    ("%/call", "cpu_pct_per_call", "{:>6.2f}"),
+    ("RSS MB", "server_rss_peak_mb", "{:>6.0f}"),
+    ("MB/call", "rss_mb_per_call", "{:>7.2f}"),
+    ("err", "errors", "{:>4}"),
+    ("srv err", "server_log_errors", "{:>7}"),
+    ("srv v2v p95", "server_v2v_p95_ms", "{:>11.0f}"),
+    ("lag p99", "client_lag_p99_ms", "{:>7.1f}"),
+]
 
 
 def format_table(title: str, rows: list[dict[str, Any]]) -> str:
-    header = " ".join(f"{name:>{len(fmt.format(0) if 'f' not in fmt else fmt.format(0.0))}}" for name, _, fmt in COLUMNS)
+    header = " ".join(
+        f"{name:>{len(fmt.format(0) if 'f' not in fmt else fmt.format(0.0))}}"
+        for name, _, fmt in COLUMNS
+    )
     lines = [title, header]
     for row in rows:
         cells = []
-        for name, key, fmt in COLUMNS:
+        for _, key, fmt in COLUMNS:
             value = row.get(key)
             width = len(fmt.format(0) if "f" not in fmt else fmt.format(0.0))
             cells.append(f"{'-':>{width}}" if value is None else fmt.format(value))
@@ -783,9 +965,13 @@ def machine_info() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     return {
-        "cpu": cpu, "cores": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": platform.python_version(), "os": platform.platform(), "load_avg": [round(x, 2) for x in os.getloadavg()],
-    }  # fmt: skip
+        "cpu": cpu,
+        "cores": psutil.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def ratios(ours: dict[str, Any], peer: dict[str, Any]) -> dict[str, float | None]:
@@ -805,29 +991,52 @@ def print_comparison(ours_rows: list[dict[str, Any]], peer_rows: list[dict[str, 
     for row in ours_rows:
         if row["n"] in peer_by_n:
             r = ratios(row, peer_by_n[row["n"]])
-            cells = [f"{'-' if v is None else v:>{w}}" for v, w in zip(r.values(), (8, 9, 9), strict=True)]
+            cells = [
+                f"{'-' if v is None else v:>{w}}"
+                for v, w in zip(r.values(), (8, 9, 9), strict=True)
+            ]
             print(f"{row['n']:>4} " + " ".join(cells))
 
 
-async def sweep(target: str, args: argparse.Namespace, script: Script, clips: Clips, workdir: Path) -> dict[str, Any]:
-    server = OursServer(script, workdir, args.database_url) if target == "ours" else SERVERS[target](script, workdir)
+async def sweep(
+    target: str, args: argparse.Namespace, script: Script, clips: Clips, workdir: Path
+) -> dict[str, Any]:
+    if target == "ours":
+        server: Server = OursServer(script, workdir, args.database_url, args.settings)
+    else:
+        server = SERVERS[target](script, workdir)
     server.prepare()
     rows: list[dict[str, Any]] = []
-    title = f"\n{target}: {args.turns} turns/call, expected v2v from the script {script.expected_ms():.0f} ms"
+    title = (
+        f"\n{target}: {args.turns} turns/call, "
+        f"expected v2v from the script {script.expected_ms():.0f} ms"
+    )
     print(title, flush=True)
     for n in args.sweep:
         load = os.getloadavg()[0]
         print(f"  N={n} (load average {load:.2f}) ...", flush=True)
-        row = await measure(server, n, script=script, clips=clips, turns=args.turns, gap_s=args.gap_ms / 1000,
-                            turn_timeout=args.turn_timeout)  # fmt: skip
+        row = await measure(
+            server,
+            n,
+            script=script,
+            clips=clips,
+            turns=args.turns,
+            gap_s=args.gap_ms / 1000,
+            turn_timeout=args.turn_timeout,
+        )
         row["load_avg_before"] = round(load, 2)
         rows.append(row)
         print(format_table("", [row]).splitlines()[-1], flush=True)
         for sample in row["error_samples"][:3]:
             print(f"      error: {sample}")
         ovh = row["overhead_p95_ms"]
-        if row["errors"] > n * args.turns * 0.5 or (ovh is not None and ovh > args.stop_overhead_ms):
-            print(f"  {target} saturated at N={n} (overhead p95 {ovh} ms, {row['errors']} errors): sweep stops here")
+        if row["errors"] > n * args.turns * 0.5 or (
+            ovh is not None and ovh > args.stop_overhead_ms
+        ):
+            print(
+                f"  {target} saturated at N={n} (overhead p95 {ovh} ms, "
+                f"{row['errors']} errors): sweep stops here"
+            )
             break
     print(format_table(f"\n{target} (times in ms; CPU % of one core, 200 = both)", rows))
     return {"target": target, "rows": rows, "log": str(server.log_path)}
@@ -835,34 +1044,82 @@ async def sweep(target: str, args: argparse.Namespace, script: Script, clips: Cl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweep", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 50, 100, 200])
+    parser.add_argument(
+        "--sweep", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 50, 100, 200]
+    )
     parser.add_argument("--target", default="ours", help="ours, pipecat or ours,pipecat")
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--gap-ms", type=float, default=600, help="caller silence before each turn")
     parser.add_argument("--turn-timeout", type=float, default=15.0)
-    parser.add_argument("--stop-overhead-ms", type=float, default=1000.0,
-                        help="end the sweep of a target once its overhead p95 passes this")  # fmt: skip
-    parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results/")
-    parser.add_argument("--tag", default="", help="results go to bench/results/<target>[-<tag>].json")
-    parser.add_argument("--line-noise-dbfs", default="-60",
-                        help="RMS of the noise on the caller's line, or 'off' for digital silence")  # fmt: skip
-    parser.add_argument("--database-url", default="",
-                        help="ours: a database to migrate and use (default: a temporary SQLite file)")  # fmt: skip
+    parser.add_argument(
+        "--stop-overhead-ms",
+        type=float,
+        default=1000.0,
+        help="end the sweep of a target once its overhead p95 passes this",
+    )
+    parser.add_argument(
+        "--no-save", action="store_true", help="print only; do not write bench/results/"
+    )
+    parser.add_argument(
+        "--settings",
+        default="bench.settings",
+        help="ours: Django settings module (it must register the scripted engines)",
+    )
+    parser.add_argument(
+        "--tag", default="", help="results go to bench/results/<target>[-<tag>].json"
+    )
+    parser.add_argument(
+        "--line-noise-dbfs",
+        default="-60",
+        help="RMS of the noise on the caller's line, or 'off' for digital silence",
+    )
+    parser.add_argument(
+        "--database-url",
+        default="",
+        help="ours: a database to migrate and use (default: a temporary SQLite file)",
+    )
     defaults = Script()
-    for name in ("stt_ms", "llm_ttft_ms", "tokens_per_s", "tts_ttfb_ms", "ms_per_char", "tts_realtime"):
-        parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+    for name in (
+        "stt_ms",
+        "llm_ttft_ms",
+        "tokens_per_s",
+        "tts_ttfb_ms",
+        "ms_per_char",
+        "tts_realtime",
+    ):
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=float, default=getattr(defaults, name)
+        )
     parser.add_argument("--silence-timeout-ms", type=int, default=defaults.silence_timeout_ms)
     args = parser.parse_args()
-    script = Script(**{k: getattr(args, k) for k in ("stt_ms", "llm_ttft_ms", "tokens_per_s", "tts_ttfb_ms",
-                                                     "ms_per_char", "tts_realtime", "silence_timeout_ms")})  # fmt: skip
+    script = Script(
+        **{
+            k: getattr(args, k)
+            for k in (
+                "stt_ms",
+                "llm_ttft_ms",
+                "tokens_per_s",
+                "tts_ttfb_ms",
+                "ms_per_char",
+                "tts_realtime",
+                "silence_timeout_ms",
+            )
+        }
+    )
     targets = [t.strip() for t in args.target.split(",") if t.strip()]
     unknown = [t for t in targets if t not in SERVERS]
     if unknown:
         raise SystemExit(f"unknown target(s) {unknown}; use {', '.join(SERVERS)}")
     command = "bench/load.py " + " ".join(sys.argv[1:])
     machine = machine_info()
-    print(f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GB; load average {machine['load_avg']}")
-    print(f"script: {asdict(script)}; caller line noise: {args.line_noise_dbfs} dBFS")
+    print(
+        f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GB; "
+        f"load average {machine['load_avg']}"
+    )
+    line = (
+        "digital silence" if args.line_noise_dbfs == "off" else f"{args.line_noise_dbfs} dBFS noise"
+    )
+    print(f"script: {asdict(script)}; caller line: {line}")
     noise = None if args.line_noise_dbfs == "off" else float(args.line_noise_dbfs)
     clips = Clips.build(noise_dbfs=noise)
     workdir = Path(tempfile.mkdtemp(prefix="bench-load-"))
@@ -873,11 +1130,16 @@ def main() -> None:
         if not args.no_save:
             RESULTS.mkdir(parents=True, exist_ok=True)
             doc = {
-                "target": target, "command": command, "machine": machine,
+                "target": target,
+                "command": command,
+                "machine": machine,
                 "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "script": asdict(script), "expected_v2v_ms": round(script.expected_ms(), 1),
-                "turns_per_call": args.turns, "line_noise_dbfs": noise, "rows": outputs[target]["rows"],
-            }  # fmt: skip
+                "script": asdict(script),
+                "expected_v2v_ms": round(script.expected_ms(), 1),
+                "turns_per_call": args.turns,
+                "line_noise_dbfs": noise,
+                "rows": outputs[target]["rows"],
+            }
             name = f"{target}-{args.tag}" if args.tag else target
             (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
     if "ours" in outputs and "pipecat" in outputs:

@@ -20,13 +20,17 @@ pytestmark = [
 ]
 
 # Short scripted latencies: the smoke run checks the plumbing, not the numbers.
-SCRIPT = Script(stt_ms=30, llm_ttft_ms=60, tokens_per_s=200, tts_ttfb_ms=20, ms_per_char=10, tts_realtime=4)
+SCRIPT = Script(
+    stt_ms=30, llm_ttft_ms=60, tokens_per_s=200, tts_ttfb_ms=20, ms_per_char=10, tts_realtime=4
+)
 
 
 @pytest.fixture
 def twilio_server():
     token = secrets.token_hex(16)
-    server = DaphneServer(TWILIO_AUTH_TOKEN=token, TWILIO_ACCOUNT_SID="", TELEPHONY_ALLOW_UNSIGNED="false")
+    server = DaphneServer(
+        TWILIO_AUTH_TOKEN=token, TWILIO_ACCOUNT_SID="", TELEPHONY_ALLOW_UNSIGNED="false"
+    )
     # Webhook signatures are checked against the public URL: here, the server itself.
     server.env["PUBLIC_BASE_URL"] = server.base
     server.start()
@@ -40,8 +44,11 @@ async def test_two_signed_twilio_calls_get_agent_audio_and_a_voice_to_voice_figu
 
     results = await run_calls(
         Endpoint(base=server.base, auth_token=token),
-        n=2, turns=1, clips=Clips.build(UTTERANCES[:1]), ramp_s=0.2,
-    )  # fmt: skip
+        n=2,
+        turns=1,
+        clips=Clips.build(UTTERANCES[:1]),
+        ramp_s=0.2,
+    )
 
     for call in results:
         assert call.errors == [], server.output()[-3000:]

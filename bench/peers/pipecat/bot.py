@@ -121,7 +121,10 @@ class ScriptedTTS(TTSService):
         self, *, ttfb_ms: float, ms_per_char: float, chunk_ms: float, realtime: float, **kwargs
     ) -> None:
         super().__init__(
-            push_start_frame=True, push_stop_frames=True, settings=unsupported(TTSSettings), **kwargs
+            push_start_frame=True,
+            push_stop_frames=True,
+            settings=unsupported(TTSSettings),
+            **kwargs,
         )
         self._ttfb_s = ttfb_ms / 1000.0
         self._ms_per_char = ms_per_char
@@ -172,7 +175,9 @@ def build_app(args: argparse.Namespace) -> FastAPI:
     return app
 
 
-async def run_bot(websocket: WebSocket, stream_sid: str, call_sid: str, args: argparse.Namespace) -> None:
+async def run_bot(
+    websocket: WebSocket, stream_sid: str, call_sid: str, args: argparse.Namespace
+) -> None:
     serializer = TwilioFrameSerializer(
         stream_sid=stream_sid,
         call_sid=call_sid,
@@ -181,26 +186,42 @@ async def run_bot(websocket: WebSocket, stream_sid: str, call_sid: str, args: ar
     transport = FastAPIWebsocketTransport(
         websocket=websocket,
         params=FastAPIWebsocketParams(
-            audio_in_enabled=True, audio_out_enabled=True, add_wav_header=False, serializer=serializer
+            audio_in_enabled=True,
+            audio_out_enabled=True,
+            add_wav_header=False,
+            serializer=serializer,
         ),
     )
     stt = ScriptedSTT(delay_ms=args.stt_ms, text=args.heard)
     llm = ScriptedLLM(ttft_ms=args.llm_ttft_ms, tokens_per_s=args.tokens_per_s, reply=args.reply)
     tts = ScriptedTTS(
-        ttfb_ms=args.tts_ttfb_ms, ms_per_char=args.ms_per_char, chunk_ms=args.chunk_ms, realtime=args.tts_realtime
+        ttfb_ms=args.tts_ttfb_ms,
+        ms_per_char=args.ms_per_char,
+        chunk_ms=args.chunk_ms,
+        realtime=args.tts_realtime,
     )
     context = LLMContext([{"role": "system", "content": "You are a helpful voice assistant."}])
     aggregators = LLMContextAggregatorPair(
         context,
         user_params=LLMUserAggregatorParams(
-            vad_analyzer=SileroVADAnalyzer(params=VADParams(stop_secs=args.silence_timeout_ms / 1000.0)),
+            vad_analyzer=SileroVADAnalyzer(
+                params=VADParams(stop_secs=args.silence_timeout_ms / 1000.0)
+            ),
             user_turn_strategies=UserTurnStrategies(
                 stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=0.0)]
             ),
         ),
     )
     pipeline = Pipeline(
-        [transport.input(), stt, aggregators.user(), llm, tts, transport.output(), aggregators.assistant()]
+        [
+            transport.input(),
+            stt,
+            aggregators.user(),
+            llm,
+            tts,
+            transport.output(),
+            aggregators.assistant(),
+        ]
     )
     task = PipelineTask(
         pipeline,
@@ -238,7 +259,7 @@ def main() -> None:
     args = parser.parse_args()
     logger.remove()
     logger.add(sys.stderr, level=args.log_level)
-    uvicorn.run(build_app(args), host=args.host, port=args.port, log_level="warning", ws="websockets")
+    uvicorn.run(build_app(args), host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":
