@@ -21,8 +21,8 @@ import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 
+from calls.media_socket import MediaSocketConsumer
 from calls import global_stop, selectors, services
 from calls.live import LiveCall, start_live_call, stop_live_call
 from calls.models import Channel
@@ -81,7 +81,7 @@ class BrowserTransport:
         await self.consumer.finish(reason)
 
 
-class SimulatorConsumer(AsyncWebsocketConsumer):
+class SimulatorConsumer(MediaSocketConsumer):
     async def connect(self) -> None:
         self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.live: LiveCall | None = None

@@ -21,10 +21,10 @@ import uuid
 from typing import Any, ClassVar
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from twilio.base.exceptions import TwilioRestException
 
+from calls.media_socket import MediaSocketConsumer
 from calls import selectors, services
 from calls.live import LiveCall, start_live_call, stop_live_call
 from calls.models import Call, CallStatus, Channel
@@ -78,7 +78,7 @@ class CarrierTransport:
         await self.consumer.end_from_session(reason)
 
 
-class CarrierConsumer(AsyncWebsocketConsumer):
+class CarrierConsumer(MediaSocketConsumer):
     channel: ClassVar[str]
     stream_class: ClassVar[type[TwilioStream] | type[TelnyxStream]]
 

@@ -74,7 +74,10 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
+# Persistent connections: every spoken turn is a write, and reconnecting per write showed
+# up in load profiles. Health checks drop connections the database has closed.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not memory, so tests can share the test database with a server subprocess.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".pytest_cache" / f"test-db-{os.getpid()}.sqlite3")}
