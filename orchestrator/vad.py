@@ -71,13 +71,23 @@ class _SharedModel:
 class SileroVad:
     """Speech probability of each 32 ms window of 16 kHz PCM16; one per call (stateful).
 
-    Windows whose peak is below ``SILENCE_PEAK`` (about -56 dBFS: digital silence, a muted
-    or noise-suppressed browser mic, a quiet phone line) are scored 0 without running the
-    model. Silero scores them ~0 anyway, and on a typical call more than half of the
-    windows are such silence, so this is the largest CPU saving per call.
+    Silent windows are scored 0 without running the model, the largest CPU saving per
+    call (the model is most of a call's CPU, and most windows of a call are silence):
+
+    - digital or near-digital silence: peak below ``SILENCE_PEAK`` (about -56 dBFS: a
+      muted or noise-suppressed browser mic);
+    - a quiet line's steady noise: RMS within ``FLOOR_MARGIN`` of the call's own noise
+      floor, and below ``QUIET_RMS`` (-40 dBFS) so a loud line always reaches the model.
+      The floor follows the quietest recent windows: it drops at once and creeps up
+      ~2.5 dB/s, so speech cannot drag it up to its own level within a turn.
+    Silero scores such windows ~0 anyway; skipping them also ends a turn's speech a
+    window or two sooner on a noisy line, where Silero's score decays slowly.
     """
 
     SILENCE_PEAK = 50
+    QUIET_RMS = 330.0  # -40 dBFS
+    FLOOR_MARGIN = 2.0  # x the noise floor's RMS (6 dB)
+    FLOOR_RISE = 1.01  # per 32 ms window
     CONTEXT_SAMPLES = 64  # Silero v5 expects each window prefixed by the previous 64 samples
 
     def __init__(self) -> None:
@@ -85,12 +95,16 @@ class SileroVad:
         self._input = np.zeros((1, self.CONTEXT_SAMPLES + WINDOW_SAMPLES), np.float32)
         self._state = np.zeros((2, 1, 128), np.float32)
         self._sr = np.array(SAMPLE_RATE, np.int64)
+        self._floor: float | None = None
         self.model_calls = 0
 
     def __call__(self, window_pcm16: bytes) -> float:
         samples = np.frombuffer(window_pcm16, "<i2")
-        if max(int(samples.max()), -int(samples.min())) < self.SILENCE_PEAK:
-            # Silence still moves the context on, as it would through the model.
+        if max(int(samples.max()), -int(samples.min())) < self.SILENCE_PEAK or self._is_line_noise(samples):
+            # The model did not hear this silence, so its recurrent state still describes
+            # whatever came before (often speech): start it afresh, or the next window it
+            # does score would inherit "speech" and stretch the turn.
+            self._state[:] = 0.0
             self._input[0, : self.CONTEXT_SAMPLES] = 0.0
             return 0.0
         self.model_calls += 1
@@ -101,9 +115,17 @@ class SileroVad:
         self._input[0, : self.CONTEXT_SAMPLES] = self._input[0, -self.CONTEXT_SAMPLES :]
         return float(output[0, 0])
 
+    def _is_line_noise(self, samples: np.ndarray) -> bool:
+        x = samples.astype(np.float32)
+        rms = float(np.sqrt(np.dot(x, x) / len(x)))
+        floor = self._floor
+        self._floor = rms if floor is None or rms < floor else min(floor * self.FLOOR_RISE, rms)
+        return floor is not None and rms < self.QUIET_RMS and rms < floor * self.FLOOR_MARGIN
+
     def reset(self) -> None:
         self._state[:] = 0.0
         self._input[:] = 0.0
+        self._floor = None
 
 
 class VadPool:

@@ -86,3 +86,23 @@ def test_near_silent_windows_skip_the_model_but_speech_does_not() -> None:
         TurnEventKind.TURN_ENDED,
     ]
     assert vad.model_calls > 0
+
+
+def _on_noisy_line(pcm: bytes, *, noise_dbfs: float, speech_gain: float = 1.0) -> bytes:
+    x = np.frombuffer(pcm, "<i2").astype(np.float64) * speech_gain
+    noise = np.random.default_rng(1).normal(0, 32768 * 10 ** (noise_dbfs / 20), len(x))
+    return np.clip(x + noise, -32768, 32767).astype("<i2").tobytes()
+
+
+@pytest.mark.parametrize("speech_gain", [1.0, 0.1])  # normal and -20 dB (quiet) speech
+def test_speech_on_a_noisy_line_makes_one_turn_while_the_line_noise_skips_the_model(speech_gain) -> None:
+    vad = SileroVad()
+    d = TurnDetector(vad, min_speech_ms=120, silence_timeout_ms=500, preroll_ms=300, barge_in_ms=250)
+    pcm = silence_pcm16(1500) + speech_pcm16("Hello there, I would like a table please.") + silence_pcm16(1500)
+    events = feed_in_frames(d, _on_noisy_line(pcm, noise_dbfs=-60, speech_gain=speech_gain))
+    assert [e.kind for e in events if e.kind != TurnEventKind.BARGE_IN] == [
+        TurnEventKind.SPEECH_STARTED,
+        TurnEventKind.TURN_ENDED,
+    ]
+    windows = len(pcm) // 1024
+    assert vad.model_calls < windows * 0.75  # the 3 s of line noise mostly never reach the model
