@@ -81,7 +81,9 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not memory, so tests can share the test database with a server subprocess.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".pytest_cache" / f"test-db-{os.getpid()}.sqlite3")}
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Concurrent calls write turns at the same time: take the write lock at BEGIN and wait
+    # for it, instead of failing with "database is locked" on a deferred upgrade.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer, cache, Celery broker -------------------------------------------
