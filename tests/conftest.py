@@ -94,3 +94,12 @@ def wipe_global_stop() -> None:
             client.delete(*keys)
         finally:
             client.close()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """No persistent connections in tests: threads of database_sync_to_async would keep the
+    test database open past teardown (PostgreSQL then refuses to drop it)."""
+    from django.conf import settings
+
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0

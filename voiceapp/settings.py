@@ -7,6 +7,7 @@ for development: SQLite, in-memory channel layer, eager Celery, offline engines.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import environ
@@ -80,7 +81,9 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not memory, so tests can share the test database with a server subprocess.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".pytest_cache" / f"test-db-{os.getpid()}.sqlite3")}
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.path.join(tempfile.gettempdir(), f"voiceapp-test-db-{os.getpid()}.sqlite3")
+    }
     # Concurrent calls write turns at the same time: take the write lock at BEGIN and wait
     # for it, instead of failing with "database is locked" on a deferred upgrade.
     DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
