@@ -184,6 +184,12 @@ class TurnDetector:
     # Trailing silence kept after the last speech window (STT likes a short tail;
     # the whole silence_timeout would only add upload and inference time).
     TAIL_MS = 160.0
+    # The end-of-turn timer runs at sample resolution, not in whole 32 ms windows: within
+    # the last voiced window, speech ends after the last 4 ms block louder than QUIET_RMS
+    # (-40 dBFS), and the turn may end between windows once the samples not yet scored are
+    # quiet too. Without this, the 32 ms window grid alone adds 0-32 ms to every reply.
+    BLOCK_SAMPLES = 64
+    QUIET_RMS = 330.0
 
     def __init__(
         self,
@@ -216,6 +222,8 @@ class TurnDetector:
         self._gap_ms = 0.0
         self._speech_end_bytes = 0  # utterance length at the last speech window
         self._speech_end_at = 0.0
+        self._speech_end_pos = 0  # stream position (samples) where speech last ended
+        self._pos = 0  # samples scored so far (whole windows)
         self._barge_in_sent = False
 
     @property
@@ -230,8 +238,33 @@ class TurnDetector:
         for i in range(n):
             window = bytes(self._buf[i * WINDOW_BYTES : (i + 1) * WINDOW_BYTES])
             self._window(window, events)
+            self._pos += WINDOW_SAMPLES
         del self._buf[: n * WINDOW_BYTES]
+        if self._state is _State.SPEECH and self._buf and self._silence_done(len(self._buf) // 2):
+            if self._loud_until(bytes(self._buf)) == 0:
+                events.append(self._end_turn())
         return events
+
+    def _silence_done(self, extra_samples: int = 0) -> bool:
+        silence = self._pos + extra_samples - self._speech_end_pos
+        return silence * 1000.0 / SAMPLE_RATE >= self._silence_timeout_ms
+
+    def _loud_until(self, pcm16: bytes) -> int:
+        """Samples up to the end of the last loud 4 ms block of ``pcm16`` (0: all quiet)."""
+        blocks = len(pcm16) // (2 * self.BLOCK_SAMPLES)
+        if blocks == 0:
+            return 0
+        x = np.frombuffer(pcm16, "<i2", count=blocks * self.BLOCK_SAMPLES).astype(np.float32)
+        energy = np.einsum("ij,ij->i", *(x.reshape(blocks, self.BLOCK_SAMPLES),) * 2)
+        loud = np.flatnonzero(energy > self.QUIET_RMS**2 * self.BLOCK_SAMPLES)
+        return 0 if len(loud) == 0 else int(loud[-1] + 1) * self.BLOCK_SAMPLES
+
+    def _mark_speech_end(self, window: bytes) -> None:
+        """Speech was heard in ``window`` (the one at ``self._pos``): note where it ends."""
+        loud_until = self._loud_until(window) or WINDOW_SAMPLES
+        self._speech_end_pos = self._pos + loud_until
+        # The window arrived when its last sample did; its speech ended that much earlier.
+        self._speech_end_at = self._clock() - (WINDOW_SAMPLES - loud_until) / SAMPLE_RATE
 
     def reset(self) -> None:
         self._buf.clear()
@@ -263,7 +296,7 @@ class TurnDetector:
             if voiced:
                 self._voiced_ms += WINDOW_MS
                 self._gap_ms = 0.0
-                self._speech_end_at = self._clock()
+                self._mark_speech_end(window)
             else:
                 self._gap_ms += WINDOW_MS
             if self._voiced_ms >= self._min_speech_ms:
@@ -289,13 +322,22 @@ class TurnDetector:
             self._voiced_ms += WINDOW_MS
             self._gap_ms = 0.0
             self._speech_end_bytes = len(self._utterance)
-            self._speech_end_at = self._clock()
+            self._mark_speech_end(window)
             self._maybe_barge_in(events)
         else:
             self._gap_ms += WINDOW_MS
         # A monologue (or endless noise) is cut at max_utterance_ms so memory stays bounded.
         too_long = len(self._utterance) >= self._max_utterance_bytes
-        if self._gap_ms >= self._silence_timeout_ms or too_long:
+        if not voiced:
+            if self._loud_until(window):
+                # Loud but not (yet) speech to the model: speech resuming after a pause, or
+                # a loud line. Count whole windows, as the model sees them.
+                ended = self._gap_ms >= self._silence_timeout_ms
+            else:
+                ended = self._silence_done(WINDOW_SAMPLES)
+            if ended or too_long:
+                events.append(self._end_turn())
+        elif too_long:
             events.append(self._end_turn())
 
     def _maybe_barge_in(self, events: list[TurnEvent]) -> None:

@@ -106,3 +106,29 @@ def test_speech_on_a_noisy_line_makes_one_turn_while_the_line_noise_skips_the_mo
     ]
     windows = len(pcm) // 1024
     assert vad.model_calls < windows * 0.75  # the 3 s of line noise mostly never reach the model
+
+
+def test_the_end_of_turn_timer_runs_at_frame_resolution_not_whole_windows() -> None:
+    """The turn ends within one 20 ms frame of silence_timeout after the speech's last
+    loud block, rather than on the 32 ms window grid (up to 32 ms later)."""
+    fed = [0]
+    d = TurnDetector(
+        SileroVad(), min_speech_ms=120, silence_timeout_ms=500, preroll_ms=300, barge_in_ms=250,
+        clock=lambda: fed[0] / 16000,
+    )  # fmt: skip
+    speech = speech_pcm16("A table for four, please.")
+    samples = np.frombuffer(speech, "<i2").astype(np.float32)
+    blocks = samples[: len(samples) // 64 * 64].reshape(-1, 64)
+    last_loud = (np.flatnonzero((blocks**2).mean(1) > 330.0**2)[-1] + 1) * 64 + 3200
+    pcm = silence_pcm16(200) + speech + silence_pcm16(1000)
+    ended_at = None
+    for i in range(0, len(pcm), 640):
+        fed[0] += len(pcm[i : i + 640]) // 2
+        if any(e.kind is TurnEventKind.TURN_ENDED for e in d.feed(pcm[i : i + 640])):
+            ended_at = fed[0]
+            break
+    assert ended_at is not None
+    silence_ms = (ended_at - last_loud) / 16
+    # The model may call the very last loud block non-speech (a click, a breath): the timer
+    # then starts a block or two earlier. Whole windows would give up to 500 + 32 + 20.
+    assert 500 - 32 <= silence_ms < 500 + 20, silence_ms
