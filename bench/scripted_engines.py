@@ -132,7 +132,9 @@ class ScriptedTTS:
     def audio_ms(self, text: str) -> float:
         return max(self.chunk_ms, len(text) * self.ms_per_char)
 
-    async def synthesize(self, text: str, *, sample_rate: int, language: str) -> AsyncIterator[bytes]:
+    async def synthesize(
+        self, text: str, *, sample_rate: int, language: str
+    ) -> AsyncIterator[bytes]:
         self.texts.append(text)
         await asyncio.sleep(self.ttfb_ms / 1000.0)
         if self.fail:

@@ -203,7 +203,9 @@ async def run(n: int, turns: int) -> dict[str, float]:
         t.metrics.voice_to_voice_ms - t.metrics.endpointing_ms - (expected - silence)
         for r in recorders
         for t in r.turns
-        if t.role == "assistant" and t.metrics and t.metrics.voice_to_voice_ms is not None
+        if t.role == "assistant"
+        and t.metrics
+        and t.metrics.voice_to_voice_ms is not None
         and t.metrics.endpointing_ms is not None
     ]
     endpointing = [
@@ -232,17 +234,34 @@ def main() -> None:
     parser.add_argument("-n", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--turns", type=int, default=3)
     args = parser.parse_args()
-    print(f"expected v2v from the script: {expected_v2v_ms():.0f} ms "
-          f"(silence {SILENCE_TIMEOUT_MS} ms, STT {STT_MS:.0f}, TTFT {LLM_TTFT_MS:.0f} "
-          f"+ first sentence {first_sentence_wait_ms():.0f}, TTS TTFB {TTS_TTFB_MS:.0f})")
-    header = ("sessions", "turns", "v2v_p50_ms", "overhead_p50_ms", "overhead_p95_ms",
-              "pipeline_p50_ms", "pipeline_p95_ms", "endpoint_xs_p50", "cpu_s_call_min",
-              "wall_s", "maxrss_mb")
+    print(
+        f"expected v2v from the script: {expected_v2v_ms():.0f} ms "
+        f"(silence {SILENCE_TIMEOUT_MS} ms, STT {STT_MS:.0f}, TTFT {LLM_TTFT_MS:.0f} "
+        f"+ first sentence {first_sentence_wait_ms():.0f}, TTS TTFB {TTS_TTFB_MS:.0f})"
+    )
+    header = (
+        "sessions",
+        "turns",
+        "v2v_p50_ms",
+        "overhead_p50_ms",
+        "overhead_p95_ms",
+        "pipeline_p50_ms",
+        "pipeline_p95_ms",
+        "endpoint_xs_p50",
+        "cpu_s_call_min",
+        "wall_s",
+        "maxrss_mb",
+    )
     print(" ".join(f"{h:>12}" for h in header))
     for n in args.n:
         result = asyncio.run(run(n, args.turns))
-        print(" ".join(f"{result[h]:>12.1f}" if isinstance(result[h], float) else f"{result[h]:>12}"
-                       for h in header), flush=True)
+        print(
+            " ".join(
+                f"{result[h]:>12.1f}" if isinstance(result[h], float) else f"{result[h]:>12}"
+                for h in header
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -4,8 +4,7 @@ Scripted engines (fixed latencies, scripted words) live in bench/, never in the 
 this module registers them so profiles can name the engine "scripted".
 """
 
-from voiceapp.settings import *  # noqa: F403
-
 from orchestrator.engines import register
+from voiceapp.settings import *  # noqa: F403
 
 register("scripted", "bench.scripted_engines")

@@ -89,7 +89,11 @@ class AgentProfileAdmin(admin.ModelAdmin):
         form = OutboundCallForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                call = place_call(profile=profile, to=form.cleaned_data["to"], carrier=form.cleaned_data["carrier"])
+                call = place_call(
+                    profile=profile,
+                    to=form.cleaned_data["to"],
+                    carrier=form.cleaned_data["carrier"],
+                )
             except OutboundError as exc:
                 form.add_error(None, str(exc))
             else:
@@ -112,7 +116,9 @@ class OutboundCallForm(forms.Form):
         help_text="E.164, e.g. +34600111222",
         error_messages={"invalid": "Use an E.164 number such as +34600111222."},
     )
-    carrier = forms.ChoiceField(choices=[("twilio", "Twilio"), ("telnyx", "Telnyx")], initial="twilio")
+    carrier = forms.ChoiceField(
+        choices=[("twilio", "Twilio"), ("telnyx", "Telnyx")], initial="twilio"
+    )
 
 
 class TurnInline(admin.TabularInline):
@@ -136,7 +142,6 @@ class TurnInline(admin.TabularInline):
         if not any(m.get(k) is not None for k in keys):
             return ""
         return " / ".join("–" if m.get(k) is None else f"{float(m[k]):.0f}" for k in keys)
-
 
     @admin.display(description="engines")
     def served_by(self, obj: Turn) -> str:
@@ -183,7 +188,15 @@ class CallAdmin(admin.ModelAdmin):
         "started_at", "channel", "profile", "status_badge", "end_reason", "duration",
         "turn_count", "median_v2v", "from_number", "to_number", "external_id",
     )  # fmt: skip
-    list_filter = ("channel", "status", "end_reason", "profile", "direction", "extraction_status", "started_at")
+    list_filter = (
+        "channel",
+        "status",
+        "end_reason",
+        "profile",
+        "direction",
+        "extraction_status",
+        "started_at",
+    )
     search_fields = ("external_id", "stream_id", "from_number", "to_number", "turns__text")
     date_hierarchy = "started_at"
     inlines = [TurnInline]
@@ -205,7 +218,8 @@ class CallAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Call]:
         return (
-            super().get_queryset(request)
+            super()
+            .get_queryset(request)
             .select_related("profile")
             .prefetch_related("turns")
             .annotate(_turns=Count("turns", distinct=True))
@@ -273,7 +287,9 @@ class CallAdmin(admin.ModelAdmin):
         for call in ended:
             services.call_reset_extraction(call_id=call.pk)
             services._enqueue_post_call(call.pk)
-        self.message_user(request, f"Extraction queued for {ended.count()} call(s).", messages.SUCCESS)
+        self.message_user(
+            request, f"Extraction queued for {ended.count()} call(s).", messages.SUCCESS
+        )
 
 
 @admin.register(GlobalStopEvent)
@@ -289,4 +305,6 @@ class GlobalStopEventAdmin(admin.ModelAdmin):
 
     @admin.display(description="detail")
     def summary(self, obj: GlobalStopEvent) -> str:
-        return format_html_join(", ", "{}={}", ((k, v) for k, v in (obj.detail or {}).items()))[:200]
+        return format_html_join(", ", "{}={}", ((k, v) for k, v in (obj.detail or {}).items()))[
+            :200
+        ]

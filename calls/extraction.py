@@ -95,8 +95,10 @@ def _engine_spec(call: Call) -> EngineSpec | None:
     if settings.GROQ_API_KEY:
         return EngineSpec(engine="groq", model=settings.GROQ_EXTRACTION_MODEL)
     profile = call.profile
-    if profile is not None and profile.llm_engine == "openai" and (
-        settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL
+    if (
+        profile is not None
+        and profile.llm_engine == "openai"
+        and (settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL)
     ):
         return EngineSpec(engine="openai", model=profile.llm_model)
     return None
@@ -128,7 +130,9 @@ def _complete(spec: EngineSpec, messages: list[dict[str, str]]) -> str:
         )
     except sdk.APIStatusError as exc:
         retryable = exc.status_code == 429 or exc.status_code >= 500
-        raise EngineError(exc.message, vendor=spec.engine, status=exc.status_code, retryable=retryable) from exc
+        raise EngineError(
+            exc.message, vendor=spec.engine, status=exc.status_code, retryable=retryable
+        ) from exc
     except (sdk.APIConnectionError, sdk.APITimeoutError) as exc:
         raise EngineError(str(exc), vendor=spec.engine, retryable=True) from exc
     finally:
@@ -137,13 +141,21 @@ def _complete(spec: EngineSpec, messages: list[dict[str, str]]) -> str:
 
 
 _NUMBER = re.compile(r"\b\d+(?:[.,:]\d+)?\b")
-_NEGATIVE = re.compile(r"\b(angry|bad|terrible|cancel|complain|problem|malo|queja|cancelar|problema)\b", re.I)
+_NEGATIVE = re.compile(
+    r"\b(angry|bad|terrible|cancel|complain|problem|malo|queja|cancelar|problema)\b", re.I
+)
 _POSITIVE = re.compile(r"\b(thanks|thank you|great|perfect|gracias|perfecto|genial)\b", re.I)
 
 
 def heuristic_extraction(call: Call, schema: dict[str, Any]) -> dict[str, Any]:
     user_text = " ".join(t.text for t in call.turns.filter(role="user").order_by("sequence"))
-    sentiment = "negative" if _NEGATIVE.search(user_text) else "positive" if _POSITIVE.search(user_text) else "neutral"
+    sentiment = (
+        "negative"
+        if _NEGATIVE.search(user_text)
+        else "positive"
+        if _POSITIVE.search(user_text)
+        else "neutral"
+    )
     result: dict[str, Any] = {
         "summary": f"The caller said: {user_text[:280]}",
         "intent": "unknown",

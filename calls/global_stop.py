@@ -24,7 +24,6 @@ from django.core.cache import cache
 logger = logging.getLogger(__name__)
 
 
-
 def _key(name: str) -> str:
     return f"{settings.REDIS_KEY_PREFIX}:global_stop:{name}"
 
@@ -127,9 +126,7 @@ def state() -> StopState:
 
 def report_critical_error(*, reason: str, call_id: str = "", channel: str = "") -> bool:
     """Count a critical error; returns True when this error triggered the global stop."""
-    logger.error(
-        "critical_call_error: %s", reason, extra={"call_id": call_id, "channel": channel}
-    )
+    logger.error("critical_call_error: %s", reason, extra={"call_id": call_id, "channel": channel})
     count = _record_error({"reason": reason[:300], "call_id": call_id, "channel": channel})
     if count < settings.GLOBAL_STOP_MAX_ERRORS_IN_WINDOW:
         return False
@@ -186,7 +183,9 @@ def _post_with_retries(url: str, payload: dict[str, Any], attempts: int = 3) -> 
             if response.status_code < 300:
                 logger.info("admin notification delivered")
                 return True
-            logger.warning("admin notification got HTTP %s (attempt %d)", response.status_code, attempt)
+            logger.warning(
+                "admin notification got HTTP %s (attempt %d)", response.status_code, attempt
+            )
         except httpx.HTTPError as exc:
             logger.warning("admin notification failed (attempt %d): %s", attempt, exc)
         time.sleep(0.5 * 2**attempt)

@@ -72,7 +72,9 @@ async def start_live_call(
         raise
     recorder = DjangoCallRecorder(call_id=call_id, channel=channel)
     session = CallSession(config, engines=engines, transport=transport, recorder=recorder)
-    live = LiveCall(call_id=call_id, channel=channel, config=config, session=session, engines=engines)
+    live = LiveCall(
+        call_id=call_id, channel=channel, config=config, session=session, engines=engines
+    )
     # Load models / pre-connect while the greeting plays, not before it: the caller should
     # hear the agent as soon as possible, and STT/LLM are not needed until they speak.
     live.warmup = asyncio.create_task(_warm_up(engines), name=f"warmup-{call_id}")
@@ -140,7 +142,9 @@ async def shutdown_all(*, timeout: float | None = None) -> int:
     grace = settings.SHUTDOWN_GRACE_SECONDS if timeout is None else timeout
     await asyncio.gather(
         *(
-            stop_live_call(c, EndReason.SERVER_SHUTDOWN, say=c.config.goodbye_message, timeout=grace)
+            stop_live_call(
+                c, EndReason.SERVER_SHUTDOWN, say=c.config.goodbye_message, timeout=grace
+            )
             for c in calls
         )
     )

@@ -9,7 +9,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
-ACTIVE_CALLS = Gauge("voiceapp_active_calls", "Calls with a live session in this process", ["channel"])
+ACTIVE_CALLS = Gauge(
+    "voiceapp_active_calls", "Calls with a live session in this process", ["channel"]
+)
 CALLS_STARTED = Counter("voiceapp_calls_started_total", "Calls started", ["channel"])
 CALLS_ENDED = Counter("voiceapp_calls_ended_total", "Calls ended", ["channel", "reason"])
 TURN_LATENCY = Histogram(

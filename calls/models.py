@@ -31,7 +31,10 @@ def validate_engine_list(value: str) -> None:
     if unknown:
         raise ValidationError(
             "Unknown engine(s) %(unknown)s; use a comma-separated list of: %(known)s.",
-            params={"unknown": ", ".join(unknown), "known": ", ".join(sorted(ENGINE_NAMES - {"auto"}))},
+            params={
+                "unknown": ", ".join(unknown),
+                "known": ", ".join(sorted(ENGINE_NAMES - {"auto"})),
+            },
         )
 
 
@@ -65,18 +68,27 @@ class AgentProfile(models.Model):
     system_prompt = models.TextField(default="You are a helpful voice assistant. Answer briefly.")
     greeting = models.CharField(max_length=500, blank=True, help_text="Said when the call starts.")
 
-    stt_engine = models.CharField("STT engine", max_length=20, choices=ENGINE_CHOICES, default="auto")
+    stt_engine = models.CharField(
+        "STT engine", max_length=20, choices=ENGINE_CHOICES, default="auto"
+    )
     stt_model = models.CharField("STT model", max_length=120, blank=True)
     stt_fallback = models.CharField(
-        "STT fallback", max_length=120, blank=True, validators=[validate_engine_list],
+        "STT fallback",
+        max_length=120,
+        blank=True,
+        validators=[validate_engine_list],
         help_text="Comma-separated engines tried in order when the first fails, e.g. openai,local.",
     )
-    llm_engine = models.CharField("LLM engine", max_length=20, choices=ENGINE_CHOICES, default="auto")
+    llm_engine = models.CharField(
+        "LLM engine", max_length=20, choices=ENGINE_CHOICES, default="auto"
+    )
     llm_model = models.CharField("LLM model", max_length=120, blank=True)
     llm_fallback = models.CharField(
         "LLM fallback", max_length=120, blank=True, validators=[validate_engine_list]
     )
-    tts_engine = models.CharField("TTS engine", max_length=20, choices=ENGINE_CHOICES, default="auto")
+    tts_engine = models.CharField(
+        "TTS engine", max_length=20, choices=ENGINE_CHOICES, default="auto"
+    )
     tts_model = models.CharField("TTS model", max_length=120, blank=True)
     tts_fallback = models.CharField(
         "TTS fallback", max_length=120, blank=True, validators=[validate_engine_list]
@@ -124,7 +136,9 @@ class AgentProfile(models.Model):
         blank=True,
         help_text="Comma-separated E.164 numbers routed to this profile (inbound calls).",
     )
-    webhook_url = models.URLField(blank=True, help_text="POSTed the call, transcript and extraction.")
+    webhook_url = models.URLField(
+        blank=True, help_text="POSTed the call, transcript and extraction."
+    )
     webhook_secret = models.CharField(
         max_length=200, blank=True, help_text="HMAC-SHA256 key for the X-Voiceapp-Signature header."
     )
@@ -146,7 +160,9 @@ class AgentProfile(models.Model):
     def save(self, *args: object, **kwargs: object) -> None:
         # Keep exactly one default: promoting this profile demotes the previous default.
         if self.is_default:
-            AgentProfile.objects.filter(is_default=True).exclude(pk=self.pk).update(is_default=False)
+            AgentProfile.objects.filter(is_default=True).exclude(pk=self.pk).update(
+                is_default=False
+            )
         super().save(*args, **kwargs)
 
     def phone_number_list(self) -> list[str]:
@@ -172,7 +188,9 @@ def validate_overrides(overrides: object, profile: AgentProfile | None = None) -
     unknown = sorted(set(overrides) - set(OVERLAY_FIELDS))
     if unknown:
         raise ValidationError(
-            {"overrides": f"Unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(OVERLAY_FIELDS)}."}
+            {
+                "overrides": f"Unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(OVERLAY_FIELDS)}."
+            }
         )
     cleaned: dict[str, object] = {}
     errors: list[str] = []

@@ -19,7 +19,9 @@ class ProfileNotFound(LookupError):
 def profile_get(*, slug: str | None = None) -> AgentProfile:
     """The active profile with ``slug``, or the default profile when ``slug`` is empty."""
     profiles = AgentProfile.objects.filter(is_active=True)
-    profile = profiles.filter(slug=slug).first() if slug else profiles.filter(is_default=True).first()
+    profile = (
+        profiles.filter(slug=slug).first() if slug else profiles.filter(is_default=True).first()
+    )
     if profile is None and not slug:
         profile = profiles.order_by("pk").first()
     if profile is None:
@@ -149,7 +151,9 @@ def call_voice_to_voice_ms(*, call: Call) -> list[float]:
     return [
         float(t.metrics["voice_to_voice_ms"])
         for t in call.turns.all()
-        if t.role == "assistant" and isinstance(t.metrics, dict) and t.metrics.get("voice_to_voice_ms") is not None
+        if t.role == "assistant"
+        and isinstance(t.metrics, dict)
+        and t.metrics.get("voice_to_voice_ms") is not None
     ]
 
 

@@ -69,7 +69,9 @@ def call_set_external_id(*, call_id: object, external_id: str) -> None:
 
 
 def call_heartbeat(*, call_id: object) -> None:
-    Call.objects.filter(pk=call_id, status__in=OPEN_STATUSES).update(last_heartbeat_at=timezone.now())
+    Call.objects.filter(pk=call_id, status__in=OPEN_STATUSES).update(
+        last_heartbeat_at=timezone.now()
+    )
 
 
 def call_record_dtmf(*, call_id: object, digit: str) -> None:
@@ -166,7 +168,9 @@ def calls_sweep_orphaned(*, older_than: timedelta) -> list[str]:
     )
     ended: list[str] = []
     for call_id in stale.values_list("id", flat=True):
-        if call_end(call_id=call_id, reason=EndReason.ORPHANED, error="no heartbeat from its session"):
+        if call_end(
+            call_id=call_id, reason=EndReason.ORPHANED, error="no heartbeat from its session"
+        ):
             ended.append(str(call_id))
     if ended:
         logger.warning("ended %d orphaned call(s)", len(ended))

@@ -35,7 +35,12 @@ def global_stop_reset(request: HttpRequest) -> JsonResponse:
 def global_stop_status(request: HttpRequest) -> JsonResponse:
     s = global_stop.state()
     return JsonResponse(
-        {"stopped": s.stopped, "since": s.since, "reason": s.reason, "recent_errors": s.recent_errors}
+        {
+            "stopped": s.stopped,
+            "since": s.since,
+            "reason": s.reason,
+            "recent_errors": s.recent_errors,
+        }
     )
 
 
@@ -47,7 +52,8 @@ def global_stop_admin(request: HttpRequest) -> HttpResponse:
         was_stopped = global_stop.reset(actor=request.user.get_username())
         prom.GLOBAL_STOP.set(0)
         messages.success(
-            request, "Calls resumed." if was_stopped else "Calls were not stopped; error window cleared."
+            request,
+            "Calls resumed." if was_stopped else "Calls were not stopped; error window cleared.",
         )
         return redirect("global-stop-admin")
     from django.contrib import admin
@@ -73,7 +79,9 @@ def metrics(request: HttpRequest) -> HttpResponse:
             return HttpResponse("forbidden\n", status=403, content_type="text/plain")
     elif not settings.DEBUG:
         return HttpResponse(
-            "set METRICS_TOKEN to enable /metrics in production\n", status=404, content_type="text/plain"
+            "set METRICS_TOKEN to enable /metrics in production\n",
+            status=404,
+            content_type="text/plain",
         )
     try:
         prom.GLOBAL_STOP.set(0 if global_stop.calls_allowed() else 1)

@@ -51,10 +51,19 @@ def payload_for(call: Call) -> dict[str, Any]:
             "metrics": call.metrics,
         },
         "transcript": [
-            {"role": t.role, "text": t.text, "interrupted": t.interrupted, "at": t.started_at.isoformat()}
+            {
+                "role": t.role,
+                "text": t.text,
+                "interrupted": t.interrupted,
+                "at": t.started_at.isoformat(),
+            }
             for t in selectors.call_turns(call_id=call.pk)
         ],
-        "extraction": {"status": call.extraction_status, "data": call.extraction, "error": call.extraction_error},
+        "extraction": {
+            "status": call.extraction_status,
+            "data": call.extraction,
+            "error": call.extraction_error,
+        },
     }
 
 
@@ -78,7 +87,12 @@ def deliver(*, call_id: str, attempt: int = 1) -> str:
         logger.warning("webhook attempt %d failed: %s", attempt, exc, extra={"call_id": call_id})
         raise WebhookDeliveryError(str(exc)) from exc
     if response.status_code >= 300:
-        logger.warning("webhook attempt %d got HTTP %s", attempt, response.status_code, extra={"call_id": call_id})
+        logger.warning(
+            "webhook attempt %d got HTTP %s",
+            attempt,
+            response.status_code,
+            extra={"call_id": call_id},
+        )
         raise WebhookDeliveryError(f"HTTP {response.status_code}")
     Call.objects.filter(pk=call_id).update(webhook_status="delivered")
     return "delivered"

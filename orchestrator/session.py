@@ -240,7 +240,9 @@ def _engine_name(engine: object) -> str:
 def _note_engine(metrics: TurnMetrics, role: str, engine: object) -> None:
     """Record which engine served ``role`` and any fallback switch a chain made for it."""
     metrics.engines[role] = _engine_name(engine)
-    metrics.fallbacks.extend(f"{role}: {switch}" for switch in getattr(engine, "last_fallbacks", ()))
+    metrics.fallbacks.extend(
+        f"{role}: {switch}" for switch in getattr(engine, "last_fallbacks", ())
+    )
 
 
 class CallSession:
@@ -333,8 +335,11 @@ class CallSession:
         limit = int(self.MAX_INPUT_BACKLOG_S * INPUT_SAMPLE_RATE * 2)
         if self._audio_backlog + len(pcm16_16k_mono) > limit:
             if not self._audio_dropped:
-                logger.warning("call %s: input backlog full, dropping audio", self._call_id,
-                               extra=self._log_extra)
+                logger.warning(
+                    "call %s: input backlog full, dropping audio",
+                    self._call_id,
+                    extra=self._log_extra,
+                )
                 self._audio_dropped = True
             return
         self._audio_backlog += len(pcm16_16k_mono)
@@ -461,8 +466,13 @@ class CallSession:
                 self._turn_barged = True
                 if utt.sent_ms > 0:
                     self._interruptions += 1
-                logger.info("call %s: barge-in (utterance %d, %s)", self._call_id, utt.n,
-                            utt.phase, extra=self._log_extra)
+                logger.info(
+                    "call %s: barge-in (utterance %d, %s)",
+                    self._call_id,
+                    utt.n,
+                    utt.phase,
+                    extra=self._log_extra,
+                )
                 await self._finish_reply(interrupt=True)
         elif event.kind is TurnEventKind.TURN_ENDED:
             self._user_speaking = False
@@ -481,8 +491,12 @@ class CallSession:
                 # Said over the agent and too short to interrupt it ("mm-hm", a cough):
                 # a backchannel, not a turn to answer.
                 self._false_starts += 1
-                logger.info("call %s: ignoring %.0f ms of speech over the agent",
-                            self._call_id, event.voiced_ms, extra=self._log_extra)
+                logger.info(
+                    "call %s: ignoring %.0f ms of speech over the agent",
+                    self._call_id,
+                    event.voiced_ms,
+                    extra=self._log_extra,
+                )
                 return
             self._reprompted = False
             self._pending.append(turn)
@@ -544,15 +558,11 @@ class CallSession:
 
     # --- agent utterances ----------------------------------------------------------------
 
-    def _start_utterance(
-        self, kind: str, *, turn: _UserTurn | None = None, text: str = ""
-    ) -> None:
+    def _start_utterance(self, kind: str, *, turn: _UserTurn | None = None, text: str = "") -> None:
         self._utt_seq += 1
         utt = _Utterance(n=self._utt_seq, kind=kind, interruptible=True, turn=turn)
         coro = (
-            self._respond(utt, turn)
-            if turn is not None
-            else self._speak(utt, _sentences_of(text))
+            self._respond(utt, turn) if turn is not None else self._speak(utt, _sentences_of(text))
         )
         self._utt = utt
         self._reply_task = asyncio.create_task(coro, name=f"{kind}-{self._call_id}-{utt.n}")
@@ -585,8 +595,9 @@ class CallSession:
         if utt.segments:
             await self._record_assistant(utt, interrupted=cut, played_ms=played_ms)
         elif utt.kind == "reply" and not cut and not utt.superseded and utt.phase == "llm":
-            logger.warning("call %s: empty LLM reply, listening again", self._call_id,
-                           extra=self._log_extra)
+            logger.warning(
+                "call %s: empty LLM reply, listening again", self._call_id, extra=self._log_extra
+            )
         if self._end_reason is None:
             self._last_activity = self._clock()
             await self._set_state("listening")
@@ -605,10 +616,10 @@ class CallSession:
             self._transport_dead = True
             self._end(EndReason.ERROR, error=f"transport: {exc}")
         else:
-            logger.error("call %s: reply crashed", self._call_id, exc_info=exc,
-                         extra=self._log_extra)
-            self._end(EndReason.ERROR, say=self._config.apology_message,
-                      error=f"internal: {exc!r}")
+            logger.error(
+                "call %s: reply crashed", self._call_id, exc_info=exc, extra=self._log_extra
+            )
+            self._end(EndReason.ERROR, say=self._config.apology_message, error=f"internal: {exc!r}")
 
     async def _respond(self, utt: _Utterance, turn: _UserTurn) -> None:
         """Answer one user turn: transcribe, record it, stream the reply."""
@@ -640,8 +651,12 @@ class CallSession:
         end = turn.speech_end_at if turn.speech_end_at is not None else self._clock()
         self._user_turns += 1
         self._record_turn(
-            TurnRecord(role="user", text=text, started_at=self._wall(turn.started_at),
-                       ended_at=self._wall(end))
+            TurnRecord(
+                role="user",
+                text=text,
+                started_at=self._wall(turn.started_at),
+                ended_at=self._wall(end),
+            )
         )
         await self._emit({"type": "transcript", "role": "user", "text": text, "final": True})
         if self._history and self._history[-1]["role"] == "user":
@@ -797,7 +812,10 @@ class CallSession:
             )
         )
         event: dict[str, Any] = {
-            "type": "transcript", "role": "assistant", "text": text, "final": True
+            "type": "transcript",
+            "role": "assistant",
+            "text": text,
+            "final": True,
         }
         if interrupted:
             event["interrupted"] = True
@@ -845,8 +863,9 @@ class CallSession:
                 async with asyncio.timeout(self.RECORDER_TIMEOUT_S):
                     await call()
             except Exception:
-                logger.exception("call %s: recorder.%s failed", self._call_id, what,
-                                 extra=self._log_extra)
+                logger.exception(
+                    "call %s: recorder.%s failed", self._call_id, what, extra=self._log_extra
+                )
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -868,8 +887,12 @@ class CallSession:
             async with asyncio.timeout(self.CLOSE_TIMEOUT_S):
                 await self._transport.close(str(reason))
         except Exception:
-            logger.warning("call %s: transport.close failed", self._call_id, exc_info=True,
-                           extra=self._log_extra)
+            logger.warning(
+                "call %s: transport.close failed",
+                self._call_id,
+                exc_info=True,
+                extra=self._log_extra,
+            )
         metrics = self._call_metrics()
         error = self._end_error
         self._record(
@@ -888,14 +911,16 @@ class CallSession:
                     async with asyncio.timeout(self.RECORDER_TIMEOUT_S):
                         await self._recorder.call_ended(reason=reason, error=error, metrics=metrics)
                 except Exception:
-                    logger.exception("call %s: recorder.call_ended failed", self._call_id,
-                                     extra=self._log_extra)
+                    logger.exception(
+                        "call %s: recorder.call_ended failed", self._call_id, extra=self._log_extra
+                    )
         if self._vad is not None:
             vad_pool.release(self._vad)
             self._vad = None
         self._detector = None
-        logger.info("call %s: session ended (%s) %s", self._call_id, reason, metrics,
-                    extra=self._log_extra)
+        logger.info(
+            "call %s: session ended (%s) %s", self._call_id, reason, metrics, extra=self._log_extra
+        )
 
     async def _final_words(self, text: str, *, kind: str) -> None:
         """Goodbye or apology: not interruptible, bounded in time, TTS failure = just close."""
@@ -907,8 +932,9 @@ class CallSession:
             async with asyncio.timeout(limit):
                 await self._speak(utt, _sentences_of(text))
         except (_EngineFailed, TimeoutError, TransportFailed) as exc:
-            logger.warning("call %s: could not say %s: %s", self._call_id, kind, exc,
-                           extra=self._log_extra)
+            logger.warning(
+                "call %s: could not say %s: %s", self._call_id, kind, exc, extra=self._log_extra
+            )
         if utt.segments:
             await self._record_assistant(utt, interrupted=False, played_ms=utt.sent_ms)
 
@@ -926,16 +952,22 @@ class CallSession:
             await self._transport.send_event(event)
         except Exception:
             # Live events are best-effort UI updates; a dead socket shows up in send_audio.
-            logger.warning("call %s: send_event(%s) failed", self._call_id, event.get("type"),
-                           exc_info=True, extra=self._log_extra)
+            logger.warning(
+                "call %s: send_event(%s) failed",
+                self._call_id,
+                event.get("type"),
+                exc_info=True,
+                extra=self._log_extra,
+            )
 
     async def _clear_audio(self) -> None:
         self._playout.discard()
         try:
             await self._transport.clear_audio()
         except Exception:
-            logger.warning("call %s: clear_audio failed", self._call_id, exc_info=True,
-                           extra=self._log_extra)
+            logger.warning(
+                "call %s: clear_audio failed", self._call_id, exc_info=True, extra=self._log_extra
+            )
 
     def _wall(self, t: float) -> datetime:
         return self._wall0 + timedelta(seconds=t - self._t0)

@@ -100,7 +100,9 @@ class SileroVad:
 
     def __call__(self, window_pcm16: bytes) -> float:
         samples = np.frombuffer(window_pcm16, "<i2")
-        if max(int(samples.max()), -int(samples.min())) < self.SILENCE_PEAK or self._is_line_noise(samples):
+        if max(int(samples.max()), -int(samples.min())) < self.SILENCE_PEAK or self._is_line_noise(
+            samples
+        ):
             # The model did not hear this silence, so its recurrent state still describes
             # whatever came before (often speech): start it afresh, or the next window it
             # does score would inherit "speech" and stretch the turn.

@@ -22,9 +22,9 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
-from calls.media_socket import MediaSocketConsumer
 from calls import global_stop, selectors, services
 from calls.live import LiveCall, start_live_call, stop_live_call
+from calls.media_socket import MediaSocketConsumer
 from calls.models import Channel
 from orchestrator.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from orchestrator.engines import EngineError
@@ -63,7 +63,11 @@ class BrowserTransport:
             await self.consumer.send(bytes_data=frame)
         else:
             await self.consumer.send_json(
-                {"type": "audio", "data": base64.b64encode(frame).decode(), "sample_rate": self.sample_rate}
+                {
+                    "type": "audio",
+                    "data": base64.b64encode(frame).decode(),
+                    "sample_rate": self.sample_rate,
+                }
             )
 
     async def clear_audio(self) -> None:
@@ -92,7 +96,9 @@ class SimulatorConsumer(MediaSocketConsumer):
         await self.accept()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.fail("authentication required: log in to the admin first", CLOSE_UNAUTHENTICATED)
+            await self.fail(
+                "authentication required: log in to the admin first", CLOSE_UNAUTHENTICATED
+            )
             return
         if not user.is_staff:
             await self.fail("staff access required", CLOSE_FORBIDDEN)
@@ -139,7 +145,11 @@ class SimulatorConsumer(MediaSocketConsumer):
             return
         event = message.get("event")
         if event == "media":
-            payload = (message.get("media") or {}).get("payload") if isinstance(message.get("media"), dict) else None
+            payload = (
+                (message.get("media") or {}).get("payload")
+                if isinstance(message.get("media"), dict)
+                else None
+            )
             if not isinstance(payload, str):
                 await self.send_error("media.payload must be a base64 string")
                 return
@@ -180,7 +190,9 @@ class SimulatorConsumer(MediaSocketConsumer):
             elif event == "_early_media":
                 await self.send_error("media before start: send a start event first")
             elif event == "_odd_media":
-                await self.send_error(f"audio must be whole 16-bit samples (got {message['size']} bytes)")
+                await self.send_error(
+                    f"audio must be whole 16-bit samples (got {message['size']} bytes)"
+                )
 
     async def start_call(self, message: dict[str, Any]) -> None:
         if self.live is not None:
@@ -189,7 +201,9 @@ class SimulatorConsumer(MediaSocketConsumer):
         slug = message.get("profile") or ""
         channel = message.get("channel") or Channel.BROWSER
         if not isinstance(slug, str) or channel not in Channel.values:
-            await self.fail(f"bad start: channel must be one of {', '.join(Channel.values)}", CLOSE_BAD_REQUEST)
+            await self.fail(
+                f"bad start: channel must be one of {', '.join(Channel.values)}", CLOSE_BAD_REQUEST
+            )
             return
         try:
             profile = await database_sync_to_async(selectors.profile_get)(slug=slug or None)
@@ -197,10 +211,14 @@ class SimulatorConsumer(MediaSocketConsumer):
             await self.fail(f"unknown profile {slug!r}", CLOSE_UNKNOWN_PROFILE)
             return
         call = await database_sync_to_async(services.call_start)(
-            profile=profile, channel=channel, external_id=f"sim-{self.channel_name[-12:]}",
+            profile=profile,
+            channel=channel,
+            external_id=f"sim-{self.channel_name[-12:]}",
         )
         self.call_id = str(call.id)
-        transport = BrowserTransport(self, channel=channel, binary_audio=message.get("audio") == "binary")
+        transport = BrowserTransport(
+            self, channel=channel, binary_audio=message.get("audio") == "binary"
+        )
         try:
             self.live = await start_live_call(
                 call_id=self.call_id, profile=profile, channel=channel, transport=transport
@@ -221,7 +239,9 @@ class SimulatorConsumer(MediaSocketConsumer):
         self.finished = True
         with contextlib.suppress(Exception):
             await self.send_json({"type": "ended", "reason": reason, "call_id": self.call_id})
-            await self.close(code=1000 if reason != EndReason.ERROR else CLOSE_ENGINE_ERROR, reason=reason[:120])
+            await self.close(
+                code=1000 if reason != EndReason.ERROR else CLOSE_ENGINE_ERROR, reason=reason[:120]
+            )
 
     async def fail(self, message: str, code: int) -> None:
         logger.warning("simulator socket closed: %s", message)

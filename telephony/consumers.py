@@ -24,9 +24,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from twilio.base.exceptions import TwilioRestException
 
-from calls.media_socket import MediaSocketConsumer
 from calls import selectors, services
 from calls.live import LiveCall, start_live_call, stop_live_call
+from calls.media_socket import MediaSocketConsumer
 from calls.models import Call, CallStatus, Channel
 from orchestrator.audio import StreamResampler, pcm16_to_ulaw, ulaw_to_pcm16
 from orchestrator.engines import EngineError

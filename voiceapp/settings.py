@@ -22,7 +22,9 @@ if (BASE_DIR / ".env").is_file():
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env.str(
     "SECRET_KEY",
-    default="dev-insecure-secret-key-change-me-in-production-0123456789abcdef" if DEBUG else environ.Env.NOTSET,
+    default="dev-insecure-secret-key-change-me-in-production-0123456789abcdef"
+    if DEBUG
+    else environ.Env.NOTSET,
 )
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -86,7 +88,9 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     }
     # Concurrent calls write turns at the same time: take the write lock at BEGIN and wait
     # for it, instead of failing with "database is locked" on a deferred upgrade.
-    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer, cache, Celery broker -------------------------------------------
@@ -98,7 +102,9 @@ if REDIS_URL:
             # redis-py 8 defaults to a 5 s socket timeout, the same as channels-redis's 5 s
             # BZPOPMIN: every consumer idle on its channel for 5 s would die with
             # "Timeout reading". Keep the socket timeout well above the blocking pop.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}]},
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}]
+            },
         }
     }
     CACHES = {
@@ -116,7 +122,9 @@ REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="voiceapp")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="voiceapp")
-CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not (REDIS_URL or env.str("CELERY_BROKER_URL", default="")))
+CELERY_TASK_ALWAYS_EAGER = env.bool(
+    "CELERY_TASK_ALWAYS_EAGER", default=not (REDIS_URL or env.str("CELERY_BROKER_URL", default=""))
+)
 CELERY_TASK_EAGER_PROPAGATES = False
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -187,7 +195,9 @@ TELNYX_API_BASE_URL = env.str("TELNYX_API_BASE_URL", default="https://api.telnyx
 TELEPHONY_ALLOW_UNSIGNED = env.bool("TELEPHONY_ALLOW_UNSIGNED", default=False)
 STREAM_TOKEN_TTL_SECONDS = env.int("STREAM_TOKEN_TTL_SECONDS", default=300)
 # Engine used for a role when a profile asks for "auto": cloud when its key is set, else local.
-VOICEAPP_MODEL_CACHE = env.str("VOICEAPP_MODEL_CACHE", default=str(Path.home() / ".cache" / "voiceapp"))
+VOICEAPP_MODEL_CACHE = env.str(
+    "VOICEAPP_MODEL_CACHE", default=str(Path.home() / ".cache" / "voiceapp")
+)
 os.environ.setdefault("VOICEAPP_MODEL_CACHE", VOICEAPP_MODEL_CACHE)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

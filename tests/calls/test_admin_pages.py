@@ -11,7 +11,9 @@ pytestmark = pytest.mark.django_db
 def call_with_turns(profile):
     call = services.call_start(profile=profile, channel="browser", external_id="sim-1")
     now = timezone.now()
-    services.turn_record(call_id=call.id, role="user", text="book a table", started_at=now, ended_at=now)
+    services.turn_record(
+        call_id=call.id, role="user", text="book a table", started_at=now, ended_at=now
+    )
     services.turn_record(
         call_id=call.id, role="assistant", text="For how many?", started_at=now, ended_at=now,
         metrics={"stt_ms": 300, "llm_ttft_ms": 200, "tts_ttfb_ms": 90, "voice_to_voice_ms": 1290},

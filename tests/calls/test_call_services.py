@@ -47,7 +47,9 @@ def test_an_error_end_marks_the_call_failed_with_its_detail(profile):
 def test_calls_without_heartbeat_are_swept_as_orphaned(profile):
     stale = services.call_start(profile=profile, channel="browser")
     fresh = services.call_start(profile=profile, channel="browser")
-    Call.objects.filter(pk=stale.pk).update(last_heartbeat_at=timezone.now() - timedelta(minutes=10))
+    Call.objects.filter(pk=stale.pk).update(
+        last_heartbeat_at=timezone.now() - timedelta(minutes=10)
+    )
 
     ended = services.calls_sweep_orphaned(older_than=timedelta(seconds=90))
 

@@ -10,7 +10,9 @@ pytestmark = pytest.mark.django_db
 
 def test_overlay_overrides_profile_fields_for_its_channel_only(profile):
     overlay = ChannelOverlay(
-        profile=profile, channel="twilio", overrides={"silence_timeout_ms": 900, "voice_name": "x-phone"}
+        profile=profile,
+        channel="twilio",
+        overrides={"silence_timeout_ms": 900, "voice_name": "x-phone"},
     )
     overlay.full_clean()
     overlay.save()

@@ -43,7 +43,9 @@ def _database_url() -> str:
 @pytest.mark.django_db(transaction=True)
 def test_errors_counted_in_another_process_stop_calls_here(settings):
     if not settings.REDIS_URL or connection.vendor != "postgresql":
-        pytest.skip("needs the real Redis and PostgreSQL (REDIS_URL and DATABASE_URL set, as in CI)")
+        pytest.skip(
+            "needs the real Redis and PostgreSQL (REDIS_URL and DATABASE_URL set, as in CI)"
+        )
     script = (
         "import django; django.setup()\n"
         "from calls import global_stop\n"
@@ -87,7 +89,11 @@ def test_admin_global_stop_page_shows_state_and_resets(staff_client):
     for _ in range(3):
         global_stop.report_critical_error(reason="tts down", channel="twilio")
     page = staff_client.get("/admin/global-stop/")
-    assert page.status_code == 200 and b"globally stopped" in page.content and b"tts down" in page.content
+    assert (
+        page.status_code == 200
+        and b"globally stopped" in page.content
+        and b"tts down" in page.content
+    )
     response = staff_client.post("/admin/global-stop/")
     assert response.status_code == 302 and global_stop.calls_allowed()
     assert GlobalStopEvent.objects.filter(action="reset", actor="staff").exists()

@@ -23,7 +23,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_a_real_worker_extracts_an_ended_call_via_the_redis_broker(profile, settings, celery_eager):
     if not settings.REDIS_URL or connection.vendor != "postgresql":
-        pytest.skip("needs the real Redis broker and PostgreSQL (REDIS_URL and DATABASE_URL set, as in CI)")
+        pytest.skip(
+            "needs the real Redis broker and PostgreSQL (REDIS_URL and DATABASE_URL set, as in CI)"
+        )
     queue = f"test-{uuid.uuid4().hex[:8]}"
     db = connection.settings_dict
     with FakeVendor() as vendor:
@@ -49,7 +51,9 @@ def test_a_real_worker_extracts_an_ended_call_via_the_redis_broker(profile, sett
         try:
             call = services.call_start(profile=profile, channel="twilio")
             now = timezone.now()
-            services.turn_record(call_id=call.id, role="user", text="table for two", started_at=now, ended_at=now)
+            services.turn_record(
+                call_id=call.id, role="user", text="table for two", started_at=now, ended_at=now
+            )
             settings.GROQ_API_KEY = "gsk-test"
             services.call_end(call_id=call.id, reason="caller_hangup")
 

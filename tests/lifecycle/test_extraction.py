@@ -34,8 +34,12 @@ def _ended_call(profile, *, user_text="A table for two tomorrow at eight, please
     call = services.call_start(profile=profile, channel="browser")
     now = timezone.now()
     if user_text:
-        services.turn_record(call_id=call.id, role="user", text=user_text, started_at=now, ended_at=now)
-        services.turn_record(call_id=call.id, role="assistant", text="Done!", started_at=now, ended_at=now)
+        services.turn_record(
+            call_id=call.id, role="user", text=user_text, started_at=now, ended_at=now
+        )
+        services.turn_record(
+            call_id=call.id, role="assistant", text="Done!", started_at=now, ended_at=now
+        )
     services.call_end(call_id=call.id, reason="caller_hangup")  # on_commit -> eager extract_call
     call.refresh_from_db()
     return call
@@ -89,7 +93,9 @@ def test_persistent_transient_errors_end_in_failed_after_bounded_retries(profile
     call = _ended_call(profile)
     assert call.extraction_status == ExtractionStatus.FAILED
     assert "gave up" in call.extraction_error
-    assert len(vendor.calls("chat")) <= 4 * 3  # 4 task attempts, each with the SDK's own bounded retries
+    assert (
+        len(vendor.calls("chat")) <= 4 * 3
+    )  # 4 task attempts, each with the SDK's own bounded retries
 
 
 def test_without_any_key_an_offline_heuristic_is_used_and_labelled(profile, settings):

@@ -33,13 +33,19 @@ def server():
 
 @pytest.fixture
 def cookie(django_user_model):
-    user = django_user_model.objects.create_user(username="ops", password="x-pw-12345", is_staff=True)
+    user = django_user_model.objects.create_user(
+        username="ops", password="x-pw-12345", is_staff=True
+    )
     return session_cookie_for(user)
 
 
 async def _recv(ws, timeout=30):
     message = await asyncio.wait_for(ws.recv(), timeout)
-    return {"type": "binary", "size": len(message)} if isinstance(message, bytes) else json.loads(message)
+    return (
+        {"type": "binary", "size": len(message)}
+        if isinstance(message, bytes)
+        else json.loads(message)
+    )
 
 
 async def _until(ws, predicate, timeout=30):
@@ -64,10 +70,14 @@ async def _one_turn(ws) -> str:
 
 
 async def test_sigterm_ends_active_calls_with_a_goodbye_as_server_shutdown(server, cookie):
-    await sync_to_async(scripted_profile)(greeting="", goodbye_message="The office is closing, goodbye.")
+    await sync_to_async(scripted_profile)(
+        greeting="", goodbye_message="The office is closing, goodbye."
+    )
     await sync_to_async(server.start)()
     headers = {"Cookie": cookie, "Origin": server.base}
-    async with connect(f"ws://127.0.0.1:{server.port}/ws/simulator/", additional_headers=headers) as ws:
+    async with connect(
+        f"ws://127.0.0.1:{server.port}/ws/simulator/", additional_headers=headers
+    ) as ws:
         call_id = await _one_turn(ws)
         server.signal(signal.SIGTERM)
         after = await _until(ws, lambda e: e["type"] == "ended", timeout=30)
@@ -86,7 +96,9 @@ async def test_sigkill_leaves_an_orphan_with_its_turns_that_the_sweeper_ends(ser
     await sync_to_async(scripted_profile)(greeting="")
     await sync_to_async(server.start)()
     headers = {"Cookie": cookie, "Origin": server.base}
-    async with connect(f"ws://127.0.0.1:{server.port}/ws/simulator/", additional_headers=headers) as ws:
+    async with connect(
+        f"ws://127.0.0.1:{server.port}/ws/simulator/", additional_headers=headers
+    ) as ws:
         call_id = await _one_turn(ws)
         # Turns are written as they happen (asynchronously): wait until both are stored,
         # then kill the server mid-call, before it can end the call itself.

@@ -142,7 +142,9 @@ class Harness:
                     raise AssertionError("session ended while waiting")
                 await asyncio.sleep(0.005)
 
-    async def finish(self, reason: EndReason = EndReason.CALLER_HANGUP, timeout: float = 10.0) -> EndReason:
+    async def finish(
+        self, reason: EndReason = EndReason.CALLER_HANGUP, timeout: float = 10.0
+    ) -> EndReason:
         assert self.task is not None
         self.session.stop(reason)
         async with asyncio.timeout(timeout):
@@ -171,7 +173,6 @@ async def make_harness() -> AsyncIterator[Callable[..., Harness]]:
         if harness.task is not None and not harness.task.done():
             harness.task.cancel()
             await asyncio.wait([harness.task], timeout=10)
-
 
 
 # The root conftest's autouse fixtures configure Django (global-stop state in Redis).

@@ -67,7 +67,9 @@ def _resample_in_frames(resampler: StreamResampler, pcm: bytes, frame: int) -> b
 @pytest.mark.parametrize("high_rate", [16000, 24000])
 def test_resampling_round_trip_through_8khz_keeps_the_signal(high_rate: int) -> None:
     original = _sine(high_rate, 1.0)
-    down = _resample_in_frames(StreamResampler(high_rate, 8000), original.tobytes(), frame_bytes(high_rate))
+    down = _resample_in_frames(
+        StreamResampler(high_rate, 8000), original.tobytes(), frame_bytes(high_rate)
+    )
     up = _resample_in_frames(StreamResampler(8000, high_rate), down, frame_bytes(8000))
     back = np.frombuffer(up, "<i2")
     assert abs(len(back) - len(original)) <= 2

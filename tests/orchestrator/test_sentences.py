@@ -41,7 +41,9 @@ def test_spanish_inverted_marks() -> None:
 
 
 def test_abbreviations_initials_and_decimals_do_not_cut() -> None:
-    assert split("El Dr. García y la Sra. Pérez cobran 3.5 euros, e.g. poco. Vale, J. K. Rowling llega.") == [
+    assert split(
+        "El Dr. García y la Sra. Pérez cobran 3.5 euros, e.g. poco. Vale, J. K. Rowling llega."
+    ) == [
         "El Dr. García y la Sra. Pérez cobran 3.5 euros, e.g. poco.",
         "Vale, J. K. Rowling llega.",
     ]

@@ -35,7 +35,11 @@ async def test_it_answers_one_full_turn(make_harness) -> None:
 
     user, agent = h.recorder.turns
     assert (user.role, user.text) == ("user", "I would like a table")
-    assert (agent.role, agent.text, agent.interrupted) == ("assistant", "Sure. For how many?", False)
+    assert (agent.role, agent.text, agent.interrupted) == (
+        "assistant",
+        "Sure. For how many?",
+        False,
+    )
     assert user.ended_at <= agent.started_at <= agent.ended_at
     m = agent.metrics
     assert m is not None
@@ -88,7 +92,9 @@ async def test_two_turns_keep_history(make_harness) -> None:
 async def test_first_audio_leaves_before_the_llm_reply_is_complete(make_harness) -> None:
     h: Harness = make_harness(llm=ScriptedLLM(ttft_ms=20, tokens_per_s=15, reply=LONG_REPLY))
     finished_at_first_frame: list[int] = []
-    h.transport.on_audio = lambda i: finished_at_first_frame.append(h.llm.finished) if i == 0 else None
+    h.transport.on_audio = lambda i: (
+        finished_at_first_frame.append(h.llm.finished) if i == 0 else None
+    )
     h.start()
     h.say()
     await h.until(lambda: len(h.recorder.by_role("assistant")) == 1, timeout=20)
@@ -348,7 +354,10 @@ async def test_a_fallback_switch_is_stored_on_the_turn_metrics(make_harness) -> 
 
     chain = FallbackSTT(
         "stt",
-        [ScriptedSTT(fail=True, name="groq"), ScriptedSTT(delay_ms=20, text="I would like a table", name="local")],
+        [
+            ScriptedSTT(fail=True, name="groq"),
+            ScriptedSTT(delay_ms=20, text="I would like a table", name="local"),
+        ],
     )
     h: Harness = make_harness(stt=chain)
     h.start()

@@ -79,8 +79,12 @@ def test_near_silent_windows_skip_the_model_but_speech_does_not() -> None:
     vad = SileroVad()
     quiet = (np.random.default_rng(0).integers(-20, 20, 512)).astype("<i2").tobytes()
     assert vad(quiet) == 0.0 and vad.model_calls == 0
-    d = TurnDetector(vad, min_speech_ms=120, silence_timeout_ms=500, preroll_ms=300, barge_in_ms=250)
-    events = feed_in_frames(d, silence_pcm16(500) + speech_pcm16("Hello there, a table please.") + silence_pcm16(700))
+    d = TurnDetector(
+        vad, min_speech_ms=120, silence_timeout_ms=500, preroll_ms=300, barge_in_ms=250
+    )
+    events = feed_in_frames(
+        d, silence_pcm16(500) + speech_pcm16("Hello there, a table please.") + silence_pcm16(700)
+    )
     assert [e.kind for e in events if e.kind != TurnEventKind.BARGE_IN] == [
         TurnEventKind.SPEECH_STARTED,
         TurnEventKind.TURN_ENDED,
@@ -95,10 +99,18 @@ def _on_noisy_line(pcm: bytes, *, noise_dbfs: float, speech_gain: float = 1.0) -
 
 
 @pytest.mark.parametrize("speech_gain", [1.0, 0.1])  # normal and -20 dB (quiet) speech
-def test_speech_on_a_noisy_line_makes_one_turn_while_the_line_noise_skips_the_model(speech_gain) -> None:
+def test_speech_on_a_noisy_line_makes_one_turn_while_the_line_noise_skips_the_model(
+    speech_gain,
+) -> None:
     vad = SileroVad()
-    d = TurnDetector(vad, min_speech_ms=120, silence_timeout_ms=500, preroll_ms=300, barge_in_ms=250)
-    pcm = silence_pcm16(1500) + speech_pcm16("Hello there, I would like a table please.") + silence_pcm16(1500)
+    d = TurnDetector(
+        vad, min_speech_ms=120, silence_timeout_ms=500, preroll_ms=300, barge_in_ms=250
+    )
+    pcm = (
+        silence_pcm16(1500)
+        + speech_pcm16("Hello there, I would like a table please.")
+        + silence_pcm16(1500)
+    )
     events = feed_in_frames(d, _on_noisy_line(pcm, noise_dbfs=-60, speech_gain=speech_gain))
     assert [e.kind for e in events if e.kind != TurnEventKind.BARGE_IN] == [
         TurnEventKind.SPEECH_STARTED,

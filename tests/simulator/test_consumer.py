@@ -27,7 +27,9 @@ FRAME = 640  # 20 ms of PCM16 at 16 kHz
 
 @pytest.fixture
 def staff(django_user_model):
-    return django_user_model.objects.create_user(username="sim", password="x-pw-12345", is_staff=True)
+    return django_user_model.objects.create_user(
+        username="sim", password="x-pw-12345", is_staff=True
+    )
 
 
 async def connect(user) -> WebsocketCommunicator:
@@ -81,7 +83,9 @@ async def speak(communicator, text: str, *, binary: bool = True) -> None:
 async def test_a_call_transcribes_replies_with_audio_and_is_stored_with_metrics(staff):
     await database_sync_to_async(scripted_profile)()
     ws = await connect(staff)
-    await ws.send_json_to({"event": "start", "profile": "scripted", "channel": "browser", "audio": "binary"})
+    await ws.send_json_to(
+        {"event": "start", "profile": "scripted", "channel": "browser", "audio": "binary"}
+    )
     started = await events_until(ws, lambda e: e["type"] == "started")
     call_id = started[-1]["call_id"]
     greeting = await events_until(ws, is_assistant_final)
@@ -91,7 +95,9 @@ async def test_a_call_transcribes_replies_with_audio_and_is_stored_with_metrics(
     await speak(ws, "Hello, I would like to book a table for two people.")
     seen = await events_until(ws, is_user_final)
     seen += await events_until(ws, lambda e: e["type"] == "metrics")
-    user_finals = [e for e in seen if e["type"] == "transcript" and e["role"] == "user" and e.get("final")]
+    user_finals = [
+        e for e in seen if e["type"] == "transcript" and e["role"] == "user" and e.get("final")
+    ]
     assert user_finals and user_finals[0]["text"] == "I would like a table for two"
     assert any(e["type"] == "metrics" and e.get("voice_to_voice_ms") for e in seen)
     assert any(e["type"] == "state" and e["state"] == "thinking" for e in seen)
@@ -126,7 +132,9 @@ async def test_base64_media_messages_work_like_binary_frames(staff):
 async def test_phone_emulation_sends_8khz_audio(staff):
     await database_sync_to_async(scripted_profile)()
     ws = await connect(staff)
-    await ws.send_json_to({"event": "start", "profile": "scripted", "channel": "twilio", "audio": "binary"})
+    await ws.send_json_to(
+        {"event": "start", "profile": "scripted", "channel": "twilio", "audio": "binary"}
+    )
     started = await events_until(ws, lambda e: e["type"] == "started")
     assert started[-1]["sample_rate"] == 8000
     audio = await events_until(ws, lambda e: e["type"] == "binary")
@@ -162,9 +170,15 @@ async def test_bad_messages_get_errors_and_the_socket_survives(staff):
     await ws.send_json_to({"event": "start", "profile": "scripted"})
     await events_until(ws, lambda e: e["type"] == "started")
     await ws.send_json_to({"event": "media", "media": {"payload": "@@not base64@@"}})
-    assert "not valid base64" in (await events_until(ws, lambda e: e["type"] == "error"))[-1]["message"]
+    assert (
+        "not valid base64"
+        in (await events_until(ws, lambda e: e["type"] == "error"))[-1]["message"]
+    )
     await ws.send_to(bytes_data=b"\x00\x01\x02")
-    assert "whole 16-bit samples" in (await events_until(ws, lambda e: e["type"] == "error"))[-1]["message"]
+    assert (
+        "whole 16-bit samples"
+        in (await events_until(ws, lambda e: e["type"] == "error"))[-1]["message"]
+    )
     await ws.disconnect()
 
 
@@ -192,7 +206,9 @@ async def test_no_call_starts_while_calls_are_globally_stopped(staff, settings):
     assert await database_sync_to_async(Call.objects.count)() == 0
 
 
-async def test_an_engine_failure_plays_the_apology_ends_with_error_and_counts_for_global_stop(staff):
+async def test_an_engine_failure_plays_the_apology_ends_with_error_and_counts_for_global_stop(
+    staff,
+):
     await database_sync_to_async(scripted_profile)(greeting="", llm_model="fail=1")
     ws = await connect(staff)
     await ws.send_json_to({"event": "start", "profile": "scripted", "audio": "binary"})

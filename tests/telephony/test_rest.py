@@ -164,9 +164,13 @@ def test_outbound_calls_need_the_carrier_configured(client, settings):
     assert response.status_code == 503 and "TWILIO_ACCOUNT_SID" in response.json()["error"]
 
 
-def test_staff_can_place_an_outbound_call_from_the_profile_admin(client, fake_carrier, django_user_model):
+def test_staff_can_place_an_outbound_call_from_the_profile_admin(
+    client, fake_carrier, django_user_model
+):
     profile = scripted_profile(slug="sales")
-    admin_user = django_user_model.objects.create_superuser("boss", "boss@example.com", "pw-12345-x")
+    admin_user = django_user_model.objects.create_superuser(
+        "boss", "boss@example.com", "pw-12345-x"
+    )
     client.force_login(admin_user)
     url = f"/admin/calls/agentprofile/{profile.pk}/call/"
     assert client.get(url).status_code == 200
