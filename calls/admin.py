@@ -283,13 +283,9 @@ class CallAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-run post-call extraction")
     def rerun_extraction(self, request: HttpRequest, queryset: QuerySet[Call]) -> None:
-        ended = queryset.exclude(status__in=services.OPEN_STATUSES)
-        for call in ended:
-            services.call_reset_extraction(call_id=call.pk)
-            services._enqueue_post_call(call.pk)
-        self.message_user(
-            request, f"Extraction queued for {ended.count()} call(s).", messages.SUCCESS
-        )
+        pks = queryset.values_list("pk", flat=True)
+        queued = sum(services.call_rerun_extraction(call_id=pk) for pk in pks)
+        self.message_user(request, f"Extraction queued for {queued} call(s).", messages.SUCCESS)
 
 
 @admin.register(GlobalStopEvent)

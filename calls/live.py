@@ -98,11 +98,10 @@ async def _run(live: LiveCall) -> EndReason:
     except CriticalCallError as exc:
         vendor = exc.reason.split(":", 1)[0].split(" ", 1)[0] or "unknown"
         prom.ENGINE_ERRORS.labels(vendor=vendor).inc()
-        stopped = await database_sync_to_async(global_stop.report_critical_error)(
+        # The stop state lives in Redis; /metrics reads it at scrape time for every process.
+        await database_sync_to_async(global_stop.report_critical_error)(
             reason=exc.reason, call_id=live.call_id, channel=live.channel
         )
-        if stopped:
-            prom.GLOBAL_STOP.set(1)
         return EndReason.ERROR
     finally:
         prom.ACTIVE_CALLS.labels(channel=live.channel).dec()
@@ -120,7 +119,7 @@ async def stop_live_call(
 ) -> None:
     """Ask the session to end with ``reason`` and wait for it; cancel it if it hangs."""
     if not live.task.done():
-        live.session.stop(reason, say=say) if say else live.session.stop(reason)
+        live.session.stop(reason, say=say)
     try:
         async with asyncio.timeout(timeout):
             await asyncio.shield(live.task)

@@ -144,7 +144,7 @@ def call_end(
         ended = bool(Call.objects.filter(pk=call_id, status__in=OPEN_STATUSES).update(**updates))
         if ended:
             logger.info("call ended: %s", reason, extra={"call_id": str(call_id)})
-            transaction.on_commit(lambda: _enqueue_post_call(call_id))
+            transaction.on_commit(lambda: _enqueue_extraction(call_id))
     if not ended and metrics:
         # The carrier's hang-up webhook may have ended the call first; keep the session's metrics.
         Call.objects.filter(pk=call_id, metrics={}).update(metrics=metrics)
@@ -154,7 +154,7 @@ def call_end(
     return ended
 
 
-def _enqueue_post_call(call_id: object) -> None:
+def _enqueue_extraction(call_id: object) -> None:
     from calls.tasks import extract_call
 
     extract_call.delay(str(call_id))
@@ -185,10 +185,16 @@ def call_set_extraction(
     )
 
 
-def call_reset_extraction(*, call_id: object) -> None:
-    Call.objects.filter(pk=call_id).update(
-        extraction_status=ExtractionStatus.PENDING, extraction=None, extraction_error=""
+def call_rerun_extraction(*, call_id: object) -> bool:
+    """Reset an ended call's analysis to pending and queue it again (admin action)."""
+    reset = (
+        Call.objects.filter(pk=call_id)
+        .exclude(status__in=OPEN_STATUSES)
+        .update(extraction_status=ExtractionStatus.PENDING, extraction=None, extraction_error="")
     )
+    if reset:
+        transaction.on_commit(lambda: _enqueue_extraction(call_id))
+    return bool(reset)
 
 
 def profile_ensure_demo() -> AgentProfile:

@@ -25,7 +25,6 @@ from calls.models import GlobalStopEvent
 @require_api_key
 def global_stop_reset(request: HttpRequest) -> JsonResponse:
     was_stopped = global_stop.reset(actor="api")
-    prom.GLOBAL_STOP.set(0)
     return JsonResponse({"status": "ok", "was_stopped": was_stopped, "calls_allowed": True})
 
 
@@ -50,7 +49,6 @@ def global_stop_admin(request: HttpRequest) -> HttpResponse:
     """Admin page: current state, recent errors, audit trail and a reset button."""
     if request.method == "POST":
         was_stopped = global_stop.reset(actor=request.user.get_username())
-        prom.GLOBAL_STOP.set(0)
         messages.success(
             request,
             "Calls resumed." if was_stopped else "Calls were not stopped; error window cleared.",

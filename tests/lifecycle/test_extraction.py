@@ -124,3 +124,17 @@ def test_profile_webhook_receives_the_signed_call(profile, vendor, httpserver_ca
 
 def test_webhook_signature_is_hmac_sha256_of_the_body():
     assert sign("k", b"{}") == "sha256=" + __import__("hmac").new(b"k", b"{}", "sha256").hexdigest()
+
+
+def test_the_admin_action_reruns_the_extraction_of_ended_calls_only(profile, vendor, staff_client):
+    vendor.default["chat"] = Reply.chat(json.dumps(GOOD))
+    ended = _ended_call(profile)
+    live = services.call_start(profile=profile, channel="browser")
+    response = staff_client.post(
+        "/admin/calls/call/",
+        {"action": "rerun_extraction", "_selected_action": [str(ended.pk), str(live.pk)]},
+    )
+    assert response.status_code == 302
+    assert len(vendor.calls("chat")) == 2  # once when the call ended, once re-run
+    assert Call.objects.get(pk=ended.pk).extraction_status == ExtractionStatus.DONE
+    assert Call.objects.get(pk=live.pk).extraction_status == ExtractionStatus.PENDING
