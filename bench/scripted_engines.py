@@ -46,6 +46,7 @@ class ScriptedSTT:
         texts: list[str] | None = None,
         fail: bool = False,
         hang: bool = False,
+        overloaded: bool = False,
         name: str = "scripted-stt",
     ) -> None:
         self.name = name
@@ -53,6 +54,7 @@ class ScriptedSTT:
         self.texts = list(texts) if texts else [text]
         self.fail = fail
         self.hang = hang  # never answer: exercises the session's engine timeout
+        self.overloaded = overloaded  # fail as a local model whose queue is full
         self.calls: list[int] = []  # bytes of audio per request
 
     async def transcribe(self, pcm16: bytes, *, sample_rate: int, language: str) -> str:
@@ -60,6 +62,10 @@ class ScriptedSTT:
         await asyncio.sleep(self.delay_ms / 1000.0)
         if self.hang:
             await asyncio.Event().wait()
+        if self.overloaded:
+            raise EngineError(
+                "scripted STT busy: waited in the queue", vendor="scripted", overloaded=True
+            )
         if self.fail:
             raise EngineError("scripted STT failure", vendor="scripted", status=500, retryable=True)
         return self.texts[min(len(self.calls) - 1, len(self.texts) - 1)]
@@ -162,7 +168,7 @@ def parse_options(text: str) -> dict[str, Any]:
     for part in filter(None, (p.strip() for p in text.split(";"))):
         key, _, value = part.partition("=")
         key = key.strip()
-        if key in {"fail", "hang"}:
+        if key in {"fail", "hang", "overloaded"}:
             options[key] = value.strip() not in {"", "0", "false", "False"}
             continue
         try:

@@ -23,6 +23,16 @@ TURN_LATENCY = Histogram(
 ENGINE_ERRORS = Counter("voiceapp_engine_errors_total", "Engine failures", ["vendor"])
 GLOBAL_STOP = Gauge("voiceapp_global_stop", "1 while calls are globally stopped")
 INTERRUPTIONS = Counter("voiceapp_interruptions_total", "Agent turns cut by barge-in", ["channel"])
+UNANSWERED_TURNS = Counter(
+    "voiceapp_unanswered_turns_total",
+    "User turns that got no reply (engine failure, stall, hang-up while thinking)",
+    ["channel"],
+)
+RECORDER_RETRIES = Counter(
+    "voiceapp_recorder_retries_total",
+    "Call/turn writes retried because the database was unreachable",
+    ["channel"],
+)
 
 _STAGES = {
     "stt_ms": "stt",

@@ -245,6 +245,7 @@ class EndReason(models.TextChoices):
     SERVER_SHUTDOWN = "server_shutdown", "Server shutdown"
     ORPHANED = "orphaned", "Orphaned"
     NOT_CONNECTED = "not_connected", "Not connected"
+    BUSY = "busy", "Busy (overloaded)"
 
 
 class ExtractionStatus(models.TextChoices):
@@ -309,6 +310,9 @@ class Turn(models.Model):
     started_at = models.DateTimeField()
     ended_at = models.DateTimeField()
     interrupted = models.BooleanField(default=False)
+    # A user turn the agent never answered (engine failure, stall, hang-up while thinking).
+    unanswered = models.BooleanField(default=False)
+    unanswered_reason = models.CharField(max_length=300, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
 
     class Meta:

@@ -109,7 +109,20 @@ def call_config_for(*, profile: AgentProfile, channel: str, call_id: str = "") -
         max_call_seconds=int(v["max_call_seconds"]),
         goodbye_message=str(v["goodbye_message"]),
         apology_message=str(v["apology_message"]),
+        busy_message=busy_message(str(v["language"])),
+        recorder_retry_s=float(settings.RECORDER_RETRY_SECONDS),
     )
+
+
+# What a caller hears when this process is overloaded (then the call ends as "busy").
+BUSY_MESSAGES = {
+    "es": "Lo sentimos, todas nuestras líneas están ocupadas. Por favor, llame más tarde.",
+    "en": "Sorry, all our lines are busy right now. Please call again in a few minutes.",
+}
+
+
+def busy_message(language: str) -> str:
+    return BUSY_MESSAGES.get(language.split("-")[0].lower(), BUSY_MESSAGES["en"])
 
 
 def config_snapshot(config: CallConfig) -> dict[str, object]:

@@ -90,10 +90,31 @@ def turn_record(
     text: str,
     started_at: datetime,
     ended_at: datetime,
+    sequence: int | None = None,
     interrupted: bool = False,
     metrics: dict[str, Any] | None = None,
 ) -> Turn:
-    """Append a transcript turn with the next sequence number of its call."""
+    """Store a transcript turn.
+
+    ``sequence`` is the session's own number for the turn: a retried write (the first
+    attempt may have committed before the connection dropped) finds its row instead of
+    adding a second one, and a turn that was lost leaves a visible gap. Without it the
+    turn takes the next free number (admin tools, tests)."""
+    if sequence is not None:
+        turn, _ = Turn.objects.get_or_create(
+            call_id=call_id,
+            sequence=sequence,
+            defaults={
+                "role": role,
+                "text": text,
+                "started_at": started_at,
+                "ended_at": ended_at,
+                "interrupted": interrupted,
+                "metrics": metrics or {},
+            },
+        )
+        _touch(call_id)
+        return turn
     for attempt in range(5):
         try:
             with transaction.atomic():
@@ -108,15 +129,28 @@ def turn_record(
                     interrupted=interrupted,
                     metrics=metrics or {},
                 )
-            Call.objects.filter(pk=call_id, status__in=OPEN_STATUSES).update(
-                last_heartbeat_at=timezone.now()
-            )
+            _touch(call_id)
             return turn
         except IntegrityError:
             # Two writers raced for the same sequence number: take the next one.
             if attempt == 4:
                 raise
     raise AssertionError("unreachable")
+
+
+def turn_mark_unanswered(*, call_id: object, sequence: int, reason: str) -> bool:
+    """Flag a user turn the agent never answered; False if the turn is not stored."""
+    return bool(
+        Turn.objects.filter(call_id=call_id, sequence=sequence, role="user").update(
+            unanswered=True, unanswered_reason=reason[:300]
+        )
+    )
+
+
+def _touch(call_id: object) -> None:
+    Call.objects.filter(pk=call_id, status__in=OPEN_STATUSES).update(
+        last_heartbeat_at=timezone.now()
+    )
 
 
 def call_end(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 DEFAULT_APOLOGY = "Lo sentimos, hemos tenido un problema. La llamada terminará."
+DEFAULT_BUSY = "Lo sentimos, todas nuestras líneas están ocupadas. Por favor, llame más tarde."
 
 
 @dataclass(slots=True, kw_only=True, frozen=True)
@@ -61,8 +62,12 @@ class CallConfig:
     max_call_seconds: int = 600
     goodbye_message: str = "Gracias por llamar. Hasta luego."
     apology_message: str = DEFAULT_APOLOGY
+    busy_message: str = DEFAULT_BUSY  # said when we are overloaded (then the call ends)
     barge_in_enabled: bool = True
     barge_in_min_ms: int = 250  # user speech needed to interrupt the agent
     playout_lead_ms: int = 160  # agent audio queued ahead of real time at the carrier
     engine_timeout_s: float = 10.0  # per engine call (STT request, LLM first token, TTS first byte)
+    recorder_retry_s: float = (
+        120.0  # retry turn writes this long after the call when the DB is away
+    )
     extra: dict[str, str] = field(default_factory=dict)

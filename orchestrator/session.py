@@ -31,12 +31,14 @@ from orchestrator.audio import FRAME_MS, FrameSplitter, frame_bytes, pcm16_durat
 from orchestrator.config import CallConfig
 from orchestrator.engines import EngineError, Engines
 from orchestrator.playout import PacedPlayout, TransportFailed
+from orchestrator.recorder_queue import RecorderQueue
 from orchestrator.sentences import SentenceSplitter
 from orchestrator.vad import SileroVad, TurnDetector, TurnEvent, TurnEventKind, vad_pool
 
 logger = logging.getLogger(__name__)
 
 INPUT_SAMPLE_RATE = 16000  # what consumers feed push_audio()
+UNTRANSCRIBED = "(speech not transcribed)"  # user turn text when STT failed
 
 T = TypeVar("T")
 
@@ -50,6 +52,7 @@ class EndReason(StrEnum):
     GLOBAL_STOP = "global_stop"
     SERVER_SHUTDOWN = "server_shutdown"
     ORPHANED = "orphaned"
+    BUSY = "busy"  # we could not serve the call (overload), told the caller so
 
 
 class CriticalCallError(Exception):
@@ -97,6 +100,7 @@ class TurnRecord:
     text: str
     started_at: datetime
     ended_at: datetime
+    sequence: int = 0  # 1, 2, ... in the order spoken; assigned by the session, never reused
     interrupted: bool = False
     metrics: TurnMetrics | None = None
 
@@ -122,6 +126,11 @@ class CallRecorder(Protocol):
 
     async def turn_recorded(self, turn: TurnRecord) -> None: ...
 
+    async def turn_unanswered(self, *, sequence: int, reason: str) -> None:
+        """The user turn ``sequence`` got no reply (engine failure, stall, the call ended
+        while the agent was thinking)."""
+        ...
+
     async def heartbeat(self) -> None: ...
 
     async def call_ended(
@@ -130,9 +139,10 @@ class CallRecorder(Protocol):
 
 
 class _EngineFailed(Exception):
-    def __init__(self, role: str, message: str) -> None:
+    def __init__(self, role: str, message: str, *, overloaded: bool = False) -> None:
         super().__init__(message)
         self.role = role
+        self.overloaded = overloaded
 
 
 # --- control-loop inputs -------------------------------------------------------------
@@ -192,6 +202,8 @@ class _Utterance:
     segments: list[_Segment] = field(default_factory=list)  # those that started playing
     sent_ms: float = 0.0
     first_frame_at: float | None = None
+    user_sequence: int | None = None  # the user turn this reply answers, once recorded
+    progress_at: float = 0.0  # last engine result or frame: the watchdog's reference
 
     def full_text(self) -> str:
         return " ".join(s.text for s in self.segments)
@@ -247,8 +259,21 @@ def _note_engine(metrics: TurnMetrics, role: str, engine: object) -> None:
 
 class CallSession:
     HEARTBEAT_S = 10.0
-    RECORDER_TIMEOUT_S = 10.0  # per recorder call: a stuck DB must not hold the call open
+    # After the call: how long the session waits for its recorder writes before leaving
+    # them to flush in the background (a database outage must not hold the socket open).
+    RECORDER_FLUSH_WAIT_S = 3.0
     CLOSE_TIMEOUT_S = 5.0
+    # Engines own the timeout of their requests (engine_timeout_s each). The session's
+    # step timeout is only a backstop, sized to a whole fallback chain plus this grace,
+    # so it never fires before a fallback engine had its turn.
+    BACKSTOP_GRACE_S = 1.0
+    # Reply watchdog: a reply with no progress (engine result, agent frame) for a whole
+    # step budget plus this margin is stuck outside any engine: apologize and end.
+    WATCHDOG_MARGIN_S = 2.0
+    CANCEL_WAIT_S = 2.0  # a cancelled reply that does not finish by then is abandoned
+    # Goodbye/apology: synthesis gets one step budget; playing takes ~80 ms a character.
+    FINAL_WORDS_PLAY_S_PER_CHAR = 0.08
+    FINAL_WORDS_GRACE_S = 5.0
     DTMF_TURN_DELAY_S = 1.5  # digits with no speech become a turn after this pause
     MAX_INPUT_BACKLOG_S = 30.0  # push_audio backlog bound (only reached if the loop stalls)
 
@@ -278,15 +303,15 @@ class CallSession:
         self._audio: asyncio.Queue[bytes] = asyncio.Queue()
         self._audio_backlog = 0
         self._audio_dropped = False
-        self._recorder_q: asyncio.Queue[tuple[str, Callable[[], Awaitable[None]]] | None] = (
-            asyncio.Queue()
-        )
+        self._recorder_q = RecorderQueue(config.call_id, retry_for_s=config.recorder_retry_s)
 
         # sub-tasks, all owned by run()
         self._input_task: asyncio.Task[None] | None = None
         self._reply_task: asyncio.Task[None] | None = None
-        self._recorder_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
+        # Cancelled replies that did not finish within CANCEL_WAIT_S (a native call that
+        # cannot be interrupted): kept referenced, awaited (bounded) at shutdown.
+        self._abandoned: set[asyncio.Task[None]] = set()
 
         self._vad: SileroVad | None = None
         self._detector: TurnDetector | None = None
@@ -317,7 +342,6 @@ class CallSession:
         self._critical: CriticalCallError | None = None
         self._tts_failed = False
         self._transport_dead = False
-        self._call_ended_sent = False
 
         # call-level stats
         self._turn_metrics: list[TurnMetrics] = []
@@ -325,6 +349,8 @@ class CallSession:
         self._assistant_turns = 0
         self._interruptions = 0
         self._false_starts = 0
+        self._turn_seq = 0  # sequence numbers of recorded turns
+        self._unanswered = 0
 
     # --- API used by consumers (sync, non-blocking) -----------------------------------
 
@@ -368,9 +394,7 @@ class CallSession:
         self._started = True
         self._t0 = self._last_activity = self._clock()
         self._wall0 = datetime.now(UTC)
-        self._recorder_task = asyncio.create_task(
-            self._recorder_loop(), name=f"recorder-{self._call_id}"
-        )
+        self._recorder_q.start()
         self._record("call_started", lambda: self._recorder.call_started(self._config))
         cancelled = False
         try:
@@ -521,6 +545,8 @@ class CallSession:
             deadlines.append(self._last_activity + self._config.idle_timeout_s)
         if self._dtmf_deadline is not None:
             deadlines.append(self._dtmf_deadline)
+        if self._utt is not None and self._reply_task is not None:
+            deadlines.append(self._utt.progress_at + self._watchdog_s())
         return min(deadlines)
 
     def _idle_counting(self) -> bool:
@@ -537,6 +563,11 @@ class CallSession:
         if now >= self._t0 + cfg.max_call_seconds:
             self._end(EndReason.MAX_DURATION, say=cfg.goodbye_message)
             return
+        utt = self._utt
+        if utt is not None and self._reply_task is not None:
+            if now >= utt.progress_at + self._watchdog_s():
+                await self._reply_stalled(utt)
+                return
         if (
             self._dtmf_deadline is not None
             and now >= self._dtmf_deadline
@@ -556,11 +587,35 @@ class CallSession:
             else:
                 self._end(EndReason.IDLE_TIMEOUT, say=cfg.goodbye_message)
 
+    def _step_budget_s(self, role: str) -> float:
+        """Backstop for one engine step: every engine of the role's chain may use its own
+        timeout before the session gives up on the step."""
+        engine = getattr(self._engines, role)
+        tries = len(getattr(engine, "engines", ())) or 1
+        return self._config.engine_timeout_s * tries + self.BACKSTOP_GRACE_S
+
+    def _watchdog_s(self) -> float:
+        return (
+            max(self._step_budget_s(role) for role in ("stt", "llm", "tts"))
+            + self.WATCHDOG_MARGIN_S
+        )
+
+    async def _reply_stalled(self, utt: _Utterance) -> None:
+        """Nothing moved in the reply for a whole step budget: the pipeline is stuck
+        outside any engine timeout (this left callers in silence). Apologize and end."""
+        stalled_s = self._clock() - utt.progress_at
+        error = f"reply stalled in {utt.phase} for {stalled_s:.1f}s"
+        logger.error("call %s: %s", self._call_id, error, extra=self._log_extra)
+        self._end(EndReason.ERROR, say=self._config.apology_message, error=error)
+        await self._finish_reply(interrupt=True, why=error)
+
     # --- agent utterances ----------------------------------------------------------------
 
     def _start_utterance(self, kind: str, *, turn: _UserTurn | None = None, text: str = "") -> None:
         self._utt_seq += 1
-        utt = _Utterance(n=self._utt_seq, kind=kind, interruptible=True, turn=turn)
+        utt = _Utterance(
+            n=self._utt_seq, kind=kind, interruptible=True, turn=turn, progress_at=self._clock()
+        )
         coro = (
             self._respond(utt, turn) if turn is not None else self._speak(utt, _sentences_of(text))
         )
@@ -569,9 +624,10 @@ class CallSession:
         # The control loop learns of the end through its queue (and keeps the task).
         self._reply_task.add_done_callback(lambda t: self._events.put_nowait(_ReplyDone(task=t)))
 
-    async def _finish_reply(self, *, interrupt: bool) -> None:
-        """Wrap up the current utterance: completed, interrupted (barge-in, end of call)
-        or failed. The only place that records assistant turns for the control loop."""
+    async def _finish_reply(self, *, interrupt: bool, why: str = "") -> None:
+        """Wrap up the current utterance: completed, interrupted (barge-in, end of call,
+        stall) or failed. The only place that records assistant turns for the control
+        loop, and the one that marks a user turn that got no reply."""
         task, utt = self._reply_task, self._utt
         if task is None or utt is None:
             return
@@ -585,9 +641,20 @@ class CallSession:
         self._reply_task = self._utt = None
         if not task.done():
             task.cancel()
-        await asyncio.wait([task])
-        failed = None if task.cancelled() else task.exception()
-        cut = task.cancelled() or failed is not None
+        done, _ = await asyncio.wait([task], timeout=self.CANCEL_WAIT_S)
+        if not done:
+            # Stuck in something that ignores cancellation: never let it hold the call.
+            logger.error(
+                "call %s: utterance %d did not stop within %.1fs; abandoned",
+                self._call_id,
+                utt.n,
+                self.CANCEL_WAIT_S,
+                extra=self._log_extra,
+            )
+            self._abandoned.add(task)
+            task.add_done_callback(self._abandoned.discard)
+        failed = None if not done or task.cancelled() else task.exception()
+        cut = not done or task.cancelled() or failed is not None
         if cut and utt.sent_ms > 0 and not self._transport_dead:
             await self._clear_audio()
         if failed is not None:
@@ -598,13 +665,44 @@ class CallSession:
             logger.warning(
                 "call %s: empty LLM reply, listening again", self._call_id, extra=self._log_extra
             )
+        if utt.user_sequence is not None and not utt.segments and not utt.superseded:
+            # A recorded user turn that heard nothing back. A barge-in before any audio is
+            # not one: the caller went on, and the next reply answers both.
+            barge_in = interrupt and self._end_reason is None and not why
+            if not barge_in:
+                reason = why or (
+                    f"engine failure: {failed}" if failed is not None
+                    else f"call ended ({self._end_reason}) before the reply" if cut
+                    else "empty reply"
+                )  # fmt: skip
+                self._mark_unanswered(utt.user_sequence, reason)
         if self._end_reason is None:
             self._last_activity = self._clock()
             await self._set_state("listening")
             self._start_pending()
 
+    def _mark_unanswered(self, sequence: int, reason: str) -> None:
+        self._unanswered += 1
+        logger.warning(
+            "call %s: user turn %d got no reply: %s",
+            self._call_id,
+            sequence,
+            reason,
+            extra=self._log_extra,
+        )
+        self._record(
+            "turn_unanswered",
+            lambda: self._recorder.turn_unanswered(sequence=sequence, reason=reason),
+        )
+
     def _on_reply_error(self, exc: BaseException) -> None:
-        if isinstance(exc, _EngineFailed):
+        if isinstance(exc, _EngineFailed) and exc.overloaded:
+            # Our own overload (a local model's queue), not a provider failure: tell the
+            # caller the lines are busy, never count it toward the global stop.
+            logger.warning("call %s: overloaded: %s", self._call_id, exc, extra=self._log_extra)
+            say = None if exc.role == "tts" else self._config.busy_message
+            self._end(EndReason.BUSY, say=say, error=f"overloaded: {exc}")
+        elif isinstance(exc, _EngineFailed):
             logger.error("call %s: engine failure: %s", self._call_id, exc, extra=self._log_extra)
             self._tts_failed = self._tts_failed or exc.role == "tts"
             # If TTS itself failed, an apology cannot be spoken: just close.
@@ -631,12 +729,27 @@ class CallSession:
             utt.phase = "stt"
             stt = self._engines.stt
             t = self._clock()
-            text = await self._engine_call(
-                "stt",
-                stt.transcribe(
-                    turn.audio, sample_rate=INPUT_SAMPLE_RATE, language=self._config.language
-                ),
-            )
+            try:
+                text = await self._engine_call(
+                    "stt",
+                    stt.transcribe(
+                        turn.audio, sample_rate=INPUT_SAMPLE_RATE, language=self._config.language
+                    ),
+                    utt,
+                )
+            except _EngineFailed:
+                # The caller spoke and we could not even transcribe it: keep a visible
+                # placeholder turn, marked unanswered, instead of no trace at all.
+                self._user_turns += 1
+                utt.user_sequence = self._record_turn(
+                    TurnRecord(
+                        role="user",
+                        text=UNTRANSCRIBED,
+                        started_at=self._wall(turn.started_at),
+                        ended_at=self._wall(turn.speech_end_at or self._clock()),
+                    )
+                )
+                raise
             utt.metrics.stt_ms = round((self._clock() - t) * 1000.0, 1)
             _note_engine(utt.metrics, "stt", stt)
             text = (text or "").strip()
@@ -650,7 +763,7 @@ class CallSession:
             return
         end = turn.speech_end_at if turn.speech_end_at is not None else self._clock()
         self._user_turns += 1
-        self._record_turn(
+        utt.user_sequence = self._record_turn(
             TurnRecord(
                 role="user",
                 text=text,
@@ -684,7 +797,7 @@ class CallSession:
             while True:
                 try:
                     # The timeout covers the first token and any later stall.
-                    delta = await self._engine_call("llm", anext(iterator))
+                    delta = await self._engine_call("llm", anext(iterator), utt)
                 except StopAsyncIteration:
                     break
                 if delta and utt.metrics.llm_ttft_ms is None:
@@ -730,7 +843,7 @@ class CallSession:
             iterator = aiter(stream)
             while True:
                 try:
-                    chunk = await self._engine_call("tts", anext(iterator))
+                    chunk = await self._engine_call("tts", anext(iterator), utt)
                 except StopAsyncIteration:
                     break
                 if not chunk:
@@ -774,6 +887,7 @@ class CallSession:
 
     async def _send_frame(self, utt: _Utterance, seg: _Segment | None, frame: bytes) -> None:
         sent_at = await self._playout.send(frame)
+        utt.progress_at = self._clock()
         utt.sent_ms += FRAME_MS
         if seg is not None:
             seg.sent_ms += FRAME_MS
@@ -826,15 +940,23 @@ class CallSession:
             # Interrupted turns keep only what the caller heard.
             self._history.append({"role": "assistant", "content": text})
 
-    async def _engine_call(self, role: str, awaitable: Awaitable[T]) -> T:
-        timeout = self._config.engine_timeout_s
+    async def _engine_call(self, role: str, awaitable: Awaitable[T], utt: _Utterance) -> T:
+        """One engine step (STT result, next LLM delta, next TTS chunk). Engines time out
+        their own requests; the backstop here only catches one that never does."""
+        budget = self._step_budget_s(role)
         try:
-            async with asyncio.timeout(timeout):
-                return await awaitable
+            async with asyncio.timeout(budget):
+                result = await awaitable
         except TimeoutError as exc:
-            raise _EngineFailed(role, f"{role} timed out after {timeout}s") from exc
+            # A local model that times out means our CPU is saturated, not a vendor outage.
+            local = bool(getattr(getattr(self._engines, role), "runs_locally", False))
+            raise _EngineFailed(
+                role, f"{role} timed out after {budget:g}s", overloaded=local
+            ) from exc
         except EngineError as exc:
-            raise _EngineFailed(role, f"{role}: {exc}") from exc
+            raise _EngineFailed(role, f"{role}: {exc}", overloaded=exc.overloaded) from exc
+        utt.progress_at = self._clock()
+        return result
 
     # --- input, recorder, heartbeat --------------------------------------------------------
 
@@ -846,31 +968,25 @@ class CallSession:
             for event in self._detector.feed(pcm):
                 self._events.put_nowait(_Vad(event=event))
 
-    def _record(self, what: str, call: Callable[[], Awaitable[None]]) -> None:
-        self._recorder_q.put_nowait((what, call))
+    def _record(self, what: str, call: Callable[[], Awaitable[None]], **options: Any) -> None:
+        self._recorder_q.put(what, call, **options)
 
-    def _record_turn(self, turn: TurnRecord) -> None:
-        self._record("turn_recorded", lambda: self._recorder.turn_recorded(turn))
-
-    async def _recorder_loop(self) -> None:
-        """Recorder writes in order, off the audio path; a failing recorder is logged,
-        never allowed to end the call."""
-        while (item := await self._recorder_q.get()) is not None:
-            what, call = item
-            if what == "call_ended":
-                self._call_ended_sent = True
-            try:
-                async with asyncio.timeout(self.RECORDER_TIMEOUT_S):
-                    await call()
-            except Exception:
-                logger.exception(
-                    "call %s: recorder.%s failed", self._call_id, what, extra=self._log_extra
-                )
+    def _record_turn(self, turn: TurnRecord) -> int:
+        """Queue a turn with the next sequence number (kept even if a write is retried,
+        so a gap in the stored sequence means a lost turn); returns the number."""
+        self._turn_seq += 1
+        turn.sequence = self._turn_seq
+        self._record(
+            "turn_recorded",
+            lambda: self._recorder.turn_recorded(turn),
+            describe=f"turn {turn.sequence} {turn.role}: {turn.text!r}",
+        )
+        return turn.sequence
 
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.HEARTBEAT_S)
-            self._record("heartbeat", self._recorder.heartbeat)
+            self._record("heartbeat", self._recorder.heartbeat, retry=False)
 
     # --- shutdown ----------------------------------------------------------------------------
 
@@ -893,27 +1009,19 @@ class CallSession:
                 exc_info=True,
                 extra=self._log_extra,
             )
+        if self._abandoned:
+            # Replies stuck past their cancellation get one last bounded chance to exit.
+            await asyncio.wait(list(self._abandoned), timeout=self.CANCEL_WAIT_S)
         metrics = self._call_metrics()
         error = self._end_error
         self._record(
             "call_ended",
             lambda: self._recorder.call_ended(reason=reason, error=error, metrics=metrics),
+            describe=f"end reason {reason}",
         )
-        self._recorder_q.put_nowait(None)
-        if self._recorder_task is not None:
-            # Earlier writes first, so call_ended is the last thing recorded; bounded.
-            done, _ = await asyncio.wait([self._recorder_task], timeout=2 * self.RECORDER_TIMEOUT_S)
-            if not done:
-                await _cancel(self._recorder_task)
-            if not self._call_ended_sent:
-                self._call_ended_sent = True
-                try:
-                    async with asyncio.timeout(self.RECORDER_TIMEOUT_S):
-                        await self._recorder.call_ended(reason=reason, error=error, metrics=metrics)
-                except Exception:
-                    logger.exception(
-                        "call %s: recorder.call_ended failed", self._call_id, extra=self._log_extra
-                    )
+        # call_ended is the last write; a database outage keeps it retrying in the
+        # background rather than holding up the socket (recorder_queue.py).
+        await self._recorder_q.close(wait_s=self.RECORDER_FLUSH_WAIT_S)
         if self._vad is not None:
             vad_pool.release(self._vad)
             self._vad = None
@@ -926,8 +1034,11 @@ class CallSession:
         """Goodbye or apology: not interruptible, bounded in time, TTS failure = just close."""
         self._utt_seq += 1
         utt = _Utterance(n=self._utt_seq, kind=kind, interruptible=False)
-        # Synthesis may take up to engine_timeout_s; playing takes about 80 ms a character.
-        limit = self._config.engine_timeout_s + 5.0 + 0.08 * len(text)
+        limit = (
+            self._step_budget_s("tts")
+            + self.FINAL_WORDS_GRACE_S
+            + self.FINAL_WORDS_PLAY_S_PER_CHAR * len(text)
+        )
         try:
             async with asyncio.timeout(limit):
                 await self._speak(utt, _sentences_of(text))
@@ -984,6 +1095,7 @@ class CallSession:
             "assistant_turns": self._assistant_turns,
             "interruptions": self._interruptions,
             "false_starts": self._false_starts,
+            "unanswered_turns": self._unanswered,
             "voice_to_voice_p50_ms": _percentile(v2v, 50),
             "voice_to_voice_p95_ms": _percentile(v2v, 95),
             "stt_p50_ms": _percentile(values("stt_ms"), 50),

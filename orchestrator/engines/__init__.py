@@ -24,6 +24,9 @@ class EngineError(Exception):
 
     ``retryable`` is true for connection errors, timeouts, 429 and 5xx: the failures a
     fallback engine may take over. A bad key (401/403) or a bad request is not.
+    ``overloaded`` marks our own overload (a request that waited too long for a local
+    model's thread): the call gets the busy message and it never counts toward the
+    global stop, which is for provider failures.
     """
 
     def __init__(
@@ -33,11 +36,13 @@ class EngineError(Exception):
         vendor: str,
         status: int | None = None,
         retryable: bool = False,
+        overloaded: bool = False,
     ) -> None:
         super().__init__(message)
         self.vendor = vendor
         self.status = status
         self.retryable = retryable
+        self.overloaded = overloaded
 
     def __str__(self) -> str:
         status = f" {self.status}" if self.status is not None else ""

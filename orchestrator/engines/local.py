@@ -12,7 +12,8 @@
 Weights only ever come from installed packages: no model name is given to a loader
 (a name would trigger a Hugging Face download) and ``HF_HUB_OFFLINE=1`` is set.
 
-Models are loaded once per process, on first use or by :func:`preload`, and shared by all
+Models are loaded once per process, on first use or by ``warmup()`` (which the process
+calls at start-up for the engines its profiles use, see ``calls/preload.py``), and shared by all
 calls. Each model has its own single-thread executor: its CPU work never runs on the event
 loop, and calls using the same model are served one after the other (a slow reply of one
 call delays the next call's turn on that model — fine for a demo, not for production).
@@ -23,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import hashlib
+import io
 import logging
 import os
 import shutil
@@ -31,7 +34,7 @@ import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -60,6 +63,8 @@ FALLBACK_REPLIES = {
 PROMPT_LABELS = {"es": ("Cliente", "Asistente"), "en": ("Caller", "Assistant")}
 PROMPT_TURNS = 12  # latest messages kept in the prompt (n_ctx is 2048 tokens)
 LLM_CONTEXT = 2048
+QUEUE_SHARE = 0.5  # of engine_timeout_s a request may wait for a model's thread
+WARMUP_SILENCE = b"\x00\x00" * (WHISPER_RATE // 2)  # 0.5 s
 
 
 def model_cache() -> Path:
@@ -74,7 +79,16 @@ def _threads() -> int:
 
 
 class _Model:
-    """A lazily loaded model plus the one thread that runs it."""
+    """A lazily loaded model plus the one thread that runs it.
+
+    Jobs queue for the thread. A job whose caller gave up before it started (barge-in,
+    hang-up, a timeout) is dropped without running, and one that does not start within
+    ``queue_timeout_s`` fails with an *overloaded* :class:`EngineError`: waiting behind
+    other calls is our own overload, not a failure of the model, and the session answers
+    it with the busy message instead of counting it toward the global stop.
+    """
+
+    STOP_WAIT_S = 0.5  # how long a closed stream waits for its producer to notice
 
     def __init__(self, label: str, loader: Callable[[], Any]) -> None:
         self.label = label
@@ -82,6 +96,11 @@ class _Model:
         self._value: Any = None
         self._lock = threading.Lock()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"local-{label}")
+        self.warmed = False
+
+    @property
+    def loaded(self) -> bool:
+        return self._value is not None
 
     def get(self) -> Any:
         """The model, loading it on first use (any thread; the load happens once)."""
@@ -96,39 +115,106 @@ class _Model:
     def close(self) -> None:
         """Free the model (at interpreter exit: llama.cpp's ``__del__`` fails once its
         module globals are gone)."""
-        self.executor.shutdown(wait=True)
+        self.executor.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             value, self._value = self._value, None
         if value is not None and hasattr(value, "close"):
             value.close()
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(model, *args)`` on this model's thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, lambda: fn(self.get(), *args))
+    async def _wait_start(
+        self, future: Future[Any], started: asyncio.Event, queue_timeout_s: float | None
+    ) -> None:
+        """Wait until the job is running (or done); drop it and fail as overloaded if it
+        is still queued after ``queue_timeout_s``."""
+        if queue_timeout_s is None:
+            return
+        starting = asyncio.create_task(started.wait())
+        try:
+            await asyncio.wait(
+                [starting, asyncio.wrap_future(future)],
+                timeout=queue_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            starting.cancel()
+        if not started.is_set() and future.cancel():  # still queued: it will never run
+            raise EngineError(
+                f"{self.label}: busy, request waited {queue_timeout_s:g} s in the queue",
+                vendor="local",
+                retryable=True,
+                overloaded=True,
+            )
 
-    async def iterate(self, produce: Callable[..., None], *args: Any) -> AsyncIterator[Any]:
+    def _starter(self) -> tuple[asyncio.Event, Callable[[], None]]:
+        """An event set (on the loop) when the job starts on the model's thread."""
+        loop = asyncio.get_running_loop()
+        started = asyncio.Event()
+
+        def mark() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone
+                loop.call_soon_threadsafe(started.set)
+
+        return started, mark
+
+    async def run(
+        self, fn: Callable[..., Any], *args: Any, queue_timeout_s: float | None = None
+    ) -> Any:
+        """Run ``fn(model, *args)`` on this model's thread.
+
+        If the caller is cancelled while the job is still queued, the job never runs (a
+        cancelled turn's STT does not hold up the next turn); a job already running
+        finishes on its own (whisper cannot be interrupted) and its result is dropped."""
+        started, mark_started = self._starter()
+
+        def job() -> Any:
+            mark_started()
+            return fn(self.get(), *args)
+
+        future = self.executor.submit(job)
+        try:
+            await self._wait_start(future, started, queue_timeout_s)
+            return await asyncio.wrap_future(future)
+        finally:
+            future.cancel()  # no-op once running or done
+
+    async def iterate(
+        self, produce: Callable[..., None], *args: Any, queue_timeout_s: float | None = None
+    ) -> AsyncIterator[Any]:
         """Yield what ``produce(model, emit, stop, *args)`` emits from this model's thread.
 
-        Closing the iterator early sets ``stop`` and waits for the producer to notice, so
-        the model is free (and nothing is delivered to a closed loop) when it returns."""
+        Closing the iterator early (barge-in, timeout) sets ``stop`` and drops the job if
+        it has not started; a running producer checks ``stop`` between tokens/chunks. The
+        close never waits more than ``STOP_WAIT_S`` for it: a producer stuck in one long
+        native call must not hold the caller's cancellation (that hang left turns
+        unanswered), and what it emits afterwards is discarded."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
         stop = threading.Event()
+        started, mark_started = self._starter()
+
+        def deliver(item: tuple[bool, Any]) -> None:
+            if stop.is_set():
+                return
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is gone (process shutting down)
+                stop.set()
 
         def emit(item: Any) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, (False, item))
+            deliver((False, item))
 
         def work() -> None:
+            mark_started()
             try:
                 produce(self.get(), emit, stop, *args)
             except Exception as exc:  # handed to the consumer, re-raised there
-                loop.call_soon_threadsafe(queue.put_nowait, (True, exc))
+                deliver((True, exc))
             else:
-                loop.call_soon_threadsafe(queue.put_nowait, (True, None))
+                deliver((True, None))
 
-        future = loop.run_in_executor(self.executor, work)
+        future = self.executor.submit(work)
         try:
+            await self._wait_start(future, started, queue_timeout_s)
             while True:
                 finished, item = await queue.get()
                 if finished:
@@ -138,7 +224,8 @@ class _Model:
                 yield item
         finally:
             stop.set()
-            await future
+            if not future.cancel() and not future.done():
+                await asyncio.wait([asyncio.wrap_future(future)], timeout=self.STOP_WAIT_S)
 
 
 def _engine_error(label: str, exc: Exception) -> EngineError:
@@ -216,9 +303,35 @@ def _load_llama() -> Any:
     else:  # the package joins + sha256-checks; rename so other processes never see half a file
         partial = gemma.assemble(path.with_name(f"{path.name}.{os.getpid()}.tmp"))
         partial.replace(path)
-    return llama_cpp.Llama(
-        model_path=str(path), n_ctx=LLM_CONTEXT, n_threads=_threads(), verbose=False
-    )
+    # verbose=False would make llama-cpp-python dup2 the *process's* stdout/stderr to
+    # /dev/null while the model loads, swallowing every other thread's log lines for
+    # seconds. Keep verbose=True (no fd redirect), send llama.cpp's native log lines to
+    # our logger at DEBUG, and swallow only the Python-level prints of the constructor.
+    _route_llama_logs(llama_cpp)
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        model = llama_cpp.Llama(
+            model_path=str(path), n_ctx=LLM_CONTEXT, n_threads=_threads(), verbose=True
+        )
+    model.verbose = False  # no per-completion prints from now on (no fd redirect after init)
+    return model
+
+
+_llama_log_callback: Any = None  # kept referenced: llama.cpp calls it from C
+
+
+def _route_llama_logs(llama_cpp: Any) -> None:
+    global _llama_log_callback
+    if _llama_log_callback is not None:
+        return
+    llama_log = logging.getLogger("llama_cpp")
+
+    @llama_cpp.llama_log_callback
+    def callback(level: int, text: bytes, user_data: Any) -> None:
+        if llama_log.isEnabledFor(logging.DEBUG):
+            llama_log.debug("%s", text.decode("utf-8", errors="replace").rstrip())
+
+    _llama_log_callback = callback
+    llama_cpp.llama_log_set(callback, None)
 
 
 MODELS: dict[str, _Model] = {
@@ -235,24 +348,26 @@ def _close_models() -> None:
         model.close()
 
 
-def preload(
-    *,
-    languages: tuple[str, ...] = ("es-ES", "en-US"),
-    roles: tuple[str, ...] = ("stt", "llm", "tts"),
-) -> None:
-    """Load the local models the given languages need, now (blocking; call it at start-up
-    from a thread, or before the event loop starts)."""
-    keys: set[str] = set()
-    for language in languages:
-        english = language_code(language) == "en"
-        if "stt" in roles:
-            keys.add("whisper-tiny.en" if english else "whisper-base")
-        if "tts" in roles and english:
-            keys.add("piper-joe")
-    if "llm" in roles:
-        keys.add("gemma")
-    for key in sorted(keys):
-        MODELS[key].get()
+async def _warm(model: _Model, fn: Callable[..., Any], *args: Any) -> None:
+    """Load ``model`` and run one tiny job through it, once per process: the first real
+    inference of each runtime (ONNX, CTranslate2, llama.cpp) pays one-off set-up costs
+    that must not land on a caller's first turn."""
+    if model.warmed:
+        return
+    started = time.perf_counter()
+    await model.run(fn, *args)
+    if not model.warmed:
+        model.warmed = True
+        log.info("warmed local %s in %.1f s", model.label, time.perf_counter() - started)
+
+
+def _warm_llm(model: Any) -> None:
+    model.create_completion("Hello", max_tokens=1, temperature=0.0)
+
+
+def _warm_piper(voice: Any) -> None:
+    for _chunk in voice.synthesize("Hello."):
+        pass
 
 
 # --- engines -----------------------------------------------------------------------------
@@ -262,6 +377,8 @@ def create(
     role: str, spec: EngineSpec, credentials: EngineCredentials, *, config: CallConfig | None = None
 ) -> LocalSTT | LocalLLM | LocalTTS:
     config = config or CallConfig()
+    # Half the engine timeout may go to waiting for the model's thread, the rest to the work.
+    queue_timeout = config.engine_timeout_s * QUEUE_SHARE
     if role == "stt":
         model = spec.model
         if model not in ("", WHISPER_TINY_EN, WHISPER_BASE):
@@ -271,20 +388,22 @@ def create(
                 "local stt: ignoring model %r (use %r or %r)", model, WHISPER_TINY_EN, WHISPER_BASE
             )
             model = ""
-        return LocalSTT(model=model, language=config.language)
+        return LocalSTT(model=model, language=config.language, queue_timeout_s=queue_timeout)
     if role == "llm":
-        return LocalLLM(language=config.language)
+        return LocalLLM(language=config.language, queue_timeout_s=queue_timeout)
     if role == "tts":
-        return LocalTTS(voice=spec.voice, language=config.language)
+        return LocalTTS(voice=spec.voice, language=config.language, queue_timeout_s=queue_timeout)
     raise EngineError(f"local has no {role!r} engine", vendor="local")
 
 
 class LocalSTT:
     name = "local"
+    runs_locally = True  # a timeout here is our CPU being overloaded, not a vendor outage
 
-    def __init__(self, *, model: str, language: str) -> None:
+    def __init__(self, *, model: str, language: str, queue_timeout_s: float | None = None) -> None:
         self.model = model
         self.language = language
+        self.queue_timeout_s = queue_timeout_s
 
     def _model_for(self, language: str) -> tuple[_Model, int]:
         """(model, beam size): tiny.en greedy for English, base with beam 5 otherwise."""
@@ -294,8 +413,15 @@ class LocalSTT:
         return MODELS["whisper-base"], 5
 
     async def warmup(self) -> None:
-        model, _ = self._model_for(self.language)
-        await model.run(lambda _model: None)
+        model, beam_size = self._model_for(self.language)
+        await _warm(
+            model,
+            _transcribe,
+            WARMUP_SILENCE,
+            WHISPER_RATE,
+            language_code(self.language),
+            beam_size,
+        )
 
     async def transcribe(self, pcm16: bytes, *, sample_rate: int, language: str) -> str:
         if len(pcm16) < 2:
@@ -303,7 +429,12 @@ class LocalSTT:
         model, beam_size = self._model_for(language)
         try:
             return await model.run(
-                _transcribe, pcm16, sample_rate, language_code(language), beam_size
+                _transcribe,
+                pcm16,
+                sample_rate,
+                language_code(language),
+                beam_size,
+                queue_timeout_s=self.queue_timeout_s,
             )
         except (RuntimeError, OSError, ValueError) as exc:
             raise _engine_error(model.label, exc) from exc
@@ -330,12 +461,14 @@ class LocalLLM:
     """Gemma-3-270M base behind a plain transcript prompt. Demo quality."""
 
     name = "local"
+    runs_locally = True
 
-    def __init__(self, *, language: str) -> None:
+    def __init__(self, *, language: str, queue_timeout_s: float | None = None) -> None:
         self.language = language
+        self.queue_timeout_s = queue_timeout_s
 
     async def warmup(self) -> None:
-        await MODELS["gemma"].run(lambda _model: None)
+        await _warm(MODELS["gemma"], _warm_llm)
 
     async def stream(
         self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int
@@ -344,7 +477,9 @@ class LocalLLM:
         user, assistant = PROMPT_LABELS.get(lang, PROMPT_LABELS["en"])
         prompt = build_prompt(messages, user=user, assistant=assistant)
         stops = [f"\n{user}:", f"\n{assistant}:", "\n\n", "<end_of_turn>"]
-        deltas = MODELS["gemma"].iterate(_complete, prompt, stops, temperature, max_tokens)
+        deltas = MODELS["gemma"].iterate(
+            _complete, prompt, stops, temperature, max_tokens, queue_timeout_s=self.queue_timeout_s
+        )
         fallback = FALLBACK_REPLIES.get(lang, FALLBACK_REPLIES["en"])
         async with aclosing(usable_or_fallback(deltas, fallback)) as replies:
             async for delta in replies:
@@ -409,8 +544,10 @@ class LocalTTS:
     ``espeak:<voice>`` picks an espeak-ng voice (``espeak:es-419``, ``espeak:fr-fr+f3``)."""
 
     name = "local"
+    runs_locally = True
 
-    def __init__(self, *, voice: str, language: str) -> None:
+    def __init__(self, *, voice: str, language: str, queue_timeout_s: float | None = None) -> None:
+        self.queue_timeout_s = queue_timeout_s
         if voice and voice != "joe" and not voice.startswith("espeak"):
             # e.g. an Azure voice name kept by an "auto" profile that resolved to local
             log.warning("local tts: ignoring voice %r (joe, espeak, espeak:<name>)", voice)
@@ -423,7 +560,7 @@ class LocalTTS:
 
     async def warmup(self) -> None:
         if self._uses_piper(self.language):
-            await MODELS["piper-joe"].run(lambda _model: None)
+            await _warm(MODELS["piper-joe"], _warm_piper)
 
     async def synthesize(
         self, text: str, *, sample_rate: int, language: str
@@ -431,7 +568,9 @@ class LocalTTS:
         if not text.strip():
             return
         if self._uses_piper(language):
-            source = MODELS["piper-joe"].iterate(_piper_chunks, text)
+            source = MODELS["piper-joe"].iterate(
+                _piper_chunks, text, queue_timeout_s=self.queue_timeout_s
+            )
         else:
             source = _espeak(text, voice=espeak_voice(language, self.voice))
         resampler: PcmResampler | None = None

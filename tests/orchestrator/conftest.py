@@ -70,12 +70,16 @@ class RecordingRecorder:
         self.turns: list[TurnRecord] = []
         self.heartbeats = 0
         self.ended: list[dict[str, Any]] = []
+        self.unanswered: list[tuple[int, str]] = []  # (sequence, reason)
 
     async def call_started(self, config: CallConfig) -> None:
         self.started.append(config)
 
     async def turn_recorded(self, turn: TurnRecord) -> None:
         self.turns.append(turn)
+
+    async def turn_unanswered(self, *, sequence: int, reason: str) -> None:
+        self.unanswered.append((sequence, reason))
 
     async def heartbeat(self) -> None:
         self.heartbeats += 1
