@@ -92,6 +92,31 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
         {"timeout": 20, "transaction_mode": "IMMEDIATE"}
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # A database that is down or hung must not hold requests (Twilio drops a voice webhook
+    # after 15 s). Parameters in DATABASE_URL's query string win over these defaults.
+    for _name, _value in {
+        # psycopg gives up on a connection attempt after this many seconds (2 at least).
+        "connect_timeout": env.int("DB_CONNECT_TIMEOUT_SECONDS", default=2),
+        # Notice a vanished peer on an idle persistent connection (keepalives) and on one
+        # with unacknowledged writes (tcp_user_timeout, Linux) in seconds, not ~15 minutes.
+        # Neither notices a hung server whose kernel still ACKs: DB_REQUEST_TIMEOUT_SECONDS.
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+        "tcp_user_timeout": env.int("DB_TCP_USER_TIMEOUT_MS", default=10_000),
+        # The server cancels a statement (a lock wait, a runaway query) after this long.
+        "options": f"-c statement_timeout={env.int('DB_STATEMENT_TIMEOUT_MS', default=30_000)}",
+    }.items():
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault(_name, _value)
+# How long readiness and the carrier webhooks wait for the database before answering
+# without it: 503, or the caller hears CALL_UNAVAILABLE_MESSAGE (calls/db_deadline.py).
+DB_REQUEST_TIMEOUT_SECONDS = env.float("DB_REQUEST_TIMEOUT_SECONDS", default=2.0)
+CALL_UNAVAILABLE_MESSAGE = env.str(
+    "CALL_UNAVAILABLE_MESSAGE",
+    default="Sorry, we cannot take your call right now. Please try again later.",
+)
 
 # --- Redis: channel layer, cache, Celery broker -------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -111,6 +136,9 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
+            # A Redis outage must cost a cache read 2 s at most, never the OS's TCP timeout:
+            # the cache shares the sync thread with the database (stream tokens, global stop).
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
         }
     }
 else:
@@ -132,6 +160,12 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "sweep-orphaned-calls": {"task": "calls.tasks.sweep_orphaned_calls", "schedule": 60.0},
 }
+# Post-call extraction gives up (status "failed", reason "timed out") after this many
+# seconds, all attempts together (calls/tasks.py).
+EXTRACTION_TIMEOUT_SECONDS = env.float("EXTRACTION_TIMEOUT_SECONDS", default=60.0)
+# Without a broker (development), tasks run in this many background threads of the web
+# process, never on the call's own thread (calls/inline_tasks.py).
+INLINE_TASK_WORKERS = env.int("INLINE_TASK_WORKERS", default=2)
 
 # --- Auth, i18n, static -------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -194,6 +228,17 @@ TELNYX_FROM_NUMBER = env.str("TELNYX_FROM_NUMBER", default="")
 TELNYX_API_BASE_URL = env.str("TELNYX_API_BASE_URL", default="https://api.telnyx.com/v2")
 TELEPHONY_ALLOW_UNSIGNED = env.bool("TELEPHONY_ALLOW_UNSIGNED", default=False)
 STREAM_TOKEN_TTL_SECONDS = env.int("STREAM_TOKEN_TTL_SECONDS", default=300)
+# Media sockets (simulator, Twilio, Telnyx; calls/media_socket.py): a socket that has not sent
+# its start message within this time is closed (4408); at most this many sockets of one process
+# may be waiting for their start at once, more are refused (4503).
+MEDIA_SOCKET_START_TIMEOUT_SECONDS = env.float("MEDIA_SOCKET_START_TIMEOUT_SECONDS", default=5.0)
+MEDIA_SOCKETS_MAX_WAITING = env.int("MEDIA_SOCKETS_MAX_WAITING", default=200)
+# Caller audio budget per socket (token bucket on seconds of audio): a burst of this many
+# seconds, then at most this multiple of real time; a faster stream is closed (4429).
+MEDIA_BURST_SECONDS = env.float("MEDIA_BURST_SECONDS", default=5.0)
+MEDIA_MAX_SPEED = env.float("MEDIA_MAX_SPEED", default=2.0)
+# When its socket goes, a session gets this long to stop before it is cancelled.
+MEDIA_SOCKET_STOP_TIMEOUT_SECONDS = env.float("MEDIA_SOCKET_STOP_TIMEOUT_SECONDS", default=8.0)
 # Engine used for a role when a profile asks for "auto": cloud when its key is set, else local.
 VOICEAPP_MODEL_CACHE = env.str(
     "VOICEAPP_MODEL_CACHE", default=str(Path.home() / ".cache" / "voiceapp")
@@ -209,6 +254,12 @@ ADMIN_API_KEY = env.str("ADMIN_API_KEY", default="")
 ORPHAN_AFTER_SECONDS = env.int("ORPHAN_AFTER_SECONDS", default=90)
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 SHUTDOWN_GRACE_SECONDS = env.float("SHUTDOWN_GRACE_SECONDS", default=8.0)
+# Turn writes that fail while the database is away are retried, in order, this long
+# after the call ended (orchestrator/recorder_queue.py); only a process exit loses them.
+RECORDER_RETRY_SECONDS = env.float("RECORDER_RETRY_SECONDS", default=120.0)
+# Load and warm the engines of the active profiles when the server starts; /health/ready/
+# answers 503 until they are loaded (calls/preload.py).
+PRELOAD_ENGINES = env.bool("PRELOAD_ENGINES", default=True)
 
 # --- Dev convenience ----------------------------------------------------------------------
 DEMO_ADMIN_USERNAME = env.str("DEMO_ADMIN_USERNAME", default="admin")
