@@ -3,8 +3,6 @@ in the default suite; each model is loaded once per process and shared."""
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
 
@@ -12,6 +10,7 @@ from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
 from orchestrator.engines import create_engine
 from orchestrator.engines.local import build_prompt, espeak_voice, usable_or_fallback
 from tests.speech import have_speech_tools, silence_pcm16, speech_pcm16
+from tests.transcripts import assert_heard
 
 pytestmark = pytest.mark.skipif(not have_speech_tools(), reason="espeak-ng/sox not installed")
 
@@ -24,10 +23,6 @@ def local(role: str, language: str = "en-US", **spec: str):
     )
 
 
-def words(text: str) -> set[str]:
-    return set(re.findall(r"\w+", text.lower()))
-
-
 def voiced_seconds(pcm: bytes, rate: int) -> float:
     """Duration of 20 ms frames louder than -40 dBFS."""
     samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
@@ -37,26 +32,38 @@ def voiced_seconds(pcm: bytes, rate: int) -> float:
     return float(loud.sum()) / 50
 
 
+# Transcripts differ across CPUs (tests/transcripts.py): each test bounds the word error
+# rate and asserts only words that every machine seen so far decodes.
+
+
 @pytest.mark.slow
 async def test_local_stt_transcribes_english_speech():
-    pcm = silence_pcm16(300) + speech_pcm16(
-        "I would like to book an appointment for Monday morning"
-    )
+    said = "I would like to book an appointment for Monday morning"
+    pcm = silence_pcm16(300) + speech_pcm16(said)
     engine = local("stt")
 
     text = await engine.transcribe(pcm, sample_rate=16000, language="en-US")
 
-    assert {"appointment", "monday", "morning"} <= words(text), text
+    # Seen: "I would like to welcome an appointment for Monday morning." (1 error in 10)
+    assert_heard(
+        text, said, max_wer=0.4, at_least=2, of=frozenset({"appointment", "monday", "morning"})
+    )
 
 
 @pytest.mark.slow
 async def test_local_stt_transcribes_spanish_phone_audio_with_the_multilingual_model():
-    pcm = speech_pcm16("Quiero pedir una cita para el lunes", rate=8000, voice="es")
+    said = "Quiero pedir una cita para el lunes"
+    pcm = speech_pcm16(said, rate=8000, voice="es")
     engine = local("stt", "es-ES")
 
     text = await engine.transcribe(pcm, sample_rate=8000, language="es-ES")
 
-    assert {"cita", "lunes"} <= words(text), text
+    # Seen on different CPUs: "Quiero venir una cita para el lunes", "... una tita para el
+    # lunes", "... una cita para el rume": 2 of 7 words wrong. Spanish words at all mean the
+    # multilingual model decoded Spanish: tiny.en hears "I'm going to go to the next one."
+    assert_heard(
+        text, said, max_wer=0.45, at_least=3, of=frozenset({"quiero", "una", "para", "el"})
+    )
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from calls.models import Call, EndReason
 from simulator.consumers import SimulatorConsumer
 from tests.scripted import scripted_profile
 from tests.speech import have_speech_tools, silence_pcm16, speech_pcm16
+from tests.transcripts import assert_heard
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -234,10 +235,12 @@ async def test_the_demo_profile_talks_back_with_the_offline_engines(staff):
     await ws.send_json_to({"event": "start", "profile": "demo", "audio": "binary"})
     call_id = (await events_until(ws, lambda e: e["type"] == "started"))[-1]["call_id"]
     await events_until(ws, is_assistant_final, timeout=60)  # the greeting
-    await speak(ws, "Hello, I would like to book a table for two people tomorrow evening.")
+    said = "Hello, I would like to book a table for two people tomorrow evening."
+    await speak(ws, said)
     seen = await events_until(ws, is_user_final, timeout=60)
-    heard = seen[-1]["text"].lower()
-    assert "table" in heard and "two" in heard or "tomorrow" in heard, heard
+    # Any CPU's decoding (tests/transcripts.py): an error bound and some of the key words.
+    key_words = frozenset({"table", "two", "people", "tomorrow", "evening"})
+    assert_heard(seen[-1]["text"], said, max_wer=0.4, at_least=3, of=key_words)
     seen = await events_until(ws, lambda e: e["type"] == "metrics", timeout=90)
     assert any(e["type"] == "binary" for e in seen)
     assert any(e["type"] == "transcript" and e["role"] == "assistant" and e["text"] for e in seen)
