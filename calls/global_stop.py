@@ -5,6 +5,10 @@ Each critical call error is added to a sliding window. When the window holds
 are refused everywhere (simulator sockets close, carrier webhooks play the apology and hang
 up) until an operator resets it. Active calls continue. One notification is POSTed to
 ``ADMIN_NOTIFICATION_WEBHOOK_URL`` per stop, from a background thread so no call waits on it.
+
+While Redis is unreachable the policy fails open, with one warning line per check: calls
+are allowed (a Redis blip must not refuse every caller) and errors are logged but not
+counted. An operator's reset still fails loudly.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 from django.core.cache import cache
+from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +33,17 @@ def _key(name: str) -> str:
     return f"{settings.REDIS_KEY_PREFIX}:global_stop:{name}"
 
 
+# What an unreachable Redis raises through redis-py (and Django's Redis cache).
+UNREACHABLE = (RedisError, OSError)
+
+
 @dataclass(slots=True, kw_only=True)
 class StopState:
     stopped: bool
     since: float | None
     reason: str
     recent_errors: list[dict[str, Any]]
+    unavailable: str = ""  # why the state could not be read (then: not stopped, no errors)
 
 
 def _redis():  # type: ignore[no-untyped-def]
@@ -109,29 +119,41 @@ def _get_stopped() -> dict[str, Any] | None:
 def calls_allowed() -> bool:
     try:
         return _get_stopped() is None
-    except Exception:  # noqa: BLE001 - Redis down: keep taking calls, but say so loudly
-        logger.exception("global stop state unreadable; allowing calls")
+    except UNREACHABLE as exc:
+        logger.warning("global stop state unreadable (%r); allowing calls", exc)
         return True
 
 
 def state() -> StopState:
-    stopped = _get_stopped()
+    try:
+        stopped = _get_stopped()
+        recent = _recent_errors()
+    except UNREACHABLE as exc:
+        logger.warning("global stop state unreadable (%r)", exc)
+        return StopState(
+            stopped=False, since=None, reason="", recent_errors=[], unavailable=repr(exc)
+        )
     return StopState(
         stopped=stopped is not None,
         since=(stopped or {}).get("at"),
         reason=(stopped or {}).get("reason", ""),
-        recent_errors=_recent_errors(),
+        recent_errors=recent,
     )
 
 
 def report_critical_error(*, reason: str, call_id: str = "", channel: str = "") -> bool:
     """Count a critical error; returns True when this error triggered the global stop."""
     logger.error("critical_call_error: %s", reason, extra={"call_id": call_id, "channel": channel})
-    count = _record_error({"reason": reason[:300], "call_id": call_id, "channel": channel})
-    if count < settings.GLOBAL_STOP_MAX_ERRORS_IN_WINDOW:
-        return False
-    info = {"at": time.time(), "reason": reason[:300], "errors_in_window": count}
-    if not _set_stopped(info):
+    info: dict[str, Any] = {}
+    try:
+        count = _record_error({"reason": reason[:300], "call_id": call_id, "channel": channel})
+        if count < settings.GLOBAL_STOP_MAX_ERRORS_IN_WINDOW:
+            return False
+        info = {"at": time.time(), "reason": reason[:300], "errors_in_window": count}
+        if not _set_stopped(info):
+            return False
+    except UNREACHABLE as exc:
+        logger.warning("global stop state unreachable (%r); this error was not counted", exc)
         return False
     logger.critical(
         "global_call_stop_activated: %d errors in %ds; new calls are refused until reset",

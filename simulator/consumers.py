@@ -8,6 +8,8 @@ client -> server  {"event": "start", "profile": "<slug>", "channel": "browser"}
 server -> client  {"type": "audio", "data": "<base64>", "sample_rate": N} (binary when the
                   client asked for it with "audio": "binary" in start), "transcript", "clear",
                   "state", "metrics", "started", "ended", "error" messages.
+
+Close codes: ``calls.media_socket.CloseCode`` (docs/simulator.md).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import binascii
 import contextlib
 import json
 import logging
+import uuid
 from typing import Any
 
 from channels.db import database_sync_to_async
 
 from calls import global_stop, selectors, services
-from calls.live import LiveCall, start_live_call, stop_live_call
-from calls.media_socket import MediaSocketConsumer
+from calls.live import start_live_call, stop_live_call
+from calls.media_socket import CloseCode, MediaSocketConsumer
 from calls.models import Channel
 from orchestrator.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from orchestrator.engines import EngineError
@@ -33,15 +36,7 @@ from orchestrator.session import EndReason
 logger = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 64 * 1024
-
-# Close codes (documented in docs/simulator.md)
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_BAD_REQUEST = 4400
-CLOSE_UNKNOWN_PROFILE = 4404
-CLOSE_TOO_LARGE = 4413
-CLOSE_ENGINE_ERROR = 4500
-CLOSE_CALLS_STOPPED = 4503
+INPUT_BYTES_PER_SECOND = 16000 * 2  # caller audio is PCM16 16 kHz mono
 
 
 class BrowserTransport:
@@ -86,39 +81,35 @@ class BrowserTransport:
 
 
 class SimulatorConsumer(MediaSocketConsumer):
-    async def connect(self) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.live: LiveCall | None = None
-        self.call_id: str | None = None
         self.finished = False
         self.ended_sent = False
-        self.worker: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
         await self.accept()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.fail(
-                "authentication required: log in to the admin first", CLOSE_UNAUTHENTICATED
+                "authentication required: log in to the admin first", CloseCode.UNAUTHENTICATED
             )
             return
         if not user.is_staff:
-            await self.fail("staff access required", CLOSE_FORBIDDEN)
+            await self.fail("staff access required", CloseCode.FORBIDDEN)
             return
         if not await database_sync_to_async(global_stop.calls_allowed)():
             await self.fail(
                 "calls are globally stopped after repeated errors; an operator must reset them",
-                CLOSE_CALLS_STOPPED,
+                CloseCode.UNAVAILABLE,
             )
             return
-        self.worker = asyncio.create_task(self.work(), name="simulator-worker")
+        self.start_worker(self.work(), name="simulator-worker")
 
     async def disconnect(self, code: int) -> None:
+        # The session, the worker and the call record are ended by MediaSocketConsumer
+        # once the consumer exits (here, or when daphne kills a slow one).
         self.finished = True
-        if self.live is not None and not self.live.done:
-            await stop_live_call(self.live, EndReason.CALLER_HANGUP)
-        if self.worker is not None:
-            self.worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.worker
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # Parse and enqueue only: long work here would block this socket's next message.
@@ -126,14 +117,16 @@ class SimulatorConsumer(MediaSocketConsumer):
             return
         if bytes_data is not None:
             if len(bytes_data) > MAX_FRAME_BYTES:
-                await self.fail(f"frame of {len(bytes_data)} bytes exceeds 64 KB", CLOSE_TOO_LARGE)
+                await self.fail(
+                    f"frame of {len(bytes_data)} bytes exceeds 64 KB", CloseCode.TOO_LARGE
+                )
                 return
             self.push_audio(bytes_data)
             return
         if text_data is None:
             return
         if len(text_data) > MAX_FRAME_BYTES * 2:
-            await self.fail("message exceeds the size limit", CLOSE_TOO_LARGE)
+            await self.fail("message exceeds the size limit", CloseCode.TOO_LARGE)
             return
         try:
             message = json.loads(text_data)
@@ -159,15 +152,19 @@ class SimulatorConsumer(MediaSocketConsumer):
                 await self.send_error("media.payload is not valid base64")
                 return
             if len(audio) > MAX_FRAME_BYTES:
-                await self.fail("media frame exceeds 64 KB", CLOSE_TOO_LARGE)
+                await self.fail("media frame exceeds 64 KB", CloseCode.TOO_LARGE)
                 return
             self.push_audio(audio)
         elif event in ("start", "stop"):
+            if event == "start":
+                self.start_received()
             self.inbox.put_nowait(message)
         else:
             await self.send_error(f"unknown event {event!r}")
 
     def push_audio(self, audio: bytes) -> None:
+        if not self.audio_allowed(len(audio) / INPUT_BYTES_PER_SECOND):
+            return
         if self.live is None:
             self.inbox.put_nowait({"event": "_early_media"})
             return
@@ -175,6 +172,9 @@ class SimulatorConsumer(MediaSocketConsumer):
             self.inbox.put_nowait({"event": "_odd_media", "size": len(audio)})
             return
         self.live.session.push_audio(audio)
+
+    def flood_detected(self, error: str) -> None:
+        self.inbox.put_nowait({"event": "_flood", "error": error})
 
     async def work(self) -> None:
         while not self.finished:
@@ -187,6 +187,9 @@ class SimulatorConsumer(MediaSocketConsumer):
                     await self.finish("caller_hangup")
                     return
                 await stop_live_call(self.live, EndReason.CALLER_HANGUP)
+            elif event == "_flood":
+                await self.end_flooded_call(message["error"])
+                return
             elif event == "_early_media":
                 await self.send_error("media before start: send a start event first")
             elif event == "_odd_media":
@@ -202,18 +205,20 @@ class SimulatorConsumer(MediaSocketConsumer):
         channel = message.get("channel") or Channel.BROWSER
         if not isinstance(slug, str) or channel not in Channel.values:
             await self.fail(
-                f"bad start: channel must be one of {', '.join(Channel.values)}", CLOSE_BAD_REQUEST
+                f"bad start: channel must be one of {', '.join(Channel.values)}",
+                CloseCode.BAD_REQUEST,
             )
             return
         try:
             profile = await database_sync_to_async(selectors.profile_get)(slug=slug or None)
         except selectors.ProfileNotFound:
-            await self.fail(f"unknown profile {slug!r}", CLOSE_UNKNOWN_PROFILE)
+            await self.fail(f"unknown profile {slug!r}", CloseCode.NOT_FOUND)
             return
         call = await database_sync_to_async(services.call_start)(
             profile=profile,
             channel=channel,
-            external_id=f"sim-{self.channel_name[-12:]}",
+            # Not the channel name: media sockets have none (no channel layer).
+            external_id=f"sim-{uuid.uuid4().hex[:12]}",
         )
         self.call_id = str(call.id)
         transport = BrowserTransport(
@@ -224,12 +229,17 @@ class SimulatorConsumer(MediaSocketConsumer):
                 call_id=self.call_id, profile=profile, channel=channel, transport=transport
             )
         except EngineError as exc:
-            await self.fail(f"engine setup failed: {exc}", CLOSE_ENGINE_ERROR)
+            await self.fail(f"engine setup failed: {exc}", CloseCode.INTERNAL)
             return
         await self.send_json(
-            {"type": "started", "call_id": self.call_id, "profile": profile.slug, "channel": channel,
-             "sample_rate": transport.sample_rate}
-        )  # fmt: skip
+            {
+                "type": "started",
+                "call_id": self.call_id,
+                "profile": profile.slug,
+                "channel": channel,
+                "sample_rate": transport.sample_rate,
+            }
+        )
 
     async def finish(self, reason: str) -> None:
         """The session ended (or never started): tell the page why, then close."""
@@ -239,16 +249,21 @@ class SimulatorConsumer(MediaSocketConsumer):
         self.finished = True
         with contextlib.suppress(Exception):
             await self.send_json({"type": "ended", "reason": reason, "call_id": self.call_id})
-            await self.close(
-                code=1000 if reason != EndReason.ERROR else CLOSE_ENGINE_ERROR, reason=reason[:120]
-            )
+            code = CloseCode.INTERNAL if reason == EndReason.ERROR else CloseCode.NORMAL
+            await self.close(code=int(code), reason=reason[:120])
 
-    async def fail(self, message: str, code: int) -> None:
-        logger.warning("simulator socket closed: %s", message)
+    async def close_with(self, code: CloseCode, reason: str) -> None:
+        await self.fail(reason, code)
+
+    async def fail(self, message: str, code: CloseCode) -> None:
+        if self.ended_sent:
+            return  # already closed: nothing more to tell the page
+        logger.warning("simulator socket closed (%d): %s", code, message)
         await self.send_error(message)
         self.finished = True
+        self.ended_sent = True
         with contextlib.suppress(Exception):
-            await self.close(code=code, reason=message[:120])
+            await self.close(code=int(code), reason=message[:120])
 
     async def send_error(self, message: str) -> None:
         with contextlib.suppress(Exception):

@@ -7,9 +7,10 @@ the stream token travels, the REST hang-up) lives in the stream serializer of
 Flow: ``receive`` parses and acts only on cheap things (decode + resample caller audio
 into the session, marks); anything that touches the database goes through ``inbox`` to
 the worker task created in ``connect``. The worker checks the stream token on ``start``
-(close 1008 before any audio reaches a session), starts the session through
-``calls.live`` and ends it on ``stop``. ``disconnect`` ends whatever is still running:
-the call record is ended with a reason in every path.
+(close 4403 before any audio reaches a session), starts the session through
+``calls.live`` and ends it on ``stop``. When the socket goes, ``MediaSocketConsumer``
+ends whatever is still running: the call record is ended with a reason in every path.
+Close codes: ``calls.media_socket.CloseCode`` (docs/telephony.md).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from channels.db import database_sync_to_async
@@ -25,8 +27,8 @@ from django.conf import settings
 from twilio.base.exceptions import TwilioRestException
 
 from calls import selectors, services
-from calls.live import LiveCall, start_live_call, stop_live_call
-from calls.media_socket import MediaSocketConsumer
+from calls.live import start_live_call, stop_live_call
+from calls.media_socket import CloseCode, MediaSocketConsumer
 from calls.models import Call, CallStatus, Channel
 from orchestrator.audio import StreamResampler, pcm16_to_ulaw, ulaw_to_pcm16
 from orchestrator.engines import EngineError
@@ -38,15 +40,18 @@ from telephony.twilio import TwilioStream
 
 logger = logging.getLogger(__name__)
 
-PHONE_RATE = 8000
-CLOSE_NORMAL = 1000
-CLOSE_POLICY = 1008  # bad/missing stream token, wrong call
-CLOSE_PROTOCOL = 1002  # the carrier broke its own protocol beyond repair
-CLOSE_INTERNAL = 1011  # engines could not be built
+PHONE_RATE = 8000  # µ-law: one byte per sample
 MAX_PROTOCOL_ERRORS = 50  # bad messages tolerated (logged, ignored) before giving up
 MARK_WAIT_S = 1.0  # on agent hang-up: wait this long for the last marks to be played
 HANGUP_TIMEOUT_S = 3.0  # the session gives transport.close() 5 s in all
 HANGUP_ERRORS = (TwilioRestException, CallControlError, TimeoutError, OSError)
+
+
+@dataclass(slots=True, kw_only=True, frozen=True)
+class MediaFlood:
+    """Not a carrier message: ``receive`` telling the worker to cut an abusive stream."""
+
+    error: str
 
 
 class CarrierTransport:
@@ -82,11 +87,10 @@ class CarrierConsumer(MediaSocketConsumer):
     channel: ClassVar[str]
     stream_class: ClassVar[type[TwilioStream] | type[TelnyxStream]]
 
-    async def connect(self) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.stream = self.stream_class()
-        self.inbox: asyncio.Queue[wire.Inbound] = asyncio.Queue()
-        self.live: LiveCall | None = None
-        self.call_id: str | None = None
+        self.inbox: asyncio.Queue[wire.Inbound | MediaFlood] = asyncio.Queue()
         self.carrier_call_id = ""
         self.started = False  # a start message was received (not necessarily accepted)
         self.closing = False
@@ -97,34 +101,19 @@ class CarrierConsumer(MediaSocketConsumer):
         self.pending_marks: set[str] = set()
         self.marks_drained = asyncio.Event()
         self.marks_drained.set()
-        self.worker: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
         await self.accept()
         self.log_upgrade()
-        self.worker = asyncio.create_task(self.work(), name=f"{self.channel}-stream-worker")
+        self.start_worker(self.work(), name=f"{self.channel}-stream-worker")
 
     async def disconnect(self, code: int) -> None:
+        # The session, the worker and the call record are ended by MediaSocketConsumer
+        # once the consumer exits (here, or when daphne kills a slow one).
         if not self.closing:
             # Dropped without a stop (network, carrier restart): the caller is gone.
             self.remote_stopped = True
         self.closing = True
-        if self.worker is not None:
-            self.worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.worker
-        if self.live is not None:
-            await stop_live_call(self.live, EndReason.CALLER_HANGUP)
-        if self.call_id is not None:
-            # Normally the session already ended the record; this covers a socket that
-            # went away between the token check and the session start.
-            await database_sync_to_async(services.call_end)(
-                call_id=self.call_id, reason=self.final_reason()
-            )
-
-    def final_reason(self) -> str:
-        task = self.live.task if self.live is not None else None
-        if task is None or not task.done() or task.cancelled():
-            return EndReason.CALLER_HANGUP
-        return EndReason.ERROR if task.exception() is not None else str(task.result())
 
     # --- receive: parse, act on cheap things, enqueue the rest ----------------------------
 
@@ -149,6 +138,7 @@ class CarrierConsumer(MediaSocketConsumer):
                 logger.warning("%s stream: second start ignored", self.channel)
                 return
             self.started = True
+            self.start_received()
             self.inbox.put_nowait(message)
         elif isinstance(message, wire.Dtmf):
             if self.live is None:
@@ -169,6 +159,8 @@ class CarrierConsumer(MediaSocketConsumer):
             logger.debug("%s stream: ignored (%s)", self.channel, message.reason)
 
     def on_media(self, ulaw: bytes) -> None:
+        if not self.audio_allowed(len(ulaw) / PHONE_RATE):
+            return
         if self.live is None:
             # Before start, or while the token is being checked: never processed.
             self.early_media += 1
@@ -189,6 +181,9 @@ class CarrierConsumer(MediaSocketConsumer):
             self.inbox.put_nowait(
                 wire.CarrierError(code="protocol", detail=f"{self.protocol_errors} bad messages")
             )
+
+    def flood_detected(self, error: str) -> None:
+        self.inbox.put_nowait(MediaFlood(error=error))
 
     # --- marks ---------------------------------------------------------------------------
 
@@ -224,11 +219,16 @@ class CarrierConsumer(MediaSocketConsumer):
                 logger.info("%s stream: caller hung up (stop)", self.channel)
                 if self.live is not None:
                     await stop_live_call(self.live, EndReason.CALLER_HANGUP)
-                await self.close_socket(CLOSE_NORMAL, EndReason.CALLER_HANGUP)
+                await self.close_socket(CloseCode.NORMAL, EndReason.CALLER_HANGUP)
                 return
             elif isinstance(message, wire.CarrierError):
                 # Only our own protocol verdicts get here; the carrier's "error" events are logged.
-                await self.hang_up_and_close(CLOSE_PROTOCOL, f"protocol error: {message.detail}")
+                await self.hang_up_and_close(
+                    CloseCode.BAD_REQUEST, f"protocol error: {message.detail}"
+                )
+                return
+            elif isinstance(message, MediaFlood):
+                await self.end_flooded_call(message.error)
                 return
 
     async def begin(self, start: wire.Start) -> None:
@@ -241,7 +241,7 @@ class CarrierConsumer(MediaSocketConsumer):
             call_id=self.call_id, stream_id=start.stream_id
         ):
             self.call_id = None  # ended elsewhere (carrier hang-up webhook): leave it as it is
-            await self.close_socket(CLOSE_POLICY, "call already ended")
+            await self.close_socket(CloseCode.CALL_ENDED, "call already ended")
             return
         profile = call.profile
         if profile is None:
@@ -251,7 +251,7 @@ class CarrierConsumer(MediaSocketConsumer):
                 await database_sync_to_async(services.call_end)(
                     call_id=self.call_id, reason=EndReason.ERROR, error="no active profile"
                 )
-                await self.hang_up_and_close(CLOSE_INTERNAL, "no active profile")
+                await self.hang_up_and_close(CloseCode.INTERNAL, "no active profile")
                 return
         try:
             self.live = await start_live_call(
@@ -261,18 +261,18 @@ class CarrierConsumer(MediaSocketConsumer):
                 transport=CarrierTransport(self),
             )
         except EngineError as exc:  # the call record was ended with "error" by start_live_call
-            await self.hang_up_and_close(CLOSE_INTERNAL, f"engine setup failed: {exc}")
+            await self.hang_up_and_close(CloseCode.INTERNAL, f"engine setup failed: {exc}")
             return
         logger.info("%s stream %s: call %s live", self.channel, start.stream_id, self.call_id)
 
     async def authorize(self, start: wire.Start) -> Call | None:
-        """The call this stream belongs to, if its token says so; else close 1008."""
+        """The call this stream belongs to, if its token says so; else close 4403."""
         token = self.stream.token(start, self.scope.get("url_route", {}).get("kwargs", {}))
         try:
             grant = await tokens.consume(token, carrier=self.channel)
         except tokens.InvalidToken as exc:
             if not settings.TELEPHONY_ALLOW_UNSIGNED:
-                await self.close_socket(CLOSE_POLICY, f"stream token rejected: {exc}")
+                await self.close_socket(CloseCode.FORBIDDEN, f"stream token rejected: {exc}")
                 return None
             logger.warning(
                 "%s stream: %s; accepted because TELEPHONY_ALLOW_UNSIGNED=true", self.channel, exc
@@ -281,7 +281,7 @@ class CarrierConsumer(MediaSocketConsumer):
         call = await database_sync_to_async(selectors.call_get)(call_id=grant.call_id)
         problem = self.stream_problem(start, grant, call)
         if problem is not None:
-            await self.close_socket(CLOSE_POLICY, f"stream rejected: {problem}")
+            await self.close_socket(CloseCode.FORBIDDEN, f"stream rejected: {problem}")
             return None
         return call
 
@@ -326,7 +326,7 @@ class CarrierConsumer(MediaSocketConsumer):
         if self.closing:
             return
         if self.remote_stopped:
-            await self.close_socket(CLOSE_NORMAL, reason)
+            await self.close_socket(CloseCode.NORMAL, reason)
             return
         if self.call_id is not None:
             # Record our reason before hanging up: the carrier's hang-up webhook that our
@@ -336,9 +336,12 @@ class CarrierConsumer(MediaSocketConsumer):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(MARK_WAIT_S):
                 await self.marks_drained.wait()
-        await self.hang_up_and_close(CLOSE_NORMAL, reason)
+        await self.hang_up_and_close(CloseCode.NORMAL, reason)
 
-    async def hang_up_and_close(self, code: int, reason: str) -> None:
+    async def close_with(self, code: CloseCode, reason: str) -> None:
+        await self.hang_up_and_close(code, reason)
+
+    async def hang_up_and_close(self, code: CloseCode, reason: str) -> None:
         if self.carrier_call_id and self.stream.can_hang_up():
             try:
                 async with asyncio.timeout(HANGUP_TIMEOUT_S):
@@ -363,14 +366,14 @@ class CarrierConsumer(MediaSocketConsumer):
             )
         await self.close_socket(code, reason)
 
-    async def close_socket(self, code: int, reason: str) -> None:
+    async def close_socket(self, code: CloseCode, reason: str) -> None:
         if self.closing:
             return
         self.closing = True
-        log = logger.info if code == CLOSE_NORMAL else logger.warning
+        log = logger.info if code == CloseCode.NORMAL else logger.warning
         log("%s stream closed (%d): %s", self.channel, code, reason)
         with contextlib.suppress(Exception):  # the socket may already be gone; nothing to tell it
-            await self.close(code=code, reason=reason[:120])
+            await self.close(code=int(code), reason=reason[:120])
 
     def log_upgrade(self) -> None:
         """Twilio may sign the upgrade; evidence conflicts (PROTOCOLS.md §1.5), so log only."""

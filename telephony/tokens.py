@@ -7,6 +7,13 @@ token is an HMAC over ``carrier|call_id|expiry|nonce``, so it is checked without
 single use is enforced through the cache (Redis in production, so it holds across
 processes): the first socket that presents a token consumes its nonce.
 
+When that cache is unreachable (a Redis outage) a validly signed, unexpired token is
+accepted with a warning: single use is a second lock, not the only one. The consumer
+accepts a stream only for a call whose record is still ``ringing`` (and of the same
+carrier call), and the first stream makes it ``active``, so a replayed token is refused
+by the database check. Refusing instead would leave every new call of the outage
+unanswered.
+
 Format: ``<call uuid>.<expiry unix s>.<nonce>.<hex hmac>`` (URL and path safe).
 """
 
@@ -21,6 +28,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 from django.utils.crypto import constant_time_compare, salted_hmac
+from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +86,16 @@ async def consume(token: str, *, carrier: str) -> StreamGrant:
     _, expires, nonce, _ = token.split(".")
     # Kept a little past the expiry so a replay cannot outlive the "used" mark.
     ttl = max(1, int(expires) - int(time.time())) + 60
-    if not await cache.aadd(_USED_KEY.format(nonce=nonce), 1, timeout=ttl):
+    try:
+        fresh = await cache.aadd(_USED_KEY.format(nonce=nonce), 1, timeout=ttl)
+    except RedisError as exc:
+        logger.warning(
+            "stream token store unreachable (%r): accepting the signed, unexpired token of "
+            "call %s; the ringing-status check still refuses a replay",
+            exc,
+            grant.call_id,
+        )
+        return grant
+    if not fresh:
         raise InvalidToken("token already used")
     return grant

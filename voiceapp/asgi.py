@@ -3,9 +3,15 @@
 Browser sockets (simulator) go through the session auth stack and the allowed-hosts
 origin check. Carrier sockets (Twilio/Telnyx) send no Origin and are authenticated by
 a per-call single-use token instead, so they skip the origin validator.
+
+A WebSocket to any other path (e.g. ``/ws/telephony/telnyx/`` without its secret) is
+refused with HTTP 403 and one log line. Channels' ``URLRouter`` would raise a
+``ValueError`` instead: a traceback and an HTTP 500 per attempt, a cheap way to flood logs.
 """
 
+import logging
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -13,15 +19,28 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voiceapp.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.urls import path  # noqa: E402
+from django.urls import path, re_path  # noqa: E402
 
 from simulator.routing import websocket_urlpatterns as simulator_ws  # noqa: E402
 from telephony.routing import websocket_urlpatterns as telephony_ws  # noqa: E402
 
+logger = logging.getLogger(__name__)
+
+
+async def refuse_unrouted(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    # A close before the accept makes the server answer the handshake with 403 (ASGI spec).
+    logger.warning("websocket refused: no route for %r", str(scope.get("path", ""))[:200])
+    await send({"type": "websocket.close"})
+
+
+UNROUTED = re_path(r"", refuse_unrouted)
+
 websocket_app = URLRouter(
     [
-        path("ws/telephony/", URLRouter(telephony_ws)),
+        # The catch-all inside: a nested router that matches no route raises too.
+        path("ws/telephony/", URLRouter([*telephony_ws, UNROUTED])),
         *simulator_ws,
+        UNROUTED,
     ]
 )
 

@@ -244,7 +244,7 @@ async def test_twilio_barge_in_sends_clear_and_keeps_only_what_was_heard():
 
 
 @pytest.mark.parametrize("problem", ["missing", "forged", "other call", "reused"])
-async def test_a_twilio_stream_without_its_valid_token_is_closed_1008_before_any_audio(problem):
+async def test_a_twilio_stream_without_its_valid_token_is_closed_4403_before_any_audio(problem):
     await database_sync_to_async(scripted_profile)()
     call_sid, parameters = await Twilio.ring()
     _, other = await Twilio.ring(CallSid="CA" + "1" * 32)
@@ -264,7 +264,7 @@ async def test_a_twilio_stream_without_its_valid_token_is_closed_1008_before_any
         for frame in speech_frames("Hello there")[:10]:
             await twilio.media(frame)
         messages = await until(ws, lambda m: False)
-        assert [m["event"] for m in messages] == ["_close"] and messages[0]["code"] == 1008
+        assert [m["event"] for m in messages] == ["_close"] and messages[0]["code"] == 4403
 
     call, turns = await load_call(parameters["call_id"])
     assert call.dtmf_digits == "" and (turns == [] or problem == "reused")
@@ -465,13 +465,13 @@ async def test_a_telnyx_secret_works_once_and_only_for_its_own_call(telnyx_key, 
     path, control_id, call_id = await Telnyx.ring(telnyx_key, fake_carrier)
     async with socket(path) as ws:
         await Telnyx(ws, "v3:someone-else").start()
-        assert (await until(ws, lambda m: False))[-1]["code"] == 1008
+        assert (await until(ws, lambda m: False))[-1]["code"] == 4403
     async with socket(path) as ws:  # the secret was spent by the first socket
         await Telnyx(ws, control_id).start()
-        assert (await until(ws, lambda m: False))[-1]["code"] == 1008
+        assert (await until(ws, lambda m: False))[-1]["code"] == 4403
     async with socket("/ws/telephony/telnyx/not-a-secret/") as ws:
         await Telnyx(ws, control_id).start()
-        assert (await until(ws, lambda m: False))[-1]["code"] == 1008
+        assert (await until(ws, lambda m: False))[-1]["code"] == 4403
     call, _ = await load_call(call_id)
     assert call.status == CallStatus.RINGING
 
@@ -484,7 +484,7 @@ async def test_a_telnyx_stream_in_another_codec_is_closed_with_a_reason(telnyx_k
         await telnyx.start(encoding="OPUS")
         await telnyx.send("media", media=telnyx.media_message(b"\xff" * ULAW_FRAME))
         closed = await until(ws, lambda m: False)
-        assert [m["event"] for m in closed] == ["_close"] and closed[0]["code"] == 1002
+        assert [m["event"] for m in closed] == ["_close"] and closed[0]["code"] == 4400
         assert "unsupported media_format" in closed[0]["reason"]
 
 
