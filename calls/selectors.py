@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import statistics
 from dataclasses import asdict
 
@@ -10,6 +11,8 @@ from django.db.models import QuerySet
 
 from calls.models import AgentProfile, Call, ChannelOverlay, Turn, validate_overrides
 from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
+
+logger = logging.getLogger(__name__)
 
 
 class ProfileNotFound(LookupError):
@@ -24,6 +27,12 @@ def profile_get(*, slug: str | None = None) -> AgentProfile:
     )
     if profile is None and not slug:
         profile = profiles.order_by("pk").first()
+    if profile is None and not slug:
+        # Every caller hears the apology until one exists: say why, where the operator looks.
+        logger.warning(
+            "no active agent profile: calls get the apology; create one in the admin "
+            "or run `manage.py seed_demo --if-no-profile`"
+        )
     if profile is None:
         raise ProfileNotFound(f"no active profile {slug!r}" if slug else "no active profile")
     return profile
@@ -75,7 +84,7 @@ def _chain(role: str, values: dict[str, object]) -> tuple[EngineSpec, ...]:
 
 
 def effective_values(*, profile: AgentProfile, channel: str) -> dict[str, object]:
-    """Profile fields with the channel overlay applied (overlay validated again: never trust JSON)."""
+    """Profile fields with the channel overlay applied (validated again: never trust JSON)."""
     from calls.models import OVERLAY_FIELDS
 
     values: dict[str, object] = {name: getattr(profile, name) for name in OVERLAY_FIELDS}
