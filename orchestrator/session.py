@@ -203,7 +203,8 @@ class _Utterance:
     sent_ms: float = 0.0
     first_frame_at: float | None = None
     user_sequence: int | None = None  # the user turn this reply answers, once recorded
-    progress_at: float = 0.0  # last engine result or frame: the watchdog's reference
+    # The watchdog's reference: when the utterance started, then each frame sent.
+    progress_at: float = 0.0
 
     def full_text(self) -> str:
         return " ".join(s.text for s in self.segments)
@@ -267,8 +268,10 @@ class CallSession:
     # step timeout is only a backstop, sized to a whole fallback chain plus this grace,
     # so it never fires before a fallback engine had its turn.
     BACKSTOP_GRACE_S = 1.0
-    # Reply watchdog: a reply with no progress (engine result, agent frame) for a whole
-    # step budget plus this margin is stuck outside any engine: apologize and end.
+    # Reply watchdog: an utterance with no first frame within a whole step budget plus
+    # this margin of its start (the end of the user's turn), or whose frames stop for as
+    # long, is stuck: the caller hears the busy message (local engines: our CPU is
+    # saturated) or the apology, never silence.
     WATCHDOG_MARGIN_S = 2.0
     CANCEL_WAIT_S = 2.0  # a cancelled reply that does not finish by then is abandoned
     # Goodbye/apology: synthesis gets one step budget; playing takes ~80 ms a character.
@@ -601,13 +604,20 @@ class CallSession:
         )
 
     async def _reply_stalled(self, utt: _Utterance) -> None:
-        """Nothing moved in the reply for a whole step budget: the pipeline is stuck
-        outside any engine timeout (this left callers in silence). Apologize and end."""
         stalled_s = self._clock() - utt.progress_at
-        error = f"reply stalled in {utt.phase} for {stalled_s:.1f}s"
-        logger.error("call %s: %s", self._call_id, error, extra=self._log_extra)
-        self._end(EndReason.ERROR, say=self._config.apology_message, error=error)
+        where = "before its first audio" if utt.first_frame_at is None else "mid-utterance"
+        error = f"reply stalled in {utt.phase} {where} for {stalled_s:.1f}s"
+        if self._runs_locally(utt.phase):
+            logger.warning("call %s: overloaded: %s", self._call_id, error, extra=self._log_extra)
+            self._end(EndReason.BUSY, say=self._config.busy_message, error=f"overloaded: {error}")
+        else:
+            logger.error("call %s: %s", self._call_id, error, extra=self._log_extra)
+            self._end(EndReason.ERROR, say=self._config.apology_message, error=error)
         await self._finish_reply(interrupt=True, why=error)
+
+    def _runs_locally(self, phase: str) -> bool:
+        role = {"stt": "stt", "llm": "llm"}.get(phase, "tts")
+        return bool(getattr(getattr(self._engines, role), "runs_locally", False))
 
     # --- agent utterances ----------------------------------------------------------------
 
@@ -949,13 +959,11 @@ class CallSession:
                 result = await awaitable
         except TimeoutError as exc:
             # A local model that times out means our CPU is saturated, not a vendor outage.
-            local = bool(getattr(getattr(self._engines, role), "runs_locally", False))
             raise _EngineFailed(
-                role, f"{role} timed out after {budget:g}s", overloaded=local
+                role, f"{role} timed out after {budget:g}s", overloaded=self._runs_locally(role)
             ) from exc
         except EngineError as exc:
             raise _EngineFailed(role, f"{role}: {exc}", overloaded=exc.overloaded) from exc
-        utt.progress_at = self._clock()
         return result
 
     # --- input, recorder, heartbeat --------------------------------------------------------

@@ -29,6 +29,11 @@ class _Chain:
         self.name: str = self.engines[0].name
         self.last_fallbacks: list[str] = []
 
+    @property
+    def runs_locally(self) -> bool:
+        """A local model is in the chain: a timeout may be our own CPU, not a vendor."""
+        return any(getattr(engine, "runs_locally", False) for engine in self.engines)
+
     def _switch(self, index: int, error: EngineError) -> None:
         """Record that engine ``index`` failed with ``error``; re-raise if it was the last
         one or the error is not one another engine could fix."""

@@ -1,0 +1,114 @@
+"""Load and warm the local models the active profiles use, when the server starts.
+
+Without this the first caller after a (re)start waited 5-20 s for the greeting while
+Whisper, piper and llama.cpp loaded on their first use. ``start_in_background()`` is
+called by ``voiceapp/asgi.py`` (``PRELOAD_ENGINES``, default on); until it finishes
+``/health/ready/`` answers 503 so a load balancer keeps calls away. Cloud engines are
+not touched here: readiness must not depend on a vendor being reachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from django.db import close_old_connections
+
+from orchestrator.config import CallConfig, EngineSpec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PreloadState:
+    status: str = "idle"  # idle | loading | ready | failed
+    started_at: float | None = None
+    seconds: float | None = None
+    error: str = ""
+    models: list[str] = field(default_factory=list)  # what was warmed, for the logs
+
+
+STATE = PreloadState()
+_lock = threading.Lock()
+_thread: threading.Thread | None = None
+
+
+def start_in_background() -> threading.Thread | None:
+    """Start the preload once per process (a daemon thread with its own event loop)."""
+    global _thread
+    with _lock:
+        if _thread is not None:
+            return _thread
+        STATE.status, STATE.started_at = "loading", time.monotonic()
+        _thread = threading.Thread(target=_run, name="engine-preload", daemon=True)
+        _thread.start()
+        return _thread
+
+
+def readiness() -> tuple[bool, str]:
+    """(ready, detail) for /health/ready/."""
+    if STATE.status == "loading":
+        elapsed = time.monotonic() - (STATE.started_at or time.monotonic())
+        return False, f"loading local models ({elapsed:.0f} s so far)"
+    if STATE.status == "failed":
+        # Calls still work (models load on first use), only slower: say so, stay ready.
+        return True, f"preload failed, models load on first use: {STATE.error}"
+    if STATE.status == "ready":
+        return True, f"{len(STATE.models)} local engine(s) warm in {STATE.seconds:.1f} s"
+    return True, "preload disabled"
+
+
+def _run() -> None:
+    try:
+        try:
+            wanted = _local_engines_of_active_profiles()
+        finally:
+            close_old_connections()
+        models = asyncio.run(_warm(wanted))
+    except Exception as exc:  # noqa: BLE001 - a failed preload must not stop the server
+        STATE.status, STATE.error = "failed", f"{type(exc).__name__}: {exc}"[:300]
+        logger.exception("engine preload failed; models will load on first use")
+        return
+    STATE.models = models
+    STATE.seconds = time.monotonic() - (STATE.started_at or time.monotonic())
+    STATE.status = "ready"
+    logger.info("engines preloaded in %.1f s: %s", STATE.seconds, ", ".join(models) or "none")
+
+
+def _local_engines_of_active_profiles() -> list[tuple[str, EngineSpec, CallConfig]]:
+    """(role, spec, config) of every distinct local engine an active profile may use on
+    any channel (overlays may change the language or the engines)."""
+    from calls import selectors
+    from calls.models import AgentProfile, Channel
+
+    seen: set[tuple[str, str, str, str]] = set()
+    wanted: list[tuple[str, EngineSpec, CallConfig]] = []
+    for profile in AgentProfile.objects.filter(is_active=True):
+        for channel in Channel.values:
+            config = selectors.call_config_for(profile=profile, channel=channel)
+            for role in ("stt", "llm", "tts"):
+                for spec in getattr(config, role):
+                    key = (role, spec.model, spec.voice, config.language)
+                    if spec.engine == "local" and key not in seen:
+                        seen.add(key)
+                        wanted.append((role, spec, config))
+    return wanted
+
+
+async def _warm(wanted: list[tuple[str, EngineSpec, CallConfig]]) -> list[str]:
+    from calls.selectors import engine_credentials
+    from orchestrator.engines import create_engine
+
+    credentials = engine_credentials()
+    warmed: list[str] = []
+    for role, spec, config in wanted:
+        engine = create_engine(role, spec, credentials, config=config)
+        started = time.perf_counter()
+        await engine.warmup()
+        label = " ".join(f"{role} local {spec.model} {spec.voice} {config.language}".split())
+        warmed.append(label)
+        logger.info("warmed %s in %.1f s", label, time.perf_counter() - started)
+    return warmed
