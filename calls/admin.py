@@ -125,7 +125,9 @@ class TurnInline(admin.TabularInline):
     model = Turn
     extra = 0
     can_delete = False
-    fields = ("sequence", "role", "text", "interrupted", "latency", "served_by", "started_at")
+    fields = (
+        "sequence", "role", "text", "interrupted", "no_reply", "latency", "served_by", "started_at",
+    )  # fmt: skip
     readonly_fields = fields
     ordering = ("sequence",)
 
@@ -134,6 +136,11 @@ class TurnInline(admin.TabularInline):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+    @admin.display(description="no reply")
+    def no_reply(self, obj: Turn) -> str:
+        """Why the caller got no answer to this turn (blank when answered)."""
+        return obj.unanswered_reason or "yes" if obj.unanswered else ""
 
     @admin.display(description="STT / LLM TTFT / TTS TTFB / voice-to-voice (ms)")
     def latency(self, obj: Turn) -> str:
@@ -182,6 +189,23 @@ def latency_chart_svg(values: list[float]) -> SafeString:
     )  # fmt: skip
 
 
+class UnansweredFilter(admin.SimpleListFilter):
+    """Find calls where a caller's turn got no reply (engine failure, stall, overload)."""
+
+    title = "unanswered turns"
+    parameter_name = "unanswered"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "With unanswered turns"), ("no", "All turns answered")]
+
+    def queryset(self, request: HttpRequest, queryset):  # type: ignore[no-untyped-def]
+        if self.value() == "yes":
+            return queryset.filter(turns__unanswered=True).distinct()
+        if self.value() == "no":
+            return queryset.exclude(turns__unanswered=True)
+        return queryset
+
+
 @admin.register(Call)
 class CallAdmin(admin.ModelAdmin):
     list_display = (
@@ -195,6 +219,7 @@ class CallAdmin(admin.ModelAdmin):
         "profile",
         "direction",
         "extraction_status",
+        UnansweredFilter,
         "started_at",
     )
     search_fields = ("external_id", "stream_id", "from_number", "to_number", "turns__text")
