@@ -102,7 +102,8 @@ class MediaSocketConsumer(AsyncWebsocketConsumer):
             )
             self.refused = True
             await self.accept()
-            await self.close(code=CloseCode.UNAVAILABLE, reason="busy: too many sockets waiting")
+            # int(): autobahn refuses an IntEnum ("must be an integer"), the socket stays open.
+            await self.close(code=int(CloseCode.UNAVAILABLE), reason="busy: too many waiting")
             return
         _waiting.add(self)
         self.start_timer = asyncio.create_task(self._start_deadline(), name="media-start-deadline")
