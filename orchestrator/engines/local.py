@@ -26,7 +26,7 @@ import asyncio
 import atexit
 import contextlib
 import hashlib
-import io
+import importlib
 import logging
 import os
 import shutil
@@ -303,17 +303,35 @@ def _load_llama() -> Any:
     else:  # the package joins + sha256-checks; rename so other processes never see half a file
         partial = gemma.assemble(path.with_name(f"{path.name}.{os.getpid()}.tmp"))
         partial.replace(path)
-    # verbose=False would make llama-cpp-python dup2 the *process's* stdout/stderr to
-    # /dev/null while the model loads, swallowing every other thread's log lines for
-    # seconds. Keep verbose=True (no fd redirect), send llama.cpp's native log lines to
-    # our logger at DEBUG, and swallow only the Python-level prints of the constructor.
+    _keep_process_output(llama_cpp)
+    return llama_cpp.Llama(
+        model_path=str(path), n_ctx=LLM_CONTEXT, n_threads=_threads(), verbose=False
+    )
+
+
+class _NoSuppress:
+    """Stands in for llama-cpp-python's ``suppress_stdout_stderr``."""
+
+    def __init__(self, disable: bool = True) -> None:
+        pass
+
+    def __enter__(self) -> _NoSuppress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _keep_process_output(llama_cpp: Any) -> None:
+    """With ``verbose=False``, llama-cpp-python dup2()s the *process's* stdout/stderr to
+    /dev/null while a model loads: every other thread's log lines vanished for seconds.
+    Keep its quiet mode (no Python prints) but without the fd redirect, and route
+    llama.cpp's native log lines to our logger (DEBUG) instead of stderr."""
+    for name in ("llama_cpp.llama", "llama_cpp._internals", "llama_cpp.llama_chat_format"):
+        module = importlib.import_module(name)
+        if hasattr(module, "suppress_stdout_stderr"):
+            module.suppress_stdout_stderr = _NoSuppress
     _route_llama_logs(llama_cpp)
-    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-        model = llama_cpp.Llama(
-            model_path=str(path), n_ctx=LLM_CONTEXT, n_threads=_threads(), verbose=True
-        )
-    model.verbose = False  # no per-completion prints from now on (no fd redirect after init)
-    return model
 
 
 _llama_log_callback: Any = None  # kept referenced: llama.cpp calls it from C
