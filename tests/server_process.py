@@ -43,6 +43,8 @@ class DaphneServer:
             "DEBUG": "true",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "LOG_LEVEL": "INFO",
+            # Process tests use scripted engines; tests of the preload turn it on.
+            "PRELOAD_ENGINES": "false",
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None

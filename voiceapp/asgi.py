@@ -45,3 +45,12 @@ websocket_app = URLRouter(
 )
 
 application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_app})
+
+# Load and warm the local models the active profiles use now, not on the first call
+# (/health/ready/ answers 503 until they are ready; PRELOAD_ENGINES=false turns it off).
+from django.conf import settings  # noqa: E402
+
+if settings.PRELOAD_ENGINES:
+    from calls import preload  # noqa: E402
+
+    preload.start_in_background()
