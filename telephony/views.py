@@ -4,6 +4,13 @@ Every webhook: ``csrf_exempt`` + ``require_POST``, signature first (403 with a l
 reason unless ``TELEPHONY_ALLOW_UNSIGNED=true``), then a handler picked from a dict by
 event type. Handlers are idempotent: carriers retry deliveries, and a repeated event
 finds the call record already in the state it would have put it in.
+
+Database work runs through :func:`calls.db_deadline.run_with_deadline`, so a database that
+is down or hung costs a webhook at most ``DB_REQUEST_TIMEOUT_SECONDS``: a Twilio caller then
+hears ``CALL_UNAVAILABLE_MESSAGE`` and is hung up, a Telnyx caller is answered, hears it and
+is hung up, and other Telnyx events get a 503 (Telnyx sends a non-2xx delivery to the
+application's failover URL, when one is set). Carrier REST calls stay outside the deadline:
+they have their own timeouts.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from twilio.request_validator import get_signature_algorithm
 
 from calls import global_stop, selectors, services
 from calls.auth import require_api_key
+from calls.db_deadline import DatabaseUnavailable, run_with_deadline
 from calls.models import AgentProfile, Call, CallStatus, Channel, EndReason
 from orchestrator.config import DEFAULT_APOLOGY
 from telephony import links, outbound, telnyx, tokens, twilio
@@ -29,6 +37,11 @@ from telephony import links, outbound, telnyx, tokens, twilio
 logger = logging.getLogger(__name__)
 
 OPEN = (CallStatus.RINGING, CallStatus.ACTIVE)
+
+# client_state modes of calls answered without a stream: "apology" has a call record (its
+# profile's apology is spoken), "unavailable" had no database (CALL_UNAVAILABLE_MESSAGE is).
+APOLOGY, UNAVAILABLE = "apology", "unavailable"
+APOLOGY_MODES = (APOLOGY, UNAVAILABLE)
 
 
 def _forbidden(carrier: str, reason: str) -> HttpResponse | None:
@@ -58,7 +71,18 @@ def _profile_for(*, called: str, slug: str) -> AgentProfile | None:
 
 
 def _refuse(*, call: Call, reason: str, error: str = "") -> None:
-    services.call_end(call_id=call.id, reason=reason, error=error)
+    _end_call(call_id=call.id, reason=reason, error=error)
+
+
+def _end_call(*, call_id: object, reason: str, error: str = "") -> None:
+    """End a call we are refusing anyway; without a database the orphan sweeper ends it later."""
+    try:
+        run_with_deadline(
+            lambda: services.call_end(call_id=call_id, reason=reason, error=error),
+            what=f"ending call {call_id}",
+        )
+    except DatabaseUnavailable as exc:
+        logger.error("call %s could not be ended (%s): %s", call_id, reason, exc)
 
 
 # --- Twilio -------------------------------------------------------------------------------------
@@ -85,32 +109,45 @@ def _twiml(xml: str) -> HttpResponse:
     return HttpResponse(xml, content_type="text/xml")
 
 
+def _twilio_open_call(
+    params: dict[str, str], *, slug: str
+) -> tuple[Call, AgentProfile | None] | None:
+    """The call record of this delivery (created on the first), or None if it is over."""
+    call_sid = params.get("CallSid", "")
+    existing = selectors.call_by_external_id(channel=Channel.TWILIO, external_id=call_sid)
+    if existing is not None:
+        return (existing, existing.profile) if existing.status in OPEN else None
+    profile = _profile_for(called=params.get("To", ""), slug=slug)
+    call = services.call_start(
+        profile=profile,
+        channel=Channel.TWILIO,
+        external_id=call_sid,
+        from_number=params.get("From", "")[:40],
+        to_number=params.get("To", "")[:40],
+        direction="inbound" if params.get("Direction", "inbound") == "inbound" else "outbound",
+        status=CallStatus.RINGING,
+    )
+    return call, profile
+
+
 @csrf_exempt
 @require_POST
 def twilio_voice(request: HttpRequest) -> HttpResponse:
     """A call came in: bridge it to our media socket (or apologise and hang up)."""
     if (denied := _twilio_denied(request)) is not None:
         return denied
-    call_sid = request.POST.get("CallSid", "")
-    existing = selectors.call_by_external_id(channel=Channel.TWILIO, external_id=call_sid)
-    if existing is not None and existing.status not in OPEN:
+    params, slug = request.POST.dict(), request.GET.get("profile", "")
+    try:
+        opened = run_with_deadline(
+            lambda: _twilio_open_call(params, slug=slug), what="twilio voice webhook"
+        )
+    except DatabaseUnavailable as exc:
+        logger.error("twilio call %s refused, database unavailable: %s", params.get("CallSid"), exc)
+        return _twiml(twilio.apology_twiml(text=settings.CALL_UNAVAILABLE_MESSAGE))
+    if opened is None:
         return _twiml(twilio.hangup_twiml())  # a retry for a call that is already over
-    profile = (
-        existing.profile
-        if existing is not None
-        else _profile_for(called=request.POST.get("To", ""), slug=request.GET.get("profile", ""))
-    )
-    call = existing or services.call_start(
-        profile=profile,
-        channel=Channel.TWILIO,
-        external_id=call_sid,
-        from_number=request.POST.get("From", "")[:40],
-        to_number=request.POST.get("To", "")[:40],
-        direction="inbound"
-        if request.POST.get("Direction", "inbound") == "inbound"
-        else "outbound",
-        status=CallStatus.RINGING,
-    )
+    call, profile = opened
+    call_sid = call.external_id
     apology = profile.apology_message if profile is not None else DEFAULT_APOLOGY
     language = profile.language if profile is not None else ""
     if not global_stop.calls_allowed():
@@ -163,11 +200,23 @@ def twilio_status(request: HttpRequest) -> HttpResponse:
         return denied
     params = request.POST.dict()
     handler = TWILIO_STATUS_HANDLERS.get(params.get("CallStatus", ""))
-    call = selectors.call_by_external_id(
-        channel=Channel.TWILIO, external_id=params.get("CallSid", "")
-    )
-    if handler is not None and call is not None:
-        handler(call, params)
+    if handler is None:
+        return HttpResponse(status=204)
+
+    def handle() -> None:
+        call = selectors.call_by_external_id(
+            channel=Channel.TWILIO, external_id=params.get("CallSid", "")
+        )
+        if call is not None:
+            handler(call, params)
+
+    try:
+        run_with_deadline(handle, what="twilio status callback")
+    except DatabaseUnavailable as exc:
+        # Twilio does not retry status callbacks: the session or the orphan sweeper ends
+        # the call; the 503 shows in Twilio's debugger.
+        logger.error("twilio status %s not applied: %s", params.get("CallSid"), exc)
+        return HttpResponse(status=503)
     return HttpResponse(status=204)
 
 
@@ -197,18 +246,23 @@ def _telnyx_initiated(payload: dict[str, Any]) -> None:
     if payload.get("direction") != "incoming":
         return  # our own outbound call: its record exists and the dial carried the stream
     control_id = str(payload.get("call_control_id", ""))
-    if not control_id or _telnyx_call(payload) is not None:
-        return  # a repeated delivery
-    profile = _profile_for(called=str(payload.get("to", "")), slug="")
-    call = services.call_start(
-        profile=profile,
-        channel=Channel.TELNYX,
-        external_id=control_id,
-        from_number=str(payload.get("from", ""))[:40],
-        to_number=str(payload.get("to", ""))[:40],
-        status=CallStatus.RINGING,
-    )
+    if not control_id:
+        return
     api = telnyx.CallControl()
+    try:
+        opened = run_with_deadline(
+            lambda: _telnyx_open_call(payload, control_id=control_id),
+            what="telnyx call.initiated",
+        )
+    except DatabaseUnavailable as exc:
+        # Without a record there is no stream to give; the caller still hears why
+        # (call.answered in "unavailable" mode needs no database) instead of ringing out.
+        logger.error("telnyx call %s refused, database unavailable: %s", control_id, exc)
+        api.answer_plain(control_id, client_state=telnyx.client_state(call_id="", mode=UNAVAILABLE))
+        return
+    if opened is None:
+        return  # a repeated delivery
+    call, profile = opened
     call_id = str(call.id)
     try:
         if profile is None or not global_stop.calls_allowed():
@@ -218,7 +272,7 @@ def _telnyx_initiated(payload: dict[str, Any]) -> None:
                 call=call, reason=reason, error="" if profile is not None else "no active profile"
             )
             api.answer_plain(
-                control_id, client_state=telnyx.client_state(call_id=call_id, mode="apology")
+                control_id, client_state=telnyx.client_state(call_id=call_id, mode=APOLOGY)
             )
             return
         token = tokens.mint(call_id=call_id, carrier=Channel.TELNYX)
@@ -229,42 +283,76 @@ def _telnyx_initiated(payload: dict[str, Any]) -> None:
         )
     except telnyx.CallControlError as exc:
         logger.error("telnyx answer of %s failed: %s", control_id, exc)
-        services.call_end(call_id=call_id, reason=EndReason.ERROR, error=f"answer failed: {exc}")
+        _end_call(call_id=call_id, reason=EndReason.ERROR, error=f"answer failed: {exc}")
         return
     logger.info("telnyx call %s (%s) answered -> profile %s", call_id, control_id, profile.slug)
 
 
+def _telnyx_open_call(
+    payload: dict[str, Any], *, control_id: str
+) -> tuple[Call, AgentProfile | None] | None:
+    """A new ringing record for an incoming call, or None for a repeated delivery."""
+    if _telnyx_call(payload) is not None:
+        return None
+    profile = _profile_for(called=str(payload.get("to", "")), slug="")
+    call = services.call_start(
+        profile=profile,
+        channel=Channel.TELNYX,
+        external_id=control_id,
+        from_number=str(payload.get("from", ""))[:40],
+        to_number=str(payload.get("to", ""))[:40],
+        status=CallStatus.RINGING,
+    )
+    return call, profile
+
+
 def _telnyx_answered(payload: dict[str, Any]) -> None:
-    state = telnyx.read_client_state(payload.get("client_state"))
-    if state.get("mode") != "apology":
+    mode = telnyx.read_client_state(payload.get("client_state")).get("mode")
+    if mode not in APOLOGY_MODES:
         return  # streamed calls start when the media socket says start
-    call = _telnyx_call(payload)
-    profile = call.profile if call is not None else None
+    text, language = settings.CALL_UNAVAILABLE_MESSAGE, ""
+    if mode == APOLOGY:
+        try:
+            call = run_with_deadline(lambda: _telnyx_call(payload), what="telnyx call.answered")
+        except DatabaseUnavailable as exc:
+            logger.error("telnyx apology without its profile, database unavailable: %s", exc)
+        else:
+            profile = call.profile if call is not None else None
+            text = profile.apology_message if profile is not None else DEFAULT_APOLOGY
+            language = profile.language if profile is not None else ""
     telnyx.CallControl().speak(
         str(payload.get("call_control_id", "")),
-        text=profile.apology_message if profile is not None else DEFAULT_APOLOGY,
-        language=profile.language if profile is not None else "",
+        text=text,
+        language=language,
         client_state=payload.get("client_state") or "",
     )
 
 
 def _telnyx_speak_ended(payload: dict[str, Any]) -> None:
-    if telnyx.read_client_state(payload.get("client_state")).get("mode") == "apology":
+    if telnyx.read_client_state(payload.get("client_state")).get("mode") in APOLOGY_MODES:
         telnyx.CallControl().hang_up(str(payload.get("call_control_id", "")))
 
 
 def _telnyx_streaming_failed(payload: dict[str, Any]) -> None:
-    call = _telnyx_call(payload)
-    if call is not None and call.status in OPEN:
-        services.call_end(
+    def end_if_open() -> bool:
+        call = _telnyx_call(payload)
+        if call is None or call.status not in OPEN:
+            return False
+        return services.call_end(
             call_id=call.id,
             reason=EndReason.ERROR,
             error=f"telnyx streaming failed: {payload.get('failure_reason', '')}",
         )
+
+    if run_with_deadline(end_if_open, what="telnyx streaming.failed"):
         telnyx.CallControl().hang_up(str(payload.get("call_control_id", "")))
 
 
 def _telnyx_hangup(payload: dict[str, Any]) -> None:
+    run_with_deadline(lambda: _telnyx_end_on_hangup(payload), what="telnyx call.hangup")
+
+
+def _telnyx_end_on_hangup(payload: dict[str, Any]) -> None:
     call = _telnyx_call(payload)
     if call is None or call.status not in OPEN:
         return  # unknown or already ended (repeated delivery, or the session ended it first)
@@ -330,6 +418,11 @@ def telnyx_webhook(request: HttpRequest) -> HttpResponse:
     except telnyx.CallControlError as exc:
         # Logged; a retry of this delivery would find the same state and do the same thing.
         logger.error("telnyx %s: Call Control command failed: %s", event_type, exc)
+    except DatabaseUnavailable as exc:
+        # Telnyx sends a delivery that got a non-2xx to the failover URL, when one is set;
+        # handlers are idempotent, so a second delivery is safe.
+        logger.error("telnyx %s not handled, database unavailable: %s", event_type, exc)
+        return HttpResponse(status=503)
     return HttpResponse(status=204)
 
 
@@ -357,9 +450,14 @@ def outbound_call(request: HttpRequest) -> JsonResponse:
     if not isinstance(to, str) or not isinstance(carrier, str) or not isinstance(slug, str | None):
         return JsonResponse({"error": "'to', 'profile' and 'carrier' must be strings"}, status=400)
     try:
-        profile = selectors.profile_get(slug=slug)
+        profile = run_with_deadline(
+            lambda: selectors.profile_get(slug=slug), what="outbound call profile"
+        )
     except selectors.ProfileNotFound as exc:
         return JsonResponse({"error": str(exc)}, status=404)
+    except DatabaseUnavailable as exc:
+        logger.error("outbound call refused, database unavailable: %s", exc)
+        return JsonResponse({"error": "the database is unavailable; try again"}, status=503)
     try:
         call = outbound.place_call(profile=profile, to=to, carrier=carrier)
     except outbound.OutboundError as exc:

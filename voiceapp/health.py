@@ -1,7 +1,10 @@
 """Liveness and readiness endpoints.
 
 ``/health/`` answers without touching any dependency (for the container healthcheck);
-``/health/ready/`` checks the database and, when configured, Redis and the channel layer.
+``/health/ready/`` runs the named checks of :func:`readiness_checks` (the database and, when
+configured, Redis and the channel layer) and answers 503 naming the ones that failed.
+Each check bounds its own wait: the database's is ``DB_REQUEST_TIMEOUT_SECONDS``, so a hung
+PostgreSQL makes readiness fail in about that long instead of hanging the probe.
 """
 
 from __future__ import annotations
@@ -9,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
+
+from calls.db_deadline import run_with_deadline
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +30,14 @@ def health(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-def _check_database() -> None:
+def _select_one() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
         cursor.fetchone()
+
+
+def _check_database() -> None:
+    run_with_deadline(_select_one, what="readiness database check")
 
 
 def _check_redis() -> None:
@@ -52,15 +62,20 @@ async def _channel_layer_roundtrip() -> None:
         raise RuntimeError("channel layer returned an unexpected message")
 
 
+def readiness_checks() -> dict[str, Callable[[], None]]:
+    """Named checks: each returns when its dependency works and raises (its reason) when not."""
+    checks: dict[str, Callable[[], None]] = {"database": _check_database}
+    if settings.REDIS_URL:
+        checks["redis"] = _check_redis
+        checks["channel_layer"] = async_to_sync(_channel_layer_roundtrip)
+    return checks
+
+
 @require_GET
 def ready(request: HttpRequest) -> JsonResponse:
     checks: dict[str, dict[str, object]] = {}
-    runners = {"database": _check_database}
-    if settings.REDIS_URL:
-        runners["redis"] = _check_redis
-        runners["channel_layer"] = async_to_sync(_channel_layer_roundtrip)
     healthy = True
-    for name, check in runners.items():
+    for name, check in readiness_checks().items():
         started = time.perf_counter()
         try:
             check()
