@@ -22,8 +22,6 @@ from calls.services import call_set_extraction
 from orchestrator.config import EngineSpec
 from orchestrator.engines import EngineError
 
-EXTRACTION_TIMEOUT_S = 30.0
-
 logger = logging.getLogger(__name__)
 
 BASE_SCHEMA: dict[str, Any] = {
@@ -104,22 +102,28 @@ def _engine_spec(call: Call) -> EngineSpec | None:
     return None
 
 
-def _complete(spec: EngineSpec, messages: list[dict[str, str]]) -> str:
-    """One non-streaming completion in JSON mode (Groq and OpenAI speak the same API)."""
+def _complete(spec: EngineSpec, messages: list[dict[str, str]], *, timeout_s: float) -> str:
+    """One non-streaming completion in JSON mode (Groq and OpenAI speak the same API).
+
+    One request, no SDK retries: the task owns retries and the time budget of them all."""
     if spec.engine == "groq":
         import groq as sdk
 
         client = sdk.Groq(
-            api_key=settings.GROQ_API_KEY, base_url=settings.GROQ_BASE_URL or None,
-            timeout=EXTRACTION_TIMEOUT_S, max_retries=1,
-        )  # fmt: skip
+            api_key=settings.GROQ_API_KEY,
+            base_url=settings.GROQ_BASE_URL or None,
+            timeout=timeout_s,
+            max_retries=0,
+        )
     else:
         import openai as sdk  # type: ignore[no-redef]
 
         client = sdk.OpenAI(
-            api_key=settings.OPENAI_API_KEY or "not-needed", base_url=settings.OPENAI_BASE_URL or None,
-            timeout=EXTRACTION_TIMEOUT_S, max_retries=1,
-        )  # fmt: skip
+            api_key=settings.OPENAI_API_KEY or "not-needed",
+            base_url=settings.OPENAI_BASE_URL or None,
+            timeout=timeout_s,
+            max_retries=0,
+        )
     try:
         completion = client.chat.completions.create(
             model=spec.model,
@@ -169,8 +173,9 @@ def heuristic_extraction(call: Call, schema: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def extract_call_data(*, call_id: str) -> str:
-    """Run the analysis once. Idempotent: a done or skipped call is left alone.
+def extract_call_data(*, call_id: str, timeout_s: float) -> str:
+    """Run the analysis once, its LLM request bounded by ``timeout_s``. Idempotent: a done or
+    skipped call is left alone.
 
     Raises ``TransientExtractionError`` for failures worth retrying; the task retries.
     """
@@ -189,7 +194,7 @@ def extract_call_data(*, call_id: str) -> str:
         data = heuristic_extraction(call, schema)
     else:
         try:
-            answer = _complete(spec, build_messages(call, schema))
+            answer = _complete(spec, build_messages(call, schema), timeout_s=timeout_s)
         except EngineError as exc:
             if exc.retryable:
                 raise TransientExtractionError(str(exc)) from exc

@@ -189,9 +189,11 @@ def call_end(
 
 
 def _enqueue_extraction(call_id: object) -> None:
+    from calls.inline_tasks import enqueue
     from calls.tasks import extract_call
 
-    extract_call.delay(str(call_id))
+    # Never on the ending call's own thread, even without a broker (calls/inline_tasks.py).
+    enqueue(extract_call, str(call_id))
 
 
 def calls_sweep_orphaned(*, older_than: timedelta) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from celery import shared_task
@@ -14,23 +15,40 @@ EXTRACTION_MAX_RETRIES = 3
 
 
 @shared_task(bind=True, name="calls.tasks.extract_call", max_retries=EXTRACTION_MAX_RETRIES)
-def extract_call(self, call_id: str) -> str:  # type: ignore[no-untyped-def]
+def extract_call(self, call_id: str, deadline: float | None = None) -> str:  # type: ignore[no-untyped-def]
+    """Post-call extraction within ``EXTRACTION_TIMEOUT_SECONDS``, all attempts together.
+
+    The first run sets the ``deadline`` (epoch seconds) and hands it to its retries, so a
+    hanging LLM ends the extraction ``failed`` ("timed out") instead of holding a worker for
+    every retry's full timeout. Time spent waiting in the queue does not count.
+    """
     from calls.extraction import TransientExtractionError, extract_call_data
     from calls.models import ExtractionStatus
     from calls.services import call_set_extraction
     from calls.webhooks import enqueue_call_webhook
 
+    budget = settings.EXTRACTION_TIMEOUT_SECONDS
+    deadline = deadline or time.time() + budget
     try:
-        status = extract_call_data(call_id=call_id)
+        remaining = deadline - time.time()
+        if remaining <= 0:
+            raise TransientExtractionError("no time left for another attempt")
+        status = extract_call_data(call_id=call_id, timeout_s=remaining)
     except TransientExtractionError as exc:
-        if self.request.retries < self.max_retries:
+        countdown = 2 ** (self.request.retries + 1)
+        out_of_time = time.time() + countdown >= deadline
+        if self.request.retries < self.max_retries and not out_of_time:
             logger.warning("extraction of %s failed (%s); retrying", call_id, exc)
-            raise self.retry(exc=exc, countdown=2 ** (self.request.retries + 1)) from exc
-        call_set_extraction(
-            call_id=call_id,
-            status=ExtractionStatus.FAILED,
-            error=f"gave up after {self.max_retries + 1} attempts: {exc}",
+            raise self.retry(
+                exc=exc, countdown=countdown, kwargs={"call_id": call_id, "deadline": deadline}
+            ) from exc
+        attempts = self.request.retries + 1
+        error = (
+            f"timed out after {budget:g}s ({attempts} attempt(s)): {exc}"
+            if out_of_time
+            else f"gave up after {attempts} attempts: {exc}"
         )
+        call_set_extraction(call_id=call_id, status=ExtractionStatus.FAILED, error=error)
         status = ExtractionStatus.FAILED
     enqueue_call_webhook(call_id)
     return status

@@ -28,9 +28,10 @@ def enqueue_call_webhook(call_id: str) -> None:
     call = Call.objects.select_related("profile").filter(pk=call_id).first()
     if call is None or call.profile is None or not call.profile.webhook_url:
         return
+    from calls.inline_tasks import enqueue
     from calls.tasks import deliver_call_webhook
 
-    deliver_call_webhook.delay(str(call_id))
+    enqueue(deliver_call_webhook, str(call_id))
 
 
 def payload_for(call: Call) -> dict[str, Any]:

@@ -3,7 +3,7 @@ import json
 import pytest
 from django.utils import timezone
 
-from calls import services
+from calls import inline_tasks, services
 from calls.models import Call, ExtractionStatus
 from calls.webhooks import sign
 from tests.fake_vendor import FakeVendor, Reply
@@ -41,6 +41,7 @@ def _ended_call(profile, *, user_text="A table for two tomorrow at eight, please
             call_id=call.id, role="assistant", text="Done!", started_at=now, ended_at=now
         )
     services.call_end(call_id=call.id, reason="caller_hangup")  # on_commit -> eager extract_call
+    assert inline_tasks.wait_idle(30)  # eager tasks run off the call's thread
     call.refresh_from_db()
     return call
 
@@ -135,6 +136,7 @@ def test_the_admin_action_reruns_the_extraction_of_ended_calls_only(profile, ven
         {"action": "rerun_extraction", "_selected_action": [str(ended.pk), str(live.pk)]},
     )
     assert response.status_code == 302
+    assert inline_tasks.wait_idle(30)
     assert len(vendor.calls("chat")) == 2  # once when the call ended, once re-run
     assert Call.objects.get(pk=ended.pk).extraction_status == ExtractionStatus.DONE
     assert Call.objects.get(pk=live.pk).extraction_status == ExtractionStatus.PENDING
