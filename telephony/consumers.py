@@ -339,7 +339,10 @@ class CarrierConsumer(MediaSocketConsumer):
         await self.hang_up_and_close(CloseCode.NORMAL, reason)
 
     async def close_with(self, code: CloseCode, reason: str) -> None:
-        await self.hang_up_and_close(code, reason)
+        if self.carrier_call_id:
+            await self.hang_up_and_close(code, reason)  # the call is ours: end it at the carrier
+        else:
+            await self.close_socket(code, reason)  # no call yet (deadline, crash before start)
 
     async def hang_up_and_close(self, code: CloseCode, reason: str) -> None:
         if self.carrier_call_id and self.stream.can_hang_up():

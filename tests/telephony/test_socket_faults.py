@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -140,7 +140,7 @@ async def real_time_silence(stream: TwilioStream) -> None:
 async def ended(call_id: str, *, timeout: float = 20) -> Call:
     """The call once its record is ended (the server writes the end just after the close)."""
     async with asyncio.timeout(timeout):
-        while (call := await sync_to_async(Call.objects.get)(pk=call_id)).ended_at is None:
+        while (call := await database_sync_to_async(Call.objects.get)(pk=call_id)).ended_at is None:
             await asyncio.sleep(0.05)
     return call
 
@@ -162,7 +162,7 @@ def server(django_db_setup, django_db_blocker) -> Iterator[DaphneServer]:
 
 @pytest.mark.parametrize("problem", ["forged token", "reused token", "another call's token"])
 async def test_a_refused_stream_reaches_the_client_as_a_4403_close(server, problem):
-    await sync_to_async(scripted_profile)()
+    await database_sync_to_async(scripted_profile)()
     call_sid = "CA" + "a" * 32
     parameters = await asyncio.to_thread(ring, server, call_sid)
     if problem == "forged token":
@@ -260,7 +260,7 @@ def own_redis() -> Iterator[OwnRedis]:
 
 
 async def test_calls_keep_flowing_through_a_redis_outage_and_new_calls_are_answered(own_redis):
-    await sync_to_async(scripted_profile)(
+    await database_sync_to_async(scripted_profile)(
         greeting=LONG_GREETING, tts_model="ttfb_ms=20;ms_per_char=60"
     )
     server = DaphneServer(**SERVER_ENV, REDIS_URL=own_redis.url)

@@ -113,7 +113,7 @@ async def test_sockets_beyond_the_waiting_bound_are_refused_with_4503(settings):
             assert await next_message(third, timeout=5) == {
                 "event": "_close",
                 "code": 4503,
-                "reason": "busy: too many sockets waiting",
+                "reason": "busy: too many waiting",
             }
         assert await first.receive_nothing(0.2) and await second.receive_nothing(0.01)
     # Their slots are free again once they have gone.
