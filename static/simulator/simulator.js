@@ -17,9 +17,11 @@ const CLOSE_CODES = {
   4401: "You are not logged in (or your session expired). Log in to the admin and reload.",
   4403: "Staff access is required to use the simulator.",
   4404: "The selected profile does not exist or is not active.",
+  4408: "The call did not start in time. Try again.",
   4413: "An audio frame was too large.",
+  4429: "Audio was sent much faster than real time; the call was cut off.",
   4500: "The call failed with an engine error.",
-  4503: "Calls are disabled: they were globally stopped after repeated errors. An operator must reset them in the admin.",
+  4503: "Calls are unavailable: globally stopped after repeated errors (an operator must reset them in the admin), or the server is busy.",
 };
 
 const END_REASONS = {
