@@ -1,11 +1,17 @@
 # syntax=docker/dockerfile:1
 FROM python:3.11-slim-bookworm AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 CMAKE_ARGS=-DGGML_NATIVE=OFF
+# CMAKE_ARGS as in the Makefile: portable (AVX2, no -march=native), no multimodal library.
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake \
     && rm -rf /var/lib/apt/lists/*
-COPY requirements.txt requirements-local.txt /tmp/
-# Wheels are built once here (llama-cpp-python compiles) and installed in the runtime stage.
-RUN pip wheel --wheel-dir /wheels -r /tmp/requirements.txt -r /tmp/requirements-local.txt
+COPY requirements.txt requirements-local.txt requirements-llama.txt scripts/pip_progress.py /tmp/
+# Wheels are built once here and installed in the runtime stage. llama-cpp-python first:
+# its sdist is hash-checked and compiles (progress shown); the second step finds its wheel.
+RUN python /tmp/pip_progress.py /tmp/llama-build.log -- pip wheel -v --no-deps \
+        --require-hashes --wheel-dir /wheels -r /tmp/requirements-llama.txt
+RUN pip wheel --wheel-dir /wheels --find-links /wheels \
+        -r /tmp/requirements.txt -r /tmp/requirements-local.txt
 
 FROM python:3.11-slim-bookworm
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 \

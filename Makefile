@@ -5,8 +5,14 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# Portable llama.cpp build (no -march=native), so the cached wheel runs on any x86-64.
-export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+# llama-cpp-python compiles llama.cpp on the first install (PyPI has no Linux wheel of it;
+# pip caches the one it builds). Only what the Python package loads is built: no multimodal
+# library (LLAVA_BUILD=OFF; llama.cpp's tools, tests, examples and server are already off
+# when it is a subproject): 140 compile steps instead of 190. (A unity build would halve
+# them, but llama.cpp's common library does not compile as one: json.cpp specializations.)
+# GGML_NATIVE=OFF: no -march=native, so the cached wheel runs on any x86-64 with AVX2, not
+# only on the CPU that built it. Set CMAKE_ARGS yourself to build otherwise (e.g. CUDA).
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 
 .PHONY: run test install install-test migrate seed worker beat bench lint clean
 
@@ -15,7 +21,11 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-$(VENV)/.installed: $(PY) requirements.txt requirements-local.txt
+# llama-cpp-python first, on its own: its sdist is hash-checked, and the compile shows its
+# progress (the full pip log is kept in $(VENV)/install-llama.log).
+$(VENV)/.installed: $(PY) requirements.txt requirements-local.txt requirements-llama.txt
+	$(PY) scripts/pip_progress.py $(VENV)/install-llama.log -- \
+		$(PIP) install -v --no-deps --require-hashes -r requirements-llama.txt
 	$(PIP) install -r requirements.txt -r requirements-local.txt
 	@touch $@
 
