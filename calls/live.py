@@ -96,8 +96,7 @@ async def _run(live: LiveCall) -> EndReason:
     try:
         return await live.session.run()
     except CriticalCallError as exc:
-        vendor = exc.reason.split(":", 1)[0].split(" ", 1)[0] or "unknown"
-        prom.ENGINE_ERRORS.labels(vendor=vendor).inc()
+        prom.ENGINE_ERRORS.labels(vendor=exc.vendor).inc()
         # The stop state lives in Redis; /metrics reads it at scrape time for every process.
         await database_sync_to_async(global_stop.report_critical_error)(
             reason=exc.reason, call_id=live.call_id, channel=live.channel

@@ -10,6 +10,8 @@ from django.db import models
 from django.db.models import Q
 
 from orchestrator.config import DEFAULT_APOLOGY
+from orchestrator.contracts import END_REASON_LABELS
+from orchestrator.contracts import EndReason as SessionEndReason
 
 ENGINE_CHOICES = [
     ("auto", "Auto (cloud when its key is set, else local)"),
@@ -235,17 +237,10 @@ class CallStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-class EndReason(models.TextChoices):
-    CALLER_HANGUP = "caller_hangup", "Caller hang-up"
-    AGENT_HANGUP = "agent_hangup", "Agent hang-up"
-    IDLE_TIMEOUT = "idle_timeout", "Idle timeout"
-    MAX_DURATION = "max_duration", "Max duration"
-    ERROR = "error", "Error"
-    GLOBAL_STOP = "global_stop", "Global stop"
-    SERVER_SHUTDOWN = "server_shutdown", "Server shutdown"
-    ORPHANED = "orphaned", "Orphaned"
-    NOT_CONNECTED = "not_connected", "Not connected"
-    BUSY = "busy", "Busy (overloaded)"
+# One list of end reasons: the call engine's, with the labels the admin shows.
+EndReason = models.TextChoices(
+    "EndReason", [(r.name, (r.value, END_REASON_LABELS[r])) for r in SessionEndReason]
+)
 
 
 class ExtractionStatus(models.TextChoices):

@@ -130,24 +130,12 @@ class SileroVad:
         self._floor = None
 
 
-class VadPool:
-    """Hands out per-call VAD state; the model itself is shared (see ``_SharedModel``)."""
-
-    async def acquire(self) -> SileroVad:
-        if _SharedModel._session is None:
-            # Loading the ONNX session takes ~50-90 ms: keep it off the event loop.
-            return await asyncio.to_thread(SileroVad)
-        return SileroVad()
-
-    async def prewarm(self, n: int = 1) -> None:
-        """Load the shared model ahead of the first call (server start-up)."""
-        await self.acquire()
-
-    def release(self, vad: SileroVad) -> None:
-        """Nothing to give back: per-call state is just dropped."""
-
-
-vad_pool = VadPool()
+async def new_vad() -> SileroVad:
+    """Per-call VAD state; the model itself is shared (see ``_SharedModel``)."""
+    if _SharedModel._session is None:
+        # Loading the ONNX session takes ~50-90 ms: keep it off the event loop.
+        return await asyncio.to_thread(SileroVad)
+    return SileroVad()
 
 
 class TurnEventKind(StrEnum):

@@ -115,6 +115,7 @@ class Harness:
         llm: ScriptedLLM | None = None,
         tts: ScriptedTTS | None = None,
         sample_rate: int = 16000,
+        recorder: RecordingRecorder | None = None,
     ) -> None:
         self.config = config or BASE_CONFIG
         self.stt = stt or ScriptedSTT(delay_ms=20, text="I would like a table")
@@ -122,7 +123,7 @@ class Harness:
         # Fast synthesis, short audio: tests run in seconds, pacing stays real.
         self.tts = tts or ScriptedTTS(ttfb_ms=20, ms_per_char=8, chunk_ms=40, realtime=0)
         self.transport = RecordingTransport(sample_rate)
-        self.recorder = RecordingRecorder()
+        self.recorder = recorder or RecordingRecorder()
         self.session = CallSession(
             self.config,
             engines=Engines(stt=self.stt, llm=self.llm, tts=self.tts),

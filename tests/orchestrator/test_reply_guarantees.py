@@ -136,13 +136,18 @@ async def test_turns_written_during_a_database_outage_land_in_order_once_it_is_b
     h: Harness = make_harness(
         stt=ScriptedSTT(delay_ms=10, texts=["one", "two"]),
         llm=ScriptedLLM(ttft_ms=20, tokens_per_s=200, replies=["First.", "Second."]),
+        recorder=FlakyRecorder(outage_s=2.5),
     )
-    h.recorder = h.session._recorder = FlakyRecorder(outage_s=2.5)
+
+    def agent_turns_heard() -> int:
+        finals = h.transport.of_type("transcript")
+        return sum(1 for e in finals if e["role"] == "assistant" and e["final"])
+
     h.start()
     h.say("What time do you open?")
-    await h.until(lambda: h.session._assistant_turns == 1)
+    await h.until(lambda: agent_turns_heard() == 1)
     h.say("And when do you close?")
-    await h.until(lambda: h.session._assistant_turns == 2)
+    await h.until(lambda: agent_turns_heard() == 2)
     await h.finish()  # returns before the outage is over: the writes go on behind it
     async with asyncio.timeout(10):
         while not h.recorder.ended:

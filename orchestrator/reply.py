@@ -1,0 +1,395 @@
+"""The reply pipeline of one agent utterance: STT -> LLM -> sentences -> TTS -> playout.
+
+    user turn ─► STT ─► transcript ─► LLM deltas ─► SentenceSplitter ─┐
+    fixed text (greeting, reprompt, goodbye) ─────────────────────────┴► TTS ─► PacedPlayout
+
+One sentence is synthesized while the previous one plays. Each engine step is bounded
+by a backstop sized to the role's whole fallback chain: engines own the timeout of their
+own requests, so a hanging primary fails by itself and its fallback gets the turn. The
+session owns the lifecycle (start, barge-in, cancel, errors); this module only does the
+work of one utterance and keeps what the caller heard on the :class:`Utterance`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from orchestrator.audio import FRAME_MS, FrameSplitter, frame_bytes, pcm16_duration_ms
+from orchestrator.config import CallConfig
+from orchestrator.contracts import INPUT_SAMPLE_RATE, TurnMetrics
+from orchestrator.engines import EngineError, Engines
+from orchestrator.playout import PacedPlayout
+from orchestrator.sentences import SentenceSplitter
+from orchestrator.transcript import Transcript
+from orchestrator.turn_taking import UserTurn
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class EngineFailed(Exception):
+    """An engine step failed (its own error, or the backstop timeout)."""
+
+    def __init__(self, role: str, message: str, *, vendor: str, overloaded: bool) -> None:
+        super().__init__(message)
+        self.role = role
+        self.vendor = vendor
+        self.overloaded = overloaded  # our own overload (local model queue), not a vendor
+
+
+@dataclass(slots=True, kw_only=True)
+class Segment:
+    """One sentence of an agent utterance: its text and audio as TTS produces it."""
+
+    text: str
+    chunks: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    synth_ms: float = 0.0  # audio synthesized so far
+    pause_ms: float = 0.0  # voice_pacing silence sent before it
+    sent_ms: float = 0.0  # its audio sent to the transport
+
+
+@dataclass(slots=True, kw_only=True)
+class Utterance:
+    n: int
+    kind: str  # reply | greeting | reprompt | goodbye | apology
+    interruptible: bool
+    turn: UserTurn | None = None
+    metrics: TurnMetrics = field(default_factory=TurnMetrics)
+    phase: str = "llm"  # stt | llm | speaking
+    superseded: bool = False  # barge-in during STT: record the user turn, do not answer
+    segments: list[Segment] = field(default_factory=list)  # those that started playing
+    sent_ms: float = 0.0
+    first_frame_at: float | None = None
+    user_sequence: int | None = None  # the user turn this reply answers, once recorded
+    # The watchdog's reference: when the utterance started, then each frame sent.
+    progress_at: float = 0.0
+
+    def full_text(self) -> str:
+        return " ".join(s.text for s in self.segments)
+
+    def spoken_text(self, played_ms: float) -> str:
+        """Text heard in the first ``played_ms`` of audio: whole sentences, then the
+        played fraction of the current one, cut back to a word boundary."""
+        parts: list[str] = []
+        remaining = played_ms
+        for seg in self.segments:
+            remaining -= seg.pause_ms
+            total = max(seg.synth_ms, 1.0)
+            if remaining <= 0:
+                break
+            if remaining >= total:
+                parts.append(seg.text)
+                remaining -= total
+                continue
+            parts.append(_cut_at_word(seg.text, remaining / total))
+            break
+        return " ".join(p for p in parts if p)
+
+
+class ReplyPipeline:
+    BACKSTOP_GRACE_S = 1.0  # above a whole chain of engine timeouts
+
+    def __init__(
+        self,
+        config: CallConfig,
+        *,
+        engines: Engines,
+        playout: PacedPlayout,
+        out_rate: int,
+        transcript: Transcript,
+        emit: Emit,
+        set_state: Callable[[str], Awaitable[None]],
+        take_dtmf_note: Callable[[], str],
+        clock: Callable[[], float],
+    ) -> None:
+        self._config = config
+        self._engines = engines
+        self._playout = playout
+        self._out_rate = out_rate
+        self._frame_bytes = frame_bytes(out_rate)
+        self._transcript = transcript
+        self._emit = emit
+        self._set_state = set_state
+        self._take_dtmf_note = take_dtmf_note
+        self._clock = clock
+
+    # --- budgets -------------------------------------------------------------------------
+
+    def step_budget_s(self, role: str) -> float:
+        """Backstop for one engine step: every engine of the role's chain may use its own
+        timeout before the step is given up."""
+        engine = getattr(self._engines, role)
+        tries = len(getattr(engine, "engines", ())) or 1
+        return self._config.engine_timeout_s * tries + self.BACKSTOP_GRACE_S
+
+    def runs_locally(self, role: str) -> bool:
+        """A local model serves ``role``: its timeouts mean our CPU is saturated."""
+        return bool(getattr(getattr(self._engines, role), "runs_locally", False))
+
+    # --- one utterance ---------------------------------------------------------------------
+
+    async def respond(self, utt: Utterance, turn: UserTurn) -> None:
+        """Answer one user turn: transcribe, record it, stream the reply."""
+        await self._set_state("thinking")
+        if turn.speech_end_at is not None and turn.detected_at is not None:
+            utt.metrics.endpointing_ms = round((turn.detected_at - turn.speech_end_at) * 1000.0, 1)
+        end = turn.speech_end_at if turn.speech_end_at is not None else self._clock()
+        text = ""
+        if turn.audio:
+            utt.phase = "stt"
+            try:
+                text = await self._transcribe(utt, turn.audio)
+            except EngineFailed:
+                # The caller spoke and we could not even transcribe it: keep a visible
+                # placeholder turn (marked unanswered by the session), not no trace at all.
+                utt.user_sequence = self._transcript.untranscribed(
+                    started_at=turn.started_at, ended_at=end
+                )
+                raise
+        if note := self._take_dtmf_note():
+            text = f"{note} {text}".strip()
+        if not text:
+            logger.info("call %s: empty transcript, no turn", self._config.call_id,
+                        extra={"call_id": self._config.call_id})  # fmt: skip
+            return
+        utt.user_sequence = self._transcript.user(text, started_at=turn.started_at, ended_at=end)
+        await self._emit({"type": "transcript", "role": "user", "text": text, "final": True})
+        if utt.superseded:
+            return
+        utt.phase = "llm"
+        messages = self._transcript.messages(self._config.system_prompt)
+        await self.speak(utt, self._llm_sentences(utt, messages))
+
+    async def say(self, utt: Utterance, text: str) -> None:
+        """Speak fixed text (greeting, reprompt, goodbye, apology)."""
+        await self.speak(utt, sentences_of(text))
+
+    async def speak(self, utt: Utterance, sentences: AsyncIterator[str]) -> None:
+        """Synthesize sentences as they come and play them, N+1 synthesizing while N plays."""
+        # Bounded look-ahead: TTS work wasted by a barge-in stays small.
+        segments: asyncio.Queue[Segment | None] = asyncio.Queue(maxsize=2)
+
+        async def synthesize_all() -> None:
+            try:
+                async for text in sentences:
+                    seg = Segment(text=text)
+                    await segments.put(seg)
+                    await self._synthesize(utt, seg)
+            finally:
+                await _aclose(sentences)
+            await segments.put(None)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(synthesize_all())
+                group.create_task(self._play(utt, segments))
+        except BaseExceptionGroup as group_error:
+            # Surface the first real failure (an engine or the transport), not the group.
+            raise _first_leaf(group_error) from None
+
+    async def record(self, utt: Utterance, *, interrupted: bool, played_ms: float) -> None:
+        """Store and show what the agent said; an interrupted turn keeps what was heard."""
+        text = utt.spoken_text(played_ms) if interrupted else utt.full_text()
+        now = self._clock()
+        self._transcript.agent(
+            text,
+            started_at=utt.first_frame_at or now,
+            ended_at=now,
+            interrupted=interrupted,
+            metrics=utt.metrics,
+            reply=utt.kind == "reply",
+        )
+        event: dict[str, Any] = {"type": "transcript", "role": "assistant", "text": text,
+                                 "final": True}  # fmt: skip
+        if interrupted:
+            event["interrupted"] = True
+        await self._emit(event)
+        if utt.kind == "reply":
+            await self._emit({"type": "metrics", **utt.metrics.as_dict()})
+
+    # --- engines -----------------------------------------------------------------------------
+
+    async def _transcribe(self, utt: Utterance, audio: bytes) -> str:
+        stt = self._engines.stt
+        t = self._clock()
+        text = await self._step(
+            "stt",
+            stt.transcribe(audio, sample_rate=INPUT_SAMPLE_RATE, language=self._config.language),
+        )
+        utt.metrics.stt_ms = round((self._clock() - t) * 1000.0, 1)
+        _note_engine(utt.metrics, "stt", stt)
+        return (text or "").strip()
+
+    async def _llm_sentences(
+        self, utt: Utterance, messages: list[dict[str, str]]
+    ) -> AsyncIterator[str]:
+        llm = self._engines.llm
+        stream = llm.stream(
+            messages, temperature=self._config.temperature, max_tokens=self._config.max_tokens
+        )
+        splitter = SentenceSplitter()
+        t = self._clock()
+        try:
+            iterator = aiter(stream)
+            while True:
+                try:
+                    # The backstop covers the first token and any later stall.
+                    delta = await self._step("llm", anext(iterator))
+                except StopAsyncIteration:
+                    break
+                if delta and utt.metrics.llm_ttft_ms is None:
+                    utt.metrics.llm_ttft_ms = round((self._clock() - t) * 1000.0, 1)
+                    _note_engine(utt.metrics, "llm", llm)
+                for sentence in splitter.push(delta or ""):
+                    yield sentence
+            if (tail := splitter.flush()) is not None:
+                yield tail
+        finally:
+            await _aclose(stream)
+
+    async def _synthesize(self, utt: Utterance, seg: Segment) -> None:
+        tts = self._engines.tts
+        stream = tts.synthesize(
+            seg.text, sample_rate=self._out_rate, language=self._config.language
+        )
+        t = self._clock()
+        try:
+            iterator = aiter(stream)
+            while True:
+                try:
+                    chunk = await self._step("tts", anext(iterator))
+                except StopAsyncIteration:
+                    break
+                if not chunk:
+                    continue
+                if utt.metrics.tts_ttfb_ms is None:
+                    utt.metrics.tts_ttfb_ms = round((self._clock() - t) * 1000.0, 1)
+                    _note_engine(utt.metrics, "tts", tts)
+                seg.synth_ms += pcm16_duration_ms(chunk, self._out_rate)
+                seg.chunks.put_nowait(chunk)
+        finally:
+            await _aclose(stream)
+        seg.chunks.put_nowait(None)
+
+    async def _step(self, role: str, awaitable: Awaitable[T]) -> T:
+        """One engine step (STT result, next LLM delta, next TTS chunk)."""
+        budget = self.step_budget_s(role)
+        engine = getattr(self._engines, role)
+        try:
+            async with asyncio.timeout(budget):
+                return await awaitable
+        except TimeoutError as exc:
+            raise EngineFailed(
+                role,
+                f"{role} timed out after {budget:g}s",
+                vendor=_engine_name(engine),
+                overloaded=self.runs_locally(role),
+            ) from exc
+        except EngineError as exc:
+            raise EngineFailed(
+                role, f"{role}: {exc}", vendor=exc.vendor, overloaded=exc.overloaded
+            ) from exc
+
+    # --- playout -------------------------------------------------------------------------------
+
+    async def _play(self, utt: Utterance, segments: asyncio.Queue[Segment | None]) -> None:
+        framer = FrameSplitter(self._frame_bytes)
+        silence = b"\x00" * self._frame_bytes
+        pause_frames = self._config.voice_pacing_ms // FRAME_MS
+        while (seg := await segments.get()) is not None:
+            started = False
+            while (chunk := await seg.chunks.get()) is not None:
+                for frame in framer.push(chunk):
+                    if not started:
+                        started = True
+                        if utt.segments:
+                            for _ in range(pause_frames):
+                                await self._send_frame(utt, None, silence)
+                                seg.pause_ms += FRAME_MS
+                        await self._send_frame(utt, seg, frame)
+                        await self._segment_started(utt, seg)
+                    else:
+                        await self._send_frame(utt, seg, frame)
+            # Each sentence is its own TTS stream: pad its tail instead of gluing it
+            # to the next sentence's first samples.
+            if (tail := framer.flush()) is not None and started:
+                await self._send_frame(utt, seg, tail)
+        if utt.segments:
+            await self._emit({"type": "mark", "name": f"utt-{utt.n}"})
+            # Stay "speaking" until the carrier has played it all out (and stay
+            # interruptible meanwhile): the idle timer starts from real silence.
+            await self._playout.drain()
+
+    async def _send_frame(self, utt: Utterance, seg: Segment | None, frame: bytes) -> None:
+        sent_at = await self._playout.send(frame)
+        utt.progress_at = self._clock()
+        utt.sent_ms += FRAME_MS
+        if seg is not None:
+            seg.sent_ms += FRAME_MS
+        if utt.first_frame_at is None:
+            utt.first_frame_at = sent_at
+            utt.phase = "speaking"
+            turn = utt.turn
+            if turn is not None and turn.speech_end_at is not None:
+                utt.metrics.voice_to_voice_ms = round((sent_at - turn.speech_end_at) * 1000.0, 1)
+
+    async def _segment_started(self, utt: Utterance, seg: Segment) -> None:
+        utt.segments.append(seg)
+        if len(utt.segments) == 1:
+            await self._set_state("speaking")
+        await self._emit(
+            {"type": "transcript", "role": "assistant", "text": utt.full_text(), "final": False}
+        )
+
+
+async def sentences_of(text: str) -> AsyncIterator[str]:
+    splitter = SentenceSplitter()
+    for sentence in splitter.push(text):
+        yield sentence
+    if (tail := splitter.flush()) is not None:
+        yield tail
+
+
+def _cut_at_word(text: str, fraction: float) -> str:
+    n = int(len(text) * fraction)
+    if n >= len(text):
+        return text
+    cut = text[:n]
+    if not text[n].isspace():
+        cut = cut.rsplit(None, 1)[0] if " " in cut.strip() else ""
+    return cut.strip()
+
+
+def _engine_name(engine: object) -> str:
+    return str(getattr(engine, "name", "") or type(engine).__name__)
+
+
+def _note_engine(metrics: TurnMetrics, role: str, engine: object) -> None:
+    """Record which engine served ``role`` and any fallback switch a chain made for it."""
+    metrics.engines[role] = _engine_name(engine)
+    metrics.fallbacks.extend(
+        f"{role}: {switch}" for switch in getattr(engine, "last_fallbacks", ())
+    )
+
+
+async def _aclose(stream: object) -> None:
+    """Close an engine's async generator so its HTTP stream is released at once."""
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_leaf(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return group.exceptions[0]
