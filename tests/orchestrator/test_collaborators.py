@@ -1,0 +1,90 @@
+"""The session's collaborators on their own: turn-taking decisions, the transcript, stats."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from orchestrator.contracts import TurnMetrics
+from orchestrator.recorder_queue import RecorderQueue
+from orchestrator.stats import CallStats, percentile
+from orchestrator.transcript import Transcript
+from orchestrator.turn_taking import TurnTaking, Verdict
+from orchestrator.vad import TurnEvent, TurnEventKind
+from tests.orchestrator.conftest import RecordingRecorder
+
+
+def event(kind: TurnEventKind, at: float, voiced_ms: float = 300, audio: bytes = b"") -> TurnEvent:
+    return TurnEvent(kind=kind, at=at, voiced_ms=voiced_ms, audio=audio, speech_end_at=at - 0.7)
+
+
+def test_short_speech_over_the_agent_is_a_backchannel_not_a_turn() -> None:
+    turns = TurnTaking(barge_in_enabled=True)
+    turns.speech_started(event(TurnEventKind.SPEECH_STARTED, 1.0), agent_audible=True)
+    verdict = turns.turn_ended(event(TurnEventKind.TURN_ENDED, 2.0), agent_busy=True)
+    assert verdict is Verdict.BACKCHANNEL
+    assert not turns.has_pending
+
+
+def test_speech_that_interrupted_the_agent_becomes_a_turn() -> None:
+    turns = TurnTaking(barge_in_enabled=True)
+    turns.speech_started(event(TurnEventKind.SPEECH_STARTED, 1.0), agent_audible=True)
+    assert turns.should_interrupt(agent_interruptible=True)
+    verdict = turns.turn_ended(event(TurnEventKind.TURN_ENDED, 2.0, audio=b"ab"), agent_busy=True)
+    assert verdict is Verdict.TURN
+
+
+def test_turns_waiting_for_the_agent_are_answered_together() -> None:
+    turns = TurnTaking(barge_in_enabled=True)
+    for at, audio in ((1.0, b"aa"), (3.0, b"bb")):
+        turns.speech_started(event(TurnEventKind.SPEECH_STARTED, at), agent_audible=False)
+        turns.turn_ended(event(TurnEventKind.TURN_ENDED, at + 1, audio=audio), agent_busy=True)
+    merged = turns.take_pending()
+    assert merged is not None and merged.audio == b"aabb"
+    assert merged.started_at == 1.0 - 0.3 and merged.detected_at == 4.0
+    assert turns.take_pending() is None
+
+
+def test_without_barge_in_nothing_interrupts_the_agent() -> None:
+    turns = TurnTaking(barge_in_enabled=False)
+    turns.speech_started(event(TurnEventKind.SPEECH_STARTED, 1.0), agent_audible=True)
+    assert not turns.should_interrupt(agent_interruptible=True)
+    assert turns.turn_ended(event(TurnEventKind.TURN_ENDED, 2.0), agent_busy=True) is Verdict.TURN
+
+
+async def test_the_transcript_numbers_turns_and_keeps_the_llm_history_alternating() -> None:
+    recorder, stats = RecordingRecorder(), CallStats()
+    queue = RecorderQueue("c1")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    transcript = Transcript(
+        recorder=recorder, queue=queue, stats=stats, wall=lambda t: start + timedelta(seconds=t)
+    )
+    queue.start()
+    assert transcript.user("hello", started_at=0.0, ended_at=1.0) == 1
+    assert transcript.user("are you there", started_at=2.0, ended_at=3.0) == 2
+    transcript.agent("Yes.", started_at=4.0, ended_at=5.0, interrupted=False,
+                     metrics=TurnMetrics(), reply=True)  # fmt: skip
+    assert transcript.untranscribed(started_at=6.0, ended_at=7.0) == 4
+    transcript.unanswered(4, "stt failed")
+    await queue.close(wait_s=5)
+
+    assert transcript.messages("sys") == [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "hello are you there"},
+        {"role": "assistant", "content": "Yes."},
+    ]
+    assert [(t.sequence, t.role) for t in recorder.turns] == [
+        (1, "user"), (2, "user"), (3, "assistant"), (4, "user"),
+    ]  # fmt: skip
+    assert recorder.turns[0].started_at == start
+    assert recorder.unanswered == [(4, "stt failed")]
+    assert (stats.user_turns, stats.assistant_turns, stats.unanswered) == (3, 1, 1)
+
+
+def test_call_stats_summary_uses_nearest_rank_percentiles() -> None:
+    stats = CallStats(user_turns=2, assistant_turns=2)
+    stats.reply_metrics = [TurnMetrics(voice_to_voice_ms=v) for v in (100.0, 300.0)]
+    summary = stats.summary(12.3456)
+    assert summary["duration_s"] == 12.346 and summary["turns"] == 4
+    assert summary["voice_to_voice_p50_ms"] == 100.0
+    assert summary["voice_to_voice_p95_ms"] == 300.0
+    assert percentile([], 50) is None
