@@ -1,8 +1,9 @@
 """Liveness and readiness endpoints.
 
 ``/health/`` answers without touching any dependency (for the container healthcheck);
-``/health/ready/`` runs the named checks of :func:`readiness_checks` (the database and, when
-configured, Redis and the channel layer) and answers 503 naming the ones that failed.
+``/health/ready/`` runs the named checks of :func:`readiness_checks` (the database, when
+configured Redis and the channel layer, and the start-up preload of the local models) and
+answers 503 naming the ones that failed.
 Each check bounds its own wait: the database's is ``DB_REQUEST_TIMEOUT_SECONDS``, so a hung
 PostgreSQL makes readiness fail in about that long instead of hanging the probe.
 """
@@ -62,12 +63,28 @@ async def _channel_layer_roundtrip() -> None:
         raise RuntimeError("channel layer returned an unexpected message")
 
 
+class EnginesLoading(Exception):
+    """The start-up preload of the local models has not finished."""
+
+
+def _check_engines() -> None:
+    from calls import preload
+
+    ready, detail = preload.readiness()
+    if not ready:
+        raise EnginesLoading(detail)
+
+
 def readiness_checks() -> dict[str, Callable[[], None]]:
     """Named checks: each returns when its dependency works and raises (its reason) when not."""
     checks: dict[str, Callable[[], None]] = {"database": _check_database}
     if settings.REDIS_URL:
         checks["redis"] = _check_redis
         checks["channel_layer"] = async_to_sync(_channel_layer_roundtrip)
+    if settings.PRELOAD_ENGINES:
+        # A process still loading its models would give its first callers 5-20 s of
+        # silence: keep the load balancer's calls away until they are warm.
+        checks["engines"] = _check_engines
     return checks
 
 

@@ -40,3 +40,15 @@ def test_the_demo_profiles_models_are_warm_and_readiness_waits_for_them(
         assert MODELS[key].loaded and MODELS[key].warmed, key
     assert any(m.startswith("stt local") for m in fresh_preload.models)
     assert preload.start_in_background() is thread  # once per process
+
+
+@pytest.mark.django_db
+def test_readiness_is_503_while_the_models_load(client, settings, fresh_preload):
+    settings.PRELOAD_ENGINES = True
+    fresh_preload.status, fresh_preload.started_at = "loading", 0.0
+    response = client.get("/health/ready/")
+    assert response.status_code == 503
+    assert "loading local models" in response.json()["checks"]["engines"]["error"]
+
+    fresh_preload.status, fresh_preload.seconds = "ready", 3.2
+    assert client.get("/health/ready/").status_code == 200
