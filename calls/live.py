@@ -23,6 +23,7 @@ from calls.models import AgentProfile
 from calls.recorder import DjangoCallRecorder
 from orchestrator.config import CallConfig
 from orchestrator.engines import EngineError, Engines, build_engines
+from orchestrator.recorder_queue import flush_pending
 from orchestrator.session import CallSession, CriticalCallError, EndReason, Transport
 
 logger = logging.getLogger(__name__)
@@ -134,18 +135,19 @@ async def stop_live_call(
 async def shutdown_all(*, timeout: float | None = None) -> int:
     """Server shutdown: every active call says goodbye and ends as ``server_shutdown``."""
     calls = list(ACTIVE.values())
-    if not calls:
-        return 0
-    logger.warning("server shutdown: ending %d active call(s)", len(calls))
     grace = settings.SHUTDOWN_GRACE_SECONDS if timeout is None else timeout
-    await asyncio.gather(
-        *(
-            stop_live_call(
-                c, EndReason.SERVER_SHUTDOWN, say=c.config.goodbye_message, timeout=grace
+    if calls:
+        logger.warning("server shutdown: ending %d active call(s)", len(calls))
+        await asyncio.gather(
+            *(
+                stop_live_call(
+                    c, EndReason.SERVER_SHUTDOWN, say=c.config.goodbye_message, timeout=grace
+                )
+                for c in calls
             )
-            for c in calls
         )
-    )
+    # Turn writes still retrying after a database blip get the rest of the grace period.
+    await flush_pending(timeout=grace)
     return len(calls)
 
 
