@@ -7,7 +7,7 @@ import asyncio
 import json
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async as sync_to_async
 from django.db import connection
 from websockets.asyncio.client import connect
 
