@@ -1,16 +1,16 @@
-"""The admin is the product's dashboard: profiles, live and past calls, transcripts, analysis."""
+"""The admin is the product's dashboard: profiles, live and past calls, transcripts, analysis.
+
+The profile page's "call a number" button and form belong to telephony: ``telephony/admin.py``
+registers them on top of :class:`AgentProfileAdmin`.
+"""
 
 from __future__ import annotations
 
 import json
 
-from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
@@ -55,70 +55,13 @@ class AgentProfileAdmin(admin.ModelAdmin):
             },
         ),
         ("Turn-taking", {"fields": ("silence_timeout_ms", "voice_pacing_ms", "barge_in_enabled", "barge_in_min_ms", "idle_timeout_s", "max_call_seconds")}),
-        ("Telephony", {"fields": ("phone_numbers", "outbound_call")}),
+        ("Telephony", {"fields": ("phone_numbers",)}),  # telephony/admin.py adds its outbound call
         ("After the call", {"fields": ("extraction_schema", "webhook_url", "webhook_secret")}),
     )  # fmt: skip
-
-    readonly_fields = ("outbound_call",)
 
     @admin.display(description="STT / LLM / TTS")
     def engines(self, obj: AgentProfile) -> str:
         return f"{obj.stt_engine} / {obj.llm_engine} / {obj.tts_engine}"
-
-    @admin.display(description="Outbound call")
-    def outbound_call(self, obj: AgentProfile) -> str:
-        if not obj.pk:
-            return "Save the profile first."
-        url = reverse("admin:calls_agentprofile_outbound", args=[obj.pk])
-        return format_html('<a class="button" href="{}">Call a number with this profile…</a>', url)
-
-    def get_urls(self):  # type: ignore[no-untyped-def]
-        view = self.admin_site.admin_view(self.outbound_view)
-        return [
-            path("<int:pk>/call/", view, name="calls_agentprofile_outbound"),
-            *super().get_urls(),
-        ]
-
-    def outbound_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        """Place an outbound call with this profile (same path as POST /api/calls/outbound/)."""
-        from telephony.outbound import OutboundError, place_call
-
-        profile = get_object_or_404(AgentProfile, pk=pk)
-        if not self.has_change_permission(request, profile):
-            return redirect("admin:index")
-        form = OutboundCallForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            try:
-                call = place_call(
-                    profile=profile,
-                    to=form.cleaned_data["to"],
-                    carrier=form.cleaned_data["carrier"],
-                )
-            except OutboundError as exc:
-                form.add_error(None, str(exc))
-            else:
-                self.message_user(request, f"Calling {call.to_number}…", messages.SUCCESS)
-                return redirect("admin:calls_call_change", call.pk)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Call a number with {profile}",
-            "profile": profile,
-            "form": form,
-            "opts": self.model._meta,
-        }
-        return TemplateResponse(request, "admin/calls/outbound_call.html", context)
-
-
-class OutboundCallForm(forms.Form):
-    to = forms.RegexField(
-        regex=r"^\+[1-9]\d{6,14}$",
-        label="Number to call",
-        help_text="E.164, e.g. +34600111222",
-        error_messages={"invalid": "Use an E.164 number such as +34600111222."},
-    )
-    carrier = forms.ChoiceField(
-        choices=[("twilio", "Twilio"), ("telnyx", "Telnyx")], initial="twilio"
-    )
 
 
 class TurnInline(admin.TabularInline):

@@ -26,6 +26,8 @@ from django.conf import settings
 from django.core.cache import cache
 from redis.exceptions import RedisError
 
+from calls import services
+
 logger = logging.getLogger(__name__)
 
 
@@ -160,9 +162,7 @@ def report_critical_error(*, reason: str, call_id: str = "", channel: str = "") 
         count,
         _window(),
     )
-    from calls.models import GlobalStopEvent
-
-    GlobalStopEvent.objects.create(action="stop", actor="policy", detail=info)
+    services.global_stop_event_record(action="stop", actor="policy", detail=info)
     _notify_admin_in_background({"event": "global_call_stop_activated", **info})
     return True
 
@@ -181,9 +181,9 @@ def reset(*, actor: str) -> bool:
     else:
         was_stopped = cache.get(_key("stopped")) is not None
         cache.delete_many([_key("stopped"), _key("errors")])
-    from calls.models import GlobalStopEvent
-
-    GlobalStopEvent.objects.create(action="reset", actor=actor, detail={"was_stopped": was_stopped})
+    services.global_stop_event_record(
+        action="reset", actor=actor, detail={"was_stopped": was_stopped}
+    )
     logger.warning("global stop reset by %s (was stopped: %s)", actor, was_stopped)
     return was_stopped
 

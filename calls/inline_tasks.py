@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from celery import Task
+from celery import Task, current_app
 from django.conf import settings
 from django.db import connections
 
@@ -34,6 +34,12 @@ def enqueue(task: Task, *args: Any) -> None:
         task.delay(*args)
         return
     _pool().submit(f"{task.name}{args}", lambda: task.delay(*args))
+
+
+def enqueue_by_name(name: str, *args: Any) -> None:
+    """:func:`enqueue` the task registered as ``name``: a service can queue a task whose
+    module imports the service (``calls/tasks.py`` is imported by ``CallsConfig.ready``)."""
+    enqueue(current_app.tasks[name], *args)
 
 
 def wait_idle(timeout_s: float) -> bool:

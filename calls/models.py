@@ -159,14 +159,6 @@ class AgentProfile(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def save(self, *args: object, **kwargs: object) -> None:
-        # Keep exactly one default: promoting this profile demotes the previous default.
-        if self.is_default:
-            AgentProfile.objects.filter(is_default=True).exclude(pk=self.pk).update(
-                is_default=False
-            )
-        super().save(*args, **kwargs)
-
     def phone_number_list(self) -> list[str]:
         return [n.strip() for n in self.phone_numbers.split(",") if n.strip()]
 

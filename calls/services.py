@@ -14,11 +14,21 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from calls.models import AgentProfile, Call, CallStatus, EndReason, ExtractionStatus, Turn
+from calls.inline_tasks import enqueue_by_name
+from calls.models import (
+    AgentProfile,
+    Call,
+    CallStatus,
+    EndReason,
+    ExtractionStatus,
+    GlobalStopEvent,
+    Turn,
+)
 
 logger = logging.getLogger(__name__)
 
 OPEN_STATUSES = (CallStatus.RINGING, CallStatus.ACTIVE)
+EXTRACT_CALL_TASK = "calls.tasks.extract_call"  # registered by calls/tasks.py
 
 
 def call_start(
@@ -189,11 +199,9 @@ def call_end(
 
 
 def _enqueue_extraction(call_id: object) -> None:
-    from calls.inline_tasks import enqueue
-    from calls.tasks import extract_call
-
+    # By the task's name: calls/tasks.py imports this module, not the other way round.
     # Never on the ending call's own thread, even without a broker (calls/inline_tasks.py).
-    enqueue(extract_call, str(call_id))
+    enqueue_by_name(EXTRACT_CALL_TASK, str(call_id))
 
 
 def calls_sweep_orphaned(*, older_than: timedelta) -> list[str]:
@@ -221,6 +229,11 @@ def call_set_extraction(
     )
 
 
+def call_set_webhook_status(*, call_id: object, status: str) -> None:
+    """How the profile's webhook went for this call ("delivered", "failed: …")."""
+    Call.objects.filter(pk=call_id).update(webhook_status=status[:40])
+
+
 def call_rerun_extraction(*, call_id: object) -> bool:
     """Reset an ended call's analysis to pending and queue it again (admin action)."""
     reset = (
@@ -231,6 +244,21 @@ def call_rerun_extraction(*, call_id: object) -> bool:
     if reset:
         transaction.on_commit(lambda: _enqueue_extraction(call_id))
     return bool(reset)
+
+
+def profile_keep_one_default(*, profile: AgentProfile) -> None:
+    """Promoting ``profile`` to default demotes the previous default (exactly one default).
+
+    Runs before every save of a profile (admin, seed, API): ``CallsConfig.ready`` connects
+    it to ``pre_save``, so no save can break the one-default constraint.
+    """
+    if profile.is_default:
+        AgentProfile.objects.filter(is_default=True).exclude(pk=profile.pk).update(is_default=False)
+
+
+def global_stop_event_record(*, action: str, actor: str, detail: dict[str, Any]) -> None:
+    """Audit trail of the global stop: ``action`` is "stop" or "reset"."""
+    GlobalStopEvent.objects.create(action=action, actor=actor, detail=detail)
 
 
 def profile_ensure_demo() -> AgentProfile:

@@ -9,6 +9,11 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 
+from calls import selectors, services, webhooks
+from calls.extraction import TransientExtractionError, extract_call_data
+from calls.inline_tasks import enqueue
+from calls.models import ExtractionStatus
+
 logger = logging.getLogger(__name__)
 
 EXTRACTION_MAX_RETRIES = 3
@@ -22,11 +27,6 @@ def extract_call(self, call_id: str, deadline: float | None = None) -> str:  # t
     hanging LLM ends the extraction ``failed`` ("timed out") instead of holding a worker for
     every retry's full timeout. Time spent waiting in the queue does not count.
     """
-    from calls.extraction import TransientExtractionError, extract_call_data
-    from calls.models import ExtractionStatus
-    from calls.services import call_set_extraction
-    from calls.webhooks import enqueue_call_webhook
-
     budget = settings.EXTRACTION_TIMEOUT_SECONDS
     deadline = deadline or time.time() + budget
     try:
@@ -48,29 +48,26 @@ def extract_call(self, call_id: str, deadline: float | None = None) -> str:  # t
             if out_of_time
             else f"gave up after {attempts} attempts: {exc}"
         )
-        call_set_extraction(call_id=call_id, status=ExtractionStatus.FAILED, error=error)
+        services.call_set_extraction(call_id=call_id, status=ExtractionStatus.FAILED, error=error)
         status = ExtractionStatus.FAILED
-    enqueue_call_webhook(call_id)
+    if webhooks.wanted(selectors.call_get(call_id=call_id)):
+        enqueue(deliver_call_webhook, str(call_id))
     return status
 
 
 @shared_task(bind=True, name="calls.tasks.deliver_call_webhook", max_retries=5)
 def deliver_call_webhook(self, call_id: str) -> str:  # type: ignore[no-untyped-def]
-    from calls.webhooks import WebhookDeliveryError, deliver
-
     try:
-        return deliver(call_id=call_id, attempt=self.request.retries + 1)
-    except WebhookDeliveryError as exc:
+        return webhooks.deliver(call_id=call_id, attempt=self.request.retries + 1)
+    except webhooks.WebhookDeliveryError as exc:
         if self.request.retries < self.max_retries:
             raise self.retry(exc=exc, countdown=min(300, 5 * 2**self.request.retries)) from exc
-        from calls.models import Call
-
-        Call.objects.filter(pk=call_id).update(webhook_status=f"failed: {exc}"[:40])
+        services.call_set_webhook_status(call_id=call_id, status=f"failed: {exc}")
         return "failed"
 
 
 @shared_task(name="calls.tasks.sweep_orphaned_calls")
 def sweep_orphaned_calls() -> list[str]:
-    from calls.services import calls_sweep_orphaned
-
-    return calls_sweep_orphaned(older_than=timedelta(seconds=settings.ORPHAN_AFTER_SECONDS))
+    return services.calls_sweep_orphaned(
+        older_than=timedelta(seconds=settings.ORPHAN_AFTER_SECONDS)
+    )

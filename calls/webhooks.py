@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from calls import selectors
+from calls import selectors, services
 from calls.models import Call
 
 logger = logging.getLogger(__name__)
@@ -24,14 +24,9 @@ class WebhookDeliveryError(Exception):
     pass
 
 
-def enqueue_call_webhook(call_id: str) -> None:
-    call = Call.objects.select_related("profile").filter(pk=call_id).first()
-    if call is None or call.profile is None or not call.profile.webhook_url:
-        return
-    from calls.inline_tasks import enqueue
-    from calls.tasks import deliver_call_webhook
-
-    enqueue(deliver_call_webhook, str(call_id))
+def wanted(call: Call | None) -> bool:
+    """Whether ``call``'s profile asks for the webhook."""
+    return call is not None and call.profile is not None and bool(call.profile.webhook_url)
 
 
 def payload_for(call: Call) -> dict[str, Any]:
@@ -73,8 +68,8 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def deliver(*, call_id: str, attempt: int = 1) -> str:
-    call = Call.objects.select_related("profile").filter(pk=call_id).first()
-    if call is None or call.profile is None or not call.profile.webhook_url:
+    call = selectors.call_get(call_id=call_id)
+    if not wanted(call):
         return "skipped"
     if call.webhook_status == "delivered":
         return "delivered"  # idempotent: re-runs do not POST twice
@@ -95,5 +90,5 @@ def deliver(*, call_id: str, attempt: int = 1) -> str:
             extra={"call_id": call_id},
         )
         raise WebhookDeliveryError(f"HTTP {response.status_code}")
-    Call.objects.filter(pk=call_id).update(webhook_status="delivered")
+    services.call_set_webhook_status(call_id=call_id, status="delivered")
     return "delivered"

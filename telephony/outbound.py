@@ -1,5 +1,8 @@
 """Outbound calls: the agent dials a number with a chosen profile (API and admin).
 
+``POST /api/calls/outbound/`` is :func:`outbound_call`; the admin's form is in
+``telephony/admin.py``.
+
 The call record is created first (outbound, ringing) so the stream token can name it;
 the carrier then gets the same stream instructions an inbound call gets (Twilio: the
 ``<Connect><Stream>`` TwiML inline; Telnyx: ``stream_url`` on the dial command).
@@ -7,13 +10,19 @@ the carrier then gets the same stream instructions an inbound call gets (Twilio:
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 
 from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
 from twilio.base.exceptions import TwilioRestException
 
-from calls import global_stop, services
+from calls import global_stop, selectors, services
+from calls.auth import require_api_key
+from calls.db_deadline import DatabaseUnavailable, run_with_deadline
 from calls.models import AgentProfile, Call, CallStatus, Channel, EndReason
 from telephony import links, telnyx, tokens, twilio
 
@@ -92,3 +101,49 @@ def place_call(*, profile: AgentProfile, to: str, carrier: str = Channel.TWILIO)
     call.external_id = external_id
     logger.info("outbound %s call %s to %s placed (%s)", carrier, call_id, to, external_id)
     return call
+
+
+@csrf_exempt
+@require_POST
+@require_api_key
+def outbound_call(request: HttpRequest) -> JsonResponse:
+    """``POST /api/calls/outbound/`` ``{"to": "+34...", "profile": "<slug>", "carrier": "twilio"}``
+    with ``Authorization: Bearer <ADMIN_API_KEY>`` (compared in constant time by
+    ``require_api_key``)."""
+    try:
+        body = json.loads(request.body or b"{}")
+        if not isinstance(body, dict):
+            raise ValueError("not an object")
+    except ValueError:
+        return JsonResponse({"error": "the body must be a JSON object"}, status=400)
+    to, slug, carrier = (
+        body.get("to"),
+        body.get("profile") or None,
+        body.get("carrier") or Channel.TWILIO,
+    )
+    if not isinstance(to, str) or not isinstance(carrier, str) or not isinstance(slug, str | None):
+        return JsonResponse({"error": "'to', 'profile' and 'carrier' must be strings"}, status=400)
+    try:
+        profile = run_with_deadline(
+            lambda: selectors.profile_get(slug=slug), what="outbound call profile"
+        )
+    except selectors.ProfileNotFound as exc:
+        return JsonResponse({"error": str(exc)}, status=404)
+    except DatabaseUnavailable as exc:
+        logger.error("outbound call refused, database unavailable: %s", exc)
+        return JsonResponse({"error": "the database is unavailable; try again"}, status=503)
+    try:
+        call = place_call(profile=profile, to=to, carrier=carrier)
+    except OutboundError as exc:
+        return JsonResponse({"error": str(exc)}, status=exc.status)
+    return JsonResponse(
+        {
+            "call_id": str(call.id),
+            "carrier": carrier,
+            "external_id": call.external_id,
+            "profile": profile.slug,
+            "to": to,
+            "status": call.status,
+        },
+        status=201,
+    )

@@ -1,4 +1,4 @@
-"""Carrier webhooks and the outbound-call API.
+"""Carrier webhooks.
 
 Every webhook: ``csrf_exempt`` + ``require_POST``, signature first (403 with a logged
 reason unless ``TELEPHONY_ALLOW_UNSIGNED=true``), then a handler picked from a dict by
@@ -22,17 +22,16 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from twilio.request_validator import get_signature_algorithm
 
 from calls import global_stop, selectors, services
-from calls.auth import require_api_key
 from calls.db_deadline import DatabaseUnavailable, run_with_deadline
 from calls.models import AgentProfile, Call, CallStatus, Channel, EndReason
 from orchestrator.config import DEFAULT_APOLOGY
-from telephony import links, outbound, telnyx, tokens, twilio
+from telephony import links, telnyx, tokens, twilio
 
 logger = logging.getLogger(__name__)
 
@@ -424,52 +423,3 @@ def telnyx_webhook(request: HttpRequest) -> HttpResponse:
         logger.error("telnyx %s not handled, database unavailable: %s", event_type, exc)
         return HttpResponse(status=503)
     return HttpResponse(status=204)
-
-
-# --- outbound API ----------------------------------------------------------------------
-
-
-@csrf_exempt
-@require_POST
-@require_api_key
-def outbound_call(request: HttpRequest) -> JsonResponse:
-    """``POST /api/calls/outbound/`` ``{"to": "+34...", "profile": "<slug>", "carrier": "twilio"}``
-    with ``Authorization: Bearer <ADMIN_API_KEY>`` (compared in constant time by
-    ``require_api_key``)."""
-    try:
-        body = json.loads(request.body or b"{}")
-        if not isinstance(body, dict):
-            raise ValueError("not an object")
-    except ValueError:
-        return JsonResponse({"error": "the body must be a JSON object"}, status=400)
-    to, slug, carrier = (
-        body.get("to"),
-        body.get("profile") or None,
-        body.get("carrier") or Channel.TWILIO,
-    )
-    if not isinstance(to, str) or not isinstance(carrier, str) or not isinstance(slug, str | None):
-        return JsonResponse({"error": "'to', 'profile' and 'carrier' must be strings"}, status=400)
-    try:
-        profile = run_with_deadline(
-            lambda: selectors.profile_get(slug=slug), what="outbound call profile"
-        )
-    except selectors.ProfileNotFound as exc:
-        return JsonResponse({"error": str(exc)}, status=404)
-    except DatabaseUnavailable as exc:
-        logger.error("outbound call refused, database unavailable: %s", exc)
-        return JsonResponse({"error": "the database is unavailable; try again"}, status=503)
-    try:
-        call = outbound.place_call(profile=profile, to=to, carrier=carrier)
-    except outbound.OutboundError as exc:
-        return JsonResponse({"error": str(exc)}, status=exc.status)
-    return JsonResponse(
-        {
-            "call_id": str(call.id),
-            "carrier": carrier,
-            "external_id": call.external_id,
-            "profile": profile.slug,
-            "to": to,
-            "status": call.status,
-        },
-        status=201,
-    )

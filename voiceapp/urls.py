@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from telephony.urls import api_urlpatterns as telephony_api
 from voiceapp import health
 
 admin.site.site_header = "Voice agents"
@@ -15,4 +16,5 @@ urlpatterns = [
     path("simulator/", include("simulator.urls")),
     path("telephony/", include("telephony.urls")),
     path("api/", include("calls.urls")),
+    path("api/", include(telephony_api)),
 ]
