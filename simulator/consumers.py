@@ -9,7 +9,7 @@ server -> client  {"type": "audio", "data": "<base64>", "sample_rate": N} (binar
                   client asked for it with "audio": "binary" in start), "transcript", "clear",
                   "state", "metrics", "started", "ended", "error" messages.
 
-Close codes: ``calls.media_socket.CloseCode`` (docs/simulator.md).
+Close codes: ``live.socket.CloseCode`` (docs/simulator.md).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from calls import global_stop, selectors, services
-from calls.live import start_live_call, stop_live_call
-from calls.media_socket import CloseCode, MediaSocketConsumer
 from calls.models import Channel
+from live.runtime import start_live_call, stop_live_call
+from live.socket import CloseCode, MediaSocketConsumer
 from orchestrator.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from orchestrator.engines import EngineError
 from orchestrator.session import EndReason

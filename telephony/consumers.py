@@ -8,9 +8,9 @@ Flow: ``receive`` parses and acts only on cheap things (decode + resample caller
 into the session, marks); anything that touches the database goes through ``inbox`` to
 the worker task created in ``connect``. The worker checks the stream token on ``start``
 (close 4403 before any audio reaches a session), starts the session through
-``calls.live`` and ends it on ``stop``. When the socket goes, ``MediaSocketConsumer``
+``live.runtime`` and ends it on ``stop``. When the socket goes, ``MediaSocketConsumer``
 ends whatever is still running: the call record is ended with a reason in every path.
-Close codes: ``calls.media_socket.CloseCode`` (docs/telephony.md).
+Close codes: ``live.socket.CloseCode`` (docs/telephony.md).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from django.conf import settings
 from twilio.base.exceptions import TwilioRestException
 
 from calls import selectors, services
-from calls.live import start_live_call, stop_live_call
-from calls.media_socket import CloseCode, MediaSocketConsumer
 from calls.models import Call, CallStatus, Channel
+from live.runtime import start_live_call, stop_live_call
+from live.socket import CloseCode, MediaSocketConsumer
 from orchestrator.audio import StreamResampler, pcm16_to_ulaw, ulaw_to_pcm16
 from orchestrator.engines import EngineError
 from orchestrator.session import INPUT_SAMPLE_RATE, EndReason

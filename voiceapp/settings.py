@@ -231,7 +231,7 @@ TELNYX_FROM_NUMBER = env.str("TELNYX_FROM_NUMBER", default="")
 TELNYX_API_BASE_URL = env.str("TELNYX_API_BASE_URL", default="https://api.telnyx.com/v2")
 TELEPHONY_ALLOW_UNSIGNED = env.bool("TELEPHONY_ALLOW_UNSIGNED", default=False)
 STREAM_TOKEN_TTL_SECONDS = env.int("STREAM_TOKEN_TTL_SECONDS", default=300)
-# Media sockets (simulator, Twilio, Telnyx; calls/media_socket.py): a socket that has not sent
+# Media sockets (simulator, Twilio, Telnyx; live/socket.py): a socket that has not sent
 # its start message within this time is closed (4408); at most this many sockets of one process
 # may be waiting for their start at once, more are refused (4503).
 MEDIA_SOCKET_START_TIMEOUT_SECONDS = env.float("MEDIA_SOCKET_START_TIMEOUT_SECONDS", default=5.0)

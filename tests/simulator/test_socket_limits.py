@@ -12,8 +12,8 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from calls import live as live_calls
 from calls.models import Call, CallStatus, EndReason
+from live import runtime as live_calls
 from simulator.consumers import SimulatorConsumer
 from tests.scripted import scripted_profile
 

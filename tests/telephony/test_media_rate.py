@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from calls.media_rate import AudioBudget
+from live.media_rate import AudioBudget
 
 
 class Clock:

@@ -15,9 +15,9 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from calls import live as live_calls
-from calls import media_socket
 from calls.models import Call, CallStatus, EndReason
+from live import runtime as live_calls
+from live import socket as media_socket
 from tests.scripted import scripted_profile
 from tests.telephony.test_streams import ULAW_FRAME, Twilio, next_message, until
 from voiceapp.asgi import application

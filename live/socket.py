@@ -10,7 +10,7 @@ What every media socket shares:
 - **No channel layer.** Media sockets never subscribe to Redis (``channel_layer_alias =
   None``): Redis carries control messages only, and a Redis outage must not drop calls.
 - **A deadline for ``start``** and a per-process bound on sockets still waiting for it.
-- **An audio budget** (``calls/media_rate.py``): a caller streaming faster than real time,
+- **An audio budget** (``live/media_rate.py``): a caller streaming faster than real time,
   beyond a burst, is cut off with 4429.
 - **One table of close codes** (``CloseCode``), documented in docs/telephony.md and
   docs/simulator.md. daphne's websocket layer (autobahn) sends only 1000 or 3000–4999:
@@ -31,8 +31,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from calls import services
-from calls.live import LiveCall, stop_live_call
-from calls.media_rate import AudioBudget
+from live.media_rate import AudioBudget
+from live.runtime import LiveCall, stop_live_call
 from orchestrator.session import EndReason
 
 logger = logging.getLogger(__name__)
