@@ -20,7 +20,7 @@ from pathlib import Path
 SHOWN = re.compile(r"^(Collecting |Successfully |Installing collected |ERROR|WARNING: Failed)")
 BUILD = re.compile(r"Building wheel for (\S+) \(.*\): (started|finished.*)$")
 STEP = re.compile(r"^\s*\[(\d+)/(\d+)\]\s")
-# Measured on 2 cores, see docs/engines.md ("Installing"); pip caches the wheel it builds.
+# Measured on 2 cores (README, docs/engines.md); pip caches the wheel it builds.
 SLOW_BUILDS = {"llama_cpp_python": "compiling llama.cpp (the offline LLM): about 6 minutes"}
 
 
