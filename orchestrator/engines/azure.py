@@ -35,7 +35,6 @@ NATIVE_FORMATS: dict[int, str] = {
     44100: "Raw44100Hz16BitMonoPcm",
     48000: "Raw48Khz16BitMonoPcm",
 }
-CHANNEL_RATES = {"browser": 16000, "twilio": 8000, "telnyx": 8000}
 
 _RATE = re.compile(r"^(x-slow|slow|medium|fast|x-fast|default|[+-]?\d{1,3}(\.\d+)?%|\d(\.\d+)?)$")
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
@@ -98,7 +97,7 @@ def create(
         voice=voice,
         rate=rate,
         pause_ms=config.voice_pacing_ms,
-        channel_rate=CHANNEL_RATES.get(config.channel, 16000),
+        channel_rate=config.output_rate,
         timeout_s=config.engine_timeout_s,
     )
 

@@ -94,8 +94,10 @@ def test_cancellations_map_to_engine_errors(code, status, retryable):
     assert f"details of {code}" in str(error)
 
 
-def test_it_is_built_for_the_channel_with_the_profile_rate_and_pacing():
-    config = CallConfig(channel="twilio", voice_pacing_ms=200, extra={"tts_rate": "+5%"})
+def test_it_is_built_for_the_transport_rate_with_the_profile_rate_and_pacing():
+    config = CallConfig(
+        channel="twilio", output_rate=8000, voice_pacing_ms=200, extra={"tts_rate": "+5%"}
+    )
 
     engine = create_engine(
         "tts", EngineSpec(engine="azure", voice="es-ES-ElviraNeural"), CREDENTIALS, config=config
@@ -144,13 +146,12 @@ async def test_live_azure_streams_speech(sample_rate):
         azure_speech_region=os.environ.get("AZURE_SPEECH_REGION", ""),
         azure_speech_endpoint=os.environ.get("AZURE_SPEECH_ENDPOINT", ""),
     )
-    channel = "browser" if sample_rate == 16000 else "twilio"
     voice = os.environ.get("AZURE_SPEECH_VOICE", "es-ES-ElviraNeural")
     engine = create_engine(
         "tts",
         EngineSpec(engine="azure", voice=voice),
         credentials,
-        config=CallConfig(channel=channel),
+        config=CallConfig(output_rate=sample_rate),
     )
     await engine.warmup()
 
