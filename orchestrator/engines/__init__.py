@@ -102,12 +102,6 @@ class Engines:
                 await close()
 
 
-class EngineFactory(Protocol):
-    def __call__(
-        self, role: str, spec: EngineSpec, credentials: EngineCredentials, *, config: CallConfig
-    ) -> object: ...
-
-
 # registry name -> module defining ``create(role, spec, credentials[, *, config])``
 _FACTORIES: dict[str, str] = {}
 
