@@ -1,7 +1,14 @@
-"""Base class of the WebSocket consumers that carry call audio (simulator, Twilio, Telnyx).
+"""``CallSocket``: the base of the WebSocket consumers that carry call audio (simulator,
+Twilio, Telnyx). A consumer only translates its protocol; the life cycle is here.
 
 What every media socket shares:
 
+- **Parse, then queue.** ``receive`` hands a message to :meth:`CallSocket.on_message`, which
+  acts only on cheap things (caller audio into the session) and puts the rest in ``inbox``;
+  one worker task (:meth:`CallSocket.on_queued`) does everything that awaits the database
+  or the session, in order. Channels handles one message at a time per consumer.
+- **Going live and stopping** through ``live/runtime.py`` (:meth:`CallSocket.go_live`,
+  :meth:`CallSocket.caller_hung_up`), and one idempotent :meth:`CallSocket.close_socket`.
 - **It owns its session.** ``__call__`` ends in a ``finally`` that stops the live call as a
   caller hang-up (bounded wait, then cancel), cancels and awaits the socket's own tasks and
   ends the call record. daphne cancels an application that is slow to close without
@@ -11,7 +18,8 @@ What every media socket shares:
   None``): Redis carries control messages only, and a Redis outage must not drop calls.
 - **A deadline for ``start``** and a per-process bound on sockets still waiting for it.
 - **An audio budget** (``live/media_rate.py``): a caller streaming faster than real time,
-  beyond a burst, is cut off with 4429.
+  beyond a burst, is cut off with 4429. Caller audio arrives as PCM16 at the protocol's
+  rate (:meth:`CallSocket.caller_audio`) and is resampled to the session's rate here.
 - **One table of close codes** (``CloseCode``), documented in docs/telephony.md and
   docs/simulator.md. daphne's websocket layer (autobahn) sends only 1000 or 3000–4999:
   any other code is dropped silently and the socket stays open.
@@ -23,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
@@ -31,9 +40,12 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from calls import services
+from calls.models import AgentProfile
 from live.media_rate import AudioBudget
-from live.runtime import LiveCall, stop_live_call
-from orchestrator.session import EndReason
+from live.runtime import LiveCall, start_live_call, stop_live_call
+from orchestrator.audio import StreamResampler
+from orchestrator.engines import EngineError
+from orchestrator.session import INPUT_SAMPLE_RATE, EndReason, Transport
 
 logger = logging.getLogger(__name__)
 
@@ -52,22 +64,31 @@ class CloseCode(IntEnum):
     UNAVAILABLE = 4503  # calls globally stopped, or this process is busy
 
 
+@dataclass(slots=True, kw_only=True, frozen=True)
+class MediaFlood:
+    """Not a protocol message: ``receive`` telling the worker to cut an abusive stream."""
+
+    error: str
+
+
 # Sockets of this process that are open but have not sent their start message yet.
-_waiting: set[MediaSocketConsumer] = set()
+_waiting: set[CallSocket] = set()
 
 
 def waiting_sockets() -> int:
     return len(_waiting)
 
 
-class MediaSocketConsumer(AsyncWebsocketConsumer):
+class CallSocket(AsyncWebsocketConsumer):
     """A consumer that receives a frame every 20 ms and owns one call.
 
-    Subclasses set ``self.live`` / ``self.call_id`` as the call starts, start their
-    worker with :meth:`start_worker`, call :meth:`start_received` when the start message
-    arrives and :meth:`audio_allowed` for every chunk of caller audio, and implement
-    :meth:`close_with` and :meth:`flood_detected`.
+    Subclasses implement :meth:`on_message` (parse; call :meth:`start_received` when the
+    start message arrives, :meth:`caller_audio` for caller audio, queue the rest) and
+    :meth:`on_queued` (the worker's side), set ``self.call_id`` and :meth:`go_live` as the
+    call starts, and may override :meth:`admit`, :meth:`close_with` and the audio hooks.
     """
+
+    label = "media socket"  # how the logs name this socket (subclasses and instances set it)
 
     # Not subscribed to the channel layer: no Redis receive loop that can kill the call.
     channel_layer_alias = None  # type: ignore[assignment]
@@ -84,6 +105,10 @@ class MediaSocketConsumer(AsyncWebsocketConsumer):
             burst_s=settings.MEDIA_BURST_SECONDS, max_speed=settings.MEDIA_MAX_SPEED
         )
         self.flooded = False
+        self.inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self.closing = False  # closed, or closing: nothing more is sent or processed
+        self.remote_stopped = False  # the caller said stop or dropped the socket
+        self.resampler: StreamResampler | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -121,6 +146,75 @@ class MediaSocketConsumer(AsyncWebsocketConsumer):
                 await self.websocket_receive(message)
         else:
             await super().dispatch(message)
+
+    async def connect(self) -> None:
+        await self.accept()
+        if await self.admit():
+            self.start_worker(self.work(), name=f"{self.label}-worker")
+
+    async def admit(self) -> bool:
+        """Checks at the door (after accept): False when the socket was closed instead."""
+        return True
+
+    async def disconnect(self, code: int) -> None:
+        # The session, the worker and the call record are ended by ``release`` once the
+        # consumer exits (here, or when daphne kills a slow one).
+        if not self.closing:
+            # Dropped without a stop (network, carrier restart): the caller is gone.
+            self.remote_stopped = True
+        self.closing = True
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        # Parse and enqueue only: long work here would block this socket's next message.
+        if not self.closing:
+            await self.on_message(text_data, bytes_data)
+
+    async def on_message(self, text_data: str | None, bytes_data: bytes | None) -> None:
+        raise NotImplementedError
+
+    async def work(self) -> None:
+        """The worker: queued messages in order, until the socket closes."""
+        while not self.closing:
+            message = await self.inbox.get()
+            if isinstance(message, MediaFlood):
+                await self.end_flooded_call(message.error)
+                return
+            await self.on_queued(message)
+
+    async def on_queued(self, message: Any) -> None:
+        raise NotImplementedError
+
+    async def go_live(
+        self, *, profile: AgentProfile, channel: str, transport: Transport
+    ) -> LiveCall | None:
+        """Start the session of ``self.call_id``; on an engine failure close 4500 (None)."""
+        assert self.call_id is not None
+        try:
+            self.live = await start_live_call(
+                call_id=self.call_id, profile=profile, channel=channel, transport=transport
+            )
+        except EngineError as exc:  # the call record was ended with "error" by start_live_call
+            await self.close_with(CloseCode.INTERNAL, f"engine setup failed: {exc}")
+            return None
+        return self.live
+
+    async def caller_hung_up(self) -> bool:
+        """The caller said stop: end the session as a caller hang-up (False: none was live)."""
+        if self.live is None:
+            return False
+        await stop_live_call(self.live, EndReason.CALLER_HANGUP)
+        return True
+
+    async def close_socket(self, code: CloseCode, reason: str) -> None:
+        """Close once, with ``code`` and ``reason`` (logged)."""
+        if self.closing:
+            return
+        self.closing = True
+        log = logger.info if code == CloseCode.NORMAL else logger.warning
+        log("%s closed (%d): %s", self.label, code, reason)
+        with contextlib.suppress(Exception):  # the socket may already be gone; nothing to tell it
+            # int(): autobahn refuses an IntEnum ("must be an integer"), the socket stays open.
+            await self.close(code=int(code), reason=reason[:120])
 
     def start_received(self) -> None:
         """The start message arrived: the deadline no longer applies."""
@@ -175,7 +269,29 @@ class MediaSocketConsumer(AsyncWebsocketConsumer):
             return EndReason.CALLER_HANGUP
         return EndReason.ERROR if task.exception() is not None else str(task.result())
 
-    # --- audio budget --------------------------------------------------------------------
+    # --- caller audio ----------------------------------------------------------------------
+
+    def caller_audio(self, pcm16: bytes, *, sample_rate: int) -> None:
+        """Caller audio, PCM16 mono at ``sample_rate``: counted, then into the session."""
+        if not self.audio_allowed(len(pcm16) / (2 * sample_rate)):
+            return
+        if self.live is None:
+            self.audio_before_start()  # before start, or while the call is being set up
+            return
+        if len(pcm16) % 2:
+            self.audio_refused(f"audio must be whole 16-bit samples (got {len(pcm16)} bytes)")
+            return
+        if sample_rate != INPUT_SAMPLE_RATE:
+            if self.resampler is None:
+                self.resampler = StreamResampler(sample_rate, INPUT_SAMPLE_RATE)
+            pcm16 = self.resampler.process(pcm16)
+        self.live.session.push_audio(pcm16)
+
+    def audio_before_start(self) -> None:
+        """Caller audio that no session can take yet: dropped (subclasses log or tell)."""
+
+    def audio_refused(self, error: str) -> None:
+        logger.warning("%s: %s", self.label, error)
 
     def audio_allowed(self, seconds: float) -> bool:
         """Count ``seconds`` of caller audio; False (and :meth:`flood_detected`) once over."""
@@ -190,7 +306,7 @@ class MediaSocketConsumer(AsyncWebsocketConsumer):
             f"({budget.received_s:.1f} s of audio); the limit is {budget.max_speed:g}x "
             f"after a {budget.burst_s:g} s burst"
         )
-        logger.warning("%s: media flood, closing: %s", type(self).__name__, error)
+        logger.warning("%s: media flood, closing: %s", self.label, error)
         self.flood_detected(error)
         return False
 
@@ -209,13 +325,12 @@ class MediaSocketConsumer(AsyncWebsocketConsumer):
     # --- subclass hooks ------------------------------------------------------------------
 
     async def close_with(self, code: CloseCode, reason: str) -> None:
-        """Close the socket with ``code`` the way this protocol does (log, tell, close)."""
-        with contextlib.suppress(Exception):
-            await self.close(code=int(code), reason=reason[:120])
+        """Close the socket with ``code`` the way this protocol does (tell, hang up, close)."""
+        await self.close_socket(code, reason)
 
     def flood_detected(self, error: str) -> None:
         """Called once, from ``receive``: hand :meth:`end_flooded_call` to the worker."""
-        raise NotImplementedError
+        self.inbox.put_nowait(MediaFlood(error=error))
 
 
 async def _run_despite_cancellation(work: Coroutine[Any, Any, None], *, name: str) -> None:

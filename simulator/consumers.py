@@ -9,12 +9,13 @@ server -> client  {"type": "audio", "data": "<base64>", "sample_rate": N} (binar
                   client asked for it with "audio": "binary" in start), "transcript", "clear",
                   "state", "metrics", "started", "ended", "error" messages.
 
-Close codes: ``live.socket.CloseCode`` (docs/simulator.md).
+The life cycle every media socket shares (worker, start deadline, audio budget, ending the
+call in every path) is ``live.socket.CallSocket``; this consumer only speaks the page's
+protocol. Close codes: ``live.socket.CloseCode`` (docs/simulator.md).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -27,16 +28,13 @@ from channels.db import database_sync_to_async
 
 from calls import global_stop, selectors, services
 from calls.models import Channel
-from live.runtime import start_live_call, stop_live_call
-from live.socket import CloseCode, MediaSocketConsumer
+from live.socket import CallSocket, CloseCode
 from orchestrator.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from orchestrator.engines import EngineError
-from orchestrator.session import EndReason
+from orchestrator.session import INPUT_SAMPLE_RATE, EndReason
 
 logger = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 64 * 1024
-INPUT_BYTES_PER_SECOND = 16000 * 2  # caller audio is PCM16 16 kHz mono
 
 
 class BrowserTransport:
@@ -80,48 +78,35 @@ class BrowserTransport:
         await self.consumer.finish(reason)
 
 
-class SimulatorConsumer(MediaSocketConsumer):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.finished = False
-        self.ended_sent = False
+class SimulatorConsumer(CallSocket):
+    label = "simulator socket"
 
-    async def connect(self) -> None:
-        await self.accept()
+    async def admit(self) -> bool:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.fail(
                 "authentication required: log in to the admin first", CloseCode.UNAUTHENTICATED
             )
-            return
+            return False
         if not user.is_staff:
             await self.fail("staff access required", CloseCode.FORBIDDEN)
-            return
+            return False
         if not await database_sync_to_async(global_stop.calls_allowed)():
             await self.fail(
                 "calls are globally stopped after repeated errors; an operator must reset them",
                 CloseCode.UNAVAILABLE,
             )
-            return
-        self.start_worker(self.work(), name="simulator-worker")
+            return False
+        return True
 
-    async def disconnect(self, code: int) -> None:
-        # The session, the worker and the call record are ended by MediaSocketConsumer
-        # once the consumer exits (here, or when daphne kills a slow one).
-        self.finished = True
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        # Parse and enqueue only: long work here would block this socket's next message.
-        if self.finished or self.worker is None:
-            return
+    async def on_message(self, text_data: str | None, bytes_data: bytes | None) -> None:
         if bytes_data is not None:
             if len(bytes_data) > MAX_FRAME_BYTES:
                 await self.fail(
                     f"frame of {len(bytes_data)} bytes exceeds 64 KB", CloseCode.TOO_LARGE
                 )
                 return
-            self.push_audio(bytes_data)
+            self.caller_audio(bytes_data, sample_rate=INPUT_SAMPLE_RATE)
             return
         if text_data is None:
             return
@@ -154,7 +139,7 @@ class SimulatorConsumer(MediaSocketConsumer):
             if len(audio) > MAX_FRAME_BYTES:
                 await self.fail("media frame exceeds 64 KB", CloseCode.TOO_LARGE)
                 return
-            self.push_audio(audio)
+            self.caller_audio(audio, sample_rate=INPUT_SAMPLE_RATE)
         elif event in ("start", "stop"):
             if event == "start":
                 self.start_received()
@@ -162,40 +147,23 @@ class SimulatorConsumer(MediaSocketConsumer):
         else:
             await self.send_error(f"unknown event {event!r}")
 
-    def push_audio(self, audio: bytes) -> None:
-        if not self.audio_allowed(len(audio) / INPUT_BYTES_PER_SECOND):
-            return
-        if self.live is None:
-            self.inbox.put_nowait({"event": "_early_media"})
-            return
-        if len(audio) % 2:
-            self.inbox.put_nowait({"event": "_odd_media", "size": len(audio)})
-            return
-        self.live.session.push_audio(audio)
+    def audio_before_start(self) -> None:
+        self.inbox.put_nowait(
+            {"event": "_error", "message": "media before start: send a start event first"}
+        )
 
-    def flood_detected(self, error: str) -> None:
-        self.inbox.put_nowait({"event": "_flood", "error": error})
+    def audio_refused(self, error: str) -> None:
+        self.inbox.put_nowait({"event": "_error", "message": error})
 
-    async def work(self) -> None:
-        while not self.finished:
-            message = await self.inbox.get()
-            event = message["event"]
-            if event == "start":
-                await self.start_call(message)
-            elif event == "stop":
-                if self.live is None:
-                    await self.finish("caller_hangup")
-                    return
-                await stop_live_call(self.live, EndReason.CALLER_HANGUP)
-            elif event == "_flood":
-                await self.end_flooded_call(message["error"])
-                return
-            elif event == "_early_media":
-                await self.send_error("media before start: send a start event first")
-            elif event == "_odd_media":
-                await self.send_error(
-                    f"audio must be whole 16-bit samples (got {message['size']} bytes)"
-                )
+    async def on_queued(self, message: dict[str, Any]) -> None:
+        event = message["event"]
+        if event == "start":
+            await self.start_call(message)
+        elif event == "stop":
+            if not await self.caller_hung_up():
+                await self.finish("caller_hangup")
+        elif event == "_error":
+            await self.send_error(message["message"])
 
     async def start_call(self, message: dict[str, Any]) -> None:
         if self.live is not None:
@@ -224,12 +192,7 @@ class SimulatorConsumer(MediaSocketConsumer):
         transport = BrowserTransport(
             self, channel=channel, binary_audio=message.get("audio") == "binary"
         )
-        try:
-            self.live = await start_live_call(
-                call_id=self.call_id, profile=profile, channel=channel, transport=transport
-            )
-        except EngineError as exc:
-            await self.fail(f"engine setup failed: {exc}", CloseCode.INTERNAL)
+        if await self.go_live(profile=profile, channel=channel, transport=transport) is None:
             return
         await self.send_json(
             {
@@ -243,27 +206,21 @@ class SimulatorConsumer(MediaSocketConsumer):
 
     async def finish(self, reason: str) -> None:
         """The session ended (or never started): tell the page why, then close."""
-        if self.ended_sent:
+        if self.closing:
             return
-        self.ended_sent = True
-        self.finished = True
         with contextlib.suppress(Exception):
             await self.send_json({"type": "ended", "reason": reason, "call_id": self.call_id})
-            code = CloseCode.INTERNAL if reason == EndReason.ERROR else CloseCode.NORMAL
-            await self.close(code=int(code), reason=reason[:120])
+        code = CloseCode.INTERNAL if reason == EndReason.ERROR else CloseCode.NORMAL
+        await self.close_socket(code, reason)
 
     async def close_with(self, code: CloseCode, reason: str) -> None:
         await self.fail(reason, code)
 
     async def fail(self, message: str, code: CloseCode) -> None:
-        if self.ended_sent:
+        if self.closing:
             return  # already closed: nothing more to tell the page
-        logger.warning("simulator socket closed (%d): %s", code, message)
         await self.send_error(message)
-        self.finished = True
-        self.ended_sent = True
-        with contextlib.suppress(Exception):
-            await self.close(code=int(code), reason=message[:120])
+        await self.close_socket(code, message)
 
     async def send_error(self, message: str) -> None:
         with contextlib.suppress(Exception):

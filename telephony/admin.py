@@ -19,6 +19,7 @@ from django.utils.html import format_html
 
 from calls.admin import AgentProfileAdmin
 from calls.models import AgentProfile
+from telephony import carriers
 from telephony.outbound import E164, OutboundError, place_call
 
 
@@ -29,9 +30,7 @@ class OutboundCallForm(forms.Form):
         help_text="E.164, e.g. +34600111222",
         error_messages={"invalid": "Use an E.164 number such as +34600111222."},
     )
-    carrier = forms.ChoiceField(
-        choices=[("twilio", "Twilio"), ("telnyx", "Telnyx")], initial="twilio"
-    )
+    carrier = forms.ChoiceField(choices=carriers.choices(), initial=carriers.DEFAULT)
 
 
 def _with_outbound_field(fieldsets: Any) -> tuple[Any, ...]:

@@ -4,8 +4,9 @@
 ``telephony/admin.py``.
 
 The call record is created first (outbound, ringing) so the stream token can name it;
-the carrier then gets the same stream instructions an inbound call gets (Twilio: the
-``<Connect><Stream>`` TwiML inline; Telnyx: ``stream_url`` on the dial command).
+the carrier then gets the same stream instructions an inbound call gets (each carrier's
+``rest.dial``: Twilio the ``<Connect><Stream>`` TwiML inline, Telnyx ``stream_url`` on the
+dial command).
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
-from twilio.base.exceptions import TwilioRestException
 
 from calls import global_stop, selectors, services
 from calls.auth import require_api_key
 from calls.db_deadline import DatabaseUnavailable, run_with_deadline
-from calls.models import AgentProfile, Call, CallStatus, Channel, EndReason
-from telephony import links, telnyx, tokens, twilio
+from calls.models import AgentProfile, Call, CallStatus, EndReason
+from telephony import carriers, tokens
 
 logger = logging.getLogger(__name__)
 
@@ -37,30 +37,18 @@ class OutboundError(Exception):
         self.status = status
 
 
-def place_call(*, profile: AgentProfile, to: str, carrier: str = Channel.TWILIO) -> Call:
+def place_call(*, profile: AgentProfile, to: str, carrier: str = carriers.DEFAULT) -> Call:
     """Dial ``to``; returns the ringing call record. Raises :class:`OutboundError`."""
     if not E164.match(to):
         raise OutboundError("'to' must be an E.164 number such as +34600111222", status=400)
-    if carrier not in (Channel.TWILIO, Channel.TELNYX):
-        raise OutboundError("carrier must be 'twilio' or 'telnyx'", status=400)
+    chosen = carriers.get(carrier)
+    if chosen is None:
+        names = " or ".join(f"'{name}'" for name in carriers.CARRIERS)
+        raise OutboundError(f"carrier must be {names}", status=400)
     if not global_stop.calls_allowed():
         raise OutboundError("calls are globally stopped; an operator must reset them", status=503)
-    from_ = (
-        settings.TWILIO_FROM_NUMBER if carrier == Channel.TWILIO else settings.TELNYX_FROM_NUMBER
-    )
-    if carrier == Channel.TWILIO:
-        required = {
-            "TWILIO_ACCOUNT_SID": settings.TWILIO_ACCOUNT_SID,
-            "TWILIO_AUTH_TOKEN": settings.TWILIO_AUTH_TOKEN,
-            "TWILIO_FROM_NUMBER": from_,
-        }
-    else:
-        required = {
-            "TELNYX_API_KEY": settings.TELNYX_API_KEY,
-            "TELNYX_CONNECTION_ID": settings.TELNYX_CONNECTION_ID,
-            "TELNYX_FROM_NUMBER": from_,
-        }
-    missing = [name for name, value in required.items() if not value]
+    from_ = getattr(settings, chosen.rest.FROM_NUMBER_SETTING)
+    missing = [name for name in chosen.rest.DIAL_SETTINGS if not getattr(settings, name)]
     if missing:
         raise OutboundError(f"{carrier} is not configured: set {', '.join(missing)}", status=503)
 
@@ -75,23 +63,8 @@ def place_call(*, profile: AgentProfile, to: str, carrier: str = Channel.TWILIO)
     call_id = str(call.id)
     token = tokens.mint(call_id=call_id, carrier=carrier)
     try:
-        if carrier == Channel.TWILIO:
-            external_id = twilio.place_call(
-                to=to,
-                from_=from_,
-                twiml=twilio.connect_twiml(
-                    stream_url=links.twilio_stream_url(), call_id=call_id, token=token
-                ),
-                status_callback=links.public_url(links.TWILIO_STATUS_PATH),
-            )
-        else:
-            external_id = telnyx.CallControl().dial(
-                to=to,
-                from_=from_,
-                stream_url=links.telnyx_stream_url(token),
-                client_state=telnyx.client_state(call_id=call_id, mode="stream"),
-            )
-    except (TwilioRestException, telnyx.CallControlError, OSError) as exc:
+        external_id = chosen.rest.dial(to=to, from_=from_, call_id=call_id, token=token)
+    except carriers.REST_ERRORS as exc:
         logger.error("outbound %s call to %s failed: %s", carrier, to, exc)
         services.call_end(
             call_id=call_id, reason=EndReason.NOT_CONNECTED, error=f"dial failed: {exc}"
@@ -119,7 +92,7 @@ def outbound_call(request: HttpRequest) -> JsonResponse:
     to, slug, carrier = (
         body.get("to"),
         body.get("profile") or None,
-        body.get("carrier") or Channel.TWILIO,
+        body.get("carrier") or carriers.DEFAULT,
     )
     if not isinstance(to, str) or not isinstance(carrier, str) or not isinstance(slug, str | None):
         return JsonResponse({"error": "'to', 'profile' and 'carrier' must be strings"}, status=400)

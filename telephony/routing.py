@@ -2,9 +2,10 @@
 
 from django.urls import path
 
-from telephony.consumers import TelnyxStreamConsumer, TwilioStreamConsumer
+from telephony import carriers
+from telephony.consumers import CarrierConsumer
 
 websocket_urlpatterns = [
-    path("twilio/", TwilioStreamConsumer.as_asgi()),
-    path("telnyx/<str:secret>/", TelnyxStreamConsumer.as_asgi()),
+    path(carrier.stream_route, CarrierConsumer.as_asgi(carrier=carrier))
+    for carrier in carriers.CARRIERS.values()
 ]

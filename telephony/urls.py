@@ -1,15 +1,13 @@
-from django.urls import path
+"""Carrier webhooks under ``/telephony/<carrier>/`` (one ``urls.py`` per carrier folder) and
+the outbound-call API, mounted under ``/api/`` by ``voiceapp/urls.py``."""
 
-from telephony import outbound, views
+from django.urls import include, path
+
+from telephony import carriers, outbound
 
 app_name = "telephony"
-urlpatterns = [
-    path("twilio/voice/", views.twilio_voice, name="twilio-voice"),
-    path("twilio/status/", views.twilio_status, name="twilio-status"),
-    path("telnyx/webhook/", views.telnyx_webhook, name="telnyx-webhook"),
-]
+urlpatterns = [path(f"{name}/", include(f"telephony.{name}.urls")) for name in carriers.CARRIERS]
 
-# Mounted under /api/ by voiceapp/urls.py (next to calls' own API).
 api_urlpatterns = [
     path("calls/outbound/", outbound.outbound_call, name="outbound-call"),
 ]

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import connection
 from nacl.signing import SigningKey
 
-from telephony import telnyx
+from telephony.telnyx import wire as telnyx
 from tests.server_process import DaphneServer
 from tests.tcp_fault_proxy import FaultProxy
 from tests.telephony.conftest import (

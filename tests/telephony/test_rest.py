@@ -9,7 +9,10 @@ import pytest
 
 from calls import global_stop
 from calls.models import Call, CallStatus, EndReason
-from telephony import telnyx, tokens, twilio
+from telephony import tokens
+from telephony.telnyx import rest as telnyx
+from telephony.telnyx import wire as telnyx_wire
+from telephony.twilio import rest as twilio
 from tests.scripted import scripted_profile
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("calls_allowed")]
@@ -103,7 +106,7 @@ def test_the_outbound_api_places_a_telnyx_call_streaming_to_us(client, fake_carr
         .rstrip("/")
     )
     assert tokens.peek(secret, carrier="telnyx").call_id == str(call.id)
-    assert telnyx.read_client_state(sent.body["client_state"])["call_id"] == str(call.id)
+    assert telnyx_wire.read_client_state(sent.body["client_state"])["call_id"] == str(call.id)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ from nacl.signing import SigningKey
 
 from calls import global_stop
 from calls.models import Call, CallStatus, EndReason
-from telephony import telnyx, tokens
+from telephony import tokens
+from telephony.telnyx import wire as telnyx
 from tests.scripted import scripted_profile
 from tests.telephony.conftest import PUBLIC, payload, telnyx_headers, twilio_signature
 

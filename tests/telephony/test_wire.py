@@ -8,12 +8,16 @@ import time
 
 import pytest
 
-from telephony import telnyx, tokens, twilio, wire
-from telephony.telnyx import ChunkReorderer, TelnyxStream
-from telephony.twilio import TwilioStream
+from orchestrator.audio import pcm16_to_ulaw, ulaw_to_pcm16
+from telephony import tokens, wire
+from telephony.telnyx import wire as telnyx
+from telephony.telnyx.wire import ChunkReorderer, TelnyxStream
+from telephony.twilio import wire as twilio
+from telephony.twilio.wire import TwilioStream
 
 ULAW = bytes(range(160))
 B64 = base64.b64encode(ULAW).decode()
+PCM = ulaw_to_pcm16(ULAW)  # what the serializers hand the consumer: PCM16 8 kHz
 
 
 def twilio_start(**start):
@@ -42,7 +46,7 @@ def test_twilio_messages_become_session_inputs():
         "streamSid": "MZ1",
         "media": {"track": "inbound", "chunk": "1", "payload": B64},
     }
-    assert stream.parse(json.dumps(media)) == [wire.Media(ulaw=ULAW)]
+    assert stream.parse(json.dumps(media)) == [wire.Media(pcm16=PCM)]
     assert stream.parse('{"event":"dtmf","dtmf":{"track":"inbound_track","digit":"#"}}') == [
         wire.Dtmf(digit="#")
     ]
@@ -54,10 +58,10 @@ def test_twilio_messages_become_session_inputs():
 def test_session_output_becomes_twilio_messages_with_the_stream_sid():
     stream = TwilioStream()
     stream.parse(twilio_start())
-    assert json.loads(stream.media(ULAW)) == {
+    assert json.loads(stream.media(PCM)) == {
         "event": "media",
         "streamSid": "MZ1",
-        "media": {"payload": B64},
+        "media": {"payload": base64.b64encode(pcm16_to_ulaw(PCM)).decode()},
     }
     assert json.loads(stream.mark("utt-1")) == {
         "event": "mark",
@@ -131,7 +135,10 @@ def test_telnyx_messages_become_session_inputs_and_outputs_need_no_stream_id():
     assert stream.parse(error) == [
         wire.CarrierError(code="100004", detail="invalid_media: not base64")
     ]
-    assert json.loads(stream.media(ULAW)) == {"event": "media", "media": {"payload": B64}}
+    assert json.loads(stream.media(PCM)) == {
+        "event": "media",
+        "media": {"payload": base64.b64encode(pcm16_to_ulaw(PCM)).decode()},
+    }
     assert json.loads(stream.clear()) == {"event": "clear"}
     assert json.loads(stream.mark("utt-1")) == {"event": "mark", "mark": {"name": "utt-1"}}
 
@@ -170,7 +177,7 @@ def test_telnyx_media_is_put_back_in_chunk_order():
             )
         )
 
-    got = [m.ulaw[0] for chunk in (1, 3, 2, 4, 6, 5, 5, 2) for m in media(chunk)]
+    got = [pcm16_to_ulaw(m.pcm16)[0] for chunk in (1, 3, 2, 4, 6, 5, 5, 2) for m in media(chunk)]
     assert got == [1, 2, 3, 4, 5, 6]  # late duplicates dropped
 
 
