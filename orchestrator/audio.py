@@ -11,7 +11,7 @@ import soxr
 
 FRAME_MS = 20
 
-# µ-law segment bases, as in CCITT G.711 / CPython's audioop (see PROTOCOLS.md §3).
+# µ-law segment bases, as in CCITT G.711 / CPython's audioop (see docs/protocols.md §3).
 _ULAW_EXP = np.array([0, 132, 396, 924, 1980, 4092, 8316, 16764], np.int32)
 
 
