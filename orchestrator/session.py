@@ -327,7 +327,7 @@ class CallSession:
         self._dtmf_deadline = None
         return note
 
-    # --- timers ------------------------------------------------------------------------------------
+    # --- timers -------------------------------------------------------------------------------
 
     def _next_deadline(self) -> float:
         deadlines = [self._t0 + self._config.max_call_seconds, self._clock() + 1.0]
@@ -459,8 +459,10 @@ class CallSession:
         done, _ = await asyncio.wait([task], timeout=self.CANCEL_WAIT_S)
         if not done:
             # Stuck in something that ignores cancellation: never let it hold the call.
-            logger.error("call %s: utterance %d did not stop within %.1fs; abandoned",
-                         self._call_id, utt.n, self.CANCEL_WAIT_S, extra=self._log_extra)  # fmt: skip
+            logger.error(
+                "call %s: utterance %d did not stop within %.1fs; abandoned",
+                self._call_id, utt.n, self.CANCEL_WAIT_S, extra=self._log_extra,
+            )  # fmt: skip
             self._abandoned.add(task)
             task.add_done_callback(self._abandoned.discard)
             return None, True

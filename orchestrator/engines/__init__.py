@@ -17,36 +17,10 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
+from orchestrator.engines.errors import EngineError
+from orchestrator.engines.fallback import chain
 
-
-class EngineError(Exception):
-    """Any engine failure, mapped from the vendor's own exception types.
-
-    ``retryable`` is true for connection errors, timeouts, 429 and 5xx: the failures a
-    fallback engine may take over. A bad key (401/403) or a bad request is not.
-    ``overloaded`` marks our own overload (a request that waited too long for a local
-    model's thread): the call gets the busy message and it never counts toward the
-    global stop, which is for provider failures.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        vendor: str,
-        status: int | None = None,
-        retryable: bool = False,
-        overloaded: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.vendor = vendor
-        self.status = status
-        self.retryable = retryable
-        self.overloaded = overloaded
-
-    def __str__(self) -> str:
-        status = f" {self.status}" if self.status is not None else ""
-        return f"{self.vendor}{status}: {self.args[0]}"
+__all__ = ["EngineError", "Engines", "build_engines", "create_engine", "register"]
 
 
 @runtime_checkable
@@ -138,8 +112,6 @@ def create_engine(
 def build_engines(config: CallConfig, credentials: EngineCredentials) -> Engines:
     """The engines of one call: each role's chain from the profile, wrapped in a
     fallback chain only when it lists more than one engine."""
-    from orchestrator.engines.fallback import chain  # fallback imports EngineError from here
-
     built: dict[str, object] = {}
     for role, specs in (("stt", config.stt), ("llm", config.llm), ("tts", config.tts)):
         if not specs:

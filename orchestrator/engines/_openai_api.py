@@ -19,8 +19,9 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
+from orchestrator.audio import StreamResampler
 from orchestrator.engines import EngineError
-from orchestrator.engines._pcm import PcmResampler, language_code, wav_bytes
+from orchestrator.engines._pcm import language_code, wav_bytes
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ class SpeechTTS:
         self, text: str, *, sample_rate: int, language: str
     ) -> AsyncIterator[bytes]:
         api = self._api
-        resampler = PcmResampler(OPENAI_PCM_RATE, sample_rate)
+        resampler = StreamResampler(OPENAI_PCM_RATE, sample_rate)
         # No retry: the first chunk may already be playing when a later read fails.
         try:
             async with asyncio.timeout(api.timeout_s):
@@ -219,7 +220,7 @@ class SpeechTTS:
                             chunk = await anext(chunks)
                     except StopAsyncIteration:
                         break
-                    if out := resampler.feed(chunk):
+                    if out := resampler.process(chunk):
                         yield out
             finally:
                 await response_cm.__aexit__(None, None, None)

@@ -1,7 +1,8 @@
-"""PCM16 helpers shared by the engines: WAV wrapping/parsing and a streaming resampler.
+"""PCM16 helpers shared by the engines: WAV wrapping/parsing, whole-buffer resampling.
 
-Engines work on mono little-endian PCM16 ``bytes``; these helpers are pure functions
-(or a small stateful resampler) with no I/O.
+Engines work on mono little-endian PCM16 ``bytes``; these helpers are pure functions with
+no I/O. Streaming resampling is ``orchestrator.audio.StreamResampler`` (one resampler for
+the whole code base).
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ import io
 import struct
 import wave
 
-import numpy as np
-import soxr
+from orchestrator.audio import StreamResampler
 
 
 def wav_bytes(pcm16: bytes, sample_rate: int) -> bytes:
@@ -59,44 +59,10 @@ def split_wav_header(data: bytes) -> tuple[int, int] | None:
         offset += 8 + size + (size & 1)
 
 
-class PcmResampler:
-    """Streaming mono PCM16 resampler (soxr) that tolerates chunks split mid-sample.
-
-    ``feed`` returns the resampled bytes available so far, ``flush`` the tail. When the
-    rates are equal it only re-aligns chunks to whole samples.
-    """
-
-    def __init__(self, in_rate: int, out_rate: int) -> None:
-        self.in_rate = in_rate
-        self.out_rate = out_rate
-        self._carry = b""
-        self._stream = (
-            soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality="HQ")
-            if in_rate != out_rate
-            else None
-        )
-
-    def feed(self, chunk: bytes) -> bytes:
-        data = self._carry + chunk
-        whole = len(data) - (len(data) % 2)
-        self._carry = data[whole:]
-        if self._stream is None or not whole:
-            return data[:whole]
-        samples = np.frombuffer(data[:whole], dtype="<i2")
-        return self._stream.resample_chunk(samples, last=False).astype("<i2").tobytes()
-
-    def flush(self) -> bytes:
-        self._carry = b""  # an odd trailing byte is not a sample
-        if self._stream is None:
-            return b""
-        empty = np.zeros(0, dtype="<i2")
-        return self._stream.resample_chunk(empty, last=True).astype("<i2").tobytes()
-
-
 def resample(pcm16: bytes, in_rate: int, out_rate: int) -> bytes:
     """Resample a whole mono PCM16 buffer."""
-    resampler = PcmResampler(in_rate, out_rate)
-    return resampler.feed(pcm16) + resampler.flush()
+    resampler = StreamResampler(in_rate, out_rate)
+    return resampler.process(pcm16) + resampler.flush()
 
 
 def language_code(language: str) -> str:

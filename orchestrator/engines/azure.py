@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape, quoteattr
 
+from orchestrator.audio import StreamResampler
 from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
 from orchestrator.engines import EngineError
-from orchestrator.engines._pcm import PcmResampler
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class AzureTTS:
         ssml = build_ssml(
             text, language=language, voice=self.voice, rate=self.rate, pause_ms=self.pause_ms
         )
-        resampler = PcmResampler(native, sample_rate)
+        resampler = StreamResampler(native, sample_rate)
         async with self._lock:
             synth = await asyncio.to_thread(self._synth_for, native)
             queue: asyncio.Queue = asyncio.Queue()
@@ -175,7 +175,7 @@ class AzureTTS:
                     if isinstance(item, EngineError):
                         finished = True
                         raise item
-                    if out := resampler.feed(item):
+                    if out := resampler.process(item):
                         yield out
             finally:
                 if not finished:  # barge-in or error: stop Azure before the next utterance

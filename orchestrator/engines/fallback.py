@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 
-from orchestrator.engines import EngineError
+from orchestrator.engines.errors import EngineError
 
 log = logging.getLogger(__name__)
 

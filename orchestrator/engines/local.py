@@ -41,9 +41,10 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.audio import StreamResampler
 from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
 from orchestrator.engines import EngineError
-from orchestrator.engines._pcm import PcmResampler, language_code, split_wav_header
+from orchestrator.engines._pcm import language_code, split_wav_header
 
 log = logging.getLogger(__name__)
 
@@ -591,12 +592,12 @@ class LocalTTS:
             )
         else:
             source = _espeak(text, voice=espeak_voice(language, self.voice))
-        resampler: PcmResampler | None = None
+        resampler: StreamResampler | None = None
         async with aclosing(source) as chunks:
             async for rate, pcm in chunks:
                 if resampler is None:
-                    resampler = PcmResampler(rate, sample_rate)
-                if out := resampler.feed(pcm):
+                    resampler = StreamResampler(rate, sample_rate)
+                if out := resampler.process(pcm):
                     yield out
         if resampler is not None and (tail := resampler.flush()):
             yield tail

@@ -7,8 +7,8 @@ import wave
 import numpy as np
 import pytest
 
+from orchestrator.audio import StreamResampler
 from orchestrator.engines._pcm import (
-    PcmResampler,
     language_code,
     resample,
     split_wav_header,
@@ -42,9 +42,9 @@ def test_resampler_keeps_duration_with_chunks_split_mid_sample(in_rate, out_rate
         "<i2"
     )
     data = tone.tobytes()
-    resampler = PcmResampler(in_rate, out_rate)
+    resampler = StreamResampler(in_rate, out_rate)
 
-    out = b"".join(resampler.feed(data[i : i + 1001]) for i in range(0, len(data), 1001))
+    out = b"".join(resampler.process(data[i : i + 1001]) for i in range(0, len(data), 1001))
     out += resampler.flush()
 
     assert len(out) % 2 == 0
