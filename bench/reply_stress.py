@@ -110,7 +110,7 @@ async def run_call(n: int, turns: int, timeout_s: float, speech: list[bytes]) ->
         greeting="",
         engine_timeout_s=timeout_s,
         idle_timeout_s=120,
-        max_tokens=40,
+        max_tokens=200,  # the profiles' default
         apology_message="Sorry, something went wrong.",
     )
     engines = build_engines(config, EngineCredentials())
