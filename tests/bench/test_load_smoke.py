@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async as sync_to_async
 
 from bench.load import PROFILE_SLUG, UTTERANCES, Clips, Endpoint, Script, run_calls, summarize
 from calls.models import AgentProfile
