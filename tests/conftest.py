@@ -103,3 +103,20 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     from django.conf import settings
 
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def release_leftover_db_sessions(django_db_setup, django_db_blocker):
+    """Before the test database is dropped, end the PostgreSQL sessions other threads of
+    this run still hold (a background thread's connection that outlived its test): the
+    drop would fail otherwise and the next run would find the old database."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )

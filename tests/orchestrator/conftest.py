@@ -191,3 +191,8 @@ def redis_key_prefix() -> str:
 @pytest.fixture
 def calls_not_globally_stopped() -> None:
     return None
+
+
+@pytest.fixture(scope="session")
+def release_leftover_db_sessions() -> None:
+    return None

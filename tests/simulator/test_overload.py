@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from channels.db import database_sync_to_async
 
-from calls import global_stop
+from calls import global_stop, inline_tasks
 from calls.models import Call, EndReason, Turn
 from tests.scripted import scripted_profile
 from tests.simulator.test_consumer import connect, events_until, speak, staff  # noqa: F401
@@ -49,3 +49,6 @@ async def test_overloaded_calls_end_busy_and_never_trip_the_global_stop(staff, s
     assert all("overloaded" in c.error_detail for c in calls)
     unanswered = await database_sync_to_async(Turn.objects.filter(unanswered=True).count)()
     assert unanswered == CALLS
+    # Their post-call extractions run in background threads: let them finish (and close
+    # their connections) before the test database is dropped.
+    assert await asyncio.to_thread(inline_tasks.wait_idle, 30)
