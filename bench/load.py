@@ -521,23 +521,22 @@ async def run_calls(
     speech_s = sum(len(clips.turns[t % len(clips.turns)]) for t in range(turns)) * FRAME_S
     hard_limit = ramp + 30 + speech_s + turns * (gap_s + 2 * turn_timeout)
     async with httpx.AsyncClient(timeout=30, limits=limits) as http:
-        tasks = [
-            asyncio.create_task(
-                one_call(
-                    i,
-                    endpoint=endpoint,
-                    http=http,
-                    clips=clips,
-                    turns=turns,
-                    greeting=greeting,
-                    gap_s=gap_s,
-                    turn_timeout=turn_timeout,
-                    start_delay=random.uniform(0, ramp),
-                    active=counter,
-                )
+        tasks: list[asyncio.Task[CallResult]] = []
+        for i in range(n):
+            call = one_call(
+                i,
+                endpoint=endpoint,
+                http=http,
+                clips=clips,
+                turns=turns,
+                greeting=greeting,
+                gap_s=gap_s,
+                turn_timeout=turn_timeout,
+                start_delay=random.uniform(0, ramp),
+                active=counter,
             )
-            for i in range(n)
-        ]
+            task = asyncio.create_task(call, name=f"bench-call-{i}")
+            tasks.append(task)
         done, pending = await asyncio.wait(tasks, timeout=hard_limit)
         for task in pending:
             task.cancel()
