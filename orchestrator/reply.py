@@ -22,7 +22,7 @@ from orchestrator.audio import FRAME_MS, FrameSplitter, frame_bytes, pcm16_durat
 from orchestrator.config import CallConfig
 from orchestrator.contracts import INPUT_SAMPLE_RATE, TurnMetrics
 from orchestrator.engines import EngineError, Engines
-from orchestrator.playout import PacedPlayout
+from orchestrator.playout import PacedPlayout, TransportFailed
 from orchestrator.sentences import SentenceSplitter
 from orchestrator.transcript import Transcript
 from orchestrator.turn_taking import UserTurn
@@ -95,6 +95,9 @@ class Utterance:
 
 class ReplyPipeline:
     BACKSTOP_GRACE_S = 1.0  # above a whole chain of engine timeouts
+    # Goodbye/apology: synthesis gets one step budget; playing takes ~80 ms a character.
+    FINAL_WORDS_PLAY_S_PER_CHAR = 0.08
+    FINAL_WORDS_GRACE_S = 5.0
 
     def __init__(
         self,
@@ -170,6 +173,22 @@ class ReplyPipeline:
     async def say(self, utt: Utterance, text: str) -> None:
         """Speak fixed text (greeting, reprompt, goodbye, apology)."""
         await self.speak(utt, sentences_of(text))
+
+    async def say_final(self, utt: Utterance, text: str) -> None:
+        """Goodbye or apology: bounded in time; a TTS or transport failure just ends it."""
+        limit = (
+            self.step_budget_s("tts")
+            + self.FINAL_WORDS_GRACE_S
+            + self.FINAL_WORDS_PLAY_S_PER_CHAR * len(text)
+        )
+        try:
+            async with asyncio.timeout(limit):
+                await self.say(utt, text)
+        except (EngineFailed, TimeoutError, TransportFailed) as exc:
+            logger.warning("call %s: could not say %s: %s", self._config.call_id, utt.kind, exc,
+                           extra={"call_id": self._config.call_id})  # fmt: skip
+        if utt.segments:
+            await self.record(utt, interrupted=False, played_ms=utt.sent_ms)
 
     async def speak(self, utt: Utterance, sentences: AsyncIterator[str]) -> None:
         """Synthesize sentences as they come and play them, N+1 synthesizing while N plays."""

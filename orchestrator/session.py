@@ -24,9 +24,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from orchestrator.audio import FRAME_MS
+from orchestrator.call_output import CallOutput
+from orchestrator.caller_audio import CallerAudio
 from orchestrator.config import CallConfig
 from orchestrator.contracts import (
     INPUT_SAMPLE_RATE,
@@ -37,11 +38,14 @@ from orchestrator.contracts import (
     TurnMetrics,
     TurnRecord,
 )
+from orchestrator.dtmf import DtmfDigits
 from orchestrator.engines import Engines
-from orchestrator.playout import PacedPlayout, TransportFailed
+from orchestrator.failures import Ending, ending_for_error, ending_for_stall
+from orchestrator.playout import PacedPlayout
 from orchestrator.recorder_queue import RecorderQueue
-from orchestrator.reply import EngineFailed, ReplyPipeline, Utterance
+from orchestrator.reply import ReplyPipeline, Utterance
 from orchestrator.stats import CallStats
+from orchestrator.task_reaper import TaskReaper, cancel_all
 from orchestrator.transcript import Transcript
 from orchestrator.turn_taking import TurnTaking, UserTurn, Verdict
 from orchestrator.vad import TurnDetector, TurnEvent, TurnEventKind, new_vad
@@ -91,18 +95,12 @@ class CallSession:
     # After the call: how long the session waits for its recorder writes before leaving
     # them to flush in the background (a database outage must not hold the socket open).
     RECORDER_FLUSH_WAIT_S = 3.0
-    CLOSE_TIMEOUT_S = 5.0
     # Reply watchdog: an utterance with no first frame within a whole step budget plus
     # this margin of its start (the end of the user's turn), or whose frames stop for as
     # long, is stuck: the caller hears the busy message (local engines: our CPU is
     # saturated) or the apology, never silence.
     WATCHDOG_MARGIN_S = 2.0
     CANCEL_WAIT_S = 2.0  # a cancelled utterance that does not finish by then is abandoned
-    # Goodbye/apology: synthesis gets one step budget; playing takes ~80 ms a character.
-    FINAL_WORDS_PLAY_S_PER_CHAR = 0.08
-    FINAL_WORDS_GRACE_S = 5.0
-    DTMF_TURN_DELAY_S = 1.5  # digits with no speech become a turn after this pause
-    MAX_INPUT_BACKLOG_S = 30.0  # push_audio backlog bound (only reached if the loop stalls)
 
     def __init__(
         self,
@@ -114,7 +112,6 @@ class CallSession:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
-        self._transport = transport
         self._recorder = recorder
         self._clock = clock
         self._call_id = config.call_id
@@ -122,6 +119,10 @@ class CallSession:
         self._playout = PacedPlayout(
             transport.send_audio, lead_ms=config.playout_lead_ms, frame_ms=FRAME_MS, clock=clock
         )
+        self._out = CallOutput(config.call_id, transport, self._playout)
+        self._input = CallerAudio(config.call_id)
+        self._dtmf = DtmfDigits()
+        self._reaper = TaskReaper()
         self._recorder_q = RecorderQueue(config.call_id, retry_for_s=config.recorder_retry_s)
         self._stats = CallStats()
         self._transcript = Transcript(
@@ -134,31 +135,19 @@ class CallSession:
             playout=self._playout,
             out_rate=int(transport.sample_rate),
             transcript=self._transcript,
-            emit=self._emit,
-            set_state=self._set_state,
-            take_dtmf_note=self._take_dtmf_note,
+            emit=self._out.emit,
+            set_state=self._out.set_state,
+            take_dtmf_note=self._dtmf.take_note,
             clock=clock,
         )
 
         self._events: asyncio.Queue[_Control] = asyncio.Queue()
-        self._audio: asyncio.Queue[bytes] = asyncio.Queue()
-        self._audio_backlog = 0
-        self._audio_dropped = False
-
         # sub-tasks, all owned by run()
         self._input_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._utt_task: asyncio.Task[None] | None = None
-        # Cancelled utterances that did not finish within CANCEL_WAIT_S (a native call
-        # that cannot be interrupted): kept referenced, awaited (bounded) at shutdown.
-        self._abandoned: set[asyncio.Task[None]] = set()
-
-        self._detector: TurnDetector | None = None
         self._utt: Utterance | None = None
         self._utt_seq = 0
-        self._dtmf_digits: list[str] = []
-        self._dtmf_deadline: float | None = None
-        self._state = ""
         self._t0 = 0.0
         self._wall0 = datetime.now(UTC)
         self._last_activity = 0.0
@@ -171,23 +160,13 @@ class CallSession:
         self._end_error = ""
         self._critical: CriticalCallError | None = None
         self._tts_failed = False
-        self._transport_dead = False
 
     # --- API used by consumers (sync, non-blocking) -----------------------------------------
 
     def push_audio(self, pcm16_16k_mono: bytes) -> None:
         """Enqueue caller audio (16 kHz mono PCM16, any length)."""
-        if self._closed or self._end_reason is not None or not pcm16_16k_mono:
-            return
-        limit = int(self.MAX_INPUT_BACKLOG_S * INPUT_SAMPLE_RATE * 2)
-        if self._audio_backlog + len(pcm16_16k_mono) > limit:
-            if not self._audio_dropped:
-                logger.warning("call %s: input backlog full, dropping audio", self._call_id,
-                               extra=self._log_extra)  # fmt: skip
-                self._audio_dropped = True
-            return
-        self._audio_backlog += len(pcm16_16k_mono)
-        self._audio.put_nowait(pcm16_16k_mono)
+        if not self._closed and self._end_reason is None and pcm16_16k_mono:
+            self._input.push(pcm16_16k_mono)
 
     def push_dtmf(self, digit: str) -> None:
         """A keypad digit: sent as an event and given to the LLM as a user note."""
@@ -216,7 +195,7 @@ class CallSession:
         cancelled = False
         try:
             cfg = self._config
-            self._detector = TurnDetector(
+            detector = TurnDetector(
                 await new_vad(),
                 min_speech_ms=cfg.min_speech_ms,
                 silence_timeout_ms=cfg.silence_timeout_ms,
@@ -226,13 +205,14 @@ class CallSession:
                 clock=self._clock,
             )
             self._input_task = asyncio.create_task(
-                self._input_loop(), name=f"input-{self._call_id}"
+                self._input.feed(detector, lambda e: self._events.put_nowait(_Vad(event=e))),
+                name=f"input-{self._call_id}",
             )
             self._heartbeat_task = asyncio.create_task(
                 self._heartbeat_loop(), name=f"heartbeat-{self._call_id}"
             )
             logger.info("call %s: session started", self._call_id, extra=self._log_extra)
-            await self._set_state("listening")
+            await self._out.set_state("listening")
             if cfg.greeting and self._end_reason is None:
                 self._start_utterance("greeting", text=cfg.greeting)
             await self._control_loop()
@@ -262,10 +242,9 @@ class CallSession:
             if isinstance(event, _Vad):
                 await self._on_vad(event.event)
             elif isinstance(event, _Dtmf):
-                self._dtmf_digits.append(event.digit)
-                self._dtmf_deadline = self._clock() + self.DTMF_TURN_DELAY_S
-                self._activity()
-                await self._emit({"type": "dtmf", "digit": event.digit})
+                self._dtmf.press(event.digit, now=self._clock())
+                self._last_activity, self._reprompted = self._clock(), False
+                await self._out.emit({"type": "dtmf", "digit": event.digit})
             elif isinstance(event, _UtteranceDone) and event.task is self._utt_task:
                 await self._finish_utterance(interrupt=False)
             if self._end_reason is None:
@@ -279,10 +258,6 @@ class CallSession:
         self._events.put_nowait(_Wake())
         logger.info("call %s: ending (%s) %s", self._call_id, reason, error, extra=self._log_extra)
         return True
-
-    def _activity(self) -> None:
-        self._last_activity = self._clock()
-        self._reprompted = False
 
     # --- caller speech ---------------------------------------------------------------------------
 
@@ -318,23 +293,14 @@ class CallSession:
             if (turn := self._turns.take_pending()) is not None:
                 self._start_utterance("reply", turn=turn)
 
-    def _take_dtmf_note(self) -> str:
-        """Digits pressed since the last turn, as a note for the LLM (consumed)."""
-        if not self._dtmf_digits:
-            return ""
-        note = f"[DTMF: {' '.join(self._dtmf_digits)}]"
-        self._dtmf_digits.clear()
-        self._dtmf_deadline = None
-        return note
-
     # --- timers -------------------------------------------------------------------------------
 
     def _next_deadline(self) -> float:
         deadlines = [self._t0 + self._config.max_call_seconds, self._clock() + 1.0]
         if self._idle_counting():
             deadlines.append(self._last_activity + self._config.idle_timeout_s)
-        if self._dtmf_deadline is not None:
-            deadlines.append(self._dtmf_deadline)
+        if self._dtmf.deadline is not None:
+            deadlines.append(self._dtmf.deadline)
         if self._utt is not None and self._utt_task is not None:
             deadlines.append(self._utt.progress_at + self._watchdog_s())
         return min(deadlines)
@@ -344,7 +310,7 @@ class CallSession:
             self._utt_task is None
             and not self._turns.user_speaking
             and not self._turns.has_pending
-            and not self._dtmf_digits
+            and not self._dtmf.pending
         )
 
     async def _check_timers(self) -> None:
@@ -354,12 +320,7 @@ class CallSession:
         elif self._utt is not None and self._utt_task is not None:
             if now >= self._utt.progress_at + self._watchdog_s():
                 await self._utterance_stalled(self._utt)
-        elif (
-            self._dtmf_deadline is not None
-            and now >= self._dtmf_deadline
-            and not self._turns.user_speaking
-        ):
-            self._dtmf_deadline = None
+        elif not self._turns.user_speaking and self._dtmf.due(now):
             self._start_utterance(
                 "reply", turn=UserTurn(audio=b"", started_at=now, speech_end_at=None)
             )
@@ -380,12 +341,8 @@ class CallSession:
         where = "before its first audio" if utt.first_frame_at is None else "mid-utterance"
         error = f"reply stalled in {utt.phase} {where} for {stalled_s:.1f}s"
         role = utt.phase if utt.phase in ("stt", "llm") else "tts"
-        if self._pipeline.runs_locally(role):
-            logger.warning("call %s: overloaded: %s", self._call_id, error, extra=self._log_extra)
-            self._end(EndReason.BUSY, say=self._config.busy_message, error=f"overloaded: {error}")
-        else:
-            logger.error("call %s: %s", self._call_id, error, extra=self._log_extra)
-            self._end(EndReason.ERROR, say=self._config.apology_message, error=error)
+        local = self._pipeline.runs_locally(role)
+        self._apply(ending_for_stall(error, local=local, config=self._config))
         await self._finish_utterance(interrupt=True, why=error)
 
     # --- agent utterances ----------------------------------------------------------------------
@@ -419,10 +376,10 @@ class CallSession:
         played_ms = max(0.0, utt.sent_ms - self._playout.queued_s() * 1000.0)
         self._utt_task = self._utt = None
         failed, cut = await self._stop_task(task, utt)
-        if cut and utt.sent_ms > 0 and not self._transport_dead:
-            await self._clear_audio()
+        if cut and utt.sent_ms > 0:
+            await self._out.clear()
         if failed is not None:
-            self._on_utterance_error(failed)
+            self._apply(ending_for_error(failed, self._config))
         if utt.segments:
             await self._pipeline.record(utt, interrupted=cut, played_ms=played_ms)
         elif utt.kind == "reply" and not cut and not utt.superseded and utt.phase == "llm":
@@ -447,63 +404,32 @@ class CallSession:
             self._transcript.unanswered(utt.user_sequence, reason)
         if self._end_reason is None:
             self._last_activity = self._clock()
-            await self._set_state("listening")
+            await self._out.set_state("listening")
             self._answer_pending()
 
     async def _stop_task(
         self, task: asyncio.Task[None], utt: Utterance
     ) -> tuple[BaseException | None, bool]:
         """Cancel (if needed) and wait, bounded; returns (failure, whether it was cut)."""
-        if not task.done():
-            task.cancel()
-        done, _ = await asyncio.wait([task], timeout=self.CANCEL_WAIT_S)
-        if not done:
+        if not await self._reaper.stop(task, wait_s=self.CANCEL_WAIT_S):
             # Stuck in something that ignores cancellation: never let it hold the call.
             logger.error(
                 "call %s: utterance %d did not stop within %.1fs; abandoned",
                 self._call_id, utt.n, self.CANCEL_WAIT_S, extra=self._log_extra,
             )  # fmt: skip
-            self._abandoned.add(task)
-            task.add_done_callback(self._abandoned.discard)
             return None, True
         failed = None if task.cancelled() else task.exception()
         return failed, task.cancelled() or failed is not None
 
-    def _on_utterance_error(self, exc: BaseException) -> None:
-        if isinstance(exc, EngineFailed) and exc.overloaded:
-            # Our own overload (a local model's queue), not a provider failure: tell the
-            # caller the lines are busy, never count it toward the global stop.
-            logger.warning("call %s: overloaded: %s", self._call_id, exc, extra=self._log_extra)
-            say = None if exc.role == "tts" else self._config.busy_message
-            self._end(EndReason.BUSY, say=say, error=f"overloaded: {exc}")
-        elif isinstance(exc, EngineFailed):
-            logger.error("call %s: engine failure: %s", self._call_id, exc, extra=self._log_extra)
-            self._tts_failed = self._tts_failed or exc.role == "tts"
-            # If TTS itself failed, an apology cannot be spoken: just close.
-            say = None if exc.role == "tts" else self._config.apology_message
-            if self._end(EndReason.ERROR, say=say, error=str(exc)):
-                self._critical = CriticalCallError(
-                    str(exc), self._call_id, role=exc.role, vendor=exc.vendor
-                )
-        elif isinstance(exc, TransportFailed):
-            logger.warning("call %s: %s", self._call_id, exc, extra=self._log_extra)
-            self._transport_dead = True
-            self._end(EndReason.ERROR, error=f"transport: {exc}")
-        else:
-            logger.error(
-                "call %s: reply crashed", self._call_id, exc_info=exc, extra=self._log_extra
+    def _apply(self, ending: Ending) -> None:
+        self._tts_failed = self._tts_failed or ending.tts_failed
+        self._out.dead = self._out.dead or ending.transport_dead
+        if self._end(ending.reason, say=ending.say, error=ending.error) and ending.failed_role:
+            self._critical = CriticalCallError(
+                ending.error, self._call_id, role=ending.failed_role, vendor=ending.vendor
             )
-            self._end(EndReason.ERROR, say=self._config.apology_message, error=f"internal: {exc!r}")
 
-    # --- input, heartbeat -------------------------------------------------------------------------
-
-    async def _input_loop(self) -> None:
-        assert self._detector is not None
-        while True:
-            pcm = await self._audio.get()
-            self._audio_backlog -= len(pcm)
-            for event in self._detector.feed(pcm):
-                self._events.put_nowait(_Vad(event=event))
+    # --- heartbeat -------------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -515,21 +441,18 @@ class CallSession:
     async def _shutdown(self, *, speak: bool) -> None:
         reason = self._end_reason or EndReason.ERROR
         self._closed = True
-        await _cancel(self._input_task, self._heartbeat_task)
+        await cancel_all(self._input_task, self._heartbeat_task)
         if self._utt_task is not None:
             await self._finish_utterance(interrupt=True)
         say = self._end_say
-        if speak and say and not self._transport_dead and not self._tts_failed:
-            await self._final_words(say, kind="apology" if reason is EndReason.ERROR else "goodbye")
-        try:
-            async with asyncio.timeout(self.CLOSE_TIMEOUT_S):
-                await self._transport.close(str(reason))
-        except Exception:
-            logger.warning("call %s: transport.close failed", self._call_id, exc_info=True,
-                           extra=self._log_extra)  # fmt: skip
-        if self._abandoned:
-            # Utterances stuck past their cancellation get one last bounded chance to exit.
-            await asyncio.wait(list(self._abandoned), timeout=self.CANCEL_WAIT_S)
+        if speak and say and not self._out.dead and not self._tts_failed:
+            self._utt_seq += 1
+            kind = "apology" if reason is EndReason.ERROR else "goodbye"
+            final = Utterance(n=self._utt_seq, kind=kind, interruptible=False)
+            await self._pipeline.say_final(final, say)
+        await self._out.close(str(reason))
+        # Utterances stuck past their cancellation get one last bounded chance to exit.
+        await self._reaper.drain(wait_s=self.CANCEL_WAIT_S)
         metrics = self._stats.summary(self._clock() - self._t0)
         error = self._end_error
         self._recorder_q.put(
@@ -540,60 +463,8 @@ class CallSession:
         # call_ended is the last write; a database outage keeps it retrying in the
         # background rather than holding up the socket (recorder_queue.py).
         await self._recorder_q.close(wait_s=self.RECORDER_FLUSH_WAIT_S)
-        self._detector = None
         logger.info("call %s: session ended (%s) %s", self._call_id, reason, metrics,
                     extra=self._log_extra)  # fmt: skip
 
-    async def _final_words(self, text: str, *, kind: str) -> None:
-        """Goodbye or apology: not interruptible, bounded in time, TTS failure = just close."""
-        self._utt_seq += 1
-        utt = Utterance(n=self._utt_seq, kind=kind, interruptible=False)
-        limit = (
-            self._pipeline.step_budget_s("tts")
-            + self.FINAL_WORDS_GRACE_S
-            + self.FINAL_WORDS_PLAY_S_PER_CHAR * len(text)
-        )
-        try:
-            async with asyncio.timeout(limit):
-                await self._pipeline.say(utt, text)
-        except (EngineFailed, TimeoutError, TransportFailed) as exc:
-            logger.warning("call %s: could not say %s: %s", self._call_id, kind, exc,
-                           extra=self._log_extra)  # fmt: skip
-        if utt.segments:
-            await self._pipeline.record(utt, interrupted=False, played_ms=utt.sent_ms)
-
-    # --- output helpers ---------------------------------------------------------------------------
-
-    async def _set_state(self, state: str) -> None:
-        if state != self._state:
-            self._state = state
-            await self._emit({"type": "state", "state": state})
-
-    async def _emit(self, event: dict[str, Any]) -> None:
-        if self._transport_dead:
-            return
-        try:
-            await self._transport.send_event(event)
-        except Exception:
-            # Live events are best-effort UI updates; a dead socket shows up in send_audio.
-            logger.warning("call %s: send_event(%s) failed", self._call_id, event.get("type"),
-                           exc_info=True, extra=self._log_extra)  # fmt: skip
-
-    async def _clear_audio(self) -> None:
-        self._playout.discard()
-        try:
-            await self._transport.clear_audio()
-        except Exception:
-            logger.warning("call %s: clear_audio failed", self._call_id, exc_info=True,
-                           extra=self._log_extra)  # fmt: skip
-
     def _wall(self, t: float) -> datetime:
         return self._wall0 + timedelta(seconds=t - self._t0)
-
-
-async def _cancel(*tasks: asyncio.Task[Any] | None) -> None:
-    live = [t for t in tasks if t is not None and not t.done()]
-    for task in live:
-        task.cancel()
-    if live:
-        await asyncio.wait(live)

@@ -88,3 +88,22 @@ def test_call_stats_summary_uses_nearest_rank_percentiles() -> None:
     assert summary["voice_to_voice_p50_ms"] == 100.0
     assert summary["voice_to_voice_p95_ms"] == 300.0
     assert percentile([], 50) is None
+
+
+def test_overload_ends_busy_and_is_never_a_provider_failure() -> None:
+    from orchestrator.config import CallConfig
+    from orchestrator.contracts import EndReason
+    from orchestrator.failures import ending_for_error, ending_for_stall
+    from orchestrator.reply import EngineFailed
+
+    config = CallConfig(busy_message="Busy.", apology_message="Sorry.")
+    busy = ending_for_error(EngineFailed("llm", "queue", vendor="local", overloaded=True), config)
+    assert (busy.reason, busy.say, busy.failed_role) == (EndReason.BUSY, "Busy.", "")
+    tts = ending_for_error(
+        EngineFailed("tts", "tts: 503", vendor="azure", overloaded=False), config
+    )
+    assert (tts.reason, tts.say, tts.failed_role, tts.tts_failed) == (
+        EndReason.ERROR, None, "tts", True,
+    )  # fmt: skip
+    stall = ending_for_stall("stalled", local=False, config=config)
+    assert (stall.reason, stall.say, stall.failed_role) == (EndReason.ERROR, "Sorry.", "")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from bench.scripted_engines import ScriptedLLM, ScriptedSTT, ScriptedTTS
-from orchestrator.session import CallSession, CriticalCallError, EndReason
+from orchestrator.dtmf import DtmfDigits
+from orchestrator.session import CriticalCallError, EndReason
 from tests.orchestrator.conftest import Harness
 from tests.speech import have_speech_tools, silence_pcm16, speech_pcm16
 
@@ -304,7 +305,7 @@ async def test_empty_llm_reply_keeps_listening(make_harness) -> None:
 
 
 async def test_dtmf_is_an_event_and_a_user_note(make_harness, monkeypatch) -> None:
-    monkeypatch.setattr(CallSession, "DTMF_TURN_DELAY_S", 0.05)
+    monkeypatch.setattr(DtmfDigits, "TURN_DELAY_S", 0.05)
     h: Harness = make_harness()
     h.start()
     h.session.push_dtmf("5")

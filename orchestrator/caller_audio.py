@@ -1,0 +1,42 @@
+"""Caller audio between the socket and the VAD: a bounded backlog, fed to the turn
+detector in its own task so the socket's ``receive`` never waits on the model."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from orchestrator.contracts import INPUT_SAMPLE_RATE
+from orchestrator.vad import TurnDetector, TurnEvent
+
+logger = logging.getLogger(__name__)
+
+
+class CallerAudio:
+    MAX_BACKLOG_S = 30.0  # only reached if the event loop stalls
+
+    def __init__(self, call_id: str) -> None:
+        self._call_id = call_id
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._backlog = 0  # bytes queued, not yet fed to the VAD
+        self._dropped = False
+
+    def push(self, pcm16_16k_mono: bytes) -> None:
+        """Queue caller audio (16 kHz mono PCM16, any length); dropped past the bound."""
+        if self._backlog + len(pcm16_16k_mono) > int(self.MAX_BACKLOG_S * INPUT_SAMPLE_RATE * 2):
+            if not self._dropped:
+                logger.warning("call %s: input backlog full, dropping audio", self._call_id,
+                               extra={"call_id": self._call_id})  # fmt: skip
+                self._dropped = True
+            return
+        self._backlog += len(pcm16_16k_mono)
+        self._queue.put_nowait(pcm16_16k_mono)
+
+    async def feed(self, detector: TurnDetector, on_event: Callable[[TurnEvent], None]) -> None:
+        """Run the VAD over the audio as it comes (the session's input task)."""
+        while True:
+            pcm = await self._queue.get()
+            self._backlog -= len(pcm)
+            for event in detector.feed(pcm):
+                on_event(event)
