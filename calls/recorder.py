@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
-from django.db import DatabaseError, IntegrityError, connection
+from django.db import InterfaceError, OperationalError, connection
 
 from calls import metrics as prom
 from calls import selectors, services
@@ -35,9 +35,7 @@ class DjangoCallRecorder:
     async def _write(self, service: Callable[..., T], **kwargs: Any) -> T:
         try:
             return await database_sync_to_async(_call_with_fresh_connection)(service, kwargs)
-        except IntegrityError:
-            raise
-        except DatabaseError as exc:  # OperationalError, InterfaceError: connection trouble
+        except (OperationalError, InterfaceError) as exc:  # connection trouble: retry
             prom.RECORDER_RETRIES.labels(channel=self.channel).inc()
             raise RecorderUnavailable(f"{type(exc).__name__}: {exc}".strip()) from exc
 
@@ -90,7 +88,7 @@ class DjangoCallRecorder:
 def _call_with_fresh_connection(service: Callable[..., T], kwargs: dict[str, Any]) -> T:
     try:
         return service(**kwargs)
-    except DatabaseError:
+    except (OperationalError, InterfaceError):
         # A broken connection stays broken for this thread until it is replaced: drop it
         # so the retry opens a new one (Django only does this between requests).
         with contextlib.suppress(Exception):
