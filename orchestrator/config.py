@@ -57,8 +57,21 @@ class CallConfig:
     temperature: float = 0.6
     max_tokens: int = 200
     voice_pacing_ms: int = 0  # pause inserted between synthesized sentences
-    silence_timeout_ms: int = 700  # end of turn after this much non-speech
+    # End of turn (orchestrator/end_of_turn.py). "smart": a short VAD pause (vad_stop_ms)
+    # asks the Smart Turn model and the words whether the caller is done; an incomplete
+    # turn waits up to max_turn_silence_ms of silence. "silence": a fixed silence timer
+    # (silence_timeout_ms), as before the model.
+    turn_detection: str = "smart"  # smart | silence
+    vad_stop_ms: int = 250
+    max_turn_silence_ms: int = 2500
+    turn_threshold: float = 0.5  # Smart Turn probability at or above which a turn is complete
+    silence_timeout_ms: int = 700  # end of turn after this much non-speech ("silence" mode)
     min_speech_ms: int = 120  # shorter bursts (clicks, coughs) do not start a turn
+    # Transcribe while the caller speaks: partial transcripts every this much new speech
+    # (0 = off); the transcript at end of turn is then started at the pause.
+    stt_partial_interval_ms: int = 1000
+    # Inbound clean-up (orchestrator/noise.py): WebRTC noise suppression + high-pass.
+    noise_suppression: bool = True
     preroll_ms: int = 300  # audio kept before speech start so the first syllable is not cut
     idle_timeout_s: float = 15.0
     idle_reprompt: str = "¿Sigue ahí?"
@@ -66,8 +79,14 @@ class CallConfig:
     goodbye_message: str = "Gracias por llamar. Hasta luego."
     apology_message: str = DEFAULT_APOLOGY
     busy_message: str = DEFAULT_BUSY  # said when we are overloaded (then the call ends)
+    # Overlaps (orchestrator/overlap.py): caller speech over the agent pauses its audio at
+    # once; a backchannel ("mm-hmm", "sí") resumes it where it stopped, a real
+    # interruption (words beyond the backchannel list, or barge_in_min_ms of speech)
+    # cancels the reply.
     barge_in_enabled: bool = True
-    barge_in_min_ms: int = 250  # user speech needed to interrupt the agent
+    barge_in_min_ms: int = 900  # speech over the agent that interrupts whatever its words
+    # Extra backchannel words/phrases (lower case) on top of the language's list.
+    backchannel_words: tuple[str, ...] = ()
     playout_lead_ms: int = 160  # agent audio queued ahead of real time at the carrier
     engine_timeout_s: float = 10.0  # per engine call (STT request, LLM first token, TTS first byte)
     recorder_retry_s: float = (
