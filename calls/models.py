@@ -59,6 +59,11 @@ class Channel(models.TextChoices):
     TELNYX = "telnyx", "Telnyx"
 
 
+class TurnDetection(models.TextChoices):
+    SMART = "smart", "Smart (model + words)"
+    SILENCE = "silence", "Silence timer"
+
+
 class AgentProfile(models.Model):
     name = models.CharField(max_length=120)
     slug = models.SlugField(max_length=80, unique=True)
@@ -106,16 +111,75 @@ class AgentProfile(models.Model):
     voice_pacing_ms = models.PositiveIntegerField(
         default=0, validators=[MaxValueValidator(2000)], help_text="Pause between spoken sentences."
     )
+
+    # Turn-taking: when the caller is done (end of turn), and what their speech over the
+    # agent means (overlaps). orchestrator/config.py describes how the session uses each.
+    turn_detection = models.CharField(
+        max_length=10,
+        choices=TurnDetection.choices,
+        default=TurnDetection.SMART,
+        help_text="How the agent decides the caller has finished speaking. Smart: after a "
+        "short pause a turn model and the last words decide (fast answers, no cut-off "
+        "sentences). Silence timer: a fixed pause always ends the turn (simple, predictable "
+        "menus).",
+    )
+    vad_stop_ms = models.PositiveIntegerField(
+        "pause before checking (ms)",
+        default=250,
+        validators=[MinValueValidator(100), MaxValueValidator(1500)],
+        help_text="Pause that makes the agent check whether the caller is done (smart mode).",
+    )
+    max_turn_silence_ms = models.PositiveIntegerField(
+        "longest wait for an unfinished turn (ms)",
+        default=2500,
+        validators=[MinValueValidator(500), MaxValueValidator(10000)],
+        help_text="Smart mode: when the caller seems not finished (“a table for…”), the agent "
+        "waits for more this long at most, then answers anyway.",
+    )
+    turn_threshold = models.FloatField(
+        "turn model threshold",
+        default=0.5,
+        validators=[MinValueValidator(0.1), MaxValueValidator(0.95)],
+        help_text="Smart mode: the turn model's confidence (0–1) at which a turn counts as "
+        "complete. Higher waits longer for slow talkers; lower answers sooner.",
+    )
     silence_timeout_ms = models.PositiveIntegerField(
+        "silence timer (ms)",
         default=700,
         validators=[MinValueValidator(200), MaxValueValidator(5000)],
-        help_text="Silence that ends the caller's turn.",
+        help_text="Silence timer mode: this much silence ends the caller's turn.",
     )
-    barge_in_enabled = models.BooleanField(default=True)
+    stt_partial_interval_ms = models.PositiveIntegerField(
+        "transcribe while speaking, every (ms)",
+        default=1000,
+        validators=[MaxValueValidator(5000)],
+        help_text="Transcribe the caller while they speak, every this much new speech, so "
+        "replies start sooner and the simulator shows words as they come. 0 = off (the "
+        "transcript starts at the end of the turn).",
+    )
+    noise_suppression = models.BooleanField(
+        default=True,
+        help_text="Clean the caller's audio (noise suppression and high-pass) so steady "
+        "line noise or a TV does not start turns or interrupt the agent. Keep it on for "
+        "phone lines.",
+    )
+    barge_in_enabled = models.BooleanField(
+        "barge-in", default=True, help_text="Let the caller interrupt the agent by speaking over it."
+    )
     barge_in_min_ms = models.PositiveIntegerField(
-        default=250,
+        "speech that always interrupts (ms)",
+        default=900,
         validators=[MinValueValidator(60), MaxValueValidator(3000)],
-        help_text="Caller speech needed to interrupt the agent.",
+        help_text="Caller speech over the agent that interrupts it whatever the words (shorter "
+        "speech interrupts only if it says more than a backchannel).",
+    )
+    backchannel_words = models.CharField(
+        "extra backchannel words",
+        max_length=500,
+        blank=True,
+        help_text="Comma-separated extra words or phrases that only acknowledge the agent "
+        "(e.g. “claro, entendido, got it”); said over the agent, they let it carry on. "
+        "Added to the built-in list of the profile's language (mm-hmm, yeah, okay, sí, vale…).",
     )
     idle_timeout_s = models.PositiveIntegerField(
         default=15, validators=[MinValueValidator(3), MaxValueValidator(600)]
@@ -162,6 +226,28 @@ class AgentProfile(models.Model):
     def phone_number_list(self) -> list[str]:
         return [n.strip() for n in self.phone_numbers.split(",") if n.strip()]
 
+    def clean(self) -> None:
+        check_turn_timing(
+            {"vad_stop_ms": self.vad_stop_ms, "max_turn_silence_ms": self.max_turn_silence_ms}
+        )
+
+
+def backchannel_word_list(value: str) -> tuple[str, ...]:
+    """``"Claro, got it,"`` -> ``("claro", "got it")``: what the call engine matches."""
+    return tuple(word.strip().lower() for word in value.split(",") if word.strip())
+
+
+def check_turn_timing(values: dict[str, object], field: str = "max_turn_silence_ms") -> None:
+    """Smart mode's longest wait must be longer than the pause that starts it."""
+    pause, longest = values.get("vad_stop_ms"), values.get("max_turn_silence_ms")
+    if isinstance(pause, int) and isinstance(longest, int) and longest <= pause:
+        raise ValidationError(
+            {
+                field: f"The longest wait for an unfinished turn ({longest} ms) must be "
+                f"longer than the pause before checking ({pause} ms)."
+            }
+        )
+
 
 # Profile fields a channel overlay may override.
 OVERLAY_FIELDS: tuple[str, ...] = (
@@ -169,8 +255,11 @@ OVERLAY_FIELDS: tuple[str, ...] = (
     "stt_engine", "stt_model", "stt_fallback",
     "llm_engine", "llm_model", "llm_fallback",
     "tts_engine", "tts_model", "tts_fallback", "voice_name",
-    "temperature", "max_tokens", "voice_pacing_ms", "silence_timeout_ms",
-    "barge_in_enabled", "barge_in_min_ms", "idle_timeout_s", "idle_reprompt",
+    "temperature", "max_tokens", "voice_pacing_ms",
+    "turn_detection", "vad_stop_ms", "max_turn_silence_ms", "turn_threshold",
+    "silence_timeout_ms", "stt_partial_interval_ms", "noise_suppression",
+    "barge_in_enabled", "barge_in_min_ms", "backchannel_words",
+    "idle_timeout_s", "idle_reprompt",
     "max_call_seconds", "goodbye_message", "apology_message",
 )  # fmt: skip
 
@@ -190,6 +279,12 @@ def validate_overrides(overrides: object, profile: AgentProfile | None = None) -
     errors: list[str] = []
     for key, value in overrides.items():
         field = AgentProfile._meta.get_field(key)
+        if key == "backchannel_words" and isinstance(value, list):
+            # JSON's natural spelling of a word list; stored as the form field's text.
+            if not all(isinstance(item, str) for item in value):
+                errors.append(f"{key}: a list of words must hold only strings.")
+                continue
+            value = ", ".join(value)
         try:
             cleaned[key] = field.clean(value, profile)
         except ValidationError as exc:
@@ -219,7 +314,11 @@ class ChannelOverlay(models.Model):
         return f"{self.profile} / {self.get_channel_display()}"
 
     def clean(self) -> None:
-        self.overrides = validate_overrides(self.overrides, getattr(self, "profile", None))
+        profile = getattr(self, "profile", None)
+        self.overrides = validate_overrides(self.overrides, profile)
+        if profile is not None and {"vad_stop_ms", "max_turn_silence_ms"} & set(self.overrides):
+            values = {name: getattr(profile, name) for name in ("vad_stop_ms", "max_turn_silence_ms")}
+            check_turn_timing({**values, **self.overrides}, field="overrides")
 
 
 class CallStatus(models.TextChoices):

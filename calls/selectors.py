@@ -9,7 +9,14 @@ from dataclasses import asdict
 from django.conf import settings
 from django.db.models import QuerySet
 
-from calls.models import AgentProfile, Call, ChannelOverlay, Turn, validate_overrides
+from calls.models import (
+    AgentProfile,
+    Call,
+    ChannelOverlay,
+    Turn,
+    backchannel_word_list,
+    validate_overrides,
+)
 from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
 
 logger = logging.getLogger(__name__)
@@ -110,9 +117,16 @@ def call_config_for(*, profile: AgentProfile, channel: str, call_id: str = "") -
         temperature=float(v["temperature"]),
         max_tokens=int(v["max_tokens"]),
         voice_pacing_ms=int(v["voice_pacing_ms"]),
+        turn_detection=str(v["turn_detection"]),
+        vad_stop_ms=int(v["vad_stop_ms"]),
+        max_turn_silence_ms=int(v["max_turn_silence_ms"]),
+        turn_threshold=float(v["turn_threshold"]),
         silence_timeout_ms=int(v["silence_timeout_ms"]),
+        stt_partial_interval_ms=int(v["stt_partial_interval_ms"]),
+        noise_suppression=bool(v["noise_suppression"]),
         barge_in_enabled=bool(v["barge_in_enabled"]),
         barge_in_min_ms=int(v["barge_in_min_ms"]),
+        backchannel_words=backchannel_word_list(str(v["backchannel_words"])),
         idle_timeout_s=float(v["idle_timeout_s"]),
         idle_reprompt=str(v["idle_reprompt"]),
         max_call_seconds=int(v["max_call_seconds"]),

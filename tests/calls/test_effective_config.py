@@ -76,3 +76,77 @@ def test_unknown_or_inactive_profile_is_not_found(profile):
         profile_get(slug="demo")
     with pytest.raises(ProfileNotFound):
         profile_get(slug="nope")
+
+
+def test_turn_taking_fields_reach_the_call_config_with_the_defaults_a_user_wants(profile):
+    config = call_config_for(profile=profile, channel="browser")
+    assert (config.turn_detection, config.vad_stop_ms, config.max_turn_silence_ms) == (
+        "smart",
+        250,
+        2500,
+    )
+    assert config.turn_threshold == 0.5 and config.stt_partial_interval_ms == 1000
+    assert config.noise_suppression is True
+    assert config.barge_in_min_ms == 900 and config.backchannel_words == ()
+
+
+def test_backchannel_words_become_lower_case_trimmed_items(profile):
+    profile.backchannel_words = " Claro, Got it ,, entendido ,"
+    profile.full_clean()
+    profile.save()
+    config = call_config_for(profile=profile, channel="browser")
+    assert config.backchannel_words == ("claro", "got it", "entendido")
+
+
+def test_an_overlay_can_switch_a_channel_to_the_silence_timer(profile):
+    overlay = ChannelOverlay(
+        profile=profile,
+        channel="twilio",
+        overrides={
+            "turn_detection": "silence",
+            "silence_timeout_ms": "900",
+            "turn_threshold": 0.7,
+            "noise_suppression": False,
+            "stt_partial_interval_ms": 0,
+            "backchannel_words": ["Vale", " de acuerdo "],
+        },
+    )
+    overlay.full_clean()
+    overlay.save()
+
+    phone = call_config_for(profile=profile, channel="twilio")
+    browser = call_config_for(profile=profile, channel="browser")
+
+    assert phone.turn_detection == "silence" and phone.silence_timeout_ms == 900
+    assert phone.turn_threshold == 0.7 and phone.stt_partial_interval_ms == 0
+    assert phone.noise_suppression is False
+    assert phone.backchannel_words == ("vale", "de acuerdo")
+    assert browser.turn_detection == "smart" and browser.noise_suppression is True
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"turn_detection": "psychic"}, "turn_detection"),
+        ({"turn_threshold": 1.5}, "turn_threshold"),
+        ({"vad_stop_ms": 50}, "vad_stop_ms"),
+        ({"stt_partial_interval_ms": 9000}, "stt_partial_interval_ms"),
+        ({"noise_suppression": "maybe"}, "noise_suppression"),
+        ({"backchannel_words": ["ok", 3]}, "backchannel_words"),
+        ({"max_turn_silence_ms": 600, "vad_stop_ms": 800}, "longest wait"),
+    ],
+)
+def test_an_overlay_with_a_bad_turn_taking_value_is_rejected(profile, overrides, message):
+    overlay = ChannelOverlay(profile=profile, channel="telnyx", overrides=overrides)
+    with pytest.raises(ValidationError) as exc:
+        overlay.full_clean()
+    assert message in str(exc.value)
+
+
+def test_a_profile_cannot_wait_less_for_an_unfinished_turn_than_the_pause_before_checking(
+    profile,
+):
+    profile.vad_stop_ms, profile.max_turn_silence_ms = 1000, 800
+    with pytest.raises(ValidationError) as exc:
+        profile.full_clean()
+    assert "max_turn_silence_ms" in exc.value.message_dict
