@@ -25,6 +25,63 @@ STATUS_COLORS = {
 }
 
 
+# The admin renders a fieldset description as HTML.
+TURN_TAKING_HELP = mark_safe(
+    "<p><b>When the caller is done.</b> <i>Smart</i> (recommended): after a short pause the "
+    "turn model and the caller's last words decide; an unfinished sentence "
+    "(“a table for…”) keeps the agent listening up to the longest wait. <i>Silence "
+    "timer</i>: a fixed silence always ends the turn, predictable for menu-like "
+    "(IVR) flows.</p>"
+    "<p><b>When the caller speaks over the agent</b>, it goes quiet at once. A backchannel "
+    "(“mm-hmm”, “yeah”, “sí”) lets it resume where it stopped, and nothing is stored; more "
+    "words, or speech longer than <i>speech that always interrupts</i>, cancel its reply "
+    "and answer the caller.</p>"
+    "<p>Channel overlays override these by field name: <code>turn_detection</code>, "
+    "<code>vad_stop_ms</code>, <code>max_turn_silence_ms</code>, <code>turn_threshold</code>, "
+    "<code>silence_timeout_ms</code>, <code>stt_partial_interval_ms</code>, "
+    "<code>noise_suppression</code>, <code>barge_in_enabled</code>, "
+    "<code>barge_in_min_ms</code>, <code>backchannel_words</code>.</p>"
+)
+
+# Why a caller's turn was taken as finished (TurnMetrics.eot_reason): label, explanation.
+EOT_REASONS = {
+    "model": ("model", "The turn model judged the turn complete."),
+    "words": ("words", "The caller's last words decided."),
+    "max_silence": (
+        "longest wait",
+        "The turn seemed unfinished; the agent answered after the longest wait.",
+    ),
+    "silence_timer": ("silence timer", "The silence timer ended the turn (silence mode)."),
+    "dtmf": ("keypad", "A keypad digit ended the turn."),
+}
+
+
+def end_of_turn_label(metrics: dict | None) -> str:
+    """``model 0.93 · 270 ms``: how and how fast the caller's turn was taken as finished."""
+    m = metrics or {}
+    reason, score = m.get("eot_reason"), m.get("eot_score")
+    wait = m.get("eot_wait_ms")
+    if wait is None:
+        wait = m.get("endpointing_ms")
+    if reason is None and score is None and wait is None:
+        return ""
+    label, explanation = EOT_REASONS.get(str(reason), (str(reason or ""), ""))
+    parts = []
+    if score is None:
+        parts.append(label)
+    elif reason == "model":
+        parts.append(f"{label} {float(score):.2f}")
+    else:  # another reason decided: the model's opinion is context, not the cause
+        parts.append(f"{label} (model {float(score):.2f})".strip())
+    if score is not None:
+        explanation = f"{explanation} Turn model score {float(score):.2f}.".strip()
+    if wait is not None:
+        parts.append(f"{float(wait):.0f} ms")
+        explanation = f"{explanation} Decided {float(wait):.0f} ms after the caller stopped."
+    text = " · ".join(part for part in parts if part)
+    return format_html('<span title="{}">{}</span>', explanation.strip(), text)
+
+
 class ChannelOverlayInline(admin.TabularInline):
     model = ChannelOverlay
     extra = 0
@@ -54,7 +111,18 @@ class AgentProfileAdmin(admin.ModelAdmin):
                 ),
             },
         ),
-        ("Turn-taking", {"fields": ("silence_timeout_ms", "voice_pacing_ms", "barge_in_enabled", "barge_in_min_ms", "idle_timeout_s", "max_call_seconds")}),
+        (
+            "Turn-taking",
+            {
+                "description": TURN_TAKING_HELP,
+                "fields": (
+                    "turn_detection", "vad_stop_ms", "max_turn_silence_ms", "turn_threshold",
+                    "silence_timeout_ms", "stt_partial_interval_ms", "noise_suppression",
+                    "barge_in_enabled", "barge_in_min_ms", "backchannel_words",
+                ),
+            },
+        ),
+        ("Pacing and limits", {"fields": ("voice_pacing_ms", "idle_timeout_s", "max_call_seconds")}),
         ("Telephony", {"fields": ("phone_numbers",)}),  # telephony/admin.py adds its outbound call
         ("After the call", {"fields": ("extraction_schema", "webhook_url", "webhook_secret")}),
     )  # fmt: skip
@@ -69,7 +137,8 @@ class TurnInline(admin.TabularInline):
     extra = 0
     can_delete = False
     fields = (
-        "sequence", "role", "text", "interrupted", "no_reply", "latency", "served_by", "started_at",
+        "sequence", "role", "text", "interrupted", "no_reply", "end_of_turn", "latency",
+        "served_by", "started_at",
     )  # fmt: skip
     readonly_fields = fields
     ordering = ("sequence",)
@@ -84,6 +153,11 @@ class TurnInline(admin.TabularInline):
     def no_reply(self, obj: Turn) -> str:
         """Why the caller got no answer to this turn (blank when answered)."""
         return obj.unanswered_reason or "yes" if obj.unanswered else ""
+
+    @admin.display(description="end of turn")
+    def end_of_turn(self, obj: Turn) -> str:
+        """On a reply: what decided the caller was done, the model's score, and the wait."""
+        return end_of_turn_label(obj.metrics)
 
     @admin.display(description="STT / LLM TTFT / TTS TTFB / voice-to-voice (ms)")
     def latency(self, obj: Turn) -> str:
@@ -132,6 +206,42 @@ def latency_chart_svg(values: list[float]) -> SafeString:
     )  # fmt: skip
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def turn_taking_summary(metrics: dict | None) -> SafeString:
+    """The call's end-of-turn speed and what its overlaps turned out to be (CallStats.summary):
+    backchannels let the agent resume, interruptions cancelled its reply."""
+    m = metrics or {}
+    lines = []
+    speed = [
+        f"{label} p50 {_ms(m[key])}"
+        for key, label in (
+            ("endpointing_p50_ms", "End of turn"),
+            ("voice_to_voice_p50_ms", "Voice-to-voice"),
+        )
+        if m.get(key) is not None
+    ]
+    if speed:
+        lines.append(" · ".join(speed))
+    backchannels, interruptions = m.get("backchannels"), m.get("interruptions")
+    if m.get("overlaps") is not None or backchannels is not None:
+        parts = []
+        if backchannels is not None:
+            parts.append(_count(int(backchannels), "backchannel", "backchannels") + " (agent resumed)")
+        if interruptions is not None:
+            parts.append(_count(int(interruptions), "interruption", "interruptions"))
+        overlaps = m.get("overlaps")
+        head = "Caller spoke over the agent" + ("" if overlaps is None else f" {int(overlaps)}×")
+        lines.append(f"{head}: " + ", ".join(parts) if parts else head)
+    elif interruptions is not None:  # calls recorded before overlaps were told apart
+        lines.append(_count(int(interruptions), "interruption", "interruptions"))
+    if not lines:
+        return mark_safe("<p>–</p>")
+    return format_html_join("", '<p style="margin:0 0 .3em">{}</p>', ((line,) for line in lines))
+
+
 class UnansweredFilter(admin.SimpleListFilter):
     """Find calls where a caller's turn got no reply (engine failure, stall, overload)."""
 
@@ -172,14 +282,15 @@ class CallAdmin(admin.ModelAdmin):
     readonly_fields = (
         "id", "profile", "channel", "direction", "external_id", "stream_id", "from_number", "to_number",
         "status_badge", "started_at", "ended_at", "duration", "last_heartbeat_at", "end_reason",
-        "error_detail", "dtmf_digits", "metrics_pretty", "latency_chart", "extraction_status",
+        "error_detail", "dtmf_digits", "metrics_pretty", "latency_chart", "turn_taking",
+        "extraction_status",
         "extraction_pretty", "extraction_error", "webhook_status", "config_pretty",
     )  # fmt: skip
     fieldsets = (
         (None, {"fields": ("id", "profile", "channel", "direction", "status_badge", "end_reason", "error_detail")}),
         ("Numbers", {"fields": ("from_number", "to_number", "external_id", "stream_id", "dtmf_digits")}),
         ("Timing", {"fields": ("started_at", "ended_at", "duration", "last_heartbeat_at")}),
-        ("Latency", {"fields": ("latency_chart", "metrics_pretty")}),
+        ("Latency and turn-taking", {"fields": ("latency_chart", "turn_taking", "metrics_pretty")}),
         ("Post-call analysis", {"fields": ("extraction_status", "extraction_pretty", "extraction_error", "webhook_status")}),
         ("Configuration used", {"classes": ("collapse",), "fields": ("config_pretty",)}),
     )  # fmt: skip
@@ -236,6 +347,10 @@ class CallAdmin(admin.ModelAdmin):
             '<pre style="white-space:pre-wrap;margin:0">{}</pre>',
             json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True),
         )
+
+    @admin.display(description="turn-taking")
+    def turn_taking(self, obj: Call) -> SafeString:
+        return turn_taking_summary(obj.metrics)
 
     @admin.display(description="call metrics")
     def metrics_pretty(self, obj: Call) -> SafeString:

@@ -164,7 +164,9 @@ class AgentProfile(models.Model):
         "phone lines.",
     )
     barge_in_enabled = models.BooleanField(
-        "barge-in", default=True, help_text="Let the caller interrupt the agent by speaking over it."
+        "barge-in",
+        default=True,
+        help_text="Let the caller interrupt the agent by speaking over it.",
     )
     barge_in_min_ms = models.PositiveIntegerField(
         "speech that always interrupts (ms)",
@@ -317,7 +319,8 @@ class ChannelOverlay(models.Model):
         profile = getattr(self, "profile", None)
         self.overrides = validate_overrides(self.overrides, profile)
         if profile is not None and {"vad_stop_ms", "max_turn_silence_ms"} & set(self.overrides):
-            values = {name: getattr(profile, name) for name in ("vad_stop_ms", "max_turn_silence_ms")}
+            timing = ("vad_stop_ms", "max_turn_silence_ms")
+            values = {name: getattr(profile, name) for name in timing}
             check_turn_timing({**values, **self.overrides}, field="overrides")
 
 
