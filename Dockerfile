@@ -5,11 +5,16 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake \
     && rm -rf /var/lib/apt/lists/*
-COPY requirements.txt requirements-local.txt requirements-llama.txt scripts/pip_progress.py /tmp/
+COPY requirements.txt requirements-local.txt requirements-llama.txt requirements-turn.txt \
+    scripts/pip_progress.py /tmp/
 # Wheels are built once here and installed in the runtime stage. llama-cpp-python first:
 # its sdist is hash-checked and compiles (progress shown); the second step finds its wheel.
 RUN python /tmp/pip_progress.py /tmp/llama-build.log -- pip wheel -v --no-deps \
         --require-hashes --wheel-dir /wheels -r /tmp/requirements-llama.txt
+# The Smart Turn model ships in the pipecat-ai wheel (requirements-turn.txt; never imported):
+# hash-checked, in a folder of its own installed with --no-deps (pipecat's dependencies
+# would otherwise be resolved with the other wheels).
+RUN pip wheel --no-deps --require-hashes --wheel-dir /wheels-nodeps -r /tmp/requirements-turn.txt
 RUN pip wheel --wheel-dir /wheels --find-links /wheels \
         -r /tmp/requirements.txt -r /tmp/requirements-local.txt
 
@@ -20,7 +25,8 @@ ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 \
 RUN apt-get update && apt-get install -y --no-install-recommends espeak-ng libgomp1 curl \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
-RUN pip install /wheels/* && rm -rf /wheels
+COPY --from=build /wheels-nodeps /wheels-nodeps
+RUN pip install /wheels/* && pip install --no-deps /wheels-nodeps/* && rm -rf /wheels /wheels-nodeps
 RUN useradd --create-home --uid 10001 app
 WORKDIR /app
 COPY --chown=app:app . .
