@@ -1,5 +1,6 @@
 """What the session sends to its transport besides audio frames: best-effort UI events,
-the listening/thinking/speaking state, barge-in clears and the final close."""
+the listening/thinking/speaking state, pauses and clears for caller speech over the
+agent, and the final close."""
 
 from __future__ import annotations
 
@@ -39,9 +40,22 @@ class CallOutput:
             self._state = state
             await self.emit({"type": "state", "state": state})
 
-    async def clear(self) -> None:
-        """Barge-in: drop queued agent audio here and at the far end."""
+    def pause(self) -> None:
+        """Caller speech over the agent: stop sending now (the carrier plays out at most
+        the playout lead); ``resume`` goes on where it stopped."""
+        self._playout.pause()
+
+    def resume(self) -> None:
+        self._playout.resume()
+
+    async def clear(self, *, wire: bool = True) -> None:
+        """Barge-in: drop queued agent audio here and at the far end (``wire``: audio
+        was sent), and reopen the output for the next utterance."""
         self._playout.discard()
+        if wire:
+            await self._wire_clear()
+
+    async def _wire_clear(self) -> None:
         if self.dead:
             return
         try:

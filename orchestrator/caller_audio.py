@@ -1,5 +1,6 @@
 """Caller audio between the socket and the VAD: a bounded backlog, fed to the turn
-detector in its own task so the socket's ``receive`` never waits on the model."""
+detector in its own task so the socket's ``receive`` never waits on the model. The
+call's optional :class:`InboundCleaner` (noise suppression) runs in that task too."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 from collections.abc import Callable
 
 from orchestrator.contracts import INPUT_SAMPLE_RATE
+from orchestrator.noise import InboundCleaner
 from orchestrator.vad import TurnDetector, TurnEvent
 
 logger = logging.getLogger(__name__)
@@ -16,8 +18,9 @@ logger = logging.getLogger(__name__)
 class CallerAudio:
     MAX_BACKLOG_S = 30.0  # only reached if the event loop stalls
 
-    def __init__(self, call_id: str) -> None:
+    def __init__(self, call_id: str, *, cleaner: InboundCleaner | None = None) -> None:
         self._call_id = call_id
+        self._cleaner = cleaner
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
         self._backlog = 0  # bytes queued, not yet fed to the VAD
         self._dropped = False
@@ -38,5 +41,7 @@ class CallerAudio:
         while True:
             pcm = await self._queue.get()
             self._backlog -= len(pcm)
+            if self._cleaner is not None:
+                pcm = self._cleaner.process(pcm)
             for event in detector.feed(pcm):
                 on_event(event)

@@ -66,8 +66,13 @@ class TurnMetrics:
     llm_ttft_ms: float | None = None
     tts_ttfb_ms: float | None = None
     voice_to_voice_ms: float | None = None  # end of user speech -> first agent frame sent
-    # end of user speech -> end of turn detected (silence_timeout + VAD/frame alignment)
+    # end of user speech -> end of turn decided (VAD pause + Smart Turn, or the timer)
     endpointing_ms: float | None = None
+    # The end-of-turn decision (end_of_turn.py): why, the model's score, and the silence
+    # waited before the reply went ahead (more than endpointing when the words held it).
+    eot_reason: str | None = None  # model | words | max_silence | silence_timer | no_model | dtmf
+    eot_score: float | None = None
+    eot_wait_ms: float | None = None
     engines: dict[str, str] = field(default_factory=dict)  # role -> engine that served
     # Fallback switches made for this turn, e.g. "groq -> local: groq 500: ..."
     fallbacks: list[str] = field(default_factory=list)
@@ -79,6 +84,9 @@ class TurnMetrics:
             "tts_ttfb_ms": self.tts_ttfb_ms,
             "voice_to_voice_ms": self.voice_to_voice_ms,
             "endpointing_ms": self.endpointing_ms,
+            "eot_reason": self.eot_reason,
+            "eot_score": self.eot_score,
+            "eot_wait_ms": self.eot_wait_ms,
             "engines": dict(self.engines),
             "fallbacks": list(self.fallbacks),
         }

@@ -5,6 +5,10 @@ sentence at once would queue seconds of audio there, so a barge-in could only be
 stopped by ``clear`` and the transcript cut point would be a guess. Instead frames
 leave against the wall clock, keeping at most ``lead_ms`` queued ahead: enough to
 absorb network jitter, small enough that stopping is immediate.
+
+Pause and resume (caller speech over the agent, turn_taking.py): ``pause`` stops sending
+at once, so the far end goes quiet when its lead has played (no ``clear``: nothing is
+lost); ``resume`` goes on with the next frame, so a backchannel costs no words.
 """
 
 from __future__ import annotations
@@ -42,9 +46,24 @@ class PacedPlayout:
         self._sleep = sleep
         self._play_until = 0.0
         self.frames_sent = 0
+        self.quiet_at = 0.0  # after pause(): when the far end runs out of agent audio
+        self._open = asyncio.Event()
+        self._open.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._open.is_set()
 
     async def send(self, frame: bytes) -> float:
-        """Send one frame when the carrier's queue allows; return the time it was sent."""
+        """Send one frame when the carrier's queue allows; return the time it was sent.
+        While paused this waits for ``resume`` (or cancellation)."""
+        while True:
+            await self._open.wait()
+            if (sent_at := await self._paced(frame)) is not None:
+                return sent_at
+
+    async def _paced(self, frame: bytes) -> float | None:
+        """Send at the frame's slot; None (not sent) if a pause came while waiting."""
         now = self._clock()
         if self._play_until < now:
             self._play_until = now  # underrun (or first frame): restart the schedule
@@ -52,6 +71,8 @@ class PacedPlayout:
         wait = self._play_until + self._frame_s - self._lead_s - now
         if wait > 0:
             await self._sleep(wait)
+            if self.paused:
+                return None
         try:
             await self._send(frame)
         except Exception as exc:
@@ -65,13 +86,29 @@ class PacedPlayout:
         return max(0.0, self._play_until - self._clock())
 
     async def drain(self) -> None:
-        """Wait until everything sent has been played (the agent really stopped talking)."""
-        wait = self.queued_s()
-        if wait > 0:
-            await self._sleep(wait)
+        """Wait until everything sent has been played (the agent really stopped talking);
+        a pause meanwhile waits for the resume."""
+        while True:
+            await self._open.wait()
+            wait = self.queued_s()
+            if wait > 0:
+                await self._sleep(wait)
+            if not self.paused:
+                return
+
+    def pause(self) -> None:
+        """Stop sending (the far end plays out what it holds, at most the lead)."""
+        if not self.paused:
+            self.quiet_at = max(self._play_until, self._clock())
+        self._open.clear()
+
+    def resume(self) -> None:
+        self._open.set()
 
     def discard(self) -> float:
-        """After ``clear_audio``: forget queued audio; returns how much was dropped (s)."""
+        """After ``clear_audio``: forget queued audio and reopen for the next utterance;
+        returns how much was dropped (s)."""
         dropped = self.queued_s()
         self._play_until = 0.0
+        self._open.set()
         return dropped

@@ -26,6 +26,7 @@ from orchestrator.playout import PacedPlayout, TransportFailed
 from orchestrator.sentences import SentenceSplitter
 from orchestrator.transcript import Transcript
 from orchestrator.turn_taking import UserTurn
+from orchestrator.turn_words import ends_incomplete
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +63,8 @@ class Utterance:
     interruptible: bool
     turn: UserTurn | None = None
     metrics: TurnMetrics = field(default_factory=TurnMetrics)
-    phase: str = "llm"  # stt | llm | speaking
-    superseded: bool = False  # barge-in during STT: record the user turn, do not answer
+    # stt | held (words say the caller is not done: waiting for more) | llm | speaking
+    phase: str = "llm"
     segments: list[Segment] = field(default_factory=list)  # those that started playing
     sent_ms: float = 0.0
     first_frame_at: float | None = None
@@ -141,14 +142,18 @@ class ReplyPipeline:
     async def respond(self, utt: Utterance, turn: UserTurn) -> None:
         """Answer one user turn: transcribe, record it, stream the reply."""
         await self._set_state("thinking")
+        m = utt.metrics
         if turn.speech_end_at is not None and turn.detected_at is not None:
-            utt.metrics.endpointing_ms = round((turn.detected_at - turn.speech_end_at) * 1000.0, 1)
+            m.endpointing_ms = m.eot_wait_ms = _ms(turn.detected_at - turn.speech_end_at)
+        if turn.eot is not None:
+            m.eot_reason = turn.eot.reason
+            m.eot_score = None if turn.eot.score is None else round(turn.eot.score, 3)
         end = turn.speech_end_at if turn.speech_end_at is not None else self._clock()
         text = ""
         if turn.audio:
             utt.phase = "stt"
             try:
-                text = await self._transcribe(utt, turn.audio)
+                text = await self._transcribe(utt, turn)
             except EngineFailed:
                 # The caller spoke and we could not even transcribe it: keep a visible
                 # placeholder turn (marked unanswered by the session), not no trace at all.
@@ -162,13 +167,31 @@ class ReplyPipeline:
             logger.info("call %s: empty transcript, no turn", self._config.call_id,
                         extra={"call_id": self._config.call_id})  # fmt: skip
             return
+        await self._hold_if_unfinished(utt, turn, text)
         utt.user_sequence = self._transcript.user(text, started_at=turn.started_at, ended_at=end)
         await self._emit({"type": "transcript", "role": "user", "text": text, "final": True})
-        if utt.superseded:
-            return
         utt.phase = "llm"
         messages = self._transcript.messages(self._config.system_prompt)
         await self.speak(utt, self._llm_sentences(utt, messages))
+
+    async def _hold_if_unfinished(self, utt: Utterance, turn: UserTurn, text: str) -> None:
+        """"…a table for": the words say the caller is not done, whatever the audio model
+        said. Wait for the rest, up to the silence cap; if they go on, the session drops
+        this reply and their words join the next turn."""
+        decided_by_audio = turn.eot is not None and turn.eot.reason in ("model", "no_model")
+        if not decided_by_audio or turn.speech_end_at is None:
+            return
+        if not ends_incomplete(text, self._config.language):
+            return
+        wait = turn.speech_end_at + self._config.max_turn_silence_ms / 1000.0 - self._clock()
+        logger.info("call %s: %r sounds unfinished, waiting %.1fs for more", self._config.call_id,
+                    text[-40:], max(wait, 0.0), extra={"call_id": self._config.call_id})  # fmt: skip
+        utt.phase = "held"
+        if wait > 0:
+            await asyncio.sleep(wait)
+        utt.metrics.eot_reason = "words"
+        utt.metrics.eot_wait_ms = _ms(self._clock() - turn.speech_end_at)
+        utt.progress_at = self._clock()
 
     async def say(self, utt: Utterance, text: str) -> None:
         """Speak fixed text (greeting, reprompt, goodbye, apology)."""
@@ -235,13 +258,15 @@ class ReplyPipeline:
 
     # --- engines -----------------------------------------------------------------------------
 
-    async def _transcribe(self, utt: Utterance, audio: bytes) -> str:
+    async def _transcribe(self, utt: Utterance, turn: UserTurn) -> str:
+        """The turn's transcript: the one started at the caller's pause if there is one
+        (transcriber.py); STT time is then counted from the decision, what the caller waits."""
         stt = self._engines.stt
         t = self._clock()
-        text = await self._step(
-            "stt",
-            stt.transcribe(audio, sample_rate=INPUT_SAMPLE_RATE, language=self._config.language),
+        work = turn.transcript or stt.transcribe(
+            turn.audio, sample_rate=INPUT_SAMPLE_RATE, language=self._config.language
         )
+        text = await self._step("stt", work)
         utt.metrics.stt_ms = round((self._clock() - t) * 1000.0, 1)
         _note_engine(utt.metrics, "stt", stt)
         return (text or "").strip()
@@ -374,6 +399,10 @@ async def sentences_of(text: str) -> AsyncIterator[str]:
         yield sentence
     if (tail := splitter.flush()) is not None:
         yield tail
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 1)
 
 
 def _cut_at_word(text: str, fraction: float) -> str:

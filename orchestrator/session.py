@@ -39,15 +39,17 @@ from orchestrator.contracts import (
     TurnRecord,
 )
 from orchestrator.dtmf import DtmfDigits
-from orchestrator.engines import Engines
+from orchestrator.end_of_turn import EndOfTurn, EotDecision, ScoreFn
+from orchestrator.engines import EngineError, Engines
 from orchestrator.failures import Ending, ending_for_error, ending_for_stall
 from orchestrator.playout import PacedPlayout
 from orchestrator.recorder_queue import RecorderQueue
 from orchestrator.reply import ReplyPipeline, Utterance
 from orchestrator.stats import CallStats
 from orchestrator.task_reaper import TaskReaper, cancel_all
+from orchestrator.transcriber import Transcriber
 from orchestrator.transcript import Transcript
-from orchestrator.turn_taking import TurnTaking, UserTurn, Verdict
+from orchestrator.turn_taking import Outcome, TurnTaking, UserTurn
 from orchestrator.vad import TurnDetector, TurnEvent, TurnEventKind, new_vad
 
 # Re-exported: the consumers' and recorders' view of a session.
@@ -83,11 +85,16 @@ class _UtteranceDone:
 
 
 @dataclass(slots=True, kw_only=True)
+class _Heard:
+    task: asyncio.Task[str]  # transcript of speech over the agent
+
+
+@dataclass(slots=True, kw_only=True)
 class _Wake:
     pass
 
 
-_Control = _Vad | _Dtmf | _UtteranceDone | _Wake
+_Control = _Vad | _Dtmf | _UtteranceDone | _Heard | _Wake
 
 
 class CallSession:
@@ -109,8 +116,10 @@ class CallSession:
         engines: Engines,
         transport: Transport,
         recorder: CallRecorder,
+        turn_model: ScoreFn | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``turn_model`` scores end of turn (Smart Turn by default, if installed)."""
         self._config = config
         self._recorder = recorder
         self._clock = clock
@@ -128,7 +137,23 @@ class CallSession:
         self._transcript = Transcript(
             recorder=recorder, queue=self._recorder_q, stats=self._stats, wall=self._wall
         )
-        self._turns = TurnTaking(barge_in_enabled=config.barge_in_enabled)
+        self._turns = TurnTaking(
+            barge_in_enabled=config.barge_in_enabled,
+            barge_in_min_ms=config.barge_in_min_ms,
+            language=config.language,
+            backchannel_words=config.backchannel_words,
+        )
+        self._eot = EndOfTurn(
+            config,
+            score=turn_model
+            or (default_turn_model() if config.turn_detection == "smart" else None),
+            clock=clock,
+            wake=lambda: self._events.put_nowait(_Wake()),
+        )
+        self._pending_eot: EotDecision | None = None  # the decision for the pending turn
+        self._decided_at = 0.0
+        self._heard_task: asyncio.Task[str] | None = None
+        self._onset_pause = False  # agent paused at a voice onset not yet known as speech
         self._pipeline = ReplyPipeline(
             config,
             engines=engines,
@@ -139,6 +164,13 @@ class CallSession:
             set_state=self._out.set_state,
             take_dtmf_note=self._dtmf.take_note,
             clock=clock,
+        )
+        self._stt_live = Transcriber(
+            engines.stt,
+            language=config.language,
+            partials=config.stt_partial_interval_ms > 0 and self._pipeline.runs_locally("stt"),
+            emit=self._out.emit,
+            call_id=config.call_id,
         )
 
         self._events: asyncio.Queue[_Control] = asyncio.Queue()
@@ -198,10 +230,12 @@ class CallSession:
             detector = TurnDetector(
                 await new_vad(),
                 min_speech_ms=cfg.min_speech_ms,
-                silence_timeout_ms=cfg.silence_timeout_ms,
+                # Smart mode: the VAD reports short pauses and end_of_turn.py decides.
+                silence_timeout_ms=cfg.vad_stop_ms if self._eot.smart else cfg.silence_timeout_ms,
                 preroll_ms=cfg.preroll_ms,
                 # With barge-in off the detector still needs a value: it is then unused.
                 barge_in_ms=max(cfg.barge_in_min_ms, cfg.min_speech_ms),
+                progress_ms=cfg.stt_partial_interval_ms if self._stt_live.partials else 0,
                 clock=self._clock,
             )
             self._input_task = asyncio.create_task(
@@ -247,6 +281,8 @@ class CallSession:
                 await self._out.emit({"type": "dtmf", "digit": event.digit})
             elif isinstance(event, _UtteranceDone) and event.task is self._utt_task:
                 await self._finish_utterance(interrupt=False)
+            elif isinstance(event, _Heard) and event.task is self._heard_task:
+                await self._overlap_heard(event.task)
             if self._end_reason is None:
                 await self._check_timers()
 
@@ -262,36 +298,133 @@ class CallSession:
     # --- caller speech ---------------------------------------------------------------------------
 
     async def _on_vad(self, event: TurnEvent) -> None:
-        self._last_activity = self._clock()
-        utt = self._utt
-        if event.kind is TurnEventKind.SPEECH_STARTED:
-            self._turns.speech_started(event, agent_audible=utt is not None and utt.sent_ms > 0)
-        elif event.kind is TurnEventKind.BARGE_IN:
-            if utt is not None and self._turns.should_interrupt(
-                agent_interruptible=utt.interruptible
-            ):
-                if utt.sent_ms > 0:
-                    self._stats.interruptions += 1
-                logger.info("call %s: barge-in (utterance %d, %s)", self._call_id, utt.n,
-                            utt.phase, extra=self._log_extra)  # fmt: skip
-                await self._finish_utterance(interrupt=True)
-        elif event.kind is TurnEventKind.TURN_ENDED:
-            if (
-                self._turns.turn_ended(event, agent_busy=self._utt_task is not None)
-                is Verdict.BACKCHANNEL
-            ):
-                # Said over the agent and too short to interrupt it ("mm-hm", a cough).
+        if event.kind is TurnEventKind.VOICE_ONSET:
+            # Maybe speech: stop sending agent audio now, decide once we know more.
+            if self._turns.overlap is None and self._floor_held():
+                self._out.pause()
+                self._onset_pause = True
+            return
+        if event.kind is TurnEventKind.FALSE_START:
+            if self._onset_pause and self._turns.overlap is None:
                 self._stats.false_starts += 1
-                logger.info("call %s: ignoring %.0f ms of speech over the agent", self._call_id,
-                            event.voiced_ms, extra=self._log_extra)  # fmt: skip
+                self._out.resume()
+            self._onset_pause = False
+            return
+        self._last_activity = self._clock()
+        if event.kind is TurnEventKind.SPEECH_STARTED:
+            self._onset_pause = False
+            self._turns.speech_started(event)
+            self._eot.resumed()  # the pause was inside the turn
+            self._stt_live.drop()
+            if self._turns.overlap is None and self._floor_held():
+                assert self._utt is not None
+                await self._overlap_started(event, self._utt)
+        elif event.kind is TurnEventKind.PROGRESS:
+            if self._turns.overlap is None:
+                self._stt_live.partial(self._turns.pending_audio() + event.audio)
+        elif event.kind is TurnEventKind.BARGE_IN:
+            if self._turns.overlap is not None:
+                await self._overlap_decided(Outcome.INTERRUPTION)  # long speech: no doubt
+        elif event.kind is TurnEventKind.TURN_ENDED:
+            segment = self._turns.segment_ended(event)
+            if self._turns.overlap is not None:
+                outcome = self._turns.overlap_segment(segment, voiced_ms=event.voiced_ms)
+                if outcome is Outcome.INTERRUPTION:
+                    await self._overlap_decided(outcome)
+                else:  # short: its words decide
+                    self._heard_task = self._stt_live.transcribe(self._turns.overlap.audio)
+                    self._heard_task.add_done_callback(
+                        lambda t: self._events.put_nowait(_Heard(task=t))
+                    )
                 return
+            self._turns.add(segment)
             self._reprompted = False
-            self._answer_pending()
+            self._turn_paused()
+
+    def _floor_held(self) -> bool:
+        """The agent speaks or prepares a reply, and may be interrupted."""
+        utt = self._utt
+        return self._turns.barge_in_enabled and utt is not None and utt.interruptible
+
+    def _turn_paused(self) -> None:
+        """The caller paused after the pending turn: is it complete?"""
+        self._pending_eot = None
+        audio = self._turns.pending_audio()
+        if not audio:
+            return
+        self._stt_live.early(audio)
+        end = self._turns.pending_speech_end()
+        if (decision := self._eot.paused(audio, speech_end_at=end)) is not None:
+            self._turn_complete(decision)
+
+    def _turn_complete(self, decision: EotDecision) -> None:
+        self._pending_eot, self._decided_at = decision, self._clock()
+        self._answer_pending()
 
     def _answer_pending(self) -> None:
-        if self._utt_task is None and self._end_reason is None:
-            if (turn := self._turns.take_pending()) is not None:
+        if (
+            self._utt_task is None
+            and self._end_reason is None
+            and self._pending_eot is not None
+            and not self._turns.user_speaking
+        ):
+            turn = self._turns.take_pending(self._pending_eot, detected_at=self._decided_at)
+            self._pending_eot = None
+            if turn is not None:
+                turn.transcript = self._stt_live.take(turn.audio)
                 self._start_utterance("reply", turn=turn)
+
+    # --- speech over the agent -------------------------------------------------------------------
+
+    async def _overlap_started(self, event: TurnEvent, utt: Utterance) -> None:
+        """Go quiet at once; a backchannel resumes, an interruption cancels."""
+        onset = event.at - event.voiced_ms / 1000.0
+        overlap = self._turns.overlap_started(onset=onset, audible=utt.sent_ms > 0)
+        self._out.pause()  # usually already paused at the voice onset
+        utt.progress_at = self._clock()
+        if overlap.audible:
+            self._stats.overlaps += 1
+            # When the far end ran out of what it held (the playout lead at most).
+            overlap.quiet_ms = round((self._playout.quiet_at - onset) * 1000.0, 1)
+        logger.info("call %s: caller speaks over utterance %d (%s), agent paused", self._call_id,
+                    utt.n, utt.phase, extra=self._log_extra)  # fmt: skip
+
+    async def _overlap_heard(self, task: asyncio.Task[str]) -> None:
+        self._heard_task = None
+        if self._turns.overlap is None or self._turns.user_speaking:
+            return  # more speech came: its pause decides
+        try:
+            text = (task.result() or "").strip()
+        except (EngineError, asyncio.CancelledError) as exc:
+            # Unheard words never stop the agent (a real interruption goes on talking
+            # and reaches barge_in_min_ms).
+            logger.warning("call %s: could not transcribe speech over the agent: %s",
+                           self._call_id, exc, extra=self._log_extra)  # fmt: skip
+            text = ""
+        await self._overlap_decided(self._turns.overlap_heard(text))
+
+    async def _overlap_decided(self, outcome: Outcome) -> None:
+        utt = self._utt
+        overlap = self._turns.end_overlap(outcome)
+        if overlap is None or utt is None:
+            return
+        event = {"type": "overlap", "outcome": outcome.value, "text": overlap.heard,
+                 "quiet_ms": overlap.quiet_ms}  # fmt: skip
+        if outcome is Outcome.BACKCHANNEL:
+            self._stats.backchannels += 1
+            self._out.resume()
+            utt.progress_at = self._clock()
+            logger.info("call %s: backchannel %r, agent resumes", self._call_id, overlap.heard,
+                        extra=self._log_extra)  # fmt: skip
+            await self._out.emit(event)
+            return
+        if overlap.audible:
+            self._stats.interruptions += 1
+        logger.info("call %s: interrupted (utterance %d, %s) by %r", self._call_id, utt.n,
+                    utt.phase, overlap.heard or f"{overlap.voiced_ms:.0f} ms of speech",
+                    extra=self._log_extra)  # fmt: skip
+        await self._out.emit(event)
+        await self._finish_utterance(interrupt=True)
 
     # --- timers -------------------------------------------------------------------------------
 
@@ -301,9 +434,15 @@ class CallSession:
             deadlines.append(self._last_activity + self._config.idle_timeout_s)
         if self._dtmf.deadline is not None:
             deadlines.append(self._dtmf.deadline)
-        if self._utt is not None and self._utt_task is not None:
+        if self._utt is not None and self._utt_task is not None and self._watched(self._utt):
             deadlines.append(self._utt.progress_at + self._watchdog_s())
+        if (eot := self._eot.deadline()) is not None:
+            deadlines.append(eot)
         return min(deadlines)
+
+    def _watched(self, utt: Utterance) -> bool:
+        """The watchdog skips a reply held for the caller's next words or paused by them."""
+        return utt.phase != "held" and not self._playout.paused
 
     def _idle_counting(self) -> bool:
         return (
@@ -317,12 +456,17 @@ class CallSession:
         now, cfg = self._clock(), self._config
         if now >= self._t0 + cfg.max_call_seconds:
             self._end(EndReason.MAX_DURATION, say=cfg.goodbye_message)
+        elif (decision := self._eot.poll()) is not None:
+            self._turn_complete(decision)
         elif self._utt is not None and self._utt_task is not None:
-            if now >= self._utt.progress_at + self._watchdog_s():
+            if self._watched(self._utt) and now >= self._utt.progress_at + self._watchdog_s():
                 await self._utterance_stalled(self._utt)
         elif not self._turns.user_speaking and self._dtmf.due(now):
             self._start_utterance(
-                "reply", turn=UserTurn(audio=b"", started_at=now, speech_end_at=None)
+                "reply",
+                turn=UserTurn(
+                    audio=b"", started_at=now, speech_end_at=None, eot=EotDecision(reason="dtmf")
+                ),
             )
         elif self._idle_counting() and now >= self._last_activity + cfg.idle_timeout_s:
             if not self._reprompted and cfg.idle_reprompt:
@@ -367,33 +511,31 @@ class CallSession:
         task, utt = self._utt_task, self._utt
         if task is None or utt is None:
             return
-        if interrupt and not task.done() and utt.phase == "stt" and self._end_reason is None:
-            # The user went on talking while we transcribed: keep what they said (it
-            # becomes part of the conversation) but do not answer it.
-            utt.superseded = True
-            return
         # Audio that had left the far end's speaker when we stopped sending.
         played_ms = max(0.0, utt.sent_ms - self._playout.queued_s() * 1000.0)
         self._utt_task = self._utt = None
         failed, cut = await self._stop_task(task, utt)
-        if cut and utt.sent_ms > 0:
-            await self._out.clear()
+        if cut:
+            await self._out.clear(wire=utt.sent_ms > 0)
+        # The caller went on before their turn was even recorded (we were transcribing
+        # it, or holding it for the rest of the sentence): it joins what they say next.
+        merged = (
+            cut and self._end_reason is None and utt.turn is not None
+            and utt.user_sequence is None and not why
+        )  # fmt: skip
+        if merged and utt.turn is not None:
+            self._turns.put_back(utt.turn)
         if failed is not None:
             self._apply(ending_for_error(failed, self._config))
         if utt.segments:
             await self._pipeline.record(utt, interrupted=cut, played_ms=played_ms)
-        elif utt.kind == "reply" and not cut and not utt.superseded and utt.phase == "llm":
+        elif utt.kind == "reply" and not cut and utt.phase == "llm":
             logger.warning("call %s: empty LLM reply, listening again", self._call_id,
                            extra=self._log_extra)  # fmt: skip
         # A recorded user turn that heard nothing back. A barge-in before any audio is
         # not one: the caller went on, and the next reply answers both.
         barge_in = interrupt and self._end_reason is None and not why
-        if (
-            utt.user_sequence is not None
-            and not utt.segments
-            and not utt.superseded
-            and not barge_in
-        ):
+        if utt.user_sequence is not None and not utt.segments and not barge_in:
             reason = why or (
                 f"engine failure: {failed}" if failed is not None
                 else f"call ended ({self._end_reason}) before the reply" if cut
@@ -405,7 +547,15 @@ class CallSession:
         if self._end_reason is None:
             self._last_activity = self._clock()
             await self._out.set_state("listening")
-            self._answer_pending()
+            if self._turns.overlap is not None:
+                # It ended on its own (an empty reply) while the caller spoke over it:
+                # their speech is simply their turn.
+                self._turns.end_overlap(Outcome.INTERRUPTION)
+            if self._pending_eot is None and not self._turns.user_speaking:
+                if not self._eot.waiting:
+                    self._turn_paused()  # an interruption's words, or a merged turn
+            else:
+                self._answer_pending()
 
     async def _stop_task(
         self, task: asyncio.Task[None], utt: Utterance
@@ -441,7 +591,9 @@ class CallSession:
     async def _shutdown(self, *, speak: bool) -> None:
         reason = self._end_reason or EndReason.ERROR
         self._closed = True
-        await cancel_all(self._input_task, self._heartbeat_task)
+        await cancel_all(self._input_task, self._heartbeat_task, self._heard_task)
+        await self._eot.close()
+        await self._stt_live.close()
         if self._utt_task is not None:
             await self._finish_utterance(interrupt=True)
         say = self._end_say
@@ -468,3 +620,10 @@ class CallSession:
 
     def _wall(self, t: float) -> datetime:
         return self._wall0 + timedelta(seconds=t - self._t0)
+
+
+def default_turn_model() -> ScoreFn | None:
+    """Smart Turn, when its model file is installed (requirements-turn.txt)."""
+    from orchestrator import smart_turn
+
+    return smart_turn.score if smart_turn.available() else None

@@ -13,8 +13,9 @@ from orchestrator.contracts import TurnMetrics
 class CallStats:
     user_turns: int = 0
     assistant_turns: int = 0
-    interruptions: int = 0  # agent audio cut by the caller
-    false_starts: int = 0  # speech over the agent too short to interrupt it (backchannels)
+    overlaps: int = 0  # caller speech over agent audio (each paused the agent)
+    backchannels: int = 0  # overlaps that were only "mm-hmm": the agent resumed
+    interruptions: int = 0  # overlaps that cut the agent's audio for good
     unanswered: int = 0  # user turns that got no reply
     reply_metrics: list[TurnMetrics] = field(default_factory=list)  # one per answered turn
 
@@ -30,11 +31,13 @@ class CallStats:
             "turns": self.user_turns + self.assistant_turns,
             "user_turns": self.user_turns,
             "assistant_turns": self.assistant_turns,
+            "overlaps": self.overlaps,
+            "backchannels": self.backchannels,
             "interruptions": self.interruptions,
-            "false_starts": self.false_starts,
             "unanswered_turns": self.unanswered,
             "voice_to_voice_p50_ms": percentile(v2v, 50),
             "voice_to_voice_p95_ms": percentile(v2v, 95),
+            "endpointing_p50_ms": percentile(values("endpointing_ms"), 50),
             "stt_p50_ms": percentile(values("stt_ms"), 50),
             "llm_ttft_p50_ms": percentile(values("llm_ttft_ms"), 50),
             "tts_ttfb_p50_ms": percentile(values("tts_ttfb_ms"), 50),

@@ -143,9 +143,15 @@ async def new_vad() -> SileroVad:
 
 
 class TurnEventKind(StrEnum):
+    # The first voiced window: maybe speech. Agent audio pauses here (the quickest quiet);
+    # FALSE_START follows if it was only a click or a cough, SPEECH_STARTED if not.
+    VOICE_ONSET = "voice_onset"
+    FALSE_START = "false_start"
     SPEECH_STARTED = "speech_started"  # min_speech_ms of speech heard: a turn has begun
     BARGE_IN = "barge_in"  # the turn now holds barge_in_ms of speech: enough to cut the agent
     TURN_ENDED = "turn_ended"  # silence_timeout_ms of non-speech after the turn
+    # Every progress_ms of audio within a turn: the utterance so far (partial transcripts).
+    PROGRESS = "progress"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -153,8 +159,9 @@ class TurnEvent:
     kind: TurnEventKind
     at: float  # clock() when the event was detected
     voiced_ms: float  # speech (not silence) heard in this turn so far
-    # TURN_ENDED only: the utterance (pre-roll included, trailing silence trimmed) and
-    # the clock() time the last speech window arrived: voice-to-voice starts there.
+    # TURN_ENDED: the utterance (pre-roll included, trailing silence trimmed) and the
+    # clock() time the last speech window arrived: voice-to-voice starts there.
+    # PROGRESS: the utterance so far.
     audio: bytes = b""
     speech_end_at: float = 0.0
 
@@ -195,6 +202,7 @@ class TurnDetector:
         barge_in_ms: int,
         threshold: float = 0.5,
         max_utterance_ms: int = 60_000,
+        progress_ms: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._vad = vad
@@ -206,6 +214,8 @@ class TurnDetector:
         # threshold - 0.15 so a soft syllable does not count as silence.
         self._end_threshold = max(threshold - 0.15, 0.05)
         self._max_utterance_bytes = int(max_utterance_ms * SAMPLE_RATE / 1000) * 2
+        self._progress_bytes = int(progress_ms * SAMPLE_RATE / 1000) * 2
+        self._next_progress = 0
         self._clock = clock
         self._buf = bytearray()
         self._preroll: deque[bytes] = deque(maxlen=max(1, round(preroll_ms / WINDOW_MS)))
@@ -284,6 +294,7 @@ class TurnDetector:
             self._state = _State.PENDING
             self._pending = []
             self._voiced_ms = self._gap_ms = 0.0
+            events.append(self._event(TurnEventKind.VOICE_ONSET))
 
         if self._state is _State.PENDING:
             self._pending.append(window)
@@ -301,6 +312,7 @@ class TurnDetector:
                 self._speech_end_bytes = len(self._utterance) - trailing_gap
                 self._preroll.clear()
                 self._pending = []
+                self._next_progress = len(self._utterance) + self._progress_bytes
                 events.append(self._event(TurnEventKind.SPEECH_STARTED))
                 self._maybe_barge_in(events)
                 return
@@ -308,10 +320,16 @@ class TurnDetector:
                 # Too short to be speech: the burst becomes part of the pre-roll history.
                 self._preroll.extend(self._pending)
                 self._to_idle()
+                events.append(self._event(TurnEventKind.FALSE_START))
             return
 
         # SPEECH
         self._utterance += window
+        if self._progress_bytes and len(self._utterance) >= self._next_progress:
+            self._next_progress = len(self._utterance) + self._progress_bytes
+            progress = self._event(TurnEventKind.PROGRESS)
+            progress.audio = bytes(self._utterance)
+            events.append(progress)
         if voiced:
             self._voiced_ms += WINDOW_MS
             self._gap_ms = 0.0

@@ -96,6 +96,9 @@ BASE_CONFIG = CallConfig(
     language="en-US",
     system_prompt="You are a test agent.",
     greeting="",
+    # Most tests are about the session, not end of turn: a plain silence timer (the
+    # smart mode has its own tests, tests/orchestrator/test_turn_taking.py).
+    turn_detection="silence",
     silence_timeout_ms=400,
     idle_timeout_s=30.0,
     playout_lead_ms=60,

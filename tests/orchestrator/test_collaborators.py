@@ -8,7 +8,7 @@ from orchestrator.contracts import TurnMetrics
 from orchestrator.recorder_queue import RecorderQueue
 from orchestrator.stats import CallStats, percentile
 from orchestrator.transcript import Transcript
-from orchestrator.turn_taking import TurnTaking, Verdict
+from orchestrator.turn_taking import Outcome, TurnTaking
 from orchestrator.vad import TurnEvent, TurnEventKind
 from tests.orchestrator.conftest import RecordingRecorder
 
@@ -17,38 +17,55 @@ def event(kind: TurnEventKind, at: float, voiced_ms: float = 300, audio: bytes =
     return TurnEvent(kind=kind, at=at, voiced_ms=voiced_ms, audio=audio, speech_end_at=at - 0.7)
 
 
-def test_short_speech_over_the_agent_is_a_backchannel_not_a_turn() -> None:
-    turns = TurnTaking(barge_in_enabled=True)
-    turns.speech_started(event(TurnEventKind.SPEECH_STARTED, 1.0), agent_audible=True)
-    verdict = turns.turn_ended(event(TurnEventKind.TURN_ENDED, 2.0), agent_busy=True)
-    assert verdict is Verdict.BACKCHANNEL
-    assert not turns.has_pending
+def _turns(**kw) -> TurnTaking:
+    return TurnTaking(barge_in_enabled=True, barge_in_min_ms=900, language="en-US", **kw)
 
 
-def test_speech_that_interrupted_the_agent_becomes_a_turn() -> None:
-    turns = TurnTaking(barge_in_enabled=True)
-    turns.speech_started(event(TurnEventKind.SPEECH_STARTED, 1.0), agent_audible=True)
-    assert turns.should_interrupt(agent_interruptible=True)
-    verdict = turns.turn_ended(event(TurnEventKind.TURN_ENDED, 2.0, audio=b"ab"), agent_busy=True)
-    assert verdict is Verdict.TURN
+def _segment(turns: TurnTaking, at: float, audio: bytes = b"ab", voiced_ms: float = 300.0):
+    turns.speech_started(event(TurnEventKind.SPEECH_STARTED, at))
+    return turns.segment_ended(event(TurnEventKind.TURN_ENDED, at + 1, audio=audio))
 
 
-def test_turns_waiting_for_the_agent_are_answered_together() -> None:
-    turns = TurnTaking(barge_in_enabled=True)
+def test_short_speech_saying_only_mm_hmm_over_the_agent_is_a_backchannel() -> None:
+    turns = _turns()
+    turns.overlap_started(onset=1.0, audible=True)
+    assert turns.overlap_segment(_segment(turns, 1.0), voiced_ms=400) is Outcome.UNDECIDED
+    assert turns.overlap_heard("Mm-hmm.") is Outcome.BACKCHANNEL
+    turns.end_overlap(Outcome.BACKCHANNEL)
+    assert not turns.has_pending and turns.overlap is None
+
+
+def test_words_beyond_the_backchannel_list_interrupt_and_start_the_next_turn() -> None:
+    turns = _turns()
+    turns.overlap_started(onset=1.0, audible=True)
+    turns.overlap_segment(_segment(turns, 1.0, b"no"), voiced_ms=400)
+    assert turns.overlap_heard("No, stop.") is Outcome.INTERRUPTION
+    turns.end_overlap(Outcome.INTERRUPTION)
+    assert turns.take_pending().audio == b"no"
+
+
+def test_long_speech_over_the_agent_interrupts_whatever_it_says() -> None:
+    turns = _turns()
+    turns.overlap_started(onset=1.0, audible=True)
+    assert turns.overlap_segment(_segment(turns, 1.0), voiced_ms=500) is Outcome.UNDECIDED
+    assert turns.overlap_segment(_segment(turns, 3.0), voiced_ms=500) is Outcome.INTERRUPTION
+
+
+def test_a_profile_can_add_its_own_backchannels() -> None:
+    turns = _turns(backchannel_words=("vale vale",))
+    turns.overlap_started(onset=1.0, audible=True)
+    assert turns.overlap_heard("vale vale") is Outcome.BACKCHANNEL
+
+
+def test_segments_join_into_one_turn_and_a_dropped_reply_is_put_back_first() -> None:
+    turns = _turns()
     for at, audio in ((1.0, b"aa"), (3.0, b"bb")):
-        turns.speech_started(event(TurnEventKind.SPEECH_STARTED, at), agent_audible=False)
-        turns.turn_ended(event(TurnEventKind.TURN_ENDED, at + 1, audio=audio), agent_busy=True)
-    merged = turns.take_pending()
-    assert merged is not None and merged.audio == b"aabb"
-    assert merged.started_at == 1.0 - 0.3 and merged.detected_at == 4.0
-    assert turns.take_pending() is None
-
-
-def test_without_barge_in_nothing_interrupts_the_agent() -> None:
-    turns = TurnTaking(barge_in_enabled=False)
-    turns.speech_started(event(TurnEventKind.SPEECH_STARTED, 1.0), agent_audible=True)
-    assert not turns.should_interrupt(agent_interruptible=True)
-    assert turns.turn_ended(event(TurnEventKind.TURN_ENDED, 2.0), agent_busy=True) is Verdict.TURN
+        turns.add(_segment(turns, at, audio))
+    first = turns.take_pending()
+    assert first is not None and first.audio == b"aabb" and first.started_at == 0.7
+    turns.add(_segment(turns, 5.0, b"cc"))
+    turns.put_back(first)
+    assert turns.take_pending().audio == b"aabbcc"
 
 
 async def test_the_transcript_numbers_turns_and_keeps_the_llm_history_alternating() -> None:

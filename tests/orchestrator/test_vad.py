@@ -34,6 +34,7 @@ def test_speech_makes_one_turn_with_preroll() -> None:
     d = detector()
     events = feed_in_frames(d, silence_pcm16(1000) + speech + silence_pcm16(800))
     assert [e.kind for e in events] == [
+        TurnEventKind.VOICE_ONSET,
         TurnEventKind.SPEECH_STARTED,
         TurnEventKind.BARGE_IN,
         TurnEventKind.TURN_ENDED,
@@ -68,7 +69,17 @@ def test_a_false_start_starts_a_turn_but_never_reaches_barge_in() -> None:
     fragment = speech_pcm16("Hello there")[: 16000 * 2 * 190 // 1000]
     d = detector()
     kinds = [e.kind for e in feed_in_frames(d, silence_pcm16(300) + fragment + silence_pcm16(800))]
+    assert kinds[0] is TurnEventKind.VOICE_ONSET
     assert TurnEventKind.BARGE_IN not in kinds
+
+
+def test_a_click_is_a_voice_onset_then_a_false_start() -> None:
+    """The session pauses the agent at a voice onset: a burst too short to be speech
+    must say so, or the agent would stay paused."""
+    click = speech_pcm16("Hello there")[: 16000 * 2 * 70 // 1000]
+    kinds = [e.kind for e in feed_in_frames(detector(), silence_pcm16(300) + click + silence_pcm16(500))]
+    if kinds:  # the model may not even call 70 ms of a syllable voiced
+        assert kinds == [TurnEventKind.VOICE_ONSET, TurnEventKind.FALSE_START]
 
 
 def test_silence_makes_no_event() -> None:
@@ -85,7 +96,7 @@ def test_near_silent_windows_skip_the_model_but_speech_does_not() -> None:
     events = feed_in_frames(
         d, silence_pcm16(500) + speech_pcm16("Hello there, a table please.") + silence_pcm16(700)
     )
-    assert [e.kind for e in events if e.kind != TurnEventKind.BARGE_IN] == [
+    assert [e.kind for e in events if e.kind not in (TurnEventKind.BARGE_IN, TurnEventKind.VOICE_ONSET)] == [
         TurnEventKind.SPEECH_STARTED,
         TurnEventKind.TURN_ENDED,
     ]
@@ -112,7 +123,7 @@ def test_speech_on_a_noisy_line_makes_one_turn_while_the_line_noise_skips_the_mo
         + silence_pcm16(1500)
     )
     events = feed_in_frames(d, _on_noisy_line(pcm, noise_dbfs=-60, speech_gain=speech_gain))
-    assert [e.kind for e in events if e.kind != TurnEventKind.BARGE_IN] == [
+    assert [e.kind for e in events if e.kind not in (TurnEventKind.BARGE_IN, TurnEventKind.VOICE_ONSET)] == [
         TurnEventKind.SPEECH_STARTED,
         TurnEventKind.TURN_ENDED,
     ]

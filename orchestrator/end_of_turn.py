@@ -1,0 +1,148 @@
+"""When is the caller done? End of turn from the audio, not a silence timer alone.
+
+"smart" mode (the default): the VAD reports a short pause (``vad_stop_ms``, ~250 ms) and
+Smart Turn (orchestrator/smart_turn.py) scores the turn's audio. A complete turn is
+answered at once; an incomplete one ("I'd like to book a table for…") keeps the agent
+listening. The bar lowers as the silence grows, linearly from ``turn_threshold`` at the
+pause to 0 at ``max_turn_silence_ms``, so a turn the model is unsure of waits a little and
+a turn it calls unfinished waits up to the cap, never longer. Speech resuming cancels the
+decision: the pause was inside the turn.
+
+The words get the last say later: a transcript ending in "and", "for", "the", "um"
+(``turn_words.ends_incomplete``) holds the reply until the cap (reply.py), since the
+model is weaker on phone audio and on synthetic voices.
+
+"silence" mode: the VAD's own silence timer (``silence_timeout_ms``) ends the turn.
+Without the model (not installed, or the process is too busy to run it) the turn ends
+at the VAD pause plus a fixed wait, so a call never hangs on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from orchestrator.config import CallConfig
+
+logger = logging.getLogger(__name__)
+
+ScoreFn = Callable[[bytes], Awaitable[float | None]]
+
+
+@dataclass(slots=True, kw_only=True, frozen=True)
+class EotDecision:
+    """Why a turn was taken as complete (stored with the reply's metrics)."""
+
+    reason: str  # model | max_silence | silence_timer | no_model | dtmf
+    score: float | None = None
+
+
+class EndOfTurn:
+    # Model unavailable or too busy to answer: wait this much silence in all (the old
+    # fixed timer's default), not the whole cap.
+    FALLBACK_SILENCE_S = 0.7
+
+    def __init__(
+        self,
+        config: CallConfig,
+        *,
+        score: ScoreFn | None,
+        clock: Callable[[], float],
+        wake: Callable[[], None],
+    ) -> None:
+        self.smart = config.turn_detection == "smart" and score is not None
+        self._score_fn = score
+        self._clock = clock
+        self._wake = wake
+        self._threshold = config.turn_threshold
+        self._vad_stop_s = config.vad_stop_ms / 1000.0
+        self._max_s = max(config.max_turn_silence_ms / 1000.0, self._vad_stop_s)
+        self._task: asyncio.Task[None] | None = None
+        self._speech_end_at: float | None = None  # None: nothing waiting for a decision
+        self._scored = False
+        self._score: float | None = None
+        self.inferences = 0
+
+    @property
+    def waiting(self) -> bool:
+        """A paused turn is waiting for its decision."""
+        return self._speech_end_at is not None
+
+    def paused(self, audio: bytes, *, speech_end_at: float) -> EotDecision | None:
+        """The caller paused after ``audio`` (the whole turn so far). A decision now, or
+        None: ask ``poll`` when woken or at ``deadline``."""
+        if not self.smart:
+            return EotDecision(reason="silence_timer")
+        self.resumed()
+        self._speech_end_at = speech_end_at
+        self._task = asyncio.create_task(self._run(audio), name="end-of-turn")
+        return None
+
+    def resumed(self) -> None:
+        """Speech again (or the turn was taken otherwise): drop any pending decision."""
+        self._speech_end_at = None
+        self._scored = False
+        self._score = None
+        if self._task is not None:
+            self._task.cancel()  # the model job itself finishes in its thread, unseen
+            self._task = None
+
+    def deadline(self) -> float | None:
+        """When ``poll`` must be called next (the lowering bar, or the cap)."""
+        if self._speech_end_at is None:
+            return None
+        if not self._scored:
+            return self._speech_end_at + self._max_s
+        if self._score is None:
+            return self._speech_end_at + self.FALLBACK_SILENCE_S
+        # The time at which the lowering bar meets the score.
+        return self._speech_end_at + self._silence_for(self._score)
+
+    def poll(self) -> EotDecision | None:
+        """The decision, once there is one (then the turn is no longer waiting)."""
+        if self._speech_end_at is None:
+            return None
+        silence = self._clock() - self._speech_end_at
+        decision: EotDecision | None = None
+        if silence >= self._max_s:
+            decision = EotDecision(reason="max_silence", score=self._score)
+        elif self._scored and self._score is None:
+            if silence >= self.FALLBACK_SILENCE_S:
+                decision = EotDecision(reason="no_model")
+        elif self._scored and self._score is not None:
+            if silence >= self._silence_for(self._score) - 1e-3:
+                decision = EotDecision(reason="model", score=self._score)
+        if decision is not None:
+            self._speech_end_at = None
+            self._task = None
+        return decision
+
+    def _silence_for(self, score: float) -> float:
+        """Silence after which ``score`` clears the bar (the pause itself if it already does)."""
+        if score >= self._threshold:
+            return 0.0
+        # bar(t) = threshold * (1 - (t - stop) / (max - stop)), t = silence since speech end
+        span = self._max_s - self._vad_stop_s
+        return self._vad_stop_s + span * (1.0 - score / self._threshold)
+
+    async def _run(self, audio: bytes) -> None:
+        assert self._score_fn is not None
+        try:
+            score = await self._score_fn(audio)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("end-of-turn model failed; using the silence fallback")
+            score = None
+        if score is not None:
+            self.inferences += 1
+        self._scored, self._score = True, score
+        self._wake()
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

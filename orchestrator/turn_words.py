@@ -1,0 +1,116 @@
+"""What the caller's words say about turn-taking: backchannels and unfinished sentences.
+
+Two small per-language word lists, used with the audio signals (VAD, Smart Turn):
+
+- a **backchannel** is speech said over the agent that only acknowledges it ("mm-hmm",
+  "yeah", "sí", "vale"): the agent resumes instead of stopping;
+- a transcript that **ends in a conjunction, preposition, article or filler** ("…a table
+  for", "y", "um") is an unfinished turn, whatever the prosody model thinks: the agent
+  keeps listening.
+
+Lists are lower case, matched on words with punctuation stripped; a profile can add its
+own backchannels (``CallConfig.backchannel_words``). Unknown languages use English.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+
+BACKCHANNELS: dict[str, frozenset[str]] = {
+    "en": frozenset(
+        """mm mmm mhm mm-hmm mmhmm hmm hm uh-huh uhhuh uh huh yeah yep yup yes ya yah okay ok
+        kay right alright all-right sure cool great fine good i see got it gotcha ah oh aha
+        really wow nice totally exactly indeed true absolutely of course""".split()
+    ),
+    "es": frozenset(
+        """mm mmm mhm ajá aja ah ajam sí si vale claro ya bueno ok okey vale vale entiendo
+        perfecto exacto cierto venga eh oh uh hum umm de acuerdo correcto genial""".split()
+    ),
+    "fr": frozenset("mm mhm oui ouais d'accord ok okay ah oh bon bien voilà exactement".split()),
+    "de": frozenset("mm mhm ja jo genau okay ok ach aha stimmt richtig gut klar".split()),
+    "it": frozenset("mm mhm sì si certo ok okay ah eh esatto giusto va bene bene".split()),
+    "pt": frozenset("mm mhm sim é ok okay ah hum certo claro exato tá ta beleza".split()),
+}
+
+# Words a finished sentence does not end with: conjunctions, prepositions, articles,
+# possessives and fillers. Kept short and unambiguous ("to" is in, "up" is not).
+INCOMPLETE_ENDINGS: dict[str, frozenset[str]] = {
+    "en": frozenset(
+        """and or but so because if then than that which who whose where when while
+        for to of in on at by with from into about as like the a an my your our their
+        his her its this these those some any um uh er erm ah eh""".split()
+    ),
+    "es": frozenset(
+        """y e o u ni pero que porque si pues entonces cuando donde como para por de del
+        en con sin a al sobre hasta desde el la los las un una unos unas mi mis tu tus su
+        sus nuestro nuestra este esta ese esa eh em este mmm""".split()
+    ),
+    "fr": frozenset(
+        "et ou mais donc parce que si pour de du des à au aux en avec sans le la les un une "
+        "mon ma mes ton ta son sa euh".split()
+    ),
+    "de": frozenset(
+        "und oder aber weil wenn dass für zu von mit bei nach aus in an auf der die das ein "
+        "eine mein meine äh ähm".split()
+    ),
+    "it": frozenset(
+        "e o ma perché se che per di da in con su a al il lo la i gli le un una mio mia eh ehm".split()
+    ),
+    "pt": frozenset(
+        "e ou mas porque se que para por de do da em com sem a o os as um uma meu minha é "
+        "ahn hum".split()
+    ),
+}
+
+_WORD = re.compile(r"[\w'-]+", re.UNICODE)
+
+
+def _lang(language: str) -> str:
+    code = language.split("-")[0].lower()
+    return code if code in BACKCHANNELS else "en"
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-case words, punctuation stripped; hyphenated forms kept ("mm-hmm")."""
+    return [w.strip("-'") for w in _WORD.findall(unicodedata.normalize("NFC", text.lower()))]
+
+
+def is_backchannel(text: str, language: str, extra: Iterable[str] = ()) -> bool:
+    """Only acknowledgements (or nothing intelligible): the agent should go on.
+
+    Multi-word entries ("i see", "de acuerdo") match as phrases; every word of the
+    transcript must be covered by the list. Empty text counts: a cough, a breath or a
+    murmur the STT heard as nothing is not a reason to stop the agent.
+    """
+    known = BACKCHANNELS[_lang(language)] | {e.strip().lower() for e in extra if e.strip()}
+    words = [w for w in words_of(text) if w]
+    if not words:
+        return True
+    phrase = " ".join(words)
+    for entry in sorted((e for e in known if " " in e), key=len, reverse=True):
+        phrase = phrase.replace(entry, " ")
+    singles = {e for e in known if " " not in e}
+    return all(_known_word(w, singles) for w in phrase.split())
+
+
+def _known_word(word: str, singles: set[str] | frozenset[str]) -> bool:
+    # STT spells murmurs freely: "mm-hm", "uh huh", "uhhuh", "mmmm", "Mhmm".
+    forms = {word, word.replace("-", ""), re.sub(r"(.)\1{2,}", r"\1\1", word),
+             re.sub(r"(.)\1+", r"\1", word)}  # fmt: skip
+    if forms & singles:
+        return True
+    parts = [p for p in word.split("-") if p]
+    return len(parts) > 1 and all(_known_word(p, singles) for p in parts)
+
+
+def ends_incomplete(text: str, language: str) -> bool:
+    """The transcript stops mid-sentence ("…a table for", "y", "um")."""
+    words = [w for w in words_of(text) if w]
+    if not words:
+        return False
+    stripped = text.rstrip()
+    if stripped.endswith(("?", "!")):
+        return False  # a question or exclamation is a whole thought, even "…for?"
+    return words[-1] in INCOMPLETE_ENDINGS[_lang(language)]
