@@ -4,7 +4,7 @@
 //   client -> server  {"event":"start","profile","channel","audio":"binary"}, binary PCM16 16 kHz
 //                     frames (20 ms), {"event":"stop"}
 //   server -> client  binary PCM16 at the "started" sample_rate, and JSON messages typed
-//                     started, transcript, state, metrics, clear, ended, error.
+//                     started, transcript, state, metrics, overlap, clear, ended, error.
 // Test hooks: window.simulatorStats (see `stats` below).
 
 const config = JSON.parse(document.getElementById("simulator-config").textContent);
@@ -50,6 +50,7 @@ const ui = {
   message: $("message"),
   callLink: $("call-link"),
   transcript: $("transcript"),
+  overlaps: $("overlap-counts"),
 };
 
 // Read by the browser test; updated as things happen.
@@ -63,6 +64,9 @@ const stats = {
   agentState: "idle",
   transcript: [], // {role, text, final, interrupted}
   metrics: [], // every metrics message, in order
+  overlaps: [], // every overlap message, in order: {outcome, text, quiet_ms}
+  backchannels: 0, // overlaps the agent resumed after
+  interruptions: 0, // overlaps that cut the agent off
   endedReason: null,
   errors: [], // error messages from the server and the page
   closeCode: null,
@@ -132,7 +136,11 @@ function clearTranscript() {
   bubbles.length = 0;
   stats.transcript = [];
   stats.metrics = [];
+  stats.overlaps = [];
+  stats.backchannels = 0;
+  stats.interruptions = 0;
   ui.transcript.replaceChildren();
+  renderOverlapCounts();
 }
 
 function openBubble(role) {
@@ -195,11 +203,100 @@ function onTranscript(msg) {
   renderBubble(b);
 }
 
+function forgetBubble(b) { // its element is replaced or removed by the caller
+  bubbles.splice(bubbles.indexOf(b), 1);
+  stats.transcript.splice(stats.transcript.indexOf(b.entry), 1);
+}
+
 function markInterrupted() {
   const b = lastBubble("assistant");
   if (!b || b.entry.interrupted) return;
   b.entry.interrupted = true;
   renderBubble(b);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Overlaps: the caller spoke over the agent, which paused at once. A backchannel ("mm-hmm")
+// lets it resume and stores no turn, so the caller's in-progress bubble gives way to a note;
+// an interruption cuts the agent off and the caller's words become their next turn.
+
+function overlapNote(msg) {
+  const li = document.createElement("li");
+  li.className = `overlap-note overlap-${msg.outcome}`;
+  const heard = typeof msg.text === "string" ? msg.text.trim() : "";
+  let text = msg.outcome === "backchannel"
+    ? `↺ backchannel${heard ? ` “${heard}”` : ""} — agent resumed`
+    : "✂ interrupted — agent stopped";
+  const quiet = Number(msg.quiet_ms);
+  if (msg.quiet_ms !== null && msg.quiet_ms !== undefined && Number.isFinite(quiet)) {
+    text += ` · quiet in ${Math.round(quiet)} ms`;
+  }
+  li.textContent = text;
+  li.title = msg.outcome === "backchannel"
+    ? "You spoke over the agent with an acknowledgement: it paused, then carried on where it stopped. No turn is stored."
+    : "You spoke over the agent: its reply was cancelled and what you said is your next turn.";
+  return li;
+}
+
+function onOverlap(msg) {
+  if (msg.outcome !== "backchannel" && msg.outcome !== "interruption") return;
+  stats.overlaps.push({ outcome: msg.outcome, text: msg.text ?? "", quiet_ms: msg.quiet_ms ?? null });
+  const note = overlapNote(msg);
+  const open = openBubble("user"); // the caller's words over the agent, still in progress
+  if (msg.outcome === "backchannel") {
+    stats.backchannels += 1;
+    if (open) {
+      open.el.replaceWith(note);
+      forgetBubble(open);
+    } else {
+      ui.transcript.append(note);
+    }
+  } else {
+    stats.interruptions += 1;
+    markInterrupted();
+    if (open) open.el.before(note);
+    else ui.transcript.append(note);
+  }
+  const empty = ui.transcript.querySelector(".empty");
+  if (empty) empty.remove();
+  renderOverlapCounts();
+  ui.transcript.scrollTop = ui.transcript.scrollHeight;
+}
+
+function renderOverlapCounts() {
+  const b = stats.backchannels;
+  const i = stats.interruptions;
+  ui.overlaps.textContent = `${b} backchannel${b === 1 ? "" : "s"} · ${i} interruption${i === 1 ? "" : "s"}`;
+}
+
+// Why the caller's turn was taken as finished (eot_reason in a metrics message).
+const EOT_REASONS = {
+  model: "model",
+  words: "words",
+  max_silence: "longest wait",
+  silence_timer: "silence timer",
+  dtmf: "keypad",
+};
+
+function endOfTurnChip(msg) {
+  const reason = msg.eot_reason;
+  const score = msg.eot_score;
+  const wait = msg.eot_wait_ms;
+  const has = (v) => v !== null && v !== undefined;
+  if (!has(reason) && !has(score) && !has(wait)) return null;
+  const parts = [];
+  const label = EOT_REASONS[reason] ?? (has(reason) ? String(reason) : "");
+  if (!has(score)) parts.push(label);
+  else if (reason === "model") parts.push(`${label} ${Number(score).toFixed(2)}`);
+  else parts.push(`${label} (model ${Number(score).toFixed(2)})`.trim());
+  if (has(wait)) parts.push(`${Math.round(Number(wait))} ms`);
+  const chip = document.createElement("span");
+  chip.className = "chip chip-eot";
+  chip.textContent = `End of turn: ${parts.filter(Boolean).join(" · ")}`;
+  chip.title = "What decided you were done (turn model, your last words, the longest wait, "
+    + "the silence timer or a keypad digit), the turn model's score, and how long after "
+    + "you stopped speaking.";
+  return chip;
 }
 
 const METRIC_LABELS = [
@@ -213,6 +310,8 @@ function onMetrics(msg) {
   stats.metrics.push(msg);
   const chips = document.createElement("div");
   chips.className = "chips";
+  const eot = endOfTurnChip(msg);
+  if (eot) chips.append(eot);
   for (const [key, label] of METRIC_LABELS) {
     const value = msg[key];
     if (value === null || value === undefined) continue;
@@ -354,7 +453,9 @@ async function startCall() {
       stats.playedSamples = data.played;
     } else if (data.type === "cleared") {
       stats.playedSamples = data.played;
-      if (data.dropped > 0) markInterrupted(); // the agent was cut off mid-sentence
+      // A server "clear" may only pause the agent (the caller spoke over it): the overlap
+      // message or the final transcript says whether it was cut off. Stop always cuts it.
+      if (data.dropped > 0 && current.userStopped) markInterrupted();
     }
   };
 
@@ -411,6 +512,9 @@ function onSocketMessage(current, event) {
     }
     case "metrics":
       onMetrics(msg);
+      break;
+    case "overlap":
+      onOverlap(msg);
       break;
     case "clear":
       current.audio.playback.port.postMessage({ type: "clear" });

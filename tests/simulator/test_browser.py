@@ -344,3 +344,87 @@ def test_the_worklets_resample_without_loss_or_aliasing(
     assert r["played"] == pytest.approx(ctx_rate, abs=8), "every agent sample is played"
     assert r["playback1k"] == pytest.approx(0.5, abs=0.04)
     assert r["cleared"] == {"type": "cleared", "dropped": ctx_rate // 10, "played": r["played"]}
+
+
+# A stand-in for the page's WebSocket, so a test can play server messages into the real page
+# (no call, no engines): window.__sockets[0].push({...}) delivers one JSON message.
+FAKE_SOCKET = """
+window.__sockets = [];
+class FakeSocket {
+  constructor(url) {
+    this.url = url; this.readyState = 0; this.sent = []; this.binaryType = "blob";
+    window.__sockets.push(this);
+    setTimeout(() => { this.readyState = 1; if (this.onopen) this.onopen(); }, 0);
+  }
+  send(data) { this.sent.push(typeof data === "string" ? JSON.parse(data) : "binary"); }
+  close(code = 1000, reason = "") {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    if (this.onclose) this.onclose({ code, reason });
+  }
+  push(message) { this.onmessage({ data: JSON.stringify(message) }); }
+}
+Object.assign(FakeSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+window.WebSocket = FakeSocket;
+"""
+
+
+def test_the_page_shows_partials_overlaps_and_the_end_of_turn_decision(
+    server: Server, tab: Tab
+) -> None:
+    page = tab.page
+    page.add_init_script(FAKE_SOCKET)
+    log_in_to_simulator(tab, server)
+    page.click("#start")
+    wait_for(tab, server, "the start message", "window.__sockets[0]?.sent.length > 0", 30)
+
+    def push(message: dict) -> None:
+        page.evaluate("(m) => window.__sockets[0].push(m)", message)
+
+    push({"type": "started", "call_id": "c-1", "profile": "demo", "channel": "browser",
+          "sample_rate": 16000})  # fmt: skip
+    push({"type": "transcript", "role": "assistant", "text": "Hello, this is Casa Lola.",
+          "final": False})  # fmt: skip
+
+    # The caller's words in progress: a greyed bubble, replaced by the final one.
+    push({"type": "transcript", "role": "user", "text": "Mm", "final": False})
+    assert page.locator(".bubble-user.partial").inner_text().endswith("Mm")
+    # ... which turn out to be a backchannel: the agent resumes, no user turn is kept.
+    push({"type": "clear"})
+    push({"type": "overlap", "outcome": "backchannel", "text": "mm-hmm", "quiet_ms": 180.4})
+    note = page.locator(".overlap-backchannel")
+    assert note.inner_text() == "↺ backchannel “mm-hmm” — agent resumed · quiet in 180 ms"
+    assert page.locator(".bubble-user").count() == 0
+    assert page.locator(".bubble-assistant.interrupted").count() == 0
+
+    push({"type": "transcript", "role": "assistant", "text": "Hello, this is Casa Lola. How "
+          "can I help you?", "final": True})  # fmt: skip
+    push({"type": "transcript", "role": "assistant", "text": "For how many people?",
+          "final": False})  # fmt: skip
+    push({"type": "transcript", "role": "user", "text": "Wait, actually", "final": False})
+    push({"type": "clear"})
+    push({"type": "overlap", "outcome": "interruption", "text": "Wait, actually",
+          "quiet_ms": None})  # fmt: skip
+    push({"type": "transcript", "role": "assistant", "text": "For how", "final": True,
+          "interrupted": True})  # fmt: skip
+    push({"type": "transcript", "role": "user", "text": "Wait, actually I need a table for four.",
+          "final": True})  # fmt: skip
+    push({"type": "transcript", "role": "assistant", "text": "A table for four, sure.",
+          "final": True})  # fmt: skip
+    push({"type": "metrics", "eot_reason": "model", "eot_score": 0.934, "eot_wait_ms": 270.4,
+          "stt_ms": 120, "voice_to_voice_ms": 980})  # fmt: skip
+
+    assert page.locator(".overlap-interruption").inner_text() == "✂ interrupted — agent stopped"
+    user = page.locator(".bubble-user")
+    assert user.count() == 1 and "partial" not in (user.get_attribute("class") or "")
+    assert user.inner_text().endswith("Wait, actually I need a table for four.")
+    assert page.locator(".bubble-assistant.interrupted").inner_text().count("For how") == 1
+    reply = page.locator(".bubble-assistant").last
+    assert reply.locator(".chip-eot").inner_text() == "End of turn: model 0.93 · 270 ms"
+    assert page.locator("#overlap-counts").inner_text() == "1 backchannel · 1 interruption"
+    stats = page.evaluate("window.simulatorStats")
+    assert [o["outcome"] for o in stats["overlaps"]] == ["backchannel", "interruption"]
+    assert [t["role"] for t in stats["transcript"]] == ["assistant", "assistant", "user",
+                                                        "assistant"]  # fmt: skip
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "simulator-overlaps.png"), full_page=True)
