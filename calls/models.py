@@ -153,9 +153,9 @@ class AgentProfile(models.Model):
         "transcribe while speaking, every (ms)",
         default=1000,
         validators=[MaxValueValidator(5000)],
-        help_text="Transcribe the caller while they speak, every this much new speech, so "
-        "replies start sooner and the simulator shows words as they come. 0 = off (the "
-        "transcript starts at the end of the turn).",
+        help_text="Transcribe the caller while they speak, every this much new speech, to "
+        "show their words as they come (simulator page). Local STT engine only. "
+        "0 = off (saves CPU).",
     )
     noise_suppression = models.BooleanField(
         default=True,

@@ -66,7 +66,7 @@ class Migration(migrations.Migration):
             name="stt_partial_interval_ms",
             field=models.PositiveIntegerField(
                 default=1000,
-                help_text="Transcribe the caller while they speak, every this much new speech, so replies start sooner and the simulator shows words as they come. 0 = off (the transcript starts at the end of the turn).",
+                help_text="Transcribe the caller while they speak, every this much new speech, to show their words as they come (simulator page). Local STT engine only. 0 = off (saves CPU).",
                 validators=[django.core.validators.MaxValueValidator(5000)],
                 verbose_name="transcribe while speaking, every (ms)",
             ),

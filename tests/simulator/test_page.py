@@ -57,6 +57,7 @@ def test_it_lists_active_profiles_with_the_default_preselected(staff_client, pro
     assert "8 kHz phone sound" in html
     start_button = re.search(r'<button[^>]*id="start"[^>]*>', html).group(0)
     assert "disabled" not in start_button
+    assert '<dd id="overlap-counts">0 backchannels · 0 interruptions</dd>' in html
 
 
 def test_it_gives_the_script_the_socket_path_worklets_and_admin_call_url(staff_client, profile):
