@@ -20,9 +20,11 @@ already a sigmoid probability: >= 0.5 means the turn is complete. Telephone audi
 voices (espeak/piper prosody reads as "finished" whatever the words), so the decision
 around the score belongs to ``end_of_turn.py``.
 
-Cost, measured on this 2-core Xeon VM (onnxruntime 1.32, one thread, ``bench/smart_turn.py``):
-features ~9 ms, inference ~55 ms (p90 ~70 ms), ~65 ms of CPU per scored turn. A process runs
-one inference at a time, on one dedicated thread shared by every call (:class:`SmartTurn`):
+Cost, measured on the 2-core AMD EPYC VM of bench/README.md (onnxruntime 1.32, one thread,
+``bench/smart_turn.py``, 2026-11-27): features 6.7 ms p50, inference 26 ms p50 (36-38 ms p90),
+~32 ms of CPU per scored turn, the same at 16 kHz and after a phone line; model load 50 ms
+(sha256 + session), first inference ~40-100 ms. With the cores busy, p50 doubles. A process
+runs one inference at a time, on one dedicated thread shared by every call (:class:`SmartTurn`):
 the model never runs on the event loop, and when more than ``max_waiting`` jobs are queued
 :meth:`SmartTurn.score` answers ``None`` at once (the caller falls back to its silence
 rule), so an overloaded process does not pile up model work behind its calls.
@@ -138,7 +140,10 @@ def features(pcm16_16k: bytes) -> np.ndarray:
     frames = np.lib.stride_tricks.sliding_window_view(padded, _N_FFT)[::_HOP][:_N_FRAMES]
     spectrum = np.fft.rfft(frames * _WINDOW, axis=-1)  # [800, 201] complex128
     power = spectrum.real**2 + spectrum.imag**2
-    log_mel = np.log10(np.maximum(_MEL @ power.T, 1e-10))  # [80, 800]
+    # einsum, not ``_MEL @ power.T``: numpy's matmul goes to OpenBLAS, which wakes a second
+    # thread for this size and spins it, doubling the CPU of the features for no gain.
+    mel = np.einsum("mf,tf->mt", _MEL, power)  # [80, 800]
+    log_mel = np.log10(np.maximum(mel, 1e-10))
     log_mel = np.maximum(log_mel, log_mel.max() - 8.0)
     return ((log_mel + 4.0) / 4.0).astype(np.float32)
 

@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 
 from orchestrator import smart_turn
-from orchestrator.audio import StreamResampler, pcm16_to_ulaw, ulaw_to_pcm16
 from orchestrator.smart_turn import ModelChecksumError, SmartTurn, features
-from tests.speech import have_speech_tools, silence_pcm16, speech_pcm16
+from tests.speech import have_speech_tools, mulaw_roundtrip, silence_pcm16, speech_pcm16
 
 needs_model = pytest.mark.skipif(
     not smart_turn.available(), reason="Smart Turn model not installed (requirements-turn.txt)"
@@ -135,9 +134,7 @@ async def test_real_speech_scores_a_probability_at_16k_and_after_a_phone_line() 
     direct = await smart_turn.score(pcm)
     assert isinstance(direct, float) and 0.0 <= direct <= 1.0
 
-    down, up = StreamResampler(16000, 8000), StreamResampler(8000, 16000)
-    line = ulaw_to_pcm16(pcm16_to_ulaw(down.process(pcm) + down.flush()))
-    phone = await smart_turn.score(up.process(line) + up.flush())
+    phone = await smart_turn.score(mulaw_roundtrip(pcm))
     assert isinstance(phone, float) and 0.0 <= phone <= 1.0
 
 
