@@ -46,12 +46,16 @@ TURN_TAKING_HELP = mark_safe(
 # Why a caller's turn was taken as finished (TurnMetrics.eot_reason): label, explanation.
 EOT_REASONS = {
     "model": ("model", "The turn model judged the turn complete."),
-    "words": ("words", "The caller's last words decided."),
+    "words": (
+        "words",
+        "The last words sounded unfinished (“…for”, “um”): the agent waited for more.",
+    ),
     "max_silence": (
         "longest wait",
         "The turn seemed unfinished; the agent answered after the longest wait.",
     ),
     "silence_timer": ("silence timer", "The silence timer ended the turn (silence mode)."),
+    "no_model": ("no model", "The turn model was unavailable; a fallback silence ended the turn."),
     "dtmf": ("keypad", "A keypad digit ended the turn."),
 }
 

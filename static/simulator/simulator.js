@@ -275,6 +275,7 @@ const EOT_REASONS = {
   words: "words",
   max_silence: "longest wait",
   silence_timer: "silence timer",
+  no_model: "no model",
   dtmf: "keypad",
 };
 
