@@ -236,7 +236,8 @@ class SmartTurn:
         self._path = path
         self._sha256 = sha256
         self.max_waiting = max_waiting
-        self._lock = threading.Lock()  # session, executor, counters
+        self._lock = threading.Lock()  # executor and counters: held briefly, also on the loop
+        self._load_lock = threading.Lock()  # held while loading (~50 ms+): never on the loop
         self._session = None
         self._load_error: Exception | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -248,11 +249,13 @@ class SmartTurn:
 
     def load(self) -> None:
         """Check and load the ONNX file once; a failure is remembered and raised again."""
-        with self._lock:
+        if self._session is not None:
+            return
+        with self._load_lock:
             if self._session is not None:
                 return
-            if self._load_error is not None:
-                raise self._load_error
+            if self._load_error is not None:  # without the old traceback, which would grow
+                raise self._load_error.with_traceback(None)
             try:
                 self._session = self._open()
             except Exception as exc:
@@ -324,7 +327,10 @@ class SmartTurn:
         await self._run(b"", bounded=False)
 
     async def _run(self, pcm16_16k: bytes, *, bounded: bool) -> float | None:
-        audio = bytes(pcm16_16k[-2 * WINDOW_SAMPLES :])  # a copy: the caller's buffer moves on
+        # The last 8 s, copied (the caller's buffer moves on); an odd trailing byte is dropped
+        # here, not at the front, so the samples stay aligned.
+        end = len(pcm16_16k) & ~1
+        audio = bytes(pcm16_16k[max(0, end - 2 * WINDOW_SAMPLES) : end])
         with self._lock:
             if bounded and self._in_flight > self.max_waiting:
                 self._skipped_busy += 1

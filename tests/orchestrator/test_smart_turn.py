@@ -196,3 +196,10 @@ async def test_cancelling_a_score_returns_while_the_model_thread_is_still_busy()
     stats = turn.stats()
     assert stats.dropped == 1
     assert stats.inferences == 2
+
+
+@needs_model
+async def test_an_odd_trailing_byte_is_ignored_not_shifted_into_the_samples() -> None:
+    turn = SmartTurn()
+    long_turn = _chirp(9.0)
+    assert await turn.score(long_turn + b"\x7f") == await turn.score(long_turn)
