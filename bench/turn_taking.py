@@ -57,13 +57,14 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -250,6 +251,14 @@ class TurnTakingServer(OursServer):
             ).fetchall()
         return [{**dict(r), "metrics": json.loads(r["metrics"] or "{}")} for r in rows]
 
+    def call_metrics(self, call_sid: str) -> dict[str, Any]:
+        """The call's own counters (e.g. backchannels vs interruptions, where kept)."""
+        with contextlib.closing(sqlite3.connect(self.db)) as db:
+            row = db.execute(
+                "SELECT metrics FROM calls_call WHERE external_id = ?", (call_sid,)
+            ).fetchone()
+        return json.loads(row[0] or "{}") if row else {}
+
 
 # --- one overlap: the caller talks over the greeting -----------------------------------------
 
@@ -297,6 +306,8 @@ class Overlap:
     replies: int = 0  # assistant turns after the greeting
     error: str = ""
     cpu_s: float = 0.0
+    call_metrics: dict[str, Any] = field(default_factory=dict)  # as the server stored them
+    paused_for_good: bool = False  # a clear, and no agent audio within --resume-within-ms
     false_interruption: bool | None = None  # backchannels
     detected: bool | None = None  # interruptions
 
@@ -369,12 +380,12 @@ def judge(overlap: Overlap, turns: list[dict[str, Any]], resume_within_ms: float
     overlap.user_turns = sum(1 for t in turns if t["role"] == "user")
     overlap.greeting_interrupted = bool(assistant[0]["interrupted"]) if assistant else None
     overlap.replies = max(0, len(assistant) - 1)
+    overlap.paused_for_good = overlap.clears > 0 and (
+        overlap.resume_ms is None or overlap.resume_ms > resume_within_ms
+    )
     if overlap.kind == "backchannel":
-        paused_for_good = overlap.clears > 0 and (
-            overlap.resume_ms is None or overlap.resume_ms > resume_within_ms
-        )
         overlap.false_interruption = bool(
-            overlap.greeting_interrupted or overlap.user_turns or paused_for_good
+            overlap.greeting_interrupted or overlap.user_turns or overlap.paused_for_good
         )
     else:
         overlap.detected = bool(overlap.greeting_interrupted)
@@ -432,6 +443,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             turn_timeout=timeout_s,
         )
         turn_mark = server.turn_mark()
+        use = MachineUse(proc)
 
         v2v: list[float] = []
         v2v_cpu: list[float] = []
@@ -479,6 +491,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 overlap.cpu_s = round(cpu_s(proc) - before, 2)
                 await asyncio.sleep(1.0)  # its turns reach the database
                 judge(overlap, server.turns(overlap.call_sid), args.resume_within_ms)
+                overlap.call_metrics = server.call_metrics(overlap.call_sid)
                 overlaps.append(overlap)
                 print(
                     f"  {overlap.kind} {overlap.text!r} x{overlap.length_scale:g}: "
@@ -487,9 +500,36 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     f"{overlap.greeting_interrupted}{' ' + overlap.error if overlap.error else ''}",
                     flush=True,
                 )
+        machine = use.stop()
     finally:
         server.stop()
-    return summarize(v2v, v2v_cpu, v2v_turns, errors, overlaps, server, log_mark)
+    return summarize(v2v, v2v_cpu, v2v_turns, errors, overlaps, server, log_mark, machine)
+
+
+class MachineUse:
+    """CPU of the whole machine while the calls ran, split into the server, this client
+    and everything else (other people's work on a shared machine skews the latencies)."""
+
+    def __init__(self, proc: psutil.Process) -> None:
+        self.proc = proc
+        self.wall = time.monotonic()
+        self.server = cpu_s(proc)
+        self.client = time.process_time()
+        psutil.cpu_percent()  # starts the machine-wide counter
+
+    def stop(self) -> dict[str, Any]:
+        wall = max(1e-6, time.monotonic() - self.wall)
+        machine = psutil.cpu_percent() * psutil.cpu_count()
+        server = (cpu_s(self.proc) - self.server) / wall * 100.0
+        client = (time.process_time() - self.client) / wall * 100.0
+        return {
+            "machine_cpu_pct": round(machine, 1),
+            "server_cpu_pct": round(server, 1),
+            "client_cpu_pct": round(client, 1),
+            "others_cpu_pct": round(max(0.0, machine - server - client), 1),
+            "load_avg_end": [round(x, 2) for x in os.getloadavg()],
+            "wall_s": round(wall, 1),
+        }
 
 
 def _turns_since(server: TurnTakingServer, mark: int) -> list[dict[str, Any]]:
@@ -510,18 +550,20 @@ def summarize(
     overlaps: list[Overlap],
     server: TurnTakingServer,
     log_mark: int,
+    machine: dict[str, Any],
 ) -> dict[str, Any]:
-    endpointing = [
-        t["metrics"]["endpointing_ms"]
-        for t in v2v_turns
-        if t["metrics"].get("endpointing_ms") is not None
-    ]
+    # The replies to the callers' turns (the greeting has no endpointing), as the server saw them.
+    replies = [t["metrics"] for t in v2v_turns if t["metrics"].get("endpointing_ms") is not None]
+    parts = ("endpointing_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms", "voice_to_voice_ms")
+    server_ms = {k: stats([m[k] for m in replies if m.get(k) is not None]) for k in parts}
     backs = [o for o in overlaps if o.kind == "backchannel"]
     cuts = [o for o in overlaps if o.kind == "interruption"]
     mean = lambda xs: round(sum(xs) / len(xs), 2) if xs else None  # noqa: E731
     return {
-        "endpointing_ms": stats(endpointing),
+        "endpointing_ms": server_ms["endpointing_ms"],
         "voice_to_voice_ms": stats(v2v),
+        "server_reply_ms": server_ms,  # per reply: its stored TurnMetrics, p50/p95/max
+        "server_reply_metrics": replies,
         "v2v_errors": errors,
         "v2v_agent_interrupted": sum(
             1 for t in v2v_turns if t["role"] == "assistant" and t["interrupted"]
@@ -532,9 +574,7 @@ def summarize(
             "greeting_interrupted": sum(1 for o in backs if o.greeting_interrupted),
             "user_turns_stored": sum(o.user_turns for o in backs),
             "with_clear": sum(1 for o in backs if o.clears),
-            "paused_not_resumed": sum(
-                1 for o in backs if o.clears and (o.resume_ms is None or o.resume_ms > 2000)
-            ),
+            "paused_not_resumed": sum(1 for o in backs if o.paused_for_good),
             "onset_to_clear_ms": stats([o.clear_ms for o in backs if o.clear_ms is not None]),
             "end_to_resume_ms": stats([o.resume_ms for o in backs if o.resume_ms is not None]),
             "errors": sum(1 for o in backs if o.error),
@@ -553,38 +593,49 @@ def summarize(
             "interruption": mean([o.cpu_s for o in cuts]),
         },
         "server_log_errors": server.log_errors(log_mark),
+        "machine_use": machine,
         "overlaps": [asdict(o) for o in overlaps],
     }
 
 
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
 def _p(s: dict[str, Any]) -> str:
-    cell = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
-    return (
-        f"n={s['n']:<3} p50 {cell(s['p50']):>5}  p95 {cell(s['p95']):>5}  max {cell(s['max']):>5}"
-    )
+    p50, p95, top = (_cell(s[k]) for k in ("p50", "p95", "max"))
+    return f"n={s['n']:<3} p50 {p50:>5}  p95 {p95:>5}  max {top:>5}"
 
 
 def format_table(label: str, r: dict[str, Any]) -> str:
-    b, c, cpu = r["backchannels"], r["interruptions"], r["cpu_s_per_call"]
+    b, c, cpu, m = r["backchannels"], r["interruptions"], r["cpu_s_per_call"], r["machine_use"]
     return "\n".join(
         [
             f"turn_taking [{label}] (ms; server CPU s per call)",
-            f"endpointing (server)      {_p(r['endpointing_ms'])}",
-            f"voice-to-voice (client)   {_p(r['voice_to_voice_ms'])}  "
+            f"endpointing (server)        {_p(r['endpointing_ms'])}",
+            f"voice-to-voice (client)     {_p(r['voice_to_voice_ms'])}  "
             f"errors {len(r['v2v_errors'])}  agent cut {r['v2v_agent_interrupted']}",
-            f"backchannels              n={b['n']:<3} "
+            "  server p50: "
+            + "  ".join(
+                f"{k.removesuffix('_ms')} {_cell(v['p50'])}"
+                for k, v in r["server_reply_ms"].items()
+            ),
+            f"backchannels                n={b['n']:<3} "
             f"false interruptions {b['false_interruptions']} "
             f"(greeting cut {b['greeting_interrupted']}, user turns {b['user_turns_stored']}, "
             f"paused for good {b['paused_not_resumed']}), clear sent {b['with_clear']}, "
             f"errors {b['errors']}",
-            f"  onset -> clear          {_p(b['onset_to_clear_ms'])}",
-            f"  end -> agent audio     {_p(b['end_to_resume_ms'])}",
-            f"interruptions             n={c['n']:<3} detected {c['detected']}, clear sent "
+            f"  onset -> clear            {_p(b['onset_to_clear_ms'])}",
+            f"  end -> agent audio again  {_p(b['end_to_resume_ms'])}",
+            f"interruptions               n={c['n']:<3} detected {c['detected']}, clear sent "
             f"{c['with_clear']}, user turns {c['user_turns_stored']}, errors {c['errors']}",
-            f"  onset -> clear (quiet)  {_p(c['onset_to_clear_ms'])}",
-            f"server CPU s/call         v2v {cpu['voice_to_voice']}  backchannel "
+            f"  onset -> clear (quiet)    {_p(c['onset_to_clear_ms'])}",
+            f"server CPU s/call           v2v {cpu['voice_to_voice']}  backchannel "
             f"{cpu['backchannel']}  interruption {cpu['interruption']}; "
             f"server log errors {r['server_log_errors']}",
+            f"machine CPU during calls    {m['machine_cpu_pct']:.0f} % of one core (server "
+            f"{m['server_cpu_pct']:.0f}, this client {m['client_cpu_pct']:.0f}, others "
+            f"{m['others_cpu_pct']:.0f}); load average at the end {m['load_avg_end']}",
         ]
     )
 
@@ -627,7 +678,10 @@ def main() -> None:
     )
     parser.add_argument("--max-tokens", type=int, default=60, help="profiles' LLM max_tokens")
     parser.add_argument(
-        "--gap-ms", type=float, default=600.0, help="caller silence before each turn"
+        "--gap-ms",
+        type=float,
+        default=1000.0,
+        help="caller silence before each turn, once the agent has been quiet for 0.5 s",
     )
     parser.add_argument("--turn-timeout", type=float, default=20.0)
     parser.add_argument("--call-timeout", type=float, default=60.0)
