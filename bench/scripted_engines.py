@@ -57,7 +57,9 @@ class ScriptedSTT:
         self.overloaded = overloaded  # fail as a local model whose queue is full
         self.calls: list[int] = []  # bytes of audio per request
 
-    async def transcribe(self, pcm16: bytes, *, sample_rate: int, language: str) -> str:
+    async def transcribe(
+        self, pcm16: bytes, *, sample_rate: int, language: str, prompt: str = ""
+    ) -> str:
         self.calls.append(len(pcm16))
         await asyncio.sleep(self.delay_ms / 1000.0)
         if self.hang:

@@ -3,9 +3,9 @@
 "smart" mode (the default): the VAD reports a short pause (``vad_stop_ms``, ~250 ms) and
 Smart Turn (orchestrator/smart_turn.py) scores the turn's audio. A complete turn is
 answered at once; an incomplete one ("I'd like to book a table for…") keeps the agent
-listening. The bar lowers as the silence grows, linearly from ``turn_threshold`` at the
-pause to 0 at ``max_turn_silence_ms``, so a turn the model is unsure of waits a little and
-a turn it calls unfinished waits up to the cap, never longer. Speech resuming cancels the
+listening. The bar lowers as the silence grows, from ``turn_threshold`` at the pause to
+half of it at ``max_turn_silence_ms``, so a turn the model is unsure of waits a little and
+one it calls unfinished waits for the cap, never longer. Speech resuming cancels the
 decision: the pause was inside the turn.
 
 The words get the last say later: a transcript ending in "and", "for", "the", "um"
@@ -120,12 +120,18 @@ class EndOfTurn:
         return decision
 
     def _silence_for(self, score: float) -> float:
-        """Silence after which ``score`` clears the bar (the pause itself if it already does)."""
+        """Silence after which ``score`` clears the bar (the pause itself if it already does).
+
+        The bar lowers linearly from the threshold at the pause to half of it at the cap:
+        a turn the model is unsure of (0.3-0.5) waits a little longer, one it calls
+        clearly unfinished (< threshold / 2) waits for the cap."""
         if score >= self._threshold:
             return 0.0
-        # bar(t) = threshold * (1 - (t - stop) / (max - stop)), t = silence since speech end
+        floor = self._threshold / 2
+        if score < floor:
+            return self._max_s
         span = self._max_s - self._vad_stop_s
-        return self._vad_stop_s + span * (1.0 - score / self._threshold)
+        return self._vad_stop_s + span * (self._threshold - score) / (self._threshold - floor)
 
     async def _run(self, audio: bytes) -> None:
         assert self._score_fn is not None

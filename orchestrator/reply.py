@@ -68,6 +68,10 @@ class Utterance:
     segments: list[Segment] = field(default_factory=list)  # those that started playing
     sent_ms: float = 0.0
     first_frame_at: float | None = None
+    # The caller's words this reply answers: recorded when the caller starts hearing the
+    # reply (or when it ends without audio), so a caller who goes on before that is
+    # still one turn (the session joins the audio and transcribes it again).
+    user_text: str = ""
     user_sequence: int | None = None  # the user turn this reply answers, once recorded
     # The watchdog's reference: when the utterance started, then each frame sent.
     progress_at: float = 0.0
@@ -167,12 +171,24 @@ class ReplyPipeline:
             logger.info("call %s: empty transcript, no turn", self._config.call_id,
                         extra={"call_id": self._config.call_id})  # fmt: skip
             return
+        await self._emit({"type": "transcript", "role": "user", "text": text, "final": False})
         await self._hold_if_unfinished(utt, turn, text)
-        utt.user_sequence = self._transcript.user(text, started_at=turn.started_at, ended_at=end)
-        await self._emit({"type": "transcript", "role": "user", "text": text, "final": True})
+        utt.user_text = text
         utt.phase = "llm"
-        messages = self._transcript.messages(self._config.system_prompt)
+        messages = self._transcript.messages(self._config.system_prompt, pending_user=text)
         await self.speak(utt, self._llm_sentences(utt, messages))
+
+    async def commit_user(self, utt: Utterance) -> None:
+        """Record the caller's turn this reply answers (once)."""
+        if not utt.user_text or utt.user_sequence is not None or utt.turn is None:
+            return
+        turn = utt.turn
+        end = turn.speech_end_at if turn.speech_end_at is not None else turn.started_at
+        utt.user_sequence = self._transcript.user(
+            utt.user_text, started_at=turn.started_at, ended_at=end
+        )
+        await self._emit({"type": "transcript", "role": "user", "text": utt.user_text,
+                          "final": True})  # fmt: skip
 
     async def _hold_if_unfinished(self, utt: Utterance, turn: UserTurn, text: str) -> None:
         """"…a table for": the words say the caller is not done, whatever the audio model
@@ -380,6 +396,7 @@ class ReplyPipeline:
         if utt.first_frame_at is None:
             utt.first_frame_at = sent_at
             utt.phase = "speaking"
+            await self.commit_user(utt)
             turn = utt.turn
             if turn is not None and turn.speech_end_at is not None:
                 utt.metrics.voice_to_voice_ms = round((sent_at - turn.speech_end_at) * 1000.0, 1)

@@ -42,6 +42,7 @@ from orchestrator.dtmf import DtmfDigits
 from orchestrator.end_of_turn import EndOfTurn, EotDecision, ScoreFn
 from orchestrator.engines import EngineError, Engines
 from orchestrator.failures import Ending, ending_for_error, ending_for_stall
+from orchestrator.noise import InboundCleaner
 from orchestrator.playout import PacedPlayout
 from orchestrator.recorder_queue import RecorderQueue
 from orchestrator.reply import ReplyPipeline, Utterance
@@ -50,6 +51,7 @@ from orchestrator.task_reaper import TaskReaper, cancel_all
 from orchestrator.transcriber import Transcriber
 from orchestrator.transcript import Transcript
 from orchestrator.turn_taking import Outcome, TurnTaking, UserTurn
+from orchestrator.turn_words import backchannel_prompt
 from orchestrator.vad import TurnDetector, TurnEvent, TurnEventKind, new_vad
 
 # Re-exported: the consumers' and recorders' view of a session.
@@ -129,7 +131,10 @@ class CallSession:
             transport.send_audio, lead_ms=config.playout_lead_ms, frame_ms=FRAME_MS, clock=clock
         )
         self._out = CallOutput(config.call_id, transport, self._playout)
-        self._input = CallerAudio(config.call_id)
+        self._input = CallerAudio(
+            config.call_id,
+            cleaner=InboundCleaner(call_id=config.call_id) if config.noise_suppression else None,
+        )
         self._dtmf = DtmfDigits()
         self._reaper = TaskReaper()
         self._recorder_q = RecorderQueue(config.call_id, retry_for_s=config.recorder_retry_s)
@@ -332,7 +337,9 @@ class CallSession:
                 if outcome is Outcome.INTERRUPTION:
                     await self._overlap_decided(outcome)
                 else:  # short: its words decide
-                    self._heard_task = self._stt_live.transcribe(self._turns.overlap.audio)
+                    self._heard_task = self._stt_live.transcribe(
+                        self._turns.overlap.audio, prompt=backchannel_prompt(self._config.language)
+                    )
                     self._heard_task.add_done_callback(
                         lambda t: self._events.put_nowait(_Heard(task=t))
                     )
@@ -372,6 +379,12 @@ class CallSession:
             self._pending_eot = None
             if turn is not None:
                 turn.transcript = self._stt_live.take(turn.audio)
+                eot = turn.eot
+                logger.info("call %s: end of turn (%s%s, %.0f ms after speech)", self._call_id,
+                            eot.reason if eot else "?",
+                            f" {eot.score:.2f}" if eot and eot.score is not None else "",
+                            (self._decided_at - (turn.speech_end_at or self._decided_at)) * 1000,
+                            extra=self._log_extra)  # fmt: skip
                 self._start_utterance("reply", turn=turn)
 
     # --- speech over the agent -------------------------------------------------------------------
@@ -414,8 +427,8 @@ class CallSession:
             self._stats.backchannels += 1
             self._out.resume()
             utt.progress_at = self._clock()
-            logger.info("call %s: backchannel %r, agent resumes", self._call_id, overlap.heard,
-                        extra=self._log_extra)  # fmt: skip
+            logger.info("call %s: backchannel %r (%.0f ms), agent resumes", self._call_id,
+                        overlap.heard, overlap.voiced_ms, extra=self._log_extra)  # fmt: skip
             await self._out.emit(event)
             return
         if overlap.audible:
@@ -525,6 +538,8 @@ class CallSession:
         )  # fmt: skip
         if merged and utt.turn is not None:
             self._turns.put_back(utt.turn)
+        else:
+            await self._pipeline.commit_user(utt)  # heard, even if never answered
         if failed is not None:
             self._apply(ending_for_error(failed, self._config))
         if utt.segments:

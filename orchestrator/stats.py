@@ -16,6 +16,7 @@ class CallStats:
     overlaps: int = 0  # caller speech over agent audio (each paused the agent)
     backchannels: int = 0  # overlaps that were only "mm-hmm": the agent resumed
     interruptions: int = 0  # overlaps that cut the agent's audio for good
+    false_starts: int = 0  # a click or cough paused the agent for a moment, then it went on
     unanswered: int = 0  # user turns that got no reply
     reply_metrics: list[TurnMetrics] = field(default_factory=list)  # one per answered turn
 
@@ -34,6 +35,7 @@ class CallStats:
             "overlaps": self.overlaps,
             "backchannels": self.backchannels,
             "interruptions": self.interruptions,
+            "false_starts": self.false_starts,
             "unanswered_turns": self.unanswered,
             "voice_to_voice_p50_ms": percentile(v2v, 50),
             "voice_to_voice_p95_ms": percentile(v2v, 95),

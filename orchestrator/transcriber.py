@@ -39,12 +39,12 @@ class Transcriber:
         self._partial: asyncio.Task[None] | None = None
         self._last_partial = ""
 
-    def transcribe(self, audio: bytes) -> asyncio.Task[str]:
+    def transcribe(self, audio: bytes, *, prompt: str = "") -> asyncio.Task[str]:
         """One transcription task (the caller awaits or cancels it)."""
-        task = asyncio.create_task(
-            self._stt.transcribe(audio, sample_rate=INPUT_SAMPLE_RATE, language=self._language),
-            name="stt",
+        work = self._stt.transcribe(
+            audio, sample_rate=INPUT_SAMPLE_RATE, language=self._language, prompt=prompt
         )
+        task = asyncio.create_task(work, name="stt")
         # Early work may be dropped unseen: its failure is not an error of the call.
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         return task

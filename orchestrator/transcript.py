@@ -36,8 +36,16 @@ class Transcript:
         """The conversation as sent to the LLM (system prompt excluded); a copy."""
         return [dict(m) for m in self._history]
 
-    def messages(self, system_prompt: str) -> list[dict[str, str]]:
-        return [{"role": "system", "content": system_prompt}, *self.history]
+    def messages(self, system_prompt: str, *, pending_user: str = "") -> list[dict[str, str]]:
+        """What the LLM is sent; ``pending_user``: the caller's turn being answered, not
+        recorded until the caller hears the reply (reply.py)."""
+        history = self.history
+        if pending_user:
+            if history and history[-1]["role"] == "user":
+                history[-1]["content"] += " " + pending_user
+            else:
+                history.append({"role": "user", "content": pending_user})
+        return [{"role": "system", "content": system_prompt}, *history]
 
     def user(self, text: str, *, started_at: float, ended_at: float) -> int:
         """A transcribed caller turn; returns its sequence number."""
@@ -49,7 +57,8 @@ class Transcript:
             )
         )  # fmt: skip
         if self._history and self._history[-1]["role"] == "user":
-            # A turn the agent did not answer (superseded): keep messages alternating.
+            # A turn the agent did not answer (it failed, or was cut before speaking):
+            # keep messages alternating.
             self._history[-1]["content"] += " " + text
         else:
             self._history.append({"role": "user", "content": text})

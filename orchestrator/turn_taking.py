@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from orchestrator.end_of_turn import EotDecision
-from orchestrator.turn_words import is_backchannel
+from orchestrator.turn_words import is_backchannel, words_of
 from orchestrator.vad import TurnEvent
 
 
@@ -139,11 +139,18 @@ class TurnTaking:
             return Outcome.INTERRUPTION
         return Outcome.UNDECIDED
 
+    # Nobody says more than ~4.5 words a second; STT "hearing" more in a short overlap
+    # is a murmur it made words of (piper's "mm-hmm" comes back as "in a month").
+    MAX_WORDS_PER_S = 5.5
+
     def overlap_heard(self, text: str) -> Outcome:
         """The overlap's words: only acknowledgements resume the agent."""
         assert self.overlap is not None
         self.overlap.heard = text
         if is_backchannel(text, self._language, self._backchannels):
+            return Outcome.BACKCHANNEL
+        voiced_s = max(self.overlap.voiced_ms, 1.0) / 1000.0
+        if len(words_of(text)) >= 3 and len(words_of(text)) / voiced_s > self.MAX_WORDS_PER_S:
             return Outcome.BACKCHANNEL
         return Outcome.INTERRUPTION
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 BACKCHANNELS: dict[str, frozenset[str]] = {
     "en": frozenset(
-        """mm mmm mhm mm-hmm mmhmm hmm hm uh-huh uhhuh uh huh yeah yep yup yes ya yah okay ok
+        """mm mmm mhm mm-hmm mmhmm hmm hm uh-huh uhhuh uh huh oh-oh uh-oh wow yeah yep yup yes ya yah okay ok
         kay right alright all-right sure cool great fine good i see got it gotcha ah oh aha
         really wow nice totally exactly indeed true absolutely of course""".split()
     ),
@@ -64,6 +64,17 @@ INCOMPLETE_ENDINGS: dict[str, frozenset[str]] = {
     ),
 }
 
+# Whisper's prompt when transcribing speech over the agent: it primes murmurs to be
+# spelled as backchannels instead of hallucinated words ("mm-hmm" -> "in a month").
+BACKCHANNEL_PROMPTS: dict[str, str] = {
+    "en": "Mm-hmm. Uh-huh. Yeah. Okay. Right.",
+    "es": "Mm. Ajá. Sí. Vale. Claro.",
+    "fr": "Mm. Oui. D'accord. Ouais.",
+    "de": "Mhm. Ja. Genau. Okay.",
+    "it": "Mm. Sì. Certo. Va bene.",
+    "pt": "Hum. Sim. Tá. Certo.",
+}
+
 _WORD = re.compile(r"[\w'-]+", re.UNICODE)
 
 
@@ -77,14 +88,25 @@ def words_of(text: str) -> list[str]:
     return [w.strip("-'") for w in _WORD.findall(unicodedata.normalize("NFC", text.lower()))]
 
 
+def backchannel_prompt(language: str) -> str:
+    return BACKCHANNEL_PROMPTS[_lang(language)]
+
+
 def is_backchannel(text: str, language: str, extra: Iterable[str] = ()) -> bool:
     """Only acknowledgements (or nothing intelligible): the agent should go on.
 
     Multi-word entries ("i see", "de acuerdo") match as phrases; every word of the
-    transcript must be covered by the list. Empty text counts: a cough, a breath or a
-    murmur the STT heard as nothing is not a reason to stop the agent.
+    transcript must be an acknowledgement or a filler/function word ("and then,
+    mm-hmm" is how a short murmur often comes back from STT; a real interruption
+    carries a word of its own: "no", "wait", "two", "Friday"). Empty text counts: a
+    cough or a breath the STT heard as nothing is no reason to stop the agent.
     """
-    known = BACKCHANNELS[_lang(language)] | {e.strip().lower() for e in extra if e.strip()}
+    lang = _lang(language)
+    known = (
+        BACKCHANNELS[lang]
+        | INCOMPLETE_ENDINGS[lang]
+        | {e.strip().lower() for e in extra if e.strip()}
+    )
     words = [w for w in words_of(text) if w]
     if not words:
         return True

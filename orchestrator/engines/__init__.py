@@ -27,8 +27,11 @@ __all__ = ["EngineError", "Engines", "build_engines", "create_engine", "register
 class SpeechToText(Protocol):
     name: str
 
-    async def transcribe(self, pcm16: bytes, *, sample_rate: int, language: str) -> str:
-        """Transcribe one whole utterance of mono PCM16 audio."""
+    async def transcribe(
+        self, pcm16: bytes, *, sample_rate: int, language: str, prompt: str = ""
+    ) -> str:
+        """Transcribe one whole utterance of mono PCM16 audio. ``prompt``: text that
+        primes the spelling (Whisper's prompt; engines without one ignore it)."""
         ...
 
 

@@ -99,9 +99,12 @@ class WhisperSTT:
         self.model = model
         self._api = api
 
-    async def transcribe(self, pcm16: bytes, *, sample_rate: int, language: str) -> str:
+    async def transcribe(
+        self, pcm16: bytes, *, sample_rate: int, language: str, prompt: str = ""
+    ) -> str:
         if not pcm16:
             return ""
+        extra = {"prompt": prompt} if prompt else {}
         upload = ("utterance.wav", wav_bytes(pcm16, sample_rate), "audio/wav")
         api = self._api
         for attempt in range(1, api.attempts + 1):
@@ -113,6 +116,7 @@ class WhisperSTT:
                         language=language_code(language),
                         temperature=0.0,
                         response_format="json",
+                        **extra,
                     )
                 return (result.text or "").strip()
             except _caught(api) as exc:

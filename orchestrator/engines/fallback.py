@@ -77,11 +77,15 @@ class _Chain:
 
 
 class FallbackSTT(_Chain):
-    async def transcribe(self, pcm16: bytes, *, sample_rate: int, language: str) -> str:
+    async def transcribe(
+        self, pcm16: bytes, *, sample_rate: int, language: str, prompt: str = ""
+    ) -> str:
         self.last_fallbacks = []
         for index, engine in enumerate(self.engines):
             try:
-                text = await engine.transcribe(pcm16, sample_rate=sample_rate, language=language)
+                text = await engine.transcribe(
+                    pcm16, sample_rate=sample_rate, language=language, prompt=prompt
+                )
             except EngineError as error:
                 self._switch(index, error)
                 continue

@@ -442,7 +442,9 @@ class LocalSTT:
             beam_size,
         )
 
-    async def transcribe(self, pcm16: bytes, *, sample_rate: int, language: str) -> str:
+    async def transcribe(
+        self, pcm16: bytes, *, sample_rate: int, language: str, prompt: str = ""
+    ) -> str:
         if len(pcm16) < 2:
             return ""
         model, beam_size = self._model_for(language)
@@ -453,13 +455,16 @@ class LocalSTT:
                 sample_rate,
                 language_code(language),
                 beam_size,
+                prompt,
                 queue_timeout_s=self.queue_timeout_s,
             )
         except (RuntimeError, OSError, ValueError) as exc:
             raise _engine_error(model.label, exc) from exc
 
 
-def _transcribe(model: Any, pcm16: bytes, sample_rate: int, language: str, beam_size: int) -> str:
+def _transcribe(
+    model: Any, pcm16: bytes, sample_rate: int, language: str, beam_size: int, prompt: str = ""
+) -> str:
     import soxr
 
     audio = np.frombuffer(pcm16[: len(pcm16) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
@@ -472,6 +477,8 @@ def _transcribe(model: Any, pcm16: bytes, sample_rate: int, language: str, beam_
         temperature=0.0,
         condition_on_previous_text=False,
         vad_filter=False,  # the session's VAD already cut the utterance
+        without_timestamps=True,  # one utterance: no segment times needed, fewer tokens
+        initial_prompt=prompt or None,
     )
     return " ".join(segment.text.strip() for segment in segments).strip()
 

@@ -63,7 +63,7 @@ async def test_a_hang_up_while_the_agent_thinks_marks_the_turn_unanswered(make_h
     h: Harness = make_harness(llm=ScriptedLLM(ttft_ms=3000, reply="Too late."))
     h.start()
     h.say()
-    await h.until(lambda: len(h.recorder.by_role("user")) == 1)
+    await h.until(lambda: len(h.llm.requests) == 1)  # transcribed, the LLM is thinking
     assert await h.finish() is EndReason.CALLER_HANGUP
 
     ((sequence, why),) = h.recorder.unanswered
