@@ -1,15 +1,17 @@
 """One phone/browser call: the control loop that owns every state change of the call.
 
-    push_audio ─► input task (Silero VAD + TurnDetector) ─┐
-    push_dtmf / stop / utterance done ───────────────────►├─► control loop (run): the only
-                                                          │   place that changes call state
+    push_audio ─► input task (noise suppression, Silero VAD + TurnDetector) ─┐
+    push_dtmf / stop / utterance done / overlap words / end-of-turn model ──►├─► control loop
+                                                                             │   (run): the only
+                                                                             │   place that
+                                                                             │   changes state
     utterance task (one at a time): ReplyPipeline          │
         STT ─► LLM deltas ─► sentences ─► TTS ─► PacedPlayout ─► Transport
     RecorderQueue task: turns and call state written in order, off the audio path
     heartbeat task
 
-Collaborators, each testable alone: ``TurnTaking`` (what caller speech means),
-``ReplyPipeline`` (the work of one utterance), ``Transcript`` (history + numbered turns),
+Collaborators, each testable alone: ``Listener`` (the caller's side: turns, end of turn,
+speech over the agent; listener.py), ``ReplyPipeline`` (the work of one utterance), ``Transcript`` (history + numbered turns),
 ``CallStats`` and ``RecorderQueue``. Keeping every state change here means barge-in,
 timers, DTMF, engine failures and the reply watchdog can never race each other into a
 "stuck speaking" state. All tasks are owned by ``run()`` and cancelled + awaited in its
@@ -39,19 +41,18 @@ from orchestrator.contracts import (
     TurnRecord,
 )
 from orchestrator.dtmf import DtmfDigits
-from orchestrator.end_of_turn import EndOfTurn, EotDecision, ScoreFn
-from orchestrator.engines import EngineError, Engines
+from orchestrator.end_of_turn import EotDecision, ScoreFn
+from orchestrator.engines import Engines
 from orchestrator.failures import Ending, ending_for_error, ending_for_stall
+from orchestrator.listener import Listener
 from orchestrator.noise import InboundCleaner
 from orchestrator.playout import PacedPlayout
 from orchestrator.recorder_queue import RecorderQueue
 from orchestrator.reply import ReplyPipeline, Utterance
 from orchestrator.stats import CallStats
 from orchestrator.task_reaper import TaskReaper, cancel_all
-from orchestrator.transcriber import Transcriber
 from orchestrator.transcript import Transcript
-from orchestrator.turn_taking import Outcome, TurnTaking, UserTurn
-from orchestrator.turn_words import backchannel_prompt
+from orchestrator.turn_taking import UserTurn
 from orchestrator.vad import TurnDetector, TurnEvent, TurnEventKind, new_vad
 
 # Re-exported: the consumers' and recorders' view of a session.
@@ -142,23 +143,6 @@ class CallSession:
         self._transcript = Transcript(
             recorder=recorder, queue=self._recorder_q, stats=self._stats, wall=self._wall
         )
-        self._turns = TurnTaking(
-            barge_in_enabled=config.barge_in_enabled,
-            barge_in_min_ms=config.barge_in_min_ms,
-            language=config.language,
-            backchannel_words=config.backchannel_words,
-        )
-        self._eot = EndOfTurn(
-            config,
-            score=turn_model
-            or (default_turn_model() if config.turn_detection == "smart" else None),
-            clock=clock,
-            wake=lambda: self._events.put_nowait(_Wake()),
-        )
-        self._pending_eot: EotDecision | None = None  # the decision for the pending turn
-        self._decided_at = 0.0
-        self._heard_task: asyncio.Task[str] | None = None
-        self._onset_pause = False  # agent paused at a voice onset not yet known as speech
         self._pipeline = ReplyPipeline(
             config,
             engines=engines,
@@ -170,12 +154,18 @@ class CallSession:
             take_dtmf_note=self._dtmf.take_note,
             clock=clock,
         )
-        self._stt_live = Transcriber(
-            engines.stt,
-            language=config.language,
-            partials=config.stt_partial_interval_ms > 0 and self._pipeline.runs_locally("stt"),
-            emit=self._out.emit,
-            call_id=config.call_id,
+        self._listener = Listener(
+            config,
+            stt=engines.stt,
+            stt_runs_locally=self._pipeline.runs_locally("stt"),
+            turn_model=turn_model
+            or (default_turn_model() if config.turn_detection == "smart" else None),
+            out=self._out,
+            playout=self._playout,
+            stats=self._stats,
+            clock=clock,
+            wake=lambda: self._events.put_nowait(_Wake()),
+            heard=lambda task: self._events.put_nowait(_Heard(task=task)),
         )
 
         self._events: asyncio.Queue[_Control] = asyncio.Queue()
@@ -236,11 +226,11 @@ class CallSession:
                 await new_vad(),
                 min_speech_ms=cfg.min_speech_ms,
                 # Smart mode: the VAD reports short pauses and end_of_turn.py decides.
-                silence_timeout_ms=cfg.vad_stop_ms if self._eot.smart else cfg.silence_timeout_ms,
+                silence_timeout_ms=self._listener.detector_silence_ms,
                 preroll_ms=cfg.preroll_ms,
                 # With barge-in off the detector still needs a value: it is then unused.
                 barge_in_ms=max(cfg.barge_in_min_ms, cfg.min_speech_ms),
-                progress_ms=cfg.stt_partial_interval_ms if self._stt_live.partials else 0,
+                progress_ms=self._listener.progress_ms,
                 clock=self._clock,
             )
             self._input_task = asyncio.create_task(
@@ -286,8 +276,9 @@ class CallSession:
                 await self._out.emit({"type": "dtmf", "digit": event.digit})
             elif isinstance(event, _UtteranceDone) and event.task is self._utt_task:
                 await self._finish_utterance(interrupt=False)
-            elif isinstance(event, _Heard) and event.task is self._heard_task:
-                await self._overlap_heard(event.task)
+            elif isinstance(event, _Heard):
+                if await self._listener.on_heard(event.task, self._utt):
+                    await self._finish_utterance(interrupt=True)
             if self._end_reason is None:
                 await self._check_timers()
 
@@ -303,141 +294,18 @@ class CallSession:
     # --- caller speech ---------------------------------------------------------------------------
 
     async def _on_vad(self, event: TurnEvent) -> None:
-        if event.kind is TurnEventKind.VOICE_ONSET:
-            # Maybe speech: stop sending agent audio now, decide once we know more.
-            if self._turns.overlap is None and self._floor_held():
-                self._out.pause()
-                self._onset_pause = True
-            return
-        if event.kind is TurnEventKind.FALSE_START:
-            if self._onset_pause and self._turns.overlap is None:
-                self._stats.false_starts += 1
-                self._out.resume()
-            self._onset_pause = False
-            return
-        self._last_activity = self._clock()
-        if event.kind is TurnEventKind.SPEECH_STARTED:
-            self._onset_pause = False
-            self._turns.speech_started(event)
-            self._eot.resumed()  # the pause was inside the turn
-            self._stt_live.drop()
-            if self._turns.overlap is None and self._floor_held():
-                assert self._utt is not None
-                await self._overlap_started(event, self._utt)
-        elif event.kind is TurnEventKind.PROGRESS:
-            if self._turns.overlap is None:
-                self._stt_live.partial(self._turns.pending_audio() + event.audio)
-        elif event.kind is TurnEventKind.BARGE_IN:
-            if self._turns.overlap is not None:
-                await self._overlap_decided(Outcome.INTERRUPTION)  # long speech: no doubt
-        elif event.kind is TurnEventKind.TURN_ENDED:
-            segment = self._turns.segment_ended(event)
-            if self._turns.overlap is not None:
-                outcome = self._turns.overlap_segment(segment, voiced_ms=event.voiced_ms)
-                if outcome is Outcome.INTERRUPTION:
-                    await self._overlap_decided(outcome)
-                else:  # short: its words decide
-                    self._heard_task = self._stt_live.transcribe(
-                        self._turns.overlap.audio, prompt=backchannel_prompt(self._config.language)
-                    )
-                    self._heard_task.add_done_callback(
-                        lambda t: self._events.put_nowait(_Heard(task=t))
-                    )
-                return
-            self._turns.add(segment)
+        if event.kind not in (TurnEventKind.VOICE_ONSET, TurnEventKind.FALSE_START):
+            self._last_activity = self._clock()
+        if event.kind is TurnEventKind.TURN_ENDED:
             self._reprompted = False
-            self._turn_paused()
-
-    def _floor_held(self) -> bool:
-        """The agent speaks or prepares a reply, and may be interrupted."""
-        utt = self._utt
-        return self._turns.barge_in_enabled and utt is not None and utt.interruptible
-
-    def _turn_paused(self) -> None:
-        """The caller paused after the pending turn: is it complete?"""
-        self._pending_eot = None
-        audio = self._turns.pending_audio()
-        if not audio:
-            return
-        self._stt_live.early(audio)
-        end = self._turns.pending_speech_end()
-        if (decision := self._eot.paused(audio, speech_end_at=end)) is not None:
-            self._turn_complete(decision)
-
-    def _turn_complete(self, decision: EotDecision) -> None:
-        self._pending_eot, self._decided_at = decision, self._clock()
+        if await self._listener.on_vad(event, self._utt):
+            await self._finish_utterance(interrupt=True)
         self._answer_pending()
 
     def _answer_pending(self) -> None:
-        if (
-            self._utt_task is None
-            and self._end_reason is None
-            and self._pending_eot is not None
-            and not self._turns.user_speaking
-        ):
-            turn = self._turns.take_pending(self._pending_eot, detected_at=self._decided_at)
-            self._pending_eot = None
-            if turn is not None:
-                turn.transcript = self._stt_live.take(turn.audio)
-                eot = turn.eot
-                logger.info("call %s: end of turn (%s%s, %.0f ms after speech)", self._call_id,
-                            eot.reason if eot else "?",
-                            f" {eot.score:.2f}" if eot and eot.score is not None else "",
-                            (self._decided_at - (turn.speech_end_at or self._decided_at)) * 1000,
-                            extra=self._log_extra)  # fmt: skip
+        if self._utt_task is None and self._end_reason is None:
+            if (turn := self._listener.take_turn()) is not None:
                 self._start_utterance("reply", turn=turn)
-
-    # --- speech over the agent -------------------------------------------------------------------
-
-    async def _overlap_started(self, event: TurnEvent, utt: Utterance) -> None:
-        """Go quiet at once; a backchannel resumes, an interruption cancels."""
-        onset = event.at - event.voiced_ms / 1000.0
-        overlap = self._turns.overlap_started(onset=onset, audible=utt.sent_ms > 0)
-        self._out.pause()  # usually already paused at the voice onset
-        utt.progress_at = self._clock()
-        if overlap.audible:
-            self._stats.overlaps += 1
-            # When the far end ran out of what it held (the playout lead at most).
-            overlap.quiet_ms = round((self._playout.quiet_at - onset) * 1000.0, 1)
-        logger.info("call %s: caller speaks over utterance %d (%s), agent paused", self._call_id,
-                    utt.n, utt.phase, extra=self._log_extra)  # fmt: skip
-
-    async def _overlap_heard(self, task: asyncio.Task[str]) -> None:
-        self._heard_task = None
-        if self._turns.overlap is None or self._turns.user_speaking:
-            return  # more speech came: its pause decides
-        try:
-            text = (task.result() or "").strip()
-        except (EngineError, asyncio.CancelledError) as exc:
-            # Unheard words never stop the agent (a real interruption goes on talking
-            # and reaches barge_in_min_ms).
-            logger.warning("call %s: could not transcribe speech over the agent: %s",
-                           self._call_id, exc, extra=self._log_extra)  # fmt: skip
-            text = ""
-        await self._overlap_decided(self._turns.overlap_heard(text))
-
-    async def _overlap_decided(self, outcome: Outcome) -> None:
-        utt = self._utt
-        overlap = self._turns.end_overlap(outcome)
-        if overlap is None or utt is None:
-            return
-        event = {"type": "overlap", "outcome": outcome.value, "text": overlap.heard,
-                 "quiet_ms": overlap.quiet_ms}  # fmt: skip
-        if outcome is Outcome.BACKCHANNEL:
-            self._stats.backchannels += 1
-            self._out.resume()
-            utt.progress_at = self._clock()
-            logger.info("call %s: backchannel %r (%.0f ms), agent resumes", self._call_id,
-                        overlap.heard, overlap.voiced_ms, extra=self._log_extra)  # fmt: skip
-            await self._out.emit(event)
-            return
-        if overlap.audible:
-            self._stats.interruptions += 1
-        logger.info("call %s: interrupted (utterance %d, %s) by %r", self._call_id, utt.n,
-                    utt.phase, overlap.heard or f"{overlap.voiced_ms:.0f} ms of speech",
-                    extra=self._log_extra)  # fmt: skip
-        await self._out.emit(event)
-        await self._finish_utterance(interrupt=True)
 
     # --- timers -------------------------------------------------------------------------------
 
@@ -449,7 +317,7 @@ class CallSession:
             deadlines.append(self._dtmf.deadline)
         if self._utt is not None and self._utt_task is not None and self._watched(self._utt):
             deadlines.append(self._utt.progress_at + self._watchdog_s())
-        if (eot := self._eot.deadline()) is not None:
+        if (eot := self._listener.deadline()) is not None:
             deadlines.append(eot)
         return min(deadlines)
 
@@ -458,23 +326,18 @@ class CallSession:
         return utt.phase != "held" and not self._playout.paused
 
     def _idle_counting(self) -> bool:
-        return (
-            self._utt_task is None
-            and not self._turns.user_speaking
-            and not self._turns.has_pending
-            and not self._dtmf.pending
-        )
+        return self._utt_task is None and not self._listener.busy and not self._dtmf.pending
 
     async def _check_timers(self) -> None:
         now, cfg = self._clock(), self._config
         if now >= self._t0 + cfg.max_call_seconds:
             self._end(EndReason.MAX_DURATION, say=cfg.goodbye_message)
-        elif (decision := self._eot.poll()) is not None:
-            self._turn_complete(decision)
+        elif self._listener.poll():
+            self._answer_pending()
         elif self._utt is not None and self._utt_task is not None:
             if self._watched(self._utt) and now >= self._utt.progress_at + self._watchdog_s():
                 await self._utterance_stalled(self._utt)
-        elif not self._turns.user_speaking and self._dtmf.due(now):
+        elif not self._listener.turns.user_speaking and self._dtmf.due(now):
             self._start_utterance(
                 "reply",
                 turn=UserTurn(
@@ -536,9 +399,7 @@ class CallSession:
             cut and self._end_reason is None and utt.turn is not None
             and utt.user_sequence is None and not why
         )  # fmt: skip
-        if merged and utt.turn is not None:
-            self._turns.put_back(utt.turn)
-        else:
+        if not merged:
             await self._pipeline.commit_user(utt)  # heard, even if never answered
         if failed is not None:
             self._apply(ending_for_error(failed, self._config))
@@ -562,15 +423,8 @@ class CallSession:
         if self._end_reason is None:
             self._last_activity = self._clock()
             await self._out.set_state("listening")
-            if self._turns.overlap is not None:
-                # It ended on its own (an empty reply) while the caller spoke over it:
-                # their speech is simply their turn.
-                self._turns.end_overlap(Outcome.INTERRUPTION)
-            if self._pending_eot is None and not self._turns.user_speaking:
-                if not self._eot.waiting:
-                    self._turn_paused()  # an interruption's words, or a merged turn
-            else:
-                self._answer_pending()
+            self._listener.utterance_ended(dropped_turn=utt.turn if merged else None)
+            self._answer_pending()
 
     async def _stop_task(
         self, task: asyncio.Task[None], utt: Utterance
@@ -606,9 +460,8 @@ class CallSession:
     async def _shutdown(self, *, speak: bool) -> None:
         reason = self._end_reason or EndReason.ERROR
         self._closed = True
-        await cancel_all(self._input_task, self._heartbeat_task, self._heard_task)
-        await self._eot.close()
-        await self._stt_live.close()
+        await cancel_all(self._input_task, self._heartbeat_task)
+        await self._listener.close()
         if self._utt_task is not None:
             await self._finish_utterance(interrupt=True)
         say = self._end_say
