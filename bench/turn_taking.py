@@ -24,15 +24,17 @@ b. voice-to-voice: ``--calls`` calls of 3 booking turns on ``bench-tt``: end of 
    caller's speech (last speech frame sent) -> first agent ``media`` frame received.
 c. backchannels (``--backchannels``, "mm-hmm", "yeah", ... some spoken slower): each its
    own call on ``bench-tt-long``, said ``--overlap-at-ms`` after the greeting's first frame.
-   Per overlap: onset (first speech frame sent) -> ``clear`` received, if any (a ``clear``
-   alone is no failure: the agent may pause, then resume); end of the backchannel -> next
-   agent frame after that ``clear`` (the greeting resuming; on code that takes the
-   backchannel for a turn, its reply); and from the database, user turns stored and
+   Per overlap: onset (first speech frame sent) -> ``clear`` received, if any, and ->
+   **agent quiet**: the first ``clear`` or gap in playback after the onset, replaying what
+   the carrier plays (an agent that pauses by not sending goes quiet when the carrier has
+   played what it held); end of the backchannel -> agent audio again (the greeting
+   resuming; on code that takes the backchannel for a turn, its reply); and from the
+   database, user turns stored and
    whether the greeting was stored interrupted. **False interruption** = greeting stored
    interrupted, or a user turn stored, or agent audio paused and not back within
    ``--resume-within-ms`` (2 s) of the backchannel's end.
 d. real interruptions (``--interruptions``, full sentences, same set-up): **detected** =
-   greeting stored interrupted; agent quiet = onset -> ``clear`` received.
+   greeting stored interrupted; agent quiet as above (target <= 250 ms).
 e. server CPU seconds per call (psutil on daphne and its children, between calls).
 
 Prints a table and writes ``bench/results/turn_taking-<label>.json`` (per-call rows too).
@@ -267,10 +269,38 @@ class WireLog:
     """The socket as ``TwilioCaller`` reads it, noting when each ``clear`` and agent
     ``media`` message arrives (``TwilioCaller`` keeps no such timeline)."""
 
+    GAP_S = 0.03  # playback gaps shorter than this are network jitter, not a pause
+
     def __init__(self, ws: Any) -> None:
         self._ws = ws
         self.clears: list[float] = []
         self.media: list[float] = []
+        self._events: list[tuple[float, str]] = []
+
+    def quiet_and_resume(self, onset: float) -> tuple[float | None, float | None]:
+        """When the caller's line went quiet after ``onset`` and when agent audio came
+        back, replaying what a carrier does: each 20 ms frame plays after the ones it
+        holds, a ``clear`` drops them. Quiet is the first ``clear`` or playback gap that
+        starts at or after the onset (an agent that pauses by just not sending has no
+        ``clear``: its audio ends when the carrier has played what it held)."""
+        play_until = 0.0
+        quiet: float | None = None
+        for t, kind in self._events:
+            if kind == "clear":
+                if quiet is None and t >= onset:
+                    # Quiet already if what the carrier held ran out before the clear.
+                    quiet = max(onset, min(t, play_until)) if play_until >= onset else t
+                play_until = t
+                continue
+            if quiet is not None and t >= quiet:
+                return quiet, t
+            if t > play_until + self.GAP_S and play_until >= onset:
+                quiet = play_until
+                return quiet, t
+            play_until = max(play_until, t) + 0.02
+        if quiet is None and play_until >= onset:
+            quiet = play_until  # it just ended (or paused for good)
+        return quiet, None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ws, name)
@@ -284,8 +314,10 @@ class WireLog:
             event = json.loads(message).get("event")
             if event == "media":
                 self.media.append(loop.time())
+                self._events.append((self.media[-1], "media"))
             elif event == "clear":
                 self.clears.append(loop.time())
+                self._events.append((self.clears[-1], "clear"))
             yield message
 
 
@@ -298,6 +330,9 @@ class Overlap:
     speech_ms: float = 0.0
     clear_ms: float | None = None  # onset -> first clear received after it
     clears: int = 0
+    # onset -> the caller's line quiet (a clear, or the carrier running out of agent audio)
+    quiet_ms: float | None = None
+    paused: bool = False
     # end of the overlap -> next agent frame after that clear: the agent resuming, or (code
     # that takes the backchannel for a turn) its reply to it
     resume_ms: float | None = None
@@ -361,9 +396,12 @@ async def overlap_call(
         overlap.clears = len(clears)
         if clears:
             overlap.clear_ms = round((clears[0] - onset) * 1000.0, 1)
-            after = [t for t in wire.media if t > clears[0]]
-            if after:
-                overlap.resume_ms = round((after[0] - end) * 1000.0, 1)
+        quiet, resumed = wire.quiet_and_resume(onset)
+        if quiet is not None:
+            overlap.quiet_ms = round((quiet - onset) * 1000.0, 1)
+            overlap.paused = True
+        if resumed is not None:
+            overlap.resume_ms = round((resumed - end) * 1000.0, 1)
         await caller.stop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(receiver), 5)
@@ -380,9 +418,9 @@ def judge(overlap: Overlap, turns: list[dict[str, Any]], resume_within_ms: float
     overlap.user_turns = sum(1 for t in turns if t["role"] == "user")
     overlap.greeting_interrupted = bool(assistant[0]["interrupted"]) if assistant else None
     overlap.replies = max(0, len(assistant) - 1)
-    overlap.paused_for_good = overlap.clears > 0 and (
+    overlap.paused_for_good = overlap.paused and (
         overlap.resume_ms is None or overlap.resume_ms > resume_within_ms
-    )
+    ) and not overlap.replies
     if overlap.kind == "backchannel":
         overlap.false_interruption = bool(
             overlap.greeting_interrupted or overlap.user_turns or overlap.paused_for_good
@@ -576,6 +614,7 @@ def summarize(
             "with_clear": sum(1 for o in backs if o.clears),
             "paused_not_resumed": sum(1 for o in backs if o.paused_for_good),
             "onset_to_clear_ms": stats([o.clear_ms for o in backs if o.clear_ms is not None]),
+            "onset_to_quiet_ms": stats([o.quiet_ms for o in backs if o.quiet_ms is not None]),
             "end_to_resume_ms": stats([o.resume_ms for o in backs if o.resume_ms is not None]),
             "errors": sum(1 for o in backs if o.error),
         },
@@ -585,6 +624,7 @@ def summarize(
             "with_clear": sum(1 for o in cuts if o.clears),
             "user_turns_stored": sum(o.user_turns for o in cuts),
             "onset_to_clear_ms": stats([o.clear_ms for o in cuts if o.clear_ms is not None]),
+            "onset_to_quiet_ms": stats([o.quiet_ms for o in cuts if o.quiet_ms is not None]),
             "errors": sum(1 for o in cuts if o.error),
         },
         "cpu_s_per_call": {
@@ -626,10 +666,12 @@ def format_table(label: str, r: dict[str, Any]) -> str:
             f"paused for good {b['paused_not_resumed']}), clear sent {b['with_clear']}, "
             f"errors {b['errors']}",
             f"  onset -> clear            {_p(b['onset_to_clear_ms'])}",
+            f"  onset -> agent quiet      {_p(b['onset_to_quiet_ms'])}",
             f"  end -> agent audio again  {_p(b['end_to_resume_ms'])}",
             f"interruptions               n={c['n']:<3} detected {c['detected']}, clear sent "
             f"{c['with_clear']}, user turns {c['user_turns_stored']}, errors {c['errors']}",
-            f"  onset -> clear (quiet)    {_p(c['onset_to_clear_ms'])}",
+            f"  onset -> clear            {_p(c['onset_to_clear_ms'])}",
+            f"  onset -> agent quiet      {_p(c['onset_to_quiet_ms'])}",
             f"server CPU s/call           v2v {cpu['voice_to_voice']}  backchannel "
             f"{cpu['backchannel']}  interruption {cpu['interruption']}; "
             f"server log errors {r['server_log_errors']}",

@@ -65,9 +65,10 @@ def _run() -> None:
     try:
         try:
             wanted = _local_engines_of_active_profiles()
+            turn_model = _profiles_use_smart_turn()
         finally:
             close_old_connections()
-        models = asyncio.run(_warm(wanted))
+        models = asyncio.run(_warm(wanted, turn_model=turn_model))
     except Exception as exc:  # noqa: BLE001 - a failed preload must not stop the server
         STATE.status, STATE.error = "failed", f"{type(exc).__name__}: {exc}"[:300]
         logger.exception("engine preload failed; models will load on first use")
@@ -98,7 +99,15 @@ def _local_engines_of_active_profiles() -> list[tuple[str, EngineSpec, CallConfi
     return wanted
 
 
-async def _warm(wanted: list[tuple[str, EngineSpec, CallConfig]]) -> list[str]:
+def _profiles_use_smart_turn() -> bool:
+    from calls.models import AgentProfile
+
+    return AgentProfile.objects.filter(is_active=True, turn_detection="smart").exists()
+
+
+async def _warm(
+    wanted: list[tuple[str, EngineSpec, CallConfig]], *, turn_model: bool = False
+) -> list[str]:
     from calls.selectors import engine_credentials
     from orchestrator.engines import create_engine
 
@@ -111,4 +120,19 @@ async def _warm(wanted: list[tuple[str, EngineSpec, CallConfig]]) -> list[str]:
         label = " ".join(f"{role} local {spec.model} {spec.voice} {config.language}".split())
         warmed.append(label)
         logger.info("warmed %s in %.1f s", label, time.perf_counter() - started)
+    if turn_model and await _warm_turn_model():
+        warmed.append("end-of-turn Smart Turn v3.2")
     return warmed
+
+
+async def _warm_turn_model() -> bool:
+    """Smart Turn (orchestrator/smart_turn.py), when a profile uses the smart end of turn:
+    its first inference would otherwise land on the first caller's first pause."""
+    from orchestrator import smart_turn
+
+    if not smart_turn.available():
+        return False
+    started = time.perf_counter()
+    await smart_turn.warmup()
+    logger.info("warmed end-of-turn model in %.1f s", time.perf_counter() - started)
+    return True
