@@ -50,6 +50,10 @@ EOT_REASONS = {
         "words",
         "The last words sounded unfinished (“…for”, “um”): the agent waited for more.",
     ),
+    "transcript": (
+        "finished words",
+        "The turn model was unsure; the words looked finished, so the agent answered after 1 s.",
+    ),
     "max_silence": (
         "longest wait",
         "The turn seemed unfinished; the agent answered after the longest wait.",

@@ -8,9 +8,11 @@ half of it at ``max_turn_silence_ms``, so a turn the model is unsure of waits a 
 one it calls unfinished waits for the cap, never longer. Speech resuming cancels the
 decision: the pause was inside the turn.
 
-The words get the last say later: a transcript ending in "and", "for", "the", "um"
-(``turn_words.ends_incomplete``) holds the reply until the cap (reply.py), since the
-model is weaker on phone audio and on synthetic voices.
+The words count both ways. When the model is unsure, a transcript of the pause that
+ends like a finished sentence gets its answer after ``WORDS_COMPLETE_SILENCE_S`` instead
+of the cap (reason "transcript"). And a transcript ending in "and", "for", "the", "um"
+(``turn_words.ends_incomplete``) holds the reply until the cap even when the model said
+complete (reply.py), since the model is weaker on phone audio and on synthetic voices.
 
 "silence" mode: the VAD's own silence timer (``silence_timeout_ms``) ends the turn.
 Without the model (not installed, or the process is too busy to run it) the turn ends
@@ -25,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from orchestrator.config import CallConfig
+from orchestrator.turn_words import ends_incomplete
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +38,7 @@ ScoreFn = Callable[[bytes], Awaitable[float | None]]
 class EotDecision:
     """Why a turn was taken as complete (stored with the reply's metrics)."""
 
-    reason: str  # model | max_silence | silence_timer | no_model | dtmf
+    reason: str  # model | transcript | max_silence | silence_timer | no_model | dtmf
     score: float | None = None
 
 
@@ -43,6 +46,10 @@ class EndOfTurn:
     # Model unavailable or too busy to answer: wait this much silence in all (the old
     # fixed timer's default), not the whole cap.
     FALLBACK_SILENCE_S = 0.7
+    # The model is unsure (a quarter of the threshold or more) but the transcript of the
+    # pause ends like a finished sentence (not "…and", "…for", "um"): answer after this
+    # much silence, not the cap.
+    WORDS_COMPLETE_SILENCE_S = 1.0
 
     def __init__(
         self,
@@ -63,6 +70,8 @@ class EndOfTurn:
         self._speech_end_at: float | None = None  # None: nothing waiting for a decision
         self._scored = False
         self._score: float | None = None
+        self._words_complete = False
+        self._language = config.language
         self.inferences = 0
 
     @property
@@ -85,20 +94,30 @@ class EndOfTurn:
         self._speech_end_at = None
         self._scored = False
         self._score = None
+        self._words_complete = False
         if self._task is not None:
             self._task.cancel()  # the model job itself finishes in its thread, unseen
             self._task = None
+
+    def heard(self, text: str) -> None:
+        """The transcript of the paused turn: finished-looking words shorten the wait."""
+        if self._speech_end_at is not None and text.strip():
+            self._words_complete = not ends_incomplete(text, self._language)
 
     def deadline(self) -> float | None:
         """When ``poll`` must be called next (the lowering bar, or the cap)."""
         if self._speech_end_at is None:
             return None
         if not self._scored:
-            return self._speech_end_at + self._max_s
-        if self._score is None:
-            return self._speech_end_at + self.FALLBACK_SILENCE_S
-        # The time at which the lowering bar meets the score.
-        return self._speech_end_at + self._silence_for(self._score)
+            wait = self._max_s
+        elif self._score is None:
+            wait = self.FALLBACK_SILENCE_S
+        else:
+            # The time at which the lowering bar meets the score.
+            wait = self._silence_for(self._score)
+        if self._words_shorten():
+            wait = min(wait, self.WORDS_COMPLETE_SILENCE_S)
+        return self._speech_end_at + wait
 
     def poll(self) -> EotDecision | None:
         """The decision, once there is one (then the turn is no longer waiting)."""
@@ -114,10 +133,22 @@ class EndOfTurn:
         elif self._scored and self._score is not None:
             if silence >= self._silence_for(self._score) - 1e-3:
                 decision = EotDecision(reason="model", score=self._score)
+            elif self._words_shorten() and silence >= self.WORDS_COMPLETE_SILENCE_S - 1e-3:
+                decision = EotDecision(reason="transcript", score=self._score)
         if decision is not None:
             self._speech_end_at = None
             self._task = None
         return decision
+
+    def _words_shorten(self) -> bool:
+        """Finished-looking words count when the model is unsure, not when it is sure
+        the caller is mid-sentence (< a quarter of the threshold): STT often mishears a
+        trailing "and" as "end" or "in"."""
+        return (
+            self._words_complete
+            and self._score is not None
+            and self._score >= self._threshold / 4
+        )
 
     def _silence_for(self, score: float) -> float:
         """Silence after which ``score`` clears the bar (the pause itself if it already does).

@@ -62,6 +62,7 @@ class Listener:
             backchannel_words=config.backchannel_words,
         )
         self.eot = EndOfTurn(config, score=turn_model, clock=clock, wake=wake)
+        self._wake = wake
         self.stt = Transcriber(
             stt,
             language=config.language,
@@ -169,9 +170,7 @@ class Listener:
             elif self.turns.overlap_segment(segment, voiced_ms=event.voiced_ms) is Outcome.INTERRUPTION:
                 return await self._overlap_decided(Outcome.INTERRUPTION, utt)
             else:  # short: its words decide
-                self._heard_task = self.stt.transcribe(
-                    self.turns.overlap.audio, prompt=backchannel_prompt(self._config.language)
-                )
+                self._heard_task = asyncio.create_task(self._hear(self.turns.overlap.audio))
                 self._heard_task.add_done_callback(self._on_heard)
         return False
 
@@ -184,7 +183,7 @@ class Listener:
             return False  # more speech came: its pause decides
         try:
             text = (task.result() or "").strip()
-        except (EngineError, asyncio.CancelledError) as exc:
+        except (EngineError, TimeoutError, asyncio.CancelledError) as exc:
             # Unheard words never stop the agent (a real interruption goes on talking
             # and reaches barge_in_min_ms).
             logger.warning("call %s: could not transcribe speech over the agent: %s",
@@ -194,16 +193,27 @@ class Listener:
 
     # --- internals -------------------------------------------------------------------------------
 
+    async def _hear(self, audio: bytes) -> str:
+        """The words said over the agent; bounded, since the agent waits paused meanwhile."""
+        prompt = backchannel_prompt(self._config.language)
+        async with asyncio.timeout(self._config.engine_timeout_s):
+            return await self.stt.transcribe(audio, prompt=prompt)
+
     def _paused(self) -> None:
         """The caller paused after the pending turn: is it complete?"""
         self._decision = None
         audio = self.turns.pending_audio()
         if not audio:
             return
-        self.stt.early(audio)
+        self.stt.early(audio, heard=self._early_heard)
         end = self.turns.pending_speech_end()
         if (decision := self.eot.paused(audio, speech_end_at=end)) is not None:
             self._decided(decision)
+
+    def _early_heard(self, text: str) -> None:
+        if self.eot.waiting:
+            self.eot.heard(text)
+            self._wake()
 
     def _decided(self, decision: EotDecision) -> None:
         self._decision, self._decided_at = decision, self._clock()
@@ -228,18 +238,22 @@ class Listener:
         event = {"type": "overlap", "outcome": outcome.value, "text": overlap.heard,
                  "quiet_ms": overlap.quiet_ms}  # fmt: skip
         if outcome is Outcome.BACKCHANNEL:
-            self._stats.backchannels += 1
             self._out.resume()
             utt.progress_at = self._clock()
-            logger.info("call %s: backchannel %r (%.0f ms), agent resumes", self._call_id,
+            if overlap.audible:
+                self._stats.backchannels += 1
+                await self._out.emit(event)
+            logger.info("call %s: backchannel %r (%.0f ms), agent goes on", self._call_id,
                         overlap.heard, overlap.voiced_ms, extra=self._log_extra)  # fmt: skip
-            await self._out.emit(event)
             return False
         if overlap.audible:
+            # (Speech over a reply not heard yet is the caller going on, not an
+            # interruption: that reply is dropped and their words join the turn.)
             self._stats.interruptions += 1
-        logger.info("call %s: interrupted (utterance %d, %s) by %r", self._call_id, utt.n,
-                    utt.phase, overlap.heard or "long speech", extra=self._log_extra)  # fmt: skip
-        await self._out.emit(event)
+            await self._out.emit(event)
+        logger.info("call %s: %s (utterance %d, %s) by %r", self._call_id,
+                    "interrupted" if overlap.audible else "caller goes on", utt.n, utt.phase,
+                    overlap.heard or "long speech", extra=self._log_extra)  # fmt: skip
         return True
 
     async def close(self) -> None:

@@ -49,10 +49,16 @@ class Transcriber:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         return task
 
-    def early(self, audio: bytes) -> None:
-        """The caller paused: start transcribing the turn so far."""
+    def early(self, audio: bytes, *, heard: Callable[[str], None] | None = None) -> None:
+        """The caller paused: start transcribing the turn so far; ``heard`` gets the text
+        (if it comes before the turn is taken)."""
         self.drop()
-        self._early, self._early_audio = self.transcribe(audio), audio
+        task = self.transcribe(audio)
+        self._early, self._early_audio = task, audio
+        if heard is not None:
+            task.add_done_callback(
+                lambda t: None if t.cancelled() or t.exception() else heard(t.result() or "")
+            )
 
     def take(self, audio: bytes) -> asyncio.Task[str] | None:
         """The early transcription of exactly ``audio``, now owned by the reply."""

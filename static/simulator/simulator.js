@@ -273,6 +273,7 @@ function renderOverlapCounts() {
 const EOT_REASONS = {
   model: "model",
   words: "words",
+  transcript: "finished words",
   max_silence: "longest wait",
   silence_timer: "silence timer",
   no_model: "no model",

@@ -124,3 +124,46 @@ def test_overload_ends_busy_and_is_never_a_provider_failure() -> None:
     )  # fmt: skip
     stall = ending_for_stall("stalled", local=False, config=config)
     assert (stall.reason, stall.say, stall.failed_role) == (EndReason.ERROR, "Sorry.", "")
+
+
+async def test_end_of_turn_waits_by_score_and_words_never_past_the_cap() -> None:
+    """The decision rule on its own (the model is a stub: no audio here)."""
+    import asyncio
+
+    from orchestrator.config import CallConfig
+    from orchestrator.end_of_turn import EndOfTurn
+
+    now = [100.0]
+    config = CallConfig(
+        language="en-US", vad_stop_ms=250, max_turn_silence_ms=2500, turn_threshold=0.5
+    )
+
+    async def run(score: float | None, words: str = "") -> tuple[str, float]:
+        """(reason, silence waited in s)"""
+        async def model(_: bytes) -> float | None:
+            return score
+
+        eot = EndOfTurn(config, score=model, clock=lambda: now[0], wake=lambda: None)
+        speech_end = now[0] - 0.25  # the VAD reports the pause 250 ms after the speech
+        assert eot.paused(b"x", speech_end_at=speech_end) is None
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        if words:
+            eot.heard(words)
+        deadline = eot.deadline()
+        assert deadline is not None
+        now[0] = max(now[0], deadline)
+        decision = eot.poll()
+        assert decision is not None and not eot.waiting
+        return decision.reason, round(now[0] - speech_end, 3)
+
+    assert await run(0.9) == ("model", 0.25)  # complete: at the pause
+    assert await run(0.05) == ("max_silence", 2.5)  # clearly unfinished: the cap
+    reason, waited = await run(0.4)  # unsure: the lowering bar meets it in between
+    assert reason == "model" and 0.25 < waited < 2.5
+    # unsure model, words look done: 1 s; words unfinished: the cap
+    assert await run(0.2, "two people at eight.") == ("transcript", 1.0)
+    assert await run(0.2, "a table for") == ("max_silence", 2.5)
+    # sure it is mid-sentence: the words cannot shorten it (STT hears "and" as "end")
+    assert await run(0.05, "on Friday end.") == ("max_silence", 2.5)
+    assert await run(None) == ("no_model", 0.7)  # model busy: the fallback silence

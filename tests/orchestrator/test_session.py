@@ -375,3 +375,22 @@ async def test_a_fallback_switch_is_stored_on_the_turn_metrics(make_harness) -> 
     assert metrics is not None and metrics.engines["stt"] == "local"
     assert len(metrics.fallbacks) == 1 and metrics.fallbacks[0].startswith("stt: groq -> local")
     assert metrics.as_dict()["fallbacks"] == metrics.fallbacks
+
+
+async def test_a_hung_stt_never_leaves_the_agent_paused_over_a_backchannel(make_harness) -> None:
+    """The agent waits, paused, for the words said over it; a hung STT must not keep it
+    quiet: after the engine timeout the speech counts as unheard and the agent goes on."""
+    h: Harness = make_harness(
+        overrides={"greeting": LONG_REPLY, "engine_timeout_s": 0.3},
+        stt=ScriptedSTT(delay_ms=0, hang=True),
+        tts=ScriptedTTS(ttfb_ms=20, ms_per_char=15, chunk_ms=100, realtime=0),
+    )
+    h.start()
+    await h.until(lambda: h.transport.states()[-1:] == ["speaking"])
+    fragment = speech_pcm16("Hello there")[: 16000 * 2 * 400 // 1000]
+    h.session.push_audio(fragment + silence_pcm16(600))
+    await h.until(lambda: len(h.recorder.by_role("assistant")) == 1, timeout=20)
+    await h.finish()
+    greeting = h.recorder.by_role("assistant")[0]
+    assert not greeting.interrupted and greeting.text == LONG_REPLY
+    assert h.recorder.by_role("user") == [] and h.transport.clears == 0
