@@ -100,6 +100,9 @@ class Script:
     chunk_ms: float = 100.0
     tts_realtime: float = 2.0  # TTS produces audio at this multiple of real time
     silence_timeout_ms: int = 700
+    # "silence": the fixed timer the pipecat peer also runs (comparable figures); "smart":
+    # our default, Smart Turn at each 250 ms pause (its CPU per call, its waits on espeak).
+    turn_detection: str = "silence"
     heard: str = "a table for four"
     reply: str = "Of course, I can do that. For how many people would you like the table tonight?"
     greeting: str = "Hello, Casa Lola here."
@@ -141,6 +144,7 @@ class Script:
                 f"chunk_ms={self.chunk_ms:g};realtime={self.tts_realtime:g}"
             ),
             "silence_timeout_ms": self.silence_timeout_ms,
+            "turn_detection": self.turn_detection,
             "idle_timeout_s": 60,
             "max_call_seconds": 600,
             "is_active": True,
@@ -1090,6 +1094,10 @@ def main() -> None:
             "--" + name.replace("_", "-"), type=float, default=getattr(defaults, name)
         )
     parser.add_argument("--silence-timeout-ms", type=int, default=defaults.silence_timeout_ms)
+    parser.add_argument(
+        "--turn-detection", choices=("silence", "smart"), default=defaults.turn_detection,
+        help="ours: end of turn by the fixed timer (as the peer) or Smart Turn",
+    )
     args = parser.parse_args()
     script = Script(
         **{
@@ -1102,6 +1110,7 @@ def main() -> None:
                 "ms_per_char",
                 "tts_realtime",
                 "silence_timeout_ms",
+                "turn_detection",
             )
         }
     )

@@ -128,6 +128,11 @@ class SileroVad:
         self._floor = rms if floor is None or rms < floor else min(floor * self.FLOOR_RISE, rms)
         return floor is not None and rms < self.QUIET_RMS and rms < floor * self.FLOOR_MARGIN
 
+    @property
+    def floor(self) -> float:
+        """The line's noise floor (RMS of its quietest recent windows), 0 before any."""
+        return self._floor or 0.0
+
     def reset(self) -> None:
         self._state[:] = 0.0
         self._input[:] = 0.0
@@ -191,6 +196,13 @@ class TurnDetector:
     # quiet too. Without this, the 32 ms window grid alone adds 0-32 ms to every reply.
     BLOCK_SAMPLES = 64
     QUIET_RMS = QUIET_RMS
+    # A voice onset is also a window this loud (-30 dBFS, and 18 dB over the line's floor)
+    # before the model calls it speech: Silero needs 100-300 ms on a soft or breathy
+    # onset ("Excuse me"), energy 20-40 ms, and the agent must go quiet at once. Only a
+    # pause hangs on it: the model still decides what is speech (FALSE_START if not).
+    ONSET_RMS = 1000.0
+    ONSET_OVER_FLOOR = 8.0
+    ONSET_MAX_MS = 480.0  # loud but never speech for this long: not a voice (re-arms when quiet)
 
     def __init__(
         self,
@@ -229,6 +241,9 @@ class TurnDetector:
         self._speech_end_pos = 0  # stream position (samples) where speech last ended
         self._pos = 0  # samples scored so far (whole windows)
         self._barge_in_sent = False
+        self._onset_ms: float | None = None  # an energy onset not yet confirmed by the model
+        self._onset_quiet_ms = 0.0
+        self._onset_armed = True
 
     @property
     def in_turn(self) -> bool:
@@ -273,6 +288,7 @@ class TurnDetector:
     def reset(self) -> None:
         self._buf.clear()
         self._preroll.clear()
+        self._onset_ms = None
         self._to_idle()
 
     def _to_idle(self) -> None:
@@ -286,15 +302,22 @@ class TurnDetector:
 
     def _window(self, window: bytes, events: list[TurnEvent]) -> None:
         threshold = self._end_threshold if self._state is _State.SPEECH else self._start_threshold
+        # The line's noise floor before this window; above -40 dBFS it is no floor but the
+        # quietest speech of a digitally silent line (only sound windows are tracked).
+        floor = float(getattr(self._vad, "floor", 0.0))
+        floor = floor if floor < self.QUIET_RMS else 0.0
         voiced = self._vad(window) >= threshold
         if self._state is _State.IDLE:
             if not voiced:
                 self._preroll.append(window)
+                self._energy_onset(window, floor, events)
                 return
             self._state = _State.PENDING
             self._pending = []
             self._voiced_ms = self._gap_ms = 0.0
-            events.append(self._event(TurnEventKind.VOICE_ONSET))
+            if self._onset_ms is None:
+                events.append(self._event(TurnEventKind.VOICE_ONSET))
+            self._onset_ms = None
 
         if self._state is _State.PENDING:
             self._pending.append(window)
@@ -320,7 +343,12 @@ class TurnDetector:
                 # Too short to be speech: the burst becomes part of the pre-roll history.
                 self._preroll.extend(self._pending)
                 self._to_idle()
-                events.append(self._event(TurnEventKind.FALSE_START))
+                if self._loud_until(window):
+                    # The line is not quiet: maybe the gap inside a word ("Ex-cuse").
+                    # Still a possible voice: the energy onset rule decides.
+                    self._onset_ms, self._onset_quiet_ms = 0.0, 0.0
+                else:
+                    events.append(self._event(TurnEventKind.FALSE_START))
             return
 
         # SPEECH
@@ -351,6 +379,28 @@ class TurnDetector:
                 events.append(self._end_turn())
         elif too_long:
             events.append(self._end_turn())
+
+    def _energy_onset(self, window: bytes, floor: float, events: list[TurnEvent]) -> None:
+        """IDLE, not (yet) speech to the model: a loud window is a voice onset."""
+        x = np.frombuffer(window, "<i2").astype(np.float32)
+        rms = float(np.sqrt(np.dot(x, x) / len(x)))
+        loud = rms >= max(self.ONSET_RMS, floor * self.ONSET_OVER_FLOOR)
+        if self._onset_ms is None:
+            if loud and self._onset_armed:
+                self._onset_ms, self._onset_quiet_ms = 0.0, 0.0
+                events.append(self._event(TurnEventKind.VOICE_ONSET))
+            elif not loud:
+                self._onset_armed = True
+            return
+        self._onset_ms += WINDOW_MS
+        # Hysteresis: once started, the voice goes on until the line is quiet again.
+        quiet = rms < max(self.QUIET_RMS, floor * 2.0)
+        self._onset_quiet_ms = self._onset_quiet_ms + WINDOW_MS if quiet else 0.0
+        if self._onset_quiet_ms >= self.PENDING_GAP_MS or self._onset_ms >= self.ONSET_MAX_MS:
+            # A click, a knock, a burst of noise: not a voice after all.
+            self._onset_armed = not loud
+            self._onset_ms = None
+            events.append(self._event(TurnEventKind.FALSE_START))
 
     def _maybe_barge_in(self, events: list[TurnEvent]) -> None:
         if not self._barge_in_sent and self._voiced_ms >= self._barge_in_ms:

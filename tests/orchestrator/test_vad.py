@@ -58,11 +58,32 @@ def test_a_pause_shorter_than_the_silence_timeout_stays_in_the_turn() -> None:
     assert [e.kind for e in events].count(TurnEventKind.TURN_ENDED) == 1
 
 
-def test_a_short_noise_burst_makes_no_event() -> None:
+def test_a_short_noise_burst_is_at_most_a_voice_onset_then_a_false_start() -> None:
+    """Loud enough to pause the agent for a moment (the energy onset), never a turn."""
     rng = np.random.default_rng(1)
     noise = rng.normal(0, 6000, 1600).astype("<i2").tobytes()  # 100 ms
     d = detector()
-    assert feed_in_frames(d, silence_pcm16(500) + noise + silence_pcm16(1000)) == []
+    kinds = [e.kind for e in feed_in_frames(d, silence_pcm16(500) + noise + silence_pcm16(1000))]
+    assert kinds == [TurnEventKind.VOICE_ONSET, TurnEventKind.FALSE_START]
+
+
+def test_a_loud_voice_onset_comes_before_the_model_calls_it_speech() -> None:
+    """A breathy onset the model needs a few windows for still pauses the agent at once."""
+    speech = speech_pcm16("Excuse me, I think I called the wrong number.")
+    events = feed_in_frames(detector(), silence_pcm16(500) + speech + silence_pcm16(800))
+    kinds = [e.kind for e in events]
+    assert kinds[0] is TurnEventKind.VOICE_ONSET and TurnEventKind.FALSE_START not in kinds[:2]
+    assert kinds.count(TurnEventKind.SPEECH_STARTED) >= 1
+    assert events[0].at <= events[kinds.index(TurnEventKind.SPEECH_STARTED)].at
+
+
+def test_steady_loud_noise_pauses_once_then_never_again_until_it_stops() -> None:
+    """A loud line that is not speech: one false start, no flapping pause/resume."""
+    rng = np.random.default_rng(2)
+    hum = rng.normal(0, 3000, 16000 * 3).astype("<i2").tobytes()  # 3 s, -21 dBFS
+    kinds = [e.kind for e in feed_in_frames(detector(), silence_pcm16(300) + hum)]
+    assert kinds.count(TurnEventKind.VOICE_ONSET) <= 1
+    assert TurnEventKind.SPEECH_STARTED not in kinds
 
 
 def test_a_false_start_starts_a_turn_but_never_reaches_barge_in() -> None:
