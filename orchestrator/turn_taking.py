@@ -139,9 +139,13 @@ class TurnTaking:
             return Outcome.INTERRUPTION
         return Outcome.UNDECIDED
 
-    # Nobody says more than ~4.5 words a second; STT "hearing" more in a short overlap
-    # is a murmur it made words of (piper's "mm-hmm" comes back as "in a month").
+    # Nobody says more than ~4.5 words a second; STT "hearing" a few fast words in a very
+    # short overlap is a murmur it made words of (piper's "mm-hmm" comes back as "in a
+    # month"). Kept narrow: the VAD's voiced time undercounts fluent speech, so longer
+    # phrases ("Actually, make that six people") are never judged by their rate.
     MAX_WORDS_PER_S = 5.5
+    MURMUR_MAX_WORDS = 3
+    MURMUR_MAX_MS = 600.0
 
     def overlap_heard(self, text: str) -> Outcome:
         """The overlap's words: only acknowledgements resume the agent."""
@@ -149,8 +153,12 @@ class TurnTaking:
         self.overlap.heard = text
         if is_backchannel(text, self._language, self._backchannels):
             return Outcome.BACKCHANNEL
-        voiced_s = max(self.overlap.voiced_ms, 1.0) / 1000.0
-        if len(words_of(text)) >= 3 and len(words_of(text)) / voiced_s > self.MAX_WORDS_PER_S:
+        n, voiced_ms = len(words_of(text)), max(self.overlap.voiced_ms, 1.0)
+        if (
+            n <= self.MURMUR_MAX_WORDS
+            and voiced_ms < self.MURMUR_MAX_MS
+            and n / (voiced_ms / 1000.0) > self.MAX_WORDS_PER_S
+        ):
             return Outcome.BACKCHANNEL
         return Outcome.INTERRUPTION
 

@@ -167,3 +167,14 @@ async def test_end_of_turn_waits_by_score_and_words_never_past_the_cap() -> None
     # sure it is mid-sentence: the words cannot shorten it (STT hears "and" as "end")
     assert await run(0.05, "on Friday end.") == ("max_silence", 2.5)
     assert await run(None) == ("no_model", 0.7)  # model busy: the fallback silence
+
+
+def test_a_fast_short_phrase_is_a_misheard_murmur_but_a_longer_one_interrupts() -> None:
+    turns = _turns()
+    turns.overlap_started(onset=1.0, audible=True)
+    turns.overlap_segment(_segment(turns, 1.0), voiced_ms=400)
+    assert turns.overlap_heard("In a month.") is Outcome.BACKCHANNEL  # 7.5 words/s
+    turns.end_overlap(Outcome.BACKCHANNEL)
+    turns.overlap_started(onset=5.0, audible=True)
+    turns.overlap_segment(_segment(turns, 5.0), voiced_ms=700)
+    assert turns.overlap_heard("Actually, make that six people.") is Outcome.INTERRUPTION
