@@ -143,8 +143,8 @@ class TurnTaking:
     # short overlap is a murmur it made words of (piper's "mm-hmm" comes back as "in a
     # month"). Kept narrow: the VAD's voiced time undercounts fluent speech, so longer
     # phrases ("Actually, make that six people") are never judged by their rate.
-    MAX_WORDS_PER_S = 5.5
-    MURMUR_MAX_WORDS = 3
+    MAX_WORDS_PER_S = 6.0
+    MURMUR_WORDS = (2, 3)  # one word is never a murmur: "Wait." or "Stop." must interrupt
     MURMUR_MAX_MS = 600.0
 
     def overlap_heard(self, text: str) -> Outcome:
@@ -155,7 +155,7 @@ class TurnTaking:
             return Outcome.BACKCHANNEL
         n, voiced_ms = len(words_of(text)), max(self.overlap.voiced_ms, 1.0)
         if (
-            n <= self.MURMUR_MAX_WORDS
+            self.MURMUR_WORDS[0] <= n <= self.MURMUR_WORDS[1]
             and voiced_ms < self.MURMUR_MAX_MS
             and n / (voiced_ms / 1000.0) > self.MAX_WORDS_PER_S
         ):

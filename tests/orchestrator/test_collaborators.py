@@ -178,3 +178,7 @@ def test_a_fast_short_phrase_is_a_misheard_murmur_but_a_longer_one_interrupts() 
     turns.overlap_started(onset=5.0, audible=True)
     turns.overlap_segment(_segment(turns, 5.0), voiced_ms=700)
     assert turns.overlap_heard("Actually, make that six people.") is Outcome.INTERRUPTION
+    turns.end_overlap(Outcome.INTERRUPTION)
+    turns.overlap_started(onset=9.0, audible=True)
+    turns.overlap_segment(_segment(turns, 9.0), voiced_ms=160)
+    assert turns.overlap_heard("Wait.") is Outcome.INTERRUPTION  # one quick word is a word
