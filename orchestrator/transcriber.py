@@ -61,7 +61,11 @@ class Transcriber:
             )
 
     def take(self, audio: bytes) -> asyncio.Task[str] | None:
-        """The early transcription of exactly ``audio``, now owned by the reply."""
+        """The early transcription of exactly ``audio``, now owned by the reply. A partial
+        still running is dropped: it would show words after the final transcript."""
+        if self._partial is not None:
+            self._partial.cancel()
+            self._partial = None
         task, self._early = self._early, None
         if task is not None and self._early_audio == audio:
             return task
@@ -84,14 +88,17 @@ class Transcriber:
     async def _run_partial(self, audio: bytes) -> None:
         try:
             text = (await self.transcribe(audio)).strip()
+            if text and text != self._last_partial:
+                self._last_partial = text
+                await self._emit(
+                    {"type": "transcript", "role": "user", "text": text, "final": False}
+                )
         except EngineError as exc:
             logger.info("partial transcript failed: %s", exc, extra=self._log_extra)
-            return
         finally:
-            self._partial = None
-        if text and text != self._last_partial:
-            self._last_partial = text
-            await self._emit({"type": "transcript", "role": "user", "text": text, "final": False})
+            # (A cancelled partial may finish after a newer one started: keep that one.)
+            if self._partial is asyncio.current_task():
+                self._partial = None
 
     async def close(self) -> None:
         tasks = [t for t in (self._early, self._partial) if t is not None]
