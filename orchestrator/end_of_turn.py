@@ -67,6 +67,7 @@ class EndOfTurn:
         self._vad_stop_s = config.vad_stop_ms / 1000.0
         self._max_s = max(config.max_turn_silence_ms / 1000.0, self._vad_stop_s)
         self._task: asyncio.Task[None] | None = None
+        self._dropped: set[asyncio.Task[None]] = set()  # cancelled, awaited by close()
         self._speech_end_at: float | None = None  # None: nothing waiting for a decision
         self._scored = False
         self._score: float | None = None
@@ -95,9 +96,14 @@ class EndOfTurn:
         self._scored = False
         self._score = None
         self._words_complete = False
-        if self._task is not None:
-            self._task.cancel()  # the model job itself finishes in its thread, unseen
-            self._task = None
+        self._drop_task()
+
+    def _drop_task(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()  # the model job itself finishes in its thread, unseen
+            self._dropped.add(task)
+            task.add_done_callback(self._dropped.discard)
 
     def heard(self, text: str) -> None:
         """The transcript of the paused turn: finished-looking words shorten the wait."""
@@ -137,7 +143,7 @@ class EndOfTurn:
                 decision = EotDecision(reason="transcript", score=self._score)
         if decision is not None:
             self._speech_end_at = None
-            self._task = None
+            self._drop_task()
         return decision
 
     def _words_shorten(self) -> bool:
@@ -173,13 +179,14 @@ class EndOfTurn:
         except Exception:
             logger.exception("end-of-turn model failed; using the silence fallback")
             score = None
+        if self._task is not asyncio.current_task():
+            return  # a pause already decided or abandoned: its score is stale
         if score is not None:
             self.inferences += 1
         self._scored, self._score = True, score
         self._wake()
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        self._drop_task()
+        tasks, self._dropped = list(self._dropped), set()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -73,6 +73,7 @@ class Listener:
         self._decision: EotDecision | None = None  # for the pending turn, once decided
         self._decided_at = 0.0
         self._heard_task: asyncio.Task[str] | None = None
+        self._dropped: set[asyncio.Task[str]] = set()  # cancelled, awaited by close()
         self._onset_pause = False  # agent paused at a voice onset not yet known as speech
 
     # --- what the session asks ----------------------------------------------------------------
@@ -128,6 +129,7 @@ class Listener:
             # It ended on its own (an empty reply) while the caller spoke over it: their
             # speech is simply their turn.
             self.turns.end_overlap(Outcome.INTERRUPTION)
+        self._drop_heard()
         self._out.resume()
         if self._decision is None and not self.turns.user_speaking and not self.eot.waiting:
             self._paused()  # an interruption's words, or a joined turn: is it complete?
@@ -169,7 +171,8 @@ class Listener:
                 self._paused()
             elif self.turns.overlap_segment(segment, voiced_ms=event.voiced_ms) is Outcome.INTERRUPTION:
                 return await self._overlap_decided(Outcome.INTERRUPTION, utt)
-            else:  # short: its words decide
+            else:  # short: its words decide (all of the overlap's speech so far)
+                self._drop_heard()
                 self._heard_task = asyncio.create_task(self._hear(self.turns.overlap.audio))
                 self._heard_task.add_done_callback(self._on_heard)
         return False
@@ -183,11 +186,12 @@ class Listener:
             return False  # more speech came: its pause decides
         try:
             text = (task.result() or "").strip()
-        except (EngineError, TimeoutError, asyncio.CancelledError) as exc:
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001
             # Unheard words never stop the agent (a real interruption goes on talking
-            # and reaches barge_in_min_ms).
-            logger.warning("call %s: could not transcribe speech over the agent: %s",
-                           self._call_id, exc, extra=self._log_extra)  # fmt: skip
+            # and reaches barge_in_min_ms); nothing here may end the call.
+            logger.warning("call %s: could not transcribe speech over the agent: %r",
+                           self._call_id, exc, exc_info=not isinstance(exc, EngineError),
+                           extra=self._log_extra)  # fmt: skip
             text = ""
         return await self._overlap_decided(self.turns.overlap_heard(text), utt)
 
@@ -209,6 +213,13 @@ class Listener:
         end = self.turns.pending_speech_end()
         if (decision := self.eot.paused(audio, speech_end_at=end)) is not None:
             self._decided(decision)
+
+    def _drop_heard(self) -> None:
+        task, self._heard_task = self._heard_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            self._dropped.add(task)
+            task.add_done_callback(self._dropped.discard)
 
     def _early_heard(self, text: str) -> None:
         if self.eot.waiting:
@@ -257,9 +268,8 @@ class Listener:
         return True
 
     async def close(self) -> None:
-        task, self._heard_task = self._heard_task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        self._drop_heard()
+        tasks, self._dropped = list(self._dropped), set()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.eot.close()
         await self.stt.close()

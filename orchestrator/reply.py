@@ -172,8 +172,8 @@ class ReplyPipeline:
                         extra={"call_id": self._config.call_id})  # fmt: skip
             return
         await self._emit({"type": "transcript", "role": "user", "text": text, "final": False})
+        utt.user_text = text  # (stored if the call ends while we hold for more words)
         await self._hold_if_unfinished(utt, turn, text)
-        utt.user_text = text
         utt.phase = "llm"
         messages = self._transcript.messages(self._config.system_prompt, pending_user=text)
         await self.speak(utt, self._llm_sentences(utt, messages))

@@ -396,7 +396,7 @@ class CallSession:
         # The caller went on before their turn was even recorded (we were transcribing
         # it, or holding it for the rest of the sentence): it joins what they say next.
         merged = (
-            cut and self._end_reason is None and utt.turn is not None
+            cut and failed is None and self._end_reason is None and utt.turn is not None
             and utt.user_sequence is None and not why
         )  # fmt: skip
         if not merged:

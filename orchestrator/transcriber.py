@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from orchestrator.contracts import INPUT_SAMPLE_RATE
-from orchestrator.engines import EngineError
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +37,7 @@ class Transcriber:
         self._early_audio = b""
         self._partial: asyncio.Task[None] | None = None
         self._last_partial = ""
+        self._dropped: set[asyncio.Task[Any]] = set()  # cancelled, awaited by close()
 
     def transcribe(self, audio: bytes, *, prompt: str = "") -> asyncio.Task[str]:
         """One transcription task (the caller awaits or cancels it)."""
@@ -53,24 +53,27 @@ class Transcriber:
         """The caller paused: start transcribing the turn so far; ``heard`` gets the text
         (if it comes before the turn is taken)."""
         self.drop()
+        self._drop_partial()  # the reply will wait on this one: nothing queued before it
         task = self.transcribe(audio)
         self._early, self._early_audio = task, audio
         if heard is not None:
-            task.add_done_callback(
-                lambda t: None if t.cancelled() or t.exception() else heard(t.result() or "")
-            )
+
+            def done(t: asyncio.Task[str]) -> None:
+                # Only while it is still the pause's transcript (not taken, not dropped).
+                if t is self._early and not t.cancelled() and t.exception() is None:
+                    heard(t.result() or "")
+
+            task.add_done_callback(done)
 
     def take(self, audio: bytes) -> asyncio.Task[str] | None:
         """The early transcription of exactly ``audio``, now owned by the reply. A partial
         still running is dropped: it would show words after the final transcript."""
-        if self._partial is not None:
-            self._partial.cancel()
-            self._partial = None
+        self._drop_partial()
+        self._last_partial = ""
         task, self._early = self._early, None
         if task is not None and self._early_audio == audio:
             return task
-        if task is not None:
-            task.cancel()
+        self._forget(task)
         return None
 
     def partial(self, audio: bytes) -> None:
@@ -81,9 +84,18 @@ class Transcriber:
 
     def drop(self) -> None:
         """The caller went on, or the turn was answered: early work is stale."""
-        if self._early is not None:
-            self._early.cancel()
-            self._early = None
+        task, self._early = self._early, None
+        self._forget(task)
+
+    def _drop_partial(self) -> None:
+        task, self._partial = self._partial, None
+        self._forget(task)
+
+    def _forget(self, task: asyncio.Task[Any] | None) -> None:
+        if task is not None and not task.done():
+            task.cancel()
+            self._dropped.add(task)
+            task.add_done_callback(self._dropped.discard)
 
     async def _run_partial(self, audio: bytes) -> None:
         try:
@@ -93,16 +105,15 @@ class Transcriber:
                 await self._emit(
                     {"type": "transcript", "role": "user", "text": text, "final": False}
                 )
-        except EngineError as exc:
-            logger.info("partial transcript failed: %s", exc, extra=self._log_extra)
+        except Exception as exc:  # noqa: BLE001 - a partial is a display nicety
+            logger.info("partial transcript failed: %r", exc, extra=self._log_extra)
         finally:
             # (A cancelled partial may finish after a newer one started: keep that one.)
             if self._partial is asyncio.current_task():
                 self._partial = None
 
     async def close(self) -> None:
-        tasks = [t for t in (self._early, self._partial) if t is not None]
-        self._early = self._partial = None
-        for task in tasks:
-            task.cancel()
+        self.drop()
+        self._drop_partial()
+        tasks, self._dropped = list(self._dropped), set()
         await asyncio.gather(*tasks, return_exceptions=True)

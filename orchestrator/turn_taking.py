@@ -148,9 +148,12 @@ class TurnTaking:
     MURMUR_MAX_MS = 600.0
 
     def overlap_heard(self, text: str) -> Outcome:
-        """The overlap's words: only acknowledgements resume the agent."""
+        """The overlap's words: only acknowledgements resume the agent. Over a reply the
+        caller has not heard yet, every word counts: they are going on with their turn."""
         assert self.overlap is not None
         self.overlap.heard = text
+        if not self.overlap.audible:
+            return Outcome.INTERRUPTION
         if is_backchannel(text, self._language, self._backchannels):
             return Outcome.BACKCHANNEL
         n, voiced_ms = len(words_of(text)), max(self.overlap.voiced_ms, 1.0)

@@ -102,19 +102,23 @@ def is_backchannel(text: str, language: str, extra: Iterable[str] = ()) -> bool:
     cough or a breath the STT heard as nothing is no reason to stop the agent.
     """
     lang = _lang(language)
-    known = (
-        BACKCHANNELS[lang]
-        | INCOMPLETE_ENDINGS[lang]
-        | {e.strip().lower() for e in extra if e.strip()}
-    )
+    acks = BACKCHANNELS[lang] | {e.strip().lower() for e in extra if e.strip()}
     words = [w for w in words_of(text) if w]
     if not words:
         return True
     phrase = " ".join(words)
-    for entry in sorted((e for e in known if " " in e), key=len, reverse=True):
-        phrase = phrase.replace(entry, " ")
-    singles = {e for e in known if " " not in e}
-    return all(_known_word(w, singles) for w in phrase.split())
+    matched_phrase = False
+    for entry in sorted((e for e in acks if " " in e), key=len, reverse=True):
+        if entry in phrase:
+            matched_phrase = True
+            phrase = phrase.replace(entry, " ")
+    singles = {e for e in acks if " " not in e}
+    function = INCOMPLETE_ENDINGS[lang]
+    rest = phrase.split()
+    # Function words pass only beside an acknowledgement ("and then, mm-hmm"): alone,
+    # "But…", "To." or "When?" are the caller starting to say something.
+    has_ack = matched_phrase or any(_known_word(w, singles) for w in rest)
+    return has_ack and all(_known_word(w, singles) or w in function for w in rest)
 
 
 def _known_word(word: str, singles: set[str] | frozenset[str]) -> bool:

@@ -119,6 +119,7 @@ class Harness:
         tts: ScriptedTTS | None = None,
         sample_rate: int = 16000,
         recorder: RecordingRecorder | None = None,
+        turn_model: Any = None,
     ) -> None:
         self.config = config or BASE_CONFIG
         self.stt = stt or ScriptedSTT(delay_ms=20, text="I would like a table")
@@ -132,6 +133,7 @@ class Harness:
             engines=Engines(stt=self.stt, llm=self.llm, tts=self.tts),
             transport=self.transport,
             recorder=self.recorder,
+            turn_model=turn_model,
         )
         self.task: asyncio.Task[EndReason] | None = None
 
