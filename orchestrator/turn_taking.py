@@ -144,7 +144,9 @@ class TurnTaking:
     # month"). Kept narrow: the VAD's voiced time undercounts fluent speech, so longer
     # phrases ("Actually, make that six people") are never judged by their rate.
     MAX_WORDS_PER_S = 6.0
-    MURMUR_WORDS = (2, 3)  # one word is never a murmur: "Wait." or "Stop." must interrupt
+    # One word is never a murmur ("Wait." or "Stop." must interrupt); piper's "Mhm." comes
+    # back as "and make sure" or "And make a check." from 400-500 ms of speech.
+    MURMUR_WORDS = (2, 4)
     MURMUR_MAX_MS = 600.0
 
     def overlap_heard(self, text: str) -> Outcome:
