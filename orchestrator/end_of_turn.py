@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from orchestrator.config import CallConfig
+from orchestrator.task_reaper import DroppedTasks
 from orchestrator.turn_words import ends_incomplete
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class EndOfTurn:
         self._vad_stop_s = config.vad_stop_ms / 1000.0
         self._max_s = max(config.max_turn_silence_ms / 1000.0, self._vad_stop_s)
         self._task: asyncio.Task[None] | None = None
-        self._dropped: set[asyncio.Task[None]] = set()  # cancelled, awaited by close()
+        self._dropped = DroppedTasks()
         self._speech_end_at: float | None = None  # None: nothing waiting for a decision
         self._scored = False
         self._score: float | None = None
@@ -99,11 +100,9 @@ class EndOfTurn:
         self._drop_task()
 
     def _drop_task(self) -> None:
+        # (The model job itself finishes in its thread, unseen.)
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()  # the model job itself finishes in its thread, unseen
-            self._dropped.add(task)
-            task.add_done_callback(self._dropped.discard)
+        self._dropped.drop(task)
 
     def heard(self, text: str) -> None:
         """The transcript of the paused turn: finished-looking words shorten the wait."""
@@ -188,5 +187,4 @@ class EndOfTurn:
 
     async def close(self) -> None:
         self._drop_task()
-        tasks, self._dropped = list(self._dropped), set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._dropped.close()

@@ -24,6 +24,7 @@ from orchestrator.engines import EngineError
 from orchestrator.playout import PacedPlayout
 from orchestrator.reply import Utterance
 from orchestrator.stats import CallStats
+from orchestrator.task_reaper import DroppedTasks
 from orchestrator.transcriber import Transcriber
 from orchestrator.turn_taking import Outcome, TurnTaking, UserTurn
 from orchestrator.turn_words import backchannel_prompt
@@ -73,7 +74,7 @@ class Listener:
         self._decision: EotDecision | None = None  # for the pending turn, once decided
         self._decided_at = 0.0
         self._heard_task: asyncio.Task[str] | None = None
-        self._dropped: set[asyncio.Task[str]] = set()  # cancelled, awaited by close()
+        self._dropped = DroppedTasks()
         self._onset_pause = False  # agent paused at a voice onset not yet known as speech
 
     # --- what the session asks ----------------------------------------------------------------
@@ -216,10 +217,7 @@ class Listener:
 
     def _drop_heard(self) -> None:
         task, self._heard_task = self._heard_task, None
-        if task is not None and not task.done():
-            task.cancel()
-            self._dropped.add(task)
-            task.add_done_callback(self._dropped.discard)
+        self._dropped.drop(task)
 
     def _early_heard(self, text: str) -> None:
         if self.eot.waiting:
@@ -269,7 +267,6 @@ class Listener:
 
     async def close(self) -> None:
         self._drop_heard()
-        tasks, self._dropped = list(self._dropped), set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._dropped.close()
         await self.eot.close()
         await self.stt.close()

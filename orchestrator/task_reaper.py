@@ -30,6 +30,24 @@ class TaskReaper:
             await asyncio.wait(list(self._abandoned), timeout=wait_s)
 
 
+class DroppedTasks:
+    """Tasks whose result is no longer wanted (the caller went on, a newer one replaced
+    them): cancelled at once, kept referenced until they finish, awaited by ``close``."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def drop(self, task: asyncio.Task[Any] | None) -> None:
+        if task is not None and not task.done():
+            task.cancel()
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        tasks, self._tasks = list(self._tasks), set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def cancel_all(*tasks: asyncio.Task[Any] | None) -> None:
     live = [t for t in tasks if t is not None and not t.done()]
     for task in live:

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from orchestrator.contracts import INPUT_SAMPLE_RATE
+from orchestrator.task_reaper import DroppedTasks
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class Transcriber:
         self._early_audio = b""
         self._partial: asyncio.Task[None] | None = None
         self._last_partial = ""
-        self._dropped: set[asyncio.Task[Any]] = set()  # cancelled, awaited by close()
+        self._dropped = DroppedTasks()
 
     def transcribe(self, audio: bytes, *, prompt: str = "") -> asyncio.Task[str]:
         """One transcription task (the caller awaits or cancels it)."""
@@ -73,7 +74,7 @@ class Transcriber:
         task, self._early = self._early, None
         if task is not None and self._early_audio == audio:
             return task
-        self._forget(task)
+        self._dropped.drop(task)
         return None
 
     def partial(self, audio: bytes) -> None:
@@ -85,17 +86,11 @@ class Transcriber:
     def drop(self) -> None:
         """The caller went on, or the turn was answered: early work is stale."""
         task, self._early = self._early, None
-        self._forget(task)
+        self._dropped.drop(task)
 
     def _drop_partial(self) -> None:
         task, self._partial = self._partial, None
-        self._forget(task)
-
-    def _forget(self, task: asyncio.Task[Any] | None) -> None:
-        if task is not None and not task.done():
-            task.cancel()
-            self._dropped.add(task)
-            task.add_done_callback(self._dropped.discard)
+        self._dropped.drop(task)
 
     async def _run_partial(self, audio: bytes) -> None:
         try:
@@ -115,5 +110,4 @@ class Transcriber:
     async def close(self) -> None:
         self.drop()
         self._drop_partial()
-        tasks, self._dropped = list(self._dropped), set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._dropped.close()
