@@ -108,7 +108,9 @@ async def test_a_complete_turn_is_answered_without_waiting_for_the_silence_cap(
     assert metrics.endpointing_ms <= 2500 + 200
 
 
-@pytest.mark.parametrize("phrase", ["Mm-hmm.", "Yeah.", "Okay."])
+# (Not piper's "Mm-hmm.": it is no hum but spoken words, and Whisper tiny.en hears a fresh
+# synthesis as "in a month" or "Hey, mm-hmm" by turns; bench/turn_taking.py measures it.)
+@pytest.mark.parametrize("phrase", ["Uh-huh.", "Yeah.", "Okay."])
 async def test_a_backchannel_over_the_greeting_does_not_stop_the_agent(make_harness, phrase) -> None:
     h = smart_harness(make_harness, greeting=GREETING)
     h.start()
