@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from django.core.exceptions import ValidationError
@@ -53,10 +54,49 @@ def validate_json_schema(value: object) -> None:
         raise ValidationError(f"Invalid JSON Schema: {exc.message}") from exc
 
 
+BUILTIN_TOOL_NAMES = ("end_call", "transfer_call")
+_SIP_OR_E164 = re.compile(r"^(\+[1-9]\d{6,14}|sips?:[^\s@]+@[^\s]+)$")
+
+
+def transfer_target_list(value: str) -> tuple[tuple[str, str], ...]:
+    """``"Front desk = +34910000000"`` lines -> ``(("Front desk", "+34910000000"),)``.
+
+    A line without a label uses the destination as its label. Raises ``ValidationError``
+    for a destination that is neither E.164 nor a SIP URI."""
+    targets: list[tuple[str, str]] = []
+    errors: list[str] = []
+    for line in value.splitlines():
+        if not line.strip():
+            continue
+        label, _, destination = line.rpartition("=")
+        destination = destination.strip()
+        label = label.strip() or destination
+        if not _SIP_OR_E164.match(destination):
+            errors.append(
+                f"“{destination}” is not an E.164 number (+34910000000) or a SIP URI "
+                "(sip:desk@example.com)."
+            )
+            continue
+        targets.append((label, destination))
+    if errors:
+        raise ValidationError(errors)
+    return tuple(targets)
+
+
+def validate_transfer_targets(value: str) -> None:
+    transfer_target_list(value)
+
+
 class Channel(models.TextChoices):
     BROWSER = "browser", "Browser simulator"
     TWILIO = "twilio", "Twilio"
     TELNYX = "telnyx", "Telnyx"
+
+
+class VoicemailAction(models.TextChoices):
+    OFF = "off", "Off (no detection)"
+    HANG_UP = "hang_up", "Detect, hang up on a machine"
+    LEAVE_MESSAGE = "leave_message", "Detect, leave the voicemail message"
 
 
 class TurnDetection(models.TextChoices):
@@ -209,6 +249,46 @@ class AgentProfile(models.Model):
     )
     webhook_secret = models.CharField(
         max_length=200, blank=True, help_text="HMAC-SHA256 key for the X-Voiceapp-Signature header."
+    )
+
+    # Tools (docs/tools.md): what the agent can do besides talking. HTTP tools are the
+    # ProfileTool rows below the profile.
+    end_call_enabled = models.BooleanField(
+        "agent may hang up",
+        default=True,
+        help_text="The agent ends the call after its goodbye (tool end_call; with the local "
+        "offline model, which cannot call tools, a goodbye in its own words ends the call).",
+    )
+    transfer_destinations = models.TextField(
+        blank=True,
+        validators=[validate_transfer_targets],
+        help_text="One per line, “Label = destination”, destination an E.164 number or a SIP "
+        "URI (e.g. “Front desk = +34910000000”). The agent may transfer the caller only to "
+        "these. Empty: no transfer.",
+    )
+    transfer_message = models.CharField(
+        max_length=300,
+        default="Le paso con una persona. Un momento, por favor.",
+        help_text="Said before a transfer.",
+    )
+    tool_filler = models.CharField(
+        "tool filler",
+        max_length=200,
+        default="Un momento, lo compruebo.",
+        help_text="Said when a tool takes longer than a second, so the caller never hears "
+        "dead air.",
+    )
+    voicemail_action = models.CharField(
+        "answering machine",
+        max_length=20,
+        choices=VoicemailAction.choices,
+        default=VoicemailAction.OFF,
+        help_text="Outbound calls: detect an answering machine (carrier AMD) and hang up or "
+        "leave the voicemail message after the beep. Off: no detection (the agent greets "
+        "whoever answers at once).",
+    )
+    voicemail_message = models.TextField(
+        blank=True, help_text="Left after the beep when the answering machine option says so."
     )
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -376,6 +456,14 @@ class Call(models.Model):
     extraction = models.JSONField(null=True, blank=True)
     extraction_error = models.TextField(blank=True)
     webhook_status = models.CharField(max_length=40, blank=True)
+    transferred_to = models.CharField(
+        max_length=200, blank=True, help_text="Where the agent transferred the call."
+    )
+    answered_by = models.CharField(
+        max_length=40,
+        blank=True,
+        help_text="Outbound answering-machine detection verdict (human, machine, unknown…).",
+    )
 
     class Meta:
         ordering = ["-started_at"]
@@ -394,7 +482,9 @@ class Call(models.Model):
 class Turn(models.Model):
     call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="turns")
     sequence = models.PositiveIntegerField()
-    role = models.CharField(max_length=10, choices=[("user", "User"), ("assistant", "Assistant")])
+    role = models.CharField(
+        max_length=10, choices=[("user", "User"), ("assistant", "Assistant"), ("tool", "Tool")]
+    )
     text = models.TextField()
     started_at = models.DateTimeField()
     ended_at = models.DateTimeField()
@@ -403,6 +493,12 @@ class Turn(models.Model):
     unanswered = models.BooleanField(default=False)
     unanswered_reason = models.CharField(max_length=300, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
+    # Tool turns (role "tool"): the call the LLM made and what came back.
+    tool_name = models.CharField(max_length=64, blank=True)
+    tool_arguments = models.JSONField(null=True, blank=True)
+    tool_result = models.TextField(blank=True)
+    tool_status = models.CharField(max_length=10, blank=True)  # orchestrator.tools.ToolStatus
+    tool_latency_ms = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering = ["call", "sequence"]
@@ -412,6 +508,72 @@ class Turn(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role}: {self.text[:60]}"
+
+
+tool_name_validator = RegexValidator(
+    r"^[a-zA-Z][a-zA-Z0-9_-]{0,63}$",
+    "Letters, digits, _ and -, starting with a letter (at most 64): the LLM calls it by this name.",
+)
+
+
+def validate_tool_parameters(value: object) -> None:
+    validate_json_schema(value)
+    if not isinstance(value, dict) or value.get("type") != "object":
+        raise ValidationError('Tool parameters must be a JSON Schema with "type": "object".')
+
+
+def default_tool_parameters() -> dict[str, object]:
+    return {"type": "object", "properties": {}, "required": []}
+
+
+class ProfileTool(models.Model):
+    """An HTTP tool the agent may call (docs/tools.md): a signed request to ``url`` with
+    the LLM's arguments; the response is what the LLM reads back."""
+
+    class Method(models.TextChoices):
+        POST = "POST", "POST (arguments as the JSON body)"
+        GET = "GET", "GET (arguments as query parameters)"
+
+    profile = models.ForeignKey(AgentProfile, on_delete=models.CASCADE, related_name="tools")
+    name = models.CharField(max_length=64, validators=[tool_name_validator])
+    description = models.TextField(
+        help_text="What the tool does and when to use it: the LLM reads this to decide."
+    )
+    parameters = models.JSONField(
+        "arguments schema",
+        default=default_tool_parameters,
+        validators=[validate_tool_parameters],
+        help_text='JSON Schema of the arguments, e.g. {"type": "object", "properties": '
+        '{"party_size": {"type": "integer"}}, "required": ["party_size"]}.',
+    )
+    url = models.URLField(max_length=500)
+    method = models.CharField(max_length=6, choices=Method.choices, default=Method.POST)
+    timeout_s = models.FloatField(
+        "timeout (s)",
+        default=5.0,
+        validators=[MinValueValidator(0.5), MaxValueValidator(10.0)],
+        help_text="Past this the LLM is told the tool timed out; the call goes on.",
+    )
+    secret = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="HMAC-SHA256 key: each request carries X-Voiceapp-Signature: sha256=<hex> "
+        "of its body (the same scheme as the profile webhook).",
+    )
+    is_active = models.BooleanField("active", default=True)
+
+    class Meta:
+        ordering = ["profile", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["profile", "name"], name="one_tool_name_per_profile")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.name in BUILTIN_TOOL_NAMES:
+            raise ValidationError({"name": f"“{self.name}” is a built-in tool's name."})
 
 
 class GlobalStopEvent(models.Model):

@@ -58,6 +58,7 @@ class DjangoCallRecorder:
             sequence=turn.sequence or None,
             interrupted=turn.interrupted,
             metrics=turn_metrics,
+            tool=turn.tool.as_dict() if turn.tool is not None else None,
         )
         if turn_metrics:
             prom.observe_turn(turn_metrics)
@@ -73,7 +74,9 @@ class DjangoCallRecorder:
     async def heartbeat(self) -> None:
         await self._write(services.call_heartbeat, call_id=self.call_id)
 
-    async def call_ended(self, *, reason: EndReason, error: str, metrics: dict[str, Any]) -> None:
+    async def call_ended(
+        self, *, reason: EndReason, error: str, metrics: dict[str, Any], transferred_to: str = ""
+    ) -> None:
         self.ended_reason = str(reason)
         await self._write(
             services.call_end,
@@ -81,6 +84,7 @@ class DjangoCallRecorder:
             reason=str(reason),
             error=error,
             metrics=metrics,
+            transferred_to=transferred_to,
         )
         prom.CALLS_ENDED.labels(channel=self.channel, reason=str(reason)).inc()
 

@@ -14,10 +14,13 @@ from calls.models import (
     Call,
     ChannelOverlay,
     Turn,
+    VoicemailAction,
     backchannel_word_list,
+    transfer_target_list,
     validate_overrides,
 )
 from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
+from orchestrator.tools import ToolSpec
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +137,47 @@ def call_config_for(*, profile: AgentProfile, channel: str, call_id: str = "") -
         apology_message=str(v["apology_message"]),
         busy_message=busy_message(str(v["language"])),
         recorder_retry_s=float(settings.RECORDER_RETRY_SECONDS),
+        tools=profile_tool_specs(profile=profile),
+        end_call_enabled=profile.end_call_enabled,
+        transfer_targets=transfer_target_list(profile.transfer_destinations),
+        transfer_message=profile.transfer_message,
+        transfer_failed_message=_for_language(TRANSFER_FAILED_MESSAGES, str(v["language"])),
+        tool_filler=profile.tool_filler,
+        voicemail_action=(
+            profile.voicemail_action
+            if profile.voicemail_action != VoicemailAction.OFF
+            else VoicemailAction.HANG_UP
+        ),
+        voicemail_message=profile.voicemail_message,
     )
+
+
+def profile_tool_specs(*, profile: AgentProfile) -> tuple[ToolSpec, ...]:
+    """The profile's active HTTP tools, as the orchestrator runs them."""
+    return tuple(
+        ToolSpec(
+            name=tool.name,
+            description=tool.description,
+            parameters=tool.parameters,
+            kind="http",
+            url=tool.url,
+            method=tool.method,
+            timeout_s=float(tool.timeout_s),
+            secret=tool.secret,
+        )
+        for tool in profile.tools.filter(is_active=True)
+    )
+
+
+# Said when a transfer the agent attempted failed at the carrier (the call goes on).
+TRANSFER_FAILED_MESSAGES = {
+    "es": "Lo siento, no he podido pasarle la llamada. ¿Puedo ayudarle en algo más?",
+    "en": "Sorry, I could not transfer your call. Is there anything else I can help with?",
+}
+
+
+def _for_language(messages: dict[str, str], language: str) -> str:
+    return messages.get(language.split("-")[0].lower(), messages["en"])
 
 
 # What a caller hears when this process is overloaded (then the call ends as "busy").
@@ -151,6 +194,8 @@ def busy_message(language: str) -> str:
 def config_snapshot(config: CallConfig) -> dict[str, object]:
     data = asdict(config)
     data.pop("extra", None)
+    for tool in data.get("tools", ()):
+        tool["secret"] = "***" if tool.get("secret") else ""  # never stored in the call record
     return data
 
 

@@ -103,42 +103,40 @@ def turn_record(
     sequence: int | None = None,
     interrupted: bool = False,
     metrics: dict[str, Any] | None = None,
+    tool: dict[str, Any] | None = None,
 ) -> Turn:
-    """Store a transcript turn.
+    """Store a transcript turn. ``tool``: a tool turn's name, arguments, result, status
+    and latency_ms (``orchestrator.contracts.ToolTurn.as_dict()``).
 
     ``sequence`` is the session's own number for the turn: a retried write (the first
     attempt may have committed before the connection dropped) finds its row instead of
     adding a second one, and a turn that was lost leaves a visible gap. Without it the
     turn takes the next free number (admin tools, tests)."""
-    if sequence is not None:
-        turn, _ = Turn.objects.get_or_create(
-            call_id=call_id,
-            sequence=sequence,
-            defaults={
-                "role": role,
-                "text": text,
-                "started_at": started_at,
-                "ended_at": ended_at,
-                "interrupted": interrupted,
-                "metrics": metrics or {},
-            },
+    fields: dict[str, Any] = {
+        "role": role,
+        "text": text,
+        "started_at": started_at,
+        "ended_at": ended_at,
+        "interrupted": interrupted,
+        "metrics": metrics or {},
+    }
+    if tool is not None:
+        fields.update(
+            tool_name=str(tool.get("name", ""))[:64],
+            tool_arguments=tool.get("arguments"),
+            tool_result=str(tool.get("result", "")),
+            tool_status=str(tool.get("status", ""))[:10],
+            tool_latency_ms=tool.get("latency_ms"),
         )
+    if sequence is not None:
+        turn, _ = Turn.objects.get_or_create(call_id=call_id, sequence=sequence, defaults=fields)
         _touch(call_id)
         return turn
     for attempt in range(5):
         try:
             with transaction.atomic():
                 last = Turn.objects.filter(call_id=call_id).aggregate(n=Max("sequence"))["n"]
-                turn = Turn.objects.create(
-                    call_id=call_id,
-                    sequence=(last or 0) + 1,
-                    role=role,
-                    text=text,
-                    started_at=started_at,
-                    ended_at=ended_at,
-                    interrupted=interrupted,
-                    metrics=metrics or {},
-                )
+                turn = Turn.objects.create(call_id=call_id, sequence=(last or 0) + 1, **fields)
             _touch(call_id)
             return turn
         except IntegrityError:
@@ -169,8 +167,11 @@ def call_end(
     reason: str,
     error: str = "",
     metrics: dict[str, Any] | None = None,
+    transferred_to: str = "",
 ) -> bool:
     """End an open call with exactly one reason. Returns False if it had already ended.
+    ``transferred_to``: where the agent transferred the call (kept whoever ended it first:
+    the carrier's hang-up webhook may beat the session).
 
     The conditional UPDATE makes this idempotent across processes: whoever ends the call
     first (session, carrier hang-up webhook, orphan sweeper) sets the reason.
@@ -195,6 +196,8 @@ def call_end(
     if not ended and error:
         # ... and the session's error detail, when the first ending had none.
         Call.objects.filter(pk=call_id, error_detail="").update(error_detail=error[:4000])
+    if transferred_to:
+        Call.objects.filter(pk=call_id).update(transferred_to=transferred_to[:200])
     return ended
 
 

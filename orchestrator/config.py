@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from orchestrator.tools import ToolSpec
+
 DEFAULT_APOLOGY = "Lo sentimos, hemos tenido un problema. La llamada terminará."
 DEFAULT_BUSY = "Lo sentimos, todas nuestras líneas están ocupadas. Por favor, llame más tarde."
 
@@ -92,4 +94,21 @@ class CallConfig:
     recorder_retry_s: float = (
         120.0  # retry turn writes this long after the call when the DB is away
     )
+    # Tools (orchestrator/tools/): what the agent can do besides talking.
+    tools: tuple[ToolSpec, ...] = ()  # HTTP tools defined in the admin
+    end_call_enabled: bool = True  # the agent may hang up after its goodbye
+    # Transfer allow-list: (label, destination) pairs; destination is E.164 or a SIP URI.
+    # Empty: transfer_call is not offered.
+    transfer_targets: tuple[tuple[str, str], ...] = ()
+    transfer_message: str = "Le paso con una persona. Un momento, por favor."
+    transfer_failed_message: str = "Lo siento, no he podido pasarle la llamada."
+    # Said when a tool takes longer than tool_filler_after_ms (never dead air).
+    tool_filler: str = "Un momento, lo compruebo."
+    tool_filler_after_ms: int = 1000
+    # Outbound answering-machine detection: the session waits (silent) for the carrier's
+    # verdict before greeting; a machine gets voicemail_action.
+    await_answer: bool = False
+    answer_wait_s: float = 30.0  # no verdict by then: treated as a person
+    voicemail_action: str = "hang_up"  # hang_up | leave_message
+    voicemail_message: str = ""
     extra: dict[str, str] = field(default_factory=dict)

@@ -28,6 +28,8 @@ class EndReason(StrEnum):
     ORPHANED = "orphaned"
     NOT_CONNECTED = "not_connected"  # the carrier never connected the call (busy, no answer)
     BUSY = "busy"  # we could not serve the call (overload), told the caller so
+    TRANSFERRED = "transferred"  # handed to a person (transfer_call); the destination is kept
+    VOICEMAIL = "voicemail"  # an answering machine took the outbound call
 
 
 END_REASON_LABELS: dict[EndReason, str] = {
@@ -41,6 +43,8 @@ END_REASON_LABELS: dict[EndReason, str] = {
     EndReason.ORPHANED: "Orphaned",
     EndReason.NOT_CONNECTED: "Not connected",
     EndReason.BUSY: "Busy (overloaded)",
+    EndReason.TRANSFERRED: "Transferred",
+    EndReason.VOICEMAIL: "Voicemail",
 }
 
 
@@ -93,14 +97,35 @@ class TurnMetrics:
 
 
 @dataclass(slots=True, kw_only=True)
+class ToolTurn:
+    """What a ``tool`` turn stores: the call the LLM made and what came back."""
+
+    name: str
+    arguments: dict[str, Any] | str  # the parsed object, or the raw text if it was not JSON
+    result: str
+    status: str  # orchestrator.tools.ToolStatus
+    latency_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "arguments": self.arguments,
+            "result": self.result,
+            "status": self.status,
+            "latency_ms": self.latency_ms,
+        }
+
+
+@dataclass(slots=True, kw_only=True)
 class TurnRecord:
-    role: str  # "user" | "assistant"
+    role: str  # "user" | "assistant" | "tool"
     text: str
     started_at: datetime
     ended_at: datetime
     sequence: int = 0  # 1, 2, ... in the order spoken; assigned by the session, never reused
     interrupted: bool = False
     metrics: TurnMetrics | None = None
+    tool: ToolTurn | None = None  # role "tool" only
 
 
 class Transport(Protocol):
@@ -118,6 +143,10 @@ class Transport(Protocol):
 
     async def close(self, reason: str) -> None: ...
 
+    # Optional: ``async def transfer(self, destination: str) -> None`` hands the call to
+    # ``destination`` (E.164 or SIP URI) at the carrier, raising on failure; transports
+    # without it cannot transfer (the session tells the caller so).
+
 
 class CallRecorder(Protocol):
     async def call_started(self, config: CallConfig) -> None: ...
@@ -132,5 +161,5 @@ class CallRecorder(Protocol):
     async def heartbeat(self) -> None: ...
 
     async def call_ended(
-        self, *, reason: EndReason, error: str, metrics: dict[str, Any]
+        self, *, reason: EndReason, error: str, metrics: dict[str, Any], transferred_to: str = ""
     ) -> None: ...
