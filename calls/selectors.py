@@ -13,6 +13,7 @@ from calls.models import (
     AgentProfile,
     Call,
     ChannelOverlay,
+    ProfileTool,
     Turn,
     VoicemailAction,
     backchannel_word_list,
@@ -154,18 +155,21 @@ def call_config_for(*, profile: AgentProfile, channel: str, call_id: str = "") -
 
 def profile_tool_specs(*, profile: AgentProfile) -> tuple[ToolSpec, ...]:
     """The profile's active HTTP tools, as the orchestrator runs them."""
-    return tuple(
-        ToolSpec(
-            name=tool.name,
-            description=tool.description,
-            parameters=tool.parameters,
-            kind="http",
-            url=tool.url,
-            method=tool.method,
-            timeout_s=float(tool.timeout_s),
-            secret=tool.secret,
-        )
-        for tool in profile.tools.filter(is_active=True)
+    return tuple(tool_spec(tool=tool) for tool in profile.tools.filter(is_active=True))
+
+
+def tool_spec(*, tool: ProfileTool) -> ToolSpec:
+    """One HTTP tool as the orchestrator runs it (also the admin's "test this tool", which
+    tests inactive tools too)."""
+    return ToolSpec(
+        name=tool.name,
+        description=tool.description,
+        parameters=tool.parameters,
+        kind="http",
+        url=tool.url,
+        method=tool.method,
+        timeout_s=float(tool.timeout_s),
+        secret=tool.secret,
     )
 
 
@@ -221,6 +225,12 @@ def call_by_external_id(*, channel: str, external_id: str) -> Call | None:
         return None
     calls = Call.objects.select_related("profile")
     return calls.filter(channel=channel, external_id=external_id).first()
+
+
+def call_answered_by(*, call_id: object) -> str:
+    """The stored answering-machine verdict of a call ("" while there is none)."""
+    found = Call.objects.filter(pk=call_id).values_list("answered_by", flat=True).first()
+    return found or ""
 
 
 def call_turns(*, call_id: object) -> list[Turn]:
