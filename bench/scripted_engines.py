@@ -23,6 +23,7 @@ import numpy as np
 
 from orchestrator.config import EngineCredentials, EngineSpec
 from orchestrator.engines import EngineError
+from orchestrator.tools import ToolCall
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "stt": {"delay_ms": 50.0, "text": "hello, I would like to book a table"},
@@ -73,9 +74,19 @@ class ScriptedSTT:
         return self.texts[min(len(self.calls) - 1, len(self.texts) - 1)]
 
 
+TOOL_DIRECTIVE = re.compile(r"\[\[([A-Za-z][\w-]*)\s*(\{.*?\})?\]\]")
+
+
 class ScriptedLLM:
     """Streams ``reply`` (or the next of ``replies``) word by word: the first token after
-    ``ttft_ms``, then ``tokens_per_s``. Records the messages of every request."""
+    ``ttft_ms``, then ``tokens_per_s``. Records the messages of every request.
+
+    A reply may call tools: ``"Let me check. [[check_table {\"party_size\": 4}]]"`` says
+    "Let me check." and then yields a :class:`ToolCall` (only when the request offered
+    tools, as a real LLM would). Through the registry, ``replies=one||two`` scripts
+    successive requests (a tool round is a request)."""
+
+    supports_tools = True
 
     def __init__(
         self,
@@ -92,22 +103,36 @@ class ScriptedLLM:
         self.tokens_per_s = float(tokens_per_s)
         self.replies = list(replies) if replies is not None else [reply]
         self.fail = fail
-        self.requests: list[list[dict[str, str]]] = []
+        self.requests: list[list[dict[str, Any]]] = []
+        self.offered: list[list[str]] = []  # tool names offered to each request
         self.finished = 0  # streams that yielded their last token
 
     async def stream(
-        self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int
-    ) -> AsyncIterator[str]:
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        temperature: float,
+        max_tokens: int,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> AsyncIterator[str | ToolCall]:
         self.requests.append([dict(m) for m in messages])
+        self.offered.append([t["function"]["name"] for t in tools or ()])
         reply = self.replies[min(len(self.requests) - 1, len(self.replies) - 1)]
         await asyncio.sleep(self.ttft_ms / 1000.0)
         if self.fail:
             raise EngineError("scripted LLM failure: invalid key", vendor="scripted", status=401)
-        tokens = re.findall(r"\S+\s*", reply)
+        calls = [
+            ToolCall(id=f"call_{len(self.requests)}_{i}", name=m[1], arguments=m[2] or "{}")
+            for i, m in enumerate(TOOL_DIRECTIVE.finditer(reply))
+        ]
+        tokens = re.findall(r"\S+\s*", TOOL_DIRECTIVE.sub("", reply).strip())
         for i, token in enumerate(tokens):
             if i:
                 await asyncio.sleep(1.0 / self.tokens_per_s)
             yield token
+        if tools:
+            for call in calls:
+                yield call
         self.finished += 1
 
 
@@ -185,6 +210,8 @@ def create(role: str, spec: EngineSpec, credentials: EngineCredentials) -> objec
     if role == "stt":
         return ScriptedSTT(**options)
     if role == "llm":
+        if isinstance(options.get("replies"), str):
+            options["replies"] = options["replies"].split("||")
         return ScriptedLLM(**options)
     if role == "tts":
         return ScriptedTTS(**options)

@@ -14,6 +14,10 @@ from orchestrator.playout import PacedPlayout
 logger = logging.getLogger(__name__)
 
 
+class TransferUnsupported(Exception):
+    pass
+
+
 class CallOutput:
     CLOSE_TIMEOUT_S = 5.0
 
@@ -63,6 +67,13 @@ class CallOutput:
         except Exception:
             logger.warning("call %s: clear_audio failed", self._call_id, exc_info=True,
                            extra=self._log_extra)  # fmt: skip
+
+    async def transfer(self, destination: str) -> None:
+        """Hand the call to ``destination`` at the carrier; raises when it cannot."""
+        transfer = getattr(self._transport, "transfer", None)
+        if transfer is None or self.dead:
+            raise TransferUnsupported("this call's transport cannot transfer")
+        await transfer(destination)
 
     async def close(self, reason: str) -> None:
         try:

@@ -1,7 +1,15 @@
 """The reply pipeline of one agent utterance: STT -> LLM -> sentences -> TTS -> playout.
 
     user turn ─► STT ─► transcript ─► LLM deltas ─► SentenceSplitter ─┐
+                              ▲           │ tool calls                │
+                              └─ results ◄┴► ToolBox (filler if slow) ┤
     fixed text (greeting, reprompt, goodbye) ─────────────────────────┴► TTS ─► PacedPlayout
+
+Tools: the LLM may speak and call tools in the same round; the calls run concurrently
+(while its words play), each becomes a ``tool`` turn, and the LLM is asked again with
+the results, at most ``MAX_TOOL_ROUNDS`` times. A tool slower than
+``tool_filler_after_ms`` gets the profile's filler line spoken meanwhile. Built-in
+end_call/transfer_call end the rounds: the session acts once the reply has played.
 
 One sentence is synthesized while the previous one plays. Each engine step is bounded
 by a backstop sized to the role's whole fallback chain: engines own the timeout of their
@@ -21,9 +29,12 @@ from typing import Any, TypeVar
 from orchestrator.audio import FRAME_MS, FrameSplitter, frame_bytes, pcm16_duration_ms
 from orchestrator.config import CallConfig
 from orchestrator.contracts import INPUT_SAMPLE_RATE, TurnMetrics
-from orchestrator.engines import EngineError, Engines
+from orchestrator.engines import EngineError, Engines, supports_tools
 from orchestrator.playout import PacedPlayout, TransportFailed
 from orchestrator.sentences import SentenceSplitter
+from orchestrator.tools import ToolCall, ToolResult, ToolStatus
+from orchestrator.tools.builtin import AfterReply, HangUp
+from orchestrator.tools.toolbox import ToolBox
 from orchestrator.transcript import Transcript
 from orchestrator.turn_taking import UserTurn
 from orchestrator.turn_words import ends_incomplete
@@ -75,6 +86,9 @@ class Utterance:
     user_sequence: int | None = None  # the user turn this reply answers, once recorded
     # The watchdog's reference: when the utterance started, then each frame sent.
     progress_at: float = 0.0
+    # What the session does once this reply has played (end_call, transfer_call).
+    after: AfterReply | None = None
+    filler_said: bool = False
 
     def full_text(self) -> str:
         return " ".join(s.text for s in self.segments)
@@ -100,6 +114,7 @@ class Utterance:
 
 class ReplyPipeline:
     BACKSTOP_GRACE_S = 1.0  # above a whole chain of engine timeouts
+    MAX_TOOL_ROUNDS = 3  # LLM requests answered with tool calls, per reply
     # Goodbye/apology: synthesis gets one step budget; playing takes ~80 ms a character.
     FINAL_WORDS_PLAY_S_PER_CHAR = 0.08
     FINAL_WORDS_GRACE_S = 5.0
@@ -116,8 +131,10 @@ class ReplyPipeline:
         set_state: Callable[[str], Awaitable[None]],
         take_dtmf_note: Callable[[], str],
         clock: Callable[[], float],
+        tools: ToolBox | None = None,
     ) -> None:
         self._config = config
+        self._tools = tools if tools is not None else ToolBox(config)
         self._engines = engines
         self._playout = playout
         self._out_rate = out_rate
@@ -288,31 +305,127 @@ class ReplyPipeline:
         return (text or "").strip()
 
     async def _llm_sentences(
-        self, utt: Utterance, messages: list[dict[str, str]]
+        self, utt: Utterance, messages: list[dict[str, Any]]
     ) -> AsyncIterator[str]:
+        """The reply's sentences as the LLM streams them, running the tools it calls."""
+        tools = self._tools.schemas() if self._tools and supports_tools(self._engines.llm) else []
+        spoke = False
+        for round_ in range(self.MAX_TOOL_ROUNDS + 1):
+            calls: list[ToolCall] = []
+            text: list[str] = []
+            # The last round offers no tools: the LLM must answer in words.
+            offered = tools if round_ < self.MAX_TOOL_ROUNDS else []
+            async for item in self._llm_round(utt, messages, offered, calls, text):
+                spoke = True
+                yield item
+            if not calls:
+                return
+            results: list[ToolResult] = []
+            async for filler in self._run_tools(utt, calls, results):
+                yield filler
+            messages = [*messages, *tool_exchange("".join(text), calls, results)]
+            # The history keeps the calls without their words: the reply's spoken text
+            # is recorded whole once it has played (record()).
+            self._transcript.remember(tool_exchange("", calls, results))
+            if utt.after is not None:
+                if not spoke:  # the LLM only called it: say the profile's line
+                    line = self._config.goodbye_message if isinstance(utt.after, HangUp) else (
+                        self._config.transfer_message
+                    )  # fmt: skip
+                    async for sentence in sentences_of(line):
+                        yield sentence
+                return
+
+    async def _llm_round(
+        self,
+        utt: Utterance,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        calls: list[ToolCall],
+        text: list[str],
+    ) -> AsyncIterator[str]:
+        """One LLM request: yields sentences, collects tool calls and the raw text."""
         llm = self._engines.llm
+        extra: dict[str, Any] = {"tools": tools} if tools else {}
         stream = llm.stream(
-            messages, temperature=self._config.temperature, max_tokens=self._config.max_tokens
+            messages,
+            temperature=self._config.temperature,
+            max_tokens=self._config.max_tokens,
+            **extra,
         )
         splitter = SentenceSplitter()
         t = self._clock()
+        utt.phase = "llm"
         try:
             iterator = aiter(stream)
             while True:
                 try:
                     # The backstop covers the first token and any later stall.
-                    delta = await self._step("llm", anext(iterator))
+                    item = await self._step("llm", anext(iterator))
                 except StopAsyncIteration:
                     break
-                if delta and utt.metrics.llm_ttft_ms is None:
+                if utt.metrics.llm_ttft_ms is None and item:
                     utt.metrics.llm_ttft_ms = round((self._clock() - t) * 1000.0, 1)
                     _note_engine(utt.metrics, "llm", llm)
-                for sentence in splitter.push(delta or ""):
+                if isinstance(item, ToolCall):
+                    calls.append(item)
+                    continue
+                text.append(item or "")
+                for sentence in splitter.push(item or ""):
                     yield sentence
             if (tail := splitter.flush()) is not None:
                 yield tail
         finally:
             await _aclose(stream)
+
+    async def _run_tools(
+        self, utt: Utterance, calls: list[ToolCall], results: list[ToolResult]
+    ) -> AsyncIterator[str]:
+        """Run ``calls`` concurrently, filling ``results`` in order; yields the filler
+        line when they take longer than ``tool_filler_after_ms`` (never dead air)."""
+        # Acting on the caller's words: their turn is now fixed, whatever they say next.
+        await self.commit_user(utt)
+        utt.phase = "tool"
+        started = self._clock()
+        tasks = [asyncio.create_task(self._tools.run(call), name=f"tool-{call.name}")
+                 for call in calls]  # fmt: skip
+        try:
+            filler_after = self._config.tool_filler_after_ms / 1000.0
+            _, pending = await asyncio.wait(tasks, timeout=filler_after)
+            if pending and not utt.filler_said and self._config.tool_filler:
+                utt.filler_said = True
+                async for sentence in sentences_of(self._config.tool_filler):
+                    yield sentence
+            await asyncio.wait(tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for call, task in zip(calls, tasks, strict=True):
+                if task.cancelled():
+                    result, after = ToolResult(
+                        status=ToolStatus.CANCELLED, content="Cancelled: the caller spoke."
+                    ), None
+                elif (exc := task.exception()) is not None:
+                    logger.error("call %s: tool %s crashed: %r", self._config.call_id,
+                                 call.name, exc, extra={"call_id": self._config.call_id})  # fmt: skip
+                    result, after = ToolResult(
+                        status=ToolStatus.ERROR, content=f"The tool failed: {exc}"
+                    ), None
+                else:
+                    result, after = task.result()
+                if result.status is ToolStatus.CANCELLED:
+                    result.latency_ms = _ms(self._clock() - started)
+                results.append(result)
+                if after is not None and utt.after is None:
+                    utt.after = after
+                await self._record_tool(call, result, started_at=started)
+            utt.progress_at = self._clock()
+            utt.phase = "llm"
+
+    async def _record_tool(self, call: ToolCall, result: ToolResult, *, started_at: float) -> None:
+        turn = self._transcript.tool(call, result, started_at=started_at, ended_at=self._clock())
+        await self._emit({"type": "tool", **turn.as_dict()})
 
     async def _synthesize(self, utt: Utterance, seg: Segment) -> None:
         tts = self._engines.tts
@@ -408,6 +521,20 @@ class ReplyPipeline:
         await self._emit(
             {"type": "transcript", "role": "assistant", "text": utt.full_text(), "final": False}
         )
+
+
+def tool_exchange(
+    text: str, calls: list[ToolCall], results: list[ToolResult]
+) -> list[dict[str, Any]]:
+    """The messages that tell the LLM what it called and what came back."""
+    asked: dict[str, Any] = {"role": "assistant", "tool_calls": [c.as_message() for c in calls]}
+    if text.strip():
+        asked["content"] = text
+    answers = [
+        {"role": "tool", "tool_call_id": call.id, "content": result.content}
+        for call, result in zip(calls, results, strict=True)
+    ]
+    return [asked, *answers]
 
 
 async def sentences_of(text: str) -> AsyncIterator[str]:

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from orchestrator.audio import FRAME_MS
 from orchestrator.call_output import CallOutput
@@ -42,7 +43,7 @@ from orchestrator.contracts import (
 )
 from orchestrator.dtmf import DtmfDigits
 from orchestrator.end_of_turn import EotDecision, ScoreFn
-from orchestrator.engines import Engines
+from orchestrator.engines import Engines, supports_tools
 from orchestrator.failures import Ending, ending_for_error, ending_for_stall
 from orchestrator.listener import Listener
 from orchestrator.noise import InboundCleaner
@@ -51,7 +52,10 @@ from orchestrator.recorder_queue import RecorderQueue
 from orchestrator.reply import ReplyPipeline, Utterance
 from orchestrator.stats import CallStats
 from orchestrator.task_reaper import TaskReaper, cancel_all
+from orchestrator.tools.builtin import AfterReply, HangUp, Transfer
+from orchestrator.tools.toolbox import ToolBox
 from orchestrator.transcript import Transcript
+from orchestrator.turn_words import says_goodbye
 from orchestrator.turn_taking import UserTurn
 from orchestrator.vad import TurnDetector, TurnEvent, TurnEventKind, new_vad
 
@@ -93,11 +97,18 @@ class _Heard:
 
 
 @dataclass(slots=True, kw_only=True)
+class _Answered:
+    verdict: str  # human | machine | unknown (outbound answering-machine detection)
+
+
+@dataclass(slots=True, kw_only=True)
 class _Wake:
     pass
 
 
-_Control = _Vad | _Dtmf | _UtteranceDone | _Heard | _Wake
+_Control = _Vad | _Dtmf | _UtteranceDone | _Heard | _Answered | _Wake
+
+ANSWER_VERDICTS = ("human", "machine", "unknown")
 
 
 class CallSession:
@@ -111,6 +122,7 @@ class CallSession:
     # saturated) or the apology, never silence.
     WATCHDOG_MARGIN_S = 2.0
     CANCEL_WAIT_S = 2.0  # a cancelled utterance that does not finish by then is abandoned
+    TRANSFER_TIMEOUT_S = 10.0  # the carrier's REST transfer request
 
     def __init__(
         self,
@@ -143,8 +155,14 @@ class CallSession:
         self._transcript = Transcript(
             recorder=recorder, queue=self._recorder_q, stats=self._stats, wall=self._wall
         )
+        self._tools = ToolBox(config)
+        # An LLM that cannot call tools still hangs up: on a goodbye in its own words.
+        self._goodbye_hangs_up = config.end_call_enabled and not (
+            self._tools and supports_tools(engines.llm)
+        )
         self._pipeline = ReplyPipeline(
             config,
+            tools=self._tools,
             engines=engines,
             playout=self._playout,
             out_rate=int(transport.sample_rate),
@@ -179,6 +197,9 @@ class CallSession:
         self._wall0 = datetime.now(UTC)
         self._last_activity = 0.0
         self._reprompted = False
+        # Outbound with answering-machine detection: silent until a person is confirmed.
+        self._answered = not config.await_answer
+        self._transferred_to = ""
 
         self._started = False
         self._closed = False
@@ -200,12 +221,22 @@ class CallSession:
         if not self._closed and self._end_reason is None:
             self._events.put_nowait(_Dtmf(digit=digit))
 
+    def answered_by(self, verdict: str) -> None:
+        """Outbound answering-machine detection: ``human``, ``machine`` or ``unknown``.
+
+        With ``config.await_answer`` the session stays silent until this verdict (or
+        ``answer_wait_s``): a person gets the greeting, a machine the voicemail action."""
+        if verdict not in ANSWER_VERDICTS:
+            raise ValueError(f"unknown answer verdict {verdict!r}")
+        if not self._closed and self._end_reason is None:
+            self._events.put_nowait(_Answered(verdict=verdict))
+
     def stop(self, reason: EndReason, *, say: str | None = None) -> None:
         """Ask the call to end; ``say`` is spoken first (not for a caller who hung up)."""
         self._end(reason, say=say)
 
     @property
-    def history(self) -> list[dict[str, str]]:
+    def history(self) -> list[dict[str, Any]]:
         """The conversation as sent to the LLM (system prompt excluded); a copy."""
         return self._transcript.history
 
@@ -242,8 +273,11 @@ class CallSession:
             )
             logger.info("call %s: session started", self._call_id, extra=self._log_extra)
             await self._out.set_state("listening")
-            if cfg.greeting and self._end_reason is None:
-                self._start_utterance("greeting", text=cfg.greeting)
+            if self._answered:
+                self._greet()
+            else:
+                logger.info("call %s: waiting for the answering-machine verdict", self._call_id,
+                            extra=self._log_extra)  # fmt: skip
             await self._control_loop()
         except asyncio.CancelledError:
             # The owner cancelled us instead of calling stop(): it is gone.
@@ -279,8 +313,31 @@ class CallSession:
             elif isinstance(event, _Heard):
                 if await self._listener.on_heard(event.task, self._utt):
                     await self._finish_utterance(interrupt=True)
+            elif isinstance(event, _Answered):
+                self._on_answered(event.verdict)
             if self._end_reason is None:
                 await self._check_timers()
+
+    def _greet(self) -> None:
+        if self._config.greeting and self._end_reason is None:
+            self._start_utterance("greeting", text=self._config.greeting)
+        else:
+            self._answer_pending()
+
+    def _on_answered(self, verdict: str) -> None:
+        if self._answered:
+            logger.info("call %s: answer verdict %s after the call went ahead, ignored",
+                        self._call_id, verdict, extra=self._log_extra)  # fmt: skip
+            return
+        self._answered = True
+        self._last_activity = self._clock()
+        logger.info("call %s: answered by %s", self._call_id, verdict, extra=self._log_extra)
+        if verdict != "machine":
+            self._greet()
+            return
+        cfg = self._config
+        say = cfg.voicemail_message if cfg.voicemail_action == "leave_message" else None
+        self._end(EndReason.VOICEMAIL, say=say)
 
     def _end(self, reason: EndReason, *, say: str | None = None, error: str = "") -> bool:
         """First end request wins; later ones (e.g. a hang-up after an error) are ignored."""
@@ -303,7 +360,7 @@ class CallSession:
         self._answer_pending()
 
     def _answer_pending(self) -> None:
-        if self._utt_task is None and self._end_reason is None:
+        if self._utt_task is None and self._end_reason is None and self._answered:
             if (turn := self._listener.take_turn()) is not None:
                 self._start_utterance("reply", turn=turn)
 
@@ -319,6 +376,8 @@ class CallSession:
             deadlines.append(self._utt.progress_at + self._watchdog_s())
         if (eot := self._listener.deadline()) is not None:
             deadlines.append(eot)
+        if not self._answered:
+            deadlines.append(self._t0 + self._config.answer_wait_s)
         return min(deadlines)
 
     def _watched(self, utt: Utterance) -> bool:
@@ -326,12 +385,21 @@ class CallSession:
         return utt.phase != "held" and not self._playout.paused
 
     def _idle_counting(self) -> bool:
-        return self._utt_task is None and not self._listener.busy and not self._dtmf.pending
+        return (
+            self._answered
+            and self._utt_task is None
+            and not self._listener.busy
+            and not self._dtmf.pending
+        )
 
     async def _check_timers(self) -> None:
         now, cfg = self._clock(), self._config
         if now >= self._t0 + cfg.max_call_seconds:
             self._end(EndReason.MAX_DURATION, say=cfg.goodbye_message)
+        elif not self._answered and now >= self._t0 + cfg.answer_wait_s:
+            logger.warning("call %s: no answering-machine verdict in %.0fs; going ahead",
+                           self._call_id, cfg.answer_wait_s, extra=self._log_extra)  # fmt: skip
+            self._on_answered("unknown")
         elif self._listener.poll():
             self._answer_pending()
         elif self._utt is not None and self._utt_task is not None:
@@ -405,6 +473,9 @@ class CallSession:
             self._apply(ending_for_error(failed, self._config))
         if utt.segments:
             await self._pipeline.record(utt, interrupted=cut, played_ms=played_ms)
+        notice = ""
+        if not cut and failed is None and self._end_reason is None:
+            notice = await self._carry_out(utt)
         elif utt.kind == "reply" and not cut and utt.phase == "llm":
             logger.warning("call %s: empty LLM reply, listening again", self._call_id,
                            extra=self._log_extra)  # fmt: skip
@@ -424,7 +495,33 @@ class CallSession:
             self._last_activity = self._clock()
             await self._out.set_state("listening")
             self._listener.utterance_ended(dropped_turn=utt.turn if merged else None)
+            if notice:
+                self._start_utterance("notice", text=notice)
             self._answer_pending()
+
+    async def _carry_out(self, utt: Utterance) -> str:
+        """What the reply that just played asked for: hang up or transfer (built-in
+        tools), or a goodbye in the words of an LLM that cannot call tools. Returns a
+        line to say when it could not be done."""
+        after: AfterReply | None = utt.after
+        if after is None and utt.kind == "reply" and self._goodbye_hangs_up:
+            if says_goodbye(utt.full_text(), self._config.language):
+                logger.info("call %s: the agent said goodbye; hanging up", self._call_id,
+                            extra=self._log_extra)  # fmt: skip
+                after = HangUp()
+        if isinstance(after, HangUp):
+            self._end(EndReason.AGENT_HANGUP)
+        elif isinstance(after, Transfer):
+            try:
+                async with asyncio.timeout(self.TRANSFER_TIMEOUT_S):
+                    await self._out.transfer(after.destination)
+            except Exception as exc:  # noqa: BLE001 - any failure: tell the caller, go on
+                logger.warning("call %s: transfer to %s failed: %r", self._call_id,
+                               after.destination, exc, extra=self._log_extra)  # fmt: skip
+                return self._config.transfer_failed_message
+            self._transferred_to = after.destination
+            self._end(EndReason.TRANSFERRED)
+        return ""
 
     async def _stop_task(
         self, task: asyncio.Task[None], utt: Utterance
@@ -475,9 +572,13 @@ class CallSession:
         await self._reaper.drain(wait_s=self.CANCEL_WAIT_S)
         metrics = self._stats.summary(self._clock() - self._t0)
         error = self._end_error
+        # Only when set: recorders written before transfers existed keep working.
+        extra = {"transferred_to": self._transferred_to} if self._transferred_to else {}
         self._recorder_q.put(
             "call_ended",
-            lambda: self._recorder.call_ended(reason=reason, error=error, metrics=metrics),
+            lambda: self._recorder.call_ended(
+                reason=reason, error=error, metrics=metrics, **extra
+            ),
             describe=f"end reason {reason}",
         )
         # call_ended is the last write; a database outage keeps it retrying in the

@@ -18,6 +18,8 @@ class CallStats:
     interruptions: int = 0  # overlaps that cut the agent's audio for good
     false_starts: int = 0  # a click or cough paused the agent for a moment, then it went on
     unanswered: int = 0  # user turns that got no reply
+    tool_calls: int = 0
+    tool_failures: int = 0  # tool calls whose result was not "ok"
     reply_metrics: list[TurnMetrics] = field(default_factory=list)  # one per answered turn
 
     def summary(self, duration_s: float) -> dict[str, Any]:
@@ -37,6 +39,8 @@ class CallStats:
             "interruptions": self.interruptions,
             "false_starts": self.false_starts,
             "unanswered_turns": self.unanswered,
+            "tool_calls": self.tool_calls,
+            "tool_failures": self.tool_failures,
             "voice_to_voice_p50_ms": percentile(v2v, 50),
             "voice_to_voice_p95_ms": percentile(v2v, 95),
             "endpointing_p50_ms": percentile(values("endpointing_ms"), 50),

@@ -7,12 +7,21 @@ database blip). The LLM history keeps only what the caller actually heard.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
-from orchestrator.contracts import UNTRANSCRIBED, CallRecorder, TurnMetrics, TurnRecord
+from orchestrator.contracts import (
+    UNTRANSCRIBED,
+    CallRecorder,
+    ToolTurn,
+    TurnMetrics,
+    TurnRecord,
+)
 from orchestrator.recorder_queue import RecorderQueue
 from orchestrator.stats import CallStats
+from orchestrator.tools import ToolCall, ToolResult
 
 
 class Transcript:
@@ -28,15 +37,15 @@ class Transcript:
         self._queue = queue
         self._stats = stats
         self._wall = wall
-        self._history: list[dict[str, str]] = []
+        self._history: list[dict[str, Any]] = []
         self._sequence = 0
 
     @property
-    def history(self) -> list[dict[str, str]]:
+    def history(self) -> list[dict[str, Any]]:
         """The conversation as sent to the LLM (system prompt excluded); a copy."""
         return [dict(m) for m in self._history]
 
-    def messages(self, system_prompt: str, *, pending_user: str = "") -> list[dict[str, str]]:
+    def messages(self, system_prompt: str, *, pending_user: str = "") -> list[dict[str, Any]]:
         """What the LLM is sent; ``pending_user``: the caller's turn being answered, not
         recorded until the caller hears the reply (reply.py)."""
         history = self.history
@@ -100,6 +109,40 @@ class Transcript:
         )
         if text:
             self._history.append({"role": "assistant", "content": text})
+
+    def tool(
+        self, call: ToolCall, result: ToolResult, *, started_at: float, ended_at: float
+    ) -> ToolTurn:
+        """A tool the LLM called and its result: a ``tool`` turn."""
+        self._stats.tool_calls += 1
+        if not result.ok:
+            self._stats.tool_failures += 1
+        try:
+            arguments: dict[str, Any] | str = call.parsed_arguments()
+        except ValueError:
+            arguments = call.arguments
+        tool = ToolTurn(
+            name=call.name,
+            arguments=arguments,
+            result=result.content,
+            status=str(result.status),
+            latency_ms=result.latency_ms,
+        )
+        shown = json.dumps(arguments, ensure_ascii=False) if isinstance(arguments, dict) else arguments
+        self._record(
+            TurnRecord(
+                role="tool",
+                text=f"{call.name}({shown}) → {result.status}",
+                started_at=self._wall(started_at),
+                ended_at=self._wall(ended_at),
+                tool=tool,
+            )
+        )
+        return tool
+
+    def remember(self, messages: list[dict[str, Any]]) -> None:
+        """Tool-call and tool-result messages: later replies know what was done."""
+        self._history.extend(dict(m) for m in messages)
 
     def unanswered(self, sequence: int, reason: str) -> None:
         self._stats.unanswered += 1

@@ -140,3 +140,30 @@ def ends_incomplete(text: str, language: str) -> bool:
     if stripped.endswith(("?", "!")):
         return False  # a question or exclamation is a whole thought, even "…for?"
     return words[-1] in INCOMPLETE_ENDINGS[_lang(language)]
+
+
+# Farewells that end a call when the agent says them last (an LLM that cannot call the
+# end_call tool still hangs up: session.py). Phrases, matched on whole words.
+FAREWELLS: dict[str, tuple[str, ...]] = {
+    "en": ("goodbye", "good bye", "bye", "bye-bye", "bye bye", "have a nice day",
+           "have a great day", "have a good day", "have a good evening",
+           "have a great evening", "have a nice evening", "take care"),
+    "es": ("adiós", "adios", "hasta luego", "hasta pronto", "hasta la próxima",
+           "que tenga un buen día", "que pase un buen día", "que tenga buen día",
+           "que tenga una buena tarde", "que tenga una buena noche"),
+    "fr": ("au revoir", "bonne journée", "bonne soirée", "à bientôt"),
+    "de": ("auf wiederhören", "auf wiedersehen", "tschüss", "schönen tag noch"),
+    "it": ("arrivederci", "buona giornata", "buona serata", "a presto"),
+    "pt": ("tchau", "adeus", "até logo", "até breve", "tenha um bom dia"),
+}  # fmt: skip
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+
+
+def says_goodbye(text: str, language: str) -> bool:
+    """The last sentence of ``text`` takes leave ("Thank you for calling. Goodbye!")."""
+    sentences = [s for s in _SENTENCE_END.split(text.strip()) if words_of(s)]
+    if not sentences:
+        return False
+    last = " ".join(words_of(sentences[-1]))
+    farewells = FAREWELLS.get(_lang(language), FAREWELLS["en"])
+    return any(re.search(rf"(?<![\w'-]){re.escape(f)}(?![\w'-])", last) for f in farewells)

@@ -14,13 +14,20 @@ import importlib
 import inspect
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
 from orchestrator.engines.errors import EngineError
 from orchestrator.engines.fallback import chain
 
-__all__ = ["EngineError", "Engines", "build_engines", "create_engine", "register"]
+__all__ = [
+    "EngineError",
+    "Engines",
+    "build_engines",
+    "create_engine",
+    "register",
+    "supports_tools",
+]
 
 
 @runtime_checkable
@@ -40,10 +47,20 @@ class LanguageModel(Protocol):
     name: str
 
     def stream(
-        self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int
+        self, messages: list[dict[str, Any]], *, temperature: float, max_tokens: int
     ) -> AsyncIterator[str]:
-        """Yield text deltas of the reply to OpenAI-style ``messages``."""
+        """Yield text deltas of the reply to OpenAI-style ``messages``.
+
+        Engines that can call tools set ``supports_tools = True`` and accept a
+        ``tools=[...]`` keyword (OpenAI ``tools`` entries); they then also yield
+        :class:`orchestrator.tools.ToolCall` items, each once complete. ``tools`` is only
+        passed to such engines (supports_tools below)."""
         ...
+
+
+def supports_tools(engine: object) -> bool:
+    """Whether ``engine`` (or a fallback chain's first engine) can call tools."""
+    return bool(getattr(engine, "supports_tools", False))
 
 
 @runtime_checkable

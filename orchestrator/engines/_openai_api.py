@@ -18,10 +18,12 @@ import types
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Any
 
 from orchestrator.audio import StreamResampler
 from orchestrator.engines import EngineError
 from orchestrator.engines._pcm import language_code, wav_bytes
+from orchestrator.tools import ToolCall
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +136,18 @@ class WhisperSTT:
 
 
 class ChatLLM:
-    """Streaming ``POST /chat/completions``; yields text deltas.
+    """Streaming ``POST /chat/completions``; yields text deltas and, when ``tools`` are
+    given, :class:`ToolCall` items.
 
     ``timeout_s`` bounds the wait for the response headers and for each next event, so
     a server that stalls mid-answer fails the turn instead of hanging it.
+
+    Tool calls arrive as deltas keyed by ``index`` (the id and name in the first, the
+    JSON arguments in pieces after); each is yielded whole once the stream ends, after
+    any text, so the reply loop never acts on half an argument list.
     """
+
+    supports_tools = True
 
     def __init__(self, *, name: str, api: ApiClient, model: str) -> None:
         self.name = name
@@ -146,13 +155,19 @@ class ChatLLM:
         self._api = api
 
     async def stream(
-        self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int
-    ) -> AsyncIterator[str]:
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        temperature: float,
+        max_tokens: int,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> AsyncIterator[str | ToolCall]:
         api = self._api
         for attempt in range(1, api.attempts + 1):
             delivered = False
             try:
-                async with aclosing(self._stream_once(messages, temperature, max_tokens)) as deltas:
+                once = self._stream_once(messages, temperature, max_tokens, tools)
+                async with aclosing(once) as deltas:
                     async for delta in deltas:
                         delivered = True
                         yield delta
@@ -164,9 +179,14 @@ class ChatLLM:
                 await _pause_before_retry(api, "llm", error, attempt)
 
     async def _stream_once(
-        self, messages: list[dict[str, str]], temperature: float, max_tokens: int
-    ) -> AsyncIterator[str]:
+        self,
+        messages: list[dict[str, Any]],
+        temperature: float,
+        max_tokens: int,
+        tools: list[dict[str, Any]] | None,
+    ) -> AsyncIterator[str | ToolCall]:
         api = self._api
+        extra: dict[str, Any] = {"tools": tools, "tool_choice": "auto"} if tools else {}
         async with asyncio.timeout(api.timeout_s):
             stream = await api.client.chat.completions.create(
                 model=self.model,
@@ -174,7 +194,9 @@ class ChatLLM:
                 temperature=temperature,
                 max_tokens=max_tokens,
                 stream=True,
+                **extra,
             )
+        calls: dict[int, ToolCall] = {}
         try:
             events = aiter(stream)
             while True:
@@ -182,17 +204,40 @@ class ChatLLM:
                     async with asyncio.timeout(api.timeout_s):
                         chunk = await anext(events)
                 except StopAsyncIteration:
-                    return
-                if chunk.choices and chunk.choices[0].delta.content:
-                    yield chunk.choices[0].delta.content
+                    break
+                if not chunk.choices:
+                    continue
+                delta = chunk.choices[0].delta
+                if delta.content:
+                    yield delta.content
+                for part in getattr(delta, "tool_calls", None) or ():
+                    _add_tool_delta(calls, part)
         finally:
             await stream.close()
+        for index in sorted(calls):
+            yield calls[index]
 
     async def warmup(self) -> None:
         await _warmup(self._api)
 
     async def aclose(self) -> None:
         await self._api.aclose()
+
+
+def _add_tool_delta(calls: dict[int, ToolCall], part: Any) -> None:
+    """Fold one streamed ``tool_calls`` delta into the call it continues."""
+    index = part.index if part.index is not None else len(calls)
+    call = calls.setdefault(index, ToolCall(id="", name=""))
+    if part.id:
+        call.id = part.id
+    function = part.function
+    if function is not None:
+        if function.name:
+            call.name += function.name
+        if function.arguments:
+            call.arguments += function.arguments
+    if not call.id:
+        call.id = f"call_{index}"
 
 
 class SpeechTTS:

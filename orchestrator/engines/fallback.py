@@ -14,8 +14,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
+from typing import Any
 
 from orchestrator.engines.errors import EngineError
+from orchestrator.tools import ToolCall
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +97,27 @@ class FallbackSTT(_Chain):
 
 
 class FallbackLLM(_Chain):
+    @property
+    def supports_tools(self) -> bool:
+        # The primary decides what the session offers; a fallback engine without tools
+        # serves the turn with text only (it is not passed them).
+        return bool(getattr(self.engines[0], "supports_tools", False))
+
     def stream(
-        self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int
-    ) -> AsyncIterator[str]:
-        return self._stream(
-            lambda engine: engine.stream(messages, temperature=temperature, max_tokens=max_tokens)
-        )
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        temperature: float,
+        max_tokens: int,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> AsyncIterator[str | ToolCall]:
+        def open_stream(engine: object) -> AsyncIterator[str | ToolCall]:
+            extra = {"tools": tools} if tools and getattr(engine, "supports_tools", False) else {}
+            return engine.stream(
+                messages, temperature=temperature, max_tokens=max_tokens, **extra
+            )
+
+        return self._stream(open_stream)
 
 
 class FallbackTTS(_Chain):

@@ -1,0 +1,62 @@
+"""The tools one call offers the LLM, and running one call the LLM made."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from orchestrator.config import CallConfig
+from orchestrator.tools import RESULT_MAX_CHARS, ToolCall, ToolResult, ToolSpec, ToolStatus
+from orchestrator.tools.builtin import AfterReply, builtin_specs, run_builtin
+
+logger = logging.getLogger(__name__)
+
+
+class ToolBox:
+    def __init__(self, config: CallConfig) -> None:
+        self._config = config
+        self._specs: dict[str, ToolSpec] = {
+            spec.name: spec for spec in (*builtin_specs(config), *config.tools)
+        }
+
+    def __bool__(self) -> bool:
+        return bool(self._specs)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    def schemas(self) -> list[dict[str, Any]]:
+        return [spec.schema() for spec in self._specs.values()]
+
+    async def run(self, call: ToolCall) -> tuple[ToolResult, AfterReply | None]:
+        """Run one call; never raises for a tool's own failure (it becomes the result)."""
+        t = time.monotonic()
+        spec = self._specs.get(call.name)
+        after: AfterReply | None = None
+        try:
+            arguments = call.parsed_arguments()
+        except ValueError as exc:
+            result = ToolResult(
+                status=ToolStatus.ERROR, content=f"Invalid arguments (not a JSON object): {exc}"
+            )
+        else:
+            if spec is None:
+                result = ToolResult(
+                    status=ToolStatus.REFUSED,
+                    content=f"Unknown tool {call.name!r}. Available: {', '.join(self.names)}.",
+                )
+            elif spec.kind == "builtin":
+                result, after = run_builtin(self._config, call.name, arguments)
+            else:
+                from orchestrator.tools.http import run_http_tool
+
+                result = await run_http_tool(spec, arguments, call_id=self._config.call_id)
+        result.latency_ms = round((time.monotonic() - t) * 1000.0, 1)
+        if len(result.content) > RESULT_MAX_CHARS:
+            result.content = result.content[:RESULT_MAX_CHARS] + "…(truncated)"
+        logger.info("call %s: tool %s -> %s in %.0f ms", self._config.call_id, call.name,
+                    result.status, result.latency_ms,
+                    extra={"call_id": self._config.call_id})  # fmt: skip
+        return result, after
