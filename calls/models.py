@@ -274,9 +274,9 @@ class AgentProfile(models.Model):
     tool_filler = models.CharField(
         "tool filler",
         max_length=200,
-        default="Un momento, lo compruebo.",
+        default="Un momento, lo compruebo.|Sigo comprobándolo, gracias por esperar.",
         help_text="Said when a tool takes longer than a second, so the caller never hears "
-        "dead air.",
+        "dead air. Several lines separated by | are said in turn while the tool runs.",
     )
     voicemail_action = models.CharField(
         "answering machine",

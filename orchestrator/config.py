@@ -102,8 +102,9 @@ class CallConfig:
     transfer_targets: tuple[tuple[str, str], ...] = ()
     transfer_message: str = "Le paso con una persona. Un momento, por favor."
     transfer_failed_message: str = "Lo siento, no he podido pasarle la llamada."
-    # Said when a tool takes longer than tool_filler_after_ms (never dead air).
-    tool_filler: str = "Un momento, lo compruebo."
+    # Said when a tool takes longer than tool_filler_after_ms (never dead air); lines
+    # separated by "|" are said in turn while it keeps running (reply.py).
+    tool_filler: str = "Un momento, lo compruebo.|Sigo comprobándolo, gracias por esperar."
     tool_filler_after_ms: int = 1000
     # Outbound answering-machine detection: the session waits (silent) for the carrier's
     # verdict before greeting; a machine gets voicemail_action.

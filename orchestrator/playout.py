@@ -81,6 +81,11 @@ class PacedPlayout:
         self.frames_sent += 1
         return self._clock()
 
+    @property
+    def plays_until(self) -> float:
+        """When the far end runs out of the agent audio sent so far (clock time)."""
+        return self._play_until
+
     def queued_s(self) -> float:
         """Audio sent but (by estimate) not yet played at the far end."""
         return max(0.0, self._play_until - self._clock())

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import aclosing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -74,7 +75,8 @@ class Utterance:
     interruptible: bool
     turn: UserTurn | None = None
     metrics: TurnMetrics = field(default_factory=TurnMetrics)
-    # stt | held (words say the caller is not done: waiting for more) | llm | speaking
+    # stt | held (words say the caller is not done: waiting for more) | llm | tool
+    # (tools running; bounded by their own timeouts) | speaking
     phase: str = "llm"
     segments: list[Segment] = field(default_factory=list)  # those that started playing
     sent_ms: float = 0.0
@@ -115,6 +117,11 @@ class Utterance:
 class ReplyPipeline:
     BACKSTOP_GRACE_S = 1.0  # above a whole chain of engine timeouts
     MAX_TOOL_ROUNDS = 3  # LLM requests answered with tool calls, per reply
+    # Slow tools: a filler line when the line has been quiet this long (the first one
+    # after tool_filler_after_ms), at most MAX_FILLERS per tool round.
+    FILLER_GAP_S = 0.8
+    FILLER_POLL_S = 0.1
+    MAX_FILLERS = 3
     # Goodbye/apology: synthesis gets one step budget; playing takes ~80 ms a character.
     FINAL_WORDS_PLAY_S_PER_CHAR = 0.08
     FINAL_WORDS_GRACE_S = 5.0
@@ -390,13 +397,9 @@ class ReplyPipeline:
         tasks = [asyncio.create_task(self._tools.run(call), name=f"tool-{call.name}")
                  for call in calls]  # fmt: skip
         try:
-            filler_after = self._config.tool_filler_after_ms / 1000.0
-            _, pending = await asyncio.wait(tasks, timeout=filler_after)
-            if pending and not utt.filler_said and self._config.tool_filler:
-                utt.filler_said = True
-                async for sentence in sentences_of(self._config.tool_filler):
-                    yield sentence
-            await asyncio.wait(tasks)
+            async with aclosing(self._fillers(utt, tasks)) as fillers:
+                async for line in fillers:
+                    yield line
         finally:
             for task in tasks:
                 task.cancel()
@@ -422,6 +425,31 @@ class ReplyPipeline:
                 await self._record_tool(call, result, started_at=started)
             utt.progress_at = self._clock()
             utt.phase = "llm"
+
+    async def _fillers(self, utt: Utterance, tasks: list[asyncio.Task[Any]]) -> AsyncIterator[str]:
+        """While ``tasks`` run: the first filler line after ``tool_filler_after_ms``, then
+        the next whenever the line has been quiet for ``FILLER_GAP_S`` (lines are the
+        profile's ``|``-separated filler; the last repeats, at most ``MAX_FILLERS``)."""
+        lines = [line.strip() for line in self._config.tool_filler.split("|") if line.strip()]
+        said = 0
+        next_at = self._clock() + self._config.tool_filler_after_ms / 1000.0
+        while True:
+            _, pending = await asyncio.wait(tasks, timeout=self.FILLER_POLL_S)
+            if not pending:
+                return
+            now = self._clock()
+            if not lines or said >= self.MAX_FILLERS or now < next_at:
+                continue
+            if self._playout.plays_until > now:  # a line is still playing: wait for quiet
+                next_at = self._playout.plays_until + self.FILLER_GAP_S
+                continue
+            utt.filler_said = True
+            async for sentence in sentences_of(lines[min(said, len(lines) - 1)]):
+                yield sentence
+            said += 1
+            # Its audio is being sent now; the next line waits for it to end (above).
+            next_at = max(self._clock(), self._playout.plays_until) + self.FILLER_GAP_S
+            utt.progress_at = self._clock()
 
     async def _record_tool(self, call: ToolCall, result: ToolResult, *, started_at: float) -> None:
         turn = self._transcript.tool(call, result, started_at=started_at, ended_at=self._clock())

@@ -381,8 +381,9 @@ class CallSession:
         return min(deadlines)
 
     def _watched(self, utt: Utterance) -> bool:
-        """The watchdog skips a reply held for the caller's next words or paused by them."""
-        return utt.phase != "held" and not self._playout.paused
+        """The watchdog skips a reply held for the caller's next words or paused by them,
+        and one waiting for its tools (each bounded by its own timeout)."""
+        return utt.phase not in ("held", "tool") and not self._playout.paused
 
     def _idle_counting(self) -> bool:
         return (

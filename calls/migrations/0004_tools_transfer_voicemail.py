@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='agentprofile',
             name='tool_filler',
-            field=models.CharField(default='Un momento, lo compruebo.', help_text='Said when a tool takes longer than a second, so the caller never hears dead air.', max_length=200, verbose_name='tool filler'),
+            field=models.CharField(default='Un momento, lo compruebo.|Sigo comprobándolo, gracias por esperar.', help_text='Said when a tool takes longer than a second, so the caller never hears dead air. Several lines separated by | are said in turn while the tool runs.', max_length=200, verbose_name='tool filler'),
         ),
         migrations.AddField(
             model_name='agentprofile',

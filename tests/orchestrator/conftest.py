@@ -84,8 +84,12 @@ class RecordingRecorder:
     async def heartbeat(self) -> None:
         self.heartbeats += 1
 
-    async def call_ended(self, *, reason: EndReason, error: str, metrics: dict[str, Any]) -> None:
-        self.ended.append({"reason": reason, "error": error, "metrics": metrics})
+    async def call_ended(
+        self, *, reason: EndReason, error: str, metrics: dict[str, Any], transferred_to: str = ""
+    ) -> None:
+        self.ended.append(
+            {"reason": reason, "error": error, "metrics": metrics, "transferred_to": transferred_to}
+        )
 
     def by_role(self, role: str) -> list[TurnRecord]:
         return [t for t in self.turns if t.role == role]
@@ -120,13 +124,14 @@ class Harness:
         sample_rate: int = 16000,
         recorder: RecordingRecorder | None = None,
         turn_model: Any = None,
+        transport: RecordingTransport | None = None,
     ) -> None:
         self.config = config or BASE_CONFIG
         self.stt = stt or ScriptedSTT(delay_ms=20, text="I would like a table")
         self.llm = llm or ScriptedLLM(ttft_ms=30, tokens_per_s=200, reply="Sure. For how many?")
         # Fast synthesis, short audio: tests run in seconds, pacing stays real.
         self.tts = tts or ScriptedTTS(ttfb_ms=20, ms_per_char=8, chunk_ms=40, realtime=0)
-        self.transport = RecordingTransport(sample_rate)
+        self.transport = transport or RecordingTransport(sample_rate)
         self.recorder = recorder or RecordingRecorder()
         self.session = CallSession(
             self.config,
