@@ -6,16 +6,33 @@ registers them on top of :class:`AgentProfileAdmin`.
 
 from __future__ import annotations
 
+import datetime
 import json
+from typing import Any
 
+from asgiref.sync import async_to_sync
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from calls import selectors, services
-from calls.models import AgentProfile, Call, CallStatus, ChannelOverlay, GlobalStopEvent, Turn
+from calls.models import (
+    AgentProfile,
+    Call,
+    CallStatus,
+    ChannelOverlay,
+    GlobalStopEvent,
+    ProfileTool,
+    Turn,
+)
+from orchestrator.tools import ToolStatus
+from orchestrator.tools.http import build_request, run_http_tool, validate_arguments
 
 STATUS_COLORS = {
     CallStatus.RINGING: "#b58900",
@@ -96,13 +113,70 @@ class ChannelOverlayInline(admin.TabularInline):
     fields = ("channel", "overrides")
 
 
+TOOLS_HELP = mark_safe(
+    "<p><b>What the agent can do besides talking</b> (docs/tools.md): hang up after its "
+    "goodbye, transfer the caller to a destination on the list, and call the HTTP tools "
+    "below.</p>"
+    "<p><b>The local offline LLM cannot call tools.</b> HTTP tools and transfer need a Groq "
+    "or OpenAI-compatible LLM; with the local model, <i>agent may hang up</i> still works: "
+    "the agent's goodbye in its own words ends the call.</p>"
+)
+
+TOOL_STATUS_COLORS = {
+    ToolStatus.OK: "#2aa198",
+    ToolStatus.ERROR: "#dc322f",
+    ToolStatus.TIMEOUT: "#b58900",
+    ToolStatus.REFUSED: "#6c71c4",
+    ToolStatus.CANCELLED: "#586e75",
+}
+
+
+def tool_status_badge(status: str) -> SafeString:
+    color = TOOL_STATUS_COLORS.get(status, "#586e75")  # type: ignore[call-overload]
+    return format_html(
+        '<span style="background:{};color:#fff;padding:1px 6px;border-radius:8px">{}</span>',
+        color,
+        status or "?",
+    )
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class ProfileToolInline(admin.TabularInline):
+    """The profile's HTTP tools at a glance; a tool is added and edited in full (description,
+    schema, secret) on its own page."""
+
+    model = ProfileTool
+    extra = 0
+    fields = ("name", "method", "url", "timeout_s", "is_active", "test_link")
+    readonly_fields = ("test_link",)
+    show_change_link = True
+    verbose_name = "HTTP tool"
+    verbose_name_plural = "HTTP tools (the LLM calls them; add one with “Add an HTTP tool” above)"
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # A row here has no room for the description and schema the LLM needs.
+        return False
+
+    @admin.display(description="test")
+    def test_link(self, obj: ProfileTool) -> str:
+        if not obj.pk:
+            return ""
+        return format_html(
+            '<a href="{}">Test…</a>', reverse("admin:calls_profiletool_test", args=[obj.pk])
+        )
+
+
 @admin.register(AgentProfile)
 class AgentProfileAdmin(admin.ModelAdmin):
     list_display = ("name", "slug", "language", "is_active", "is_default", "engines", "updated_at")
     list_filter = ("is_active", "language")
     search_fields = ("name", "slug", "phone_numbers")
     prepopulated_fields = {"slug": ("name",)}
-    inlines = [ChannelOverlayInline]
+    inlines = [ChannelOverlayInline, ProfileToolInline]
+    readonly_fields = ("add_tool",)
     fieldsets = (
         (None, {"fields": ("name", "slug", "is_active", "is_default", "language")}),
         ("Conversation", {"fields": ("system_prompt", "greeting", "idle_reprompt", "goodbye_message", "apology_message")}),
@@ -131,6 +205,16 @@ class AgentProfileAdmin(admin.ModelAdmin):
             },
         ),
         ("Pacing and limits", {"fields": ("voice_pacing_ms", "idle_timeout_s", "max_call_seconds")}),
+        (
+            "Tools",
+            {
+                "description": TOOLS_HELP,
+                "fields": (
+                    "end_call_enabled", "transfer_destinations", "transfer_message",
+                    "tool_filler", "voicemail_action", "voicemail_message", "add_tool",
+                ),
+            },
+        ),
         ("Telephony", {"fields": ("phone_numbers",)}),  # telephony/admin.py adds its outbound call
         ("After the call", {"fields": ("extraction_schema", "webhook_url", "webhook_secret")}),
     )  # fmt: skip
@@ -139,17 +223,192 @@ class AgentProfileAdmin(admin.ModelAdmin):
     def engines(self, obj: AgentProfile) -> str:
         return f"{obj.stt_engine} / {obj.llm_engine} / {obj.tts_engine}"
 
+    @admin.display(description="HTTP tools")
+    def add_tool(self, obj: AgentProfile) -> str:
+        if not obj.pk:
+            return "Save the profile first."
+        url = reverse("admin:calls_profiletool_add") + f"?profile={obj.pk}"
+        return format_html(
+            '<a class="button" href="{}">Add an HTTP tool</a> (listed at the bottom of the page)',
+            url,
+        )
+
+
+def example_value(schema: dict[str, Any]) -> Any:
+    """A plausible value for one JSON Schema: its example, default or first choice, else one
+    by type, so "test this tool" starts from arguments that fit."""
+    for key in ("examples", "enum"):
+        if schema.get(key):
+            return schema[key][0]
+    for key in ("const", "default"):
+        if key in schema:
+            return schema[key]
+    kind = schema.get("type", "string")
+    if isinstance(kind, list):  # ["integer", "null"]: the first real type
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        return example_arguments(schema)
+    if kind == "array":
+        items = schema.get("items")
+        return [example_value(items)] if isinstance(items, dict) else []
+    if kind == "string":
+        today = datetime.date.today()
+        formats = {
+            "date": today.isoformat(),
+            "time": "21:00:00",
+            "date-time": f"{today.isoformat()}T21:00:00Z",
+            "email": "name@example.com",
+        }
+        return formats.get(schema.get("format", ""), "example")
+    return {"integer": 2, "number": 2, "boolean": True, "null": None}.get(kind, "example")
+
+
+def example_arguments(schema: dict[str, Any]) -> dict[str, Any]:
+    """Example arguments for a tool: one value per property of its object schema."""
+    properties = schema.get("properties") or {}
+    return {
+        name: example_value(sub if isinstance(sub, dict) else {})
+        for name, sub in properties.items()
+    }
+
+
+class IndentedJSONField(forms.JSONField):
+    """A JSON field shown indented: an example with a few arguments reads better that way."""
+
+    def prepare_value(self, value: Any) -> str:
+        if isinstance(value, forms.fields.InvalidJSONInput):
+            return value  # what the user typed, to correct it
+        return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+class ToolTestForm(forms.Form):
+    arguments = IndentedJSONField(
+        widget=forms.Textarea(attrs={"rows": 10, "cols": 80, "style": "font-family:monospace"}),
+        help_text="The arguments as the LLM would send them: a JSON object. They are checked "
+        "against the tool's schema first, as in a call.",
+    )
+
+    def clean_arguments(self) -> dict[str, Any]:
+        value = self.cleaned_data["arguments"]
+        if not isinstance(value, dict):
+            raise forms.ValidationError("The arguments must be a JSON object: {…}.")
+        return value
+
+
+@admin.register(ProfileTool)
+class ProfileToolAdmin(admin.ModelAdmin):
+    list_display = ("name", "profile", "method", "url", "timeout_s", "is_active")
+    list_filter = ("is_active", "method", "profile")
+    search_fields = ("name", "description", "url", "profile__name")
+    list_select_related = ("profile",)
+    readonly_fields = ("test_tool",)
+    fieldsets = (
+        (None, {"fields": ("profile", "name", "is_active", "test_tool")}),
+        (
+            "What the LLM reads",
+            {
+                "description": "The LLM decides from the name and description when to call "
+                "the tool, and fills the arguments from the schema.",
+                "fields": ("description", "parameters"),
+            },
+        ),
+        ("The request", {"fields": ("method", "url", "timeout_s", "secret")}),
+    )
+
+    @admin.display(description="Test")
+    def test_tool(self, obj: ProfileTool) -> str:
+        if not obj.pk:
+            return "Save the tool first."
+        url = reverse("admin:calls_profiletool_test", args=[obj.pk])
+        return format_html('<a class="button" href="{}">Test this tool…</a>', url)
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        view = self.admin_site.admin_view(self.test_view)
+        return [
+            path("<int:pk>/test/", view, name="calls_profiletool_test"),
+            *super().get_urls(),
+        ]
+
+    def test_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Send one real request to the tool, as a call would, and show what went and came
+        back. Needs change permission: the request reaches the tool's endpoint."""
+        tool = get_object_or_404(ProfileTool.objects.select_related("profile"), pk=pk)
+        if not self.has_change_permission(request, tool):
+            return redirect("admin:index")
+        example = example_arguments(tool.parameters or {})
+        form = ToolTestForm(request.POST or None, initial={"arguments": example})
+        outcome: dict[str, Any] | None = None
+        if request.method == "POST" and form.is_valid():
+            outcome = self._run_test(tool, form.cleaned_data["arguments"])
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Test the tool {tool.name}",
+            "tool": tool,
+            "form": form,
+            "outcome": outcome,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/calls/profiletool/test_tool.html", context)
+
+    @staticmethod
+    def _run_test(tool: ProfileTool, arguments: dict[str, Any]) -> dict[str, Any]:
+        spec = selectors.tool_spec(tool=tool)
+        call_id = "admin-test"  # the endpoint can tell a test from a call
+        # The request the tool sends is deterministic: this is exactly what went out.
+        request = None
+        if validate_arguments(spec, arguments) is None:
+            request = build_request(spec, arguments, call_id=call_id)
+        result = async_to_sync(run_http_tool)(spec, arguments, call_id=call_id)
+        return {
+            "status": tool_status_badge(result.status),
+            "latency": f"{result.latency_ms:.0f} ms",
+            "request": request,
+            "body": request.body.decode() if request else "",
+            "result": result.content,
+        }
+
+
+TOOL_RESULT_SHOWN = 300  # characters of a tool's result in the transcript (full on hover)
+
+
+def tool_turn_html(turn: Turn) -> SafeString:
+    """``book_table({"party_size":4}) → ok · 212 ms`` and the (shortened) result."""
+    arguments = turn.tool_arguments
+    args_text = (
+        arguments
+        if isinstance(arguments, str)
+        else json.dumps(arguments or {}, ensure_ascii=False, separators=(", ", ": "))
+    )
+    latency = "" if turn.tool_latency_ms is None else f" · {turn.tool_latency_ms:.0f} ms"
+    return format_html(
+        "<div><code>{}({})</code> → {}{}</div>"
+        '<div title="{}" style="white-space:pre-wrap;color:#555;font-size:.9em">{}</div>',
+        turn.tool_name or "?",
+        _shorten(args_text, 300),
+        tool_status_badge(turn.tool_status),
+        latency,
+        turn.tool_result,
+        _shorten(turn.tool_result or turn.text, TOOL_RESULT_SHOWN),
+    )
+
 
 class TurnInline(admin.TabularInline):
     model = Turn
     extra = 0
     can_delete = False
     fields = (
-        "sequence", "role", "text", "interrupted", "no_reply", "end_of_turn", "latency",
+        "sequence", "role", "said", "interrupted", "no_reply", "end_of_turn", "latency",
         "served_by", "started_at",
     )  # fmt: skip
     readonly_fields = fields
     ordering = ("sequence",)
+
+    @admin.display(description="text")
+    def said(self, obj: Turn) -> str:
+        """What was said; on a tool turn, the call the LLM made and what came back."""
+        if obj.role != "tool":
+            return obj.text
+        return tool_turn_html(obj)
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
@@ -237,7 +496,9 @@ def turn_taking_summary(metrics: dict | None) -> SafeString:
     if m.get("overlaps") is not None or backchannels is not None:
         parts = []
         if backchannels is not None:
-            parts.append(_count(int(backchannels), "backchannel", "backchannels") + " (agent resumed)")
+            parts.append(
+                _count(int(backchannels), "backchannel", "backchannels") + " (agent resumed)"
+            )
         if interruptions is not None:
             parts.append(_count(int(interruptions), "interruption", "interruptions"))
         overlaps = m.get("overlaps")
@@ -270,7 +531,7 @@ class UnansweredFilter(admin.SimpleListFilter):
 @admin.register(Call)
 class CallAdmin(admin.ModelAdmin):
     list_display = (
-        "started_at", "channel", "profile", "status_badge", "end_reason", "duration",
+        "started_at", "channel", "profile", "status_badge", "ended_because", "duration",
         "turn_count", "median_v2v", "from_number", "to_number", "external_id",
     )  # fmt: skip
     list_filter = (
@@ -290,13 +551,17 @@ class CallAdmin(admin.ModelAdmin):
     readonly_fields = (
         "id", "profile", "channel", "direction", "external_id", "stream_id", "from_number", "to_number",
         "status_badge", "started_at", "ended_at", "duration", "last_heartbeat_at", "end_reason",
+        "ended_because", "transferred_to", "answered_by",
         "error_detail", "dtmf_digits", "metrics_pretty", "latency_chart", "turn_taking",
         "extraction_status",
         "extraction_pretty", "extraction_error", "webhook_status", "config_pretty",
     )  # fmt: skip
     fieldsets = (
-        (None, {"fields": ("id", "profile", "channel", "direction", "status_badge", "end_reason", "error_detail")}),
-        ("Numbers", {"fields": ("from_number", "to_number", "external_id", "stream_id", "dtmf_digits")}),
+        (None, {"fields": ("id", "profile", "channel", "direction", "status_badge", "ended_because", "error_detail")}),
+        ("Numbers", {"fields": (
+            "from_number", "to_number", "external_id", "stream_id", "dtmf_digits", "transferred_to",
+            "answered_by",
+        )}),
         ("Timing", {"fields": ("started_at", "ended_at", "duration", "last_heartbeat_at")}),
         ("Latency and turn-taking", {"fields": ("latency_chart", "turn_taking", "metrics_pretty")}),
         ("Post-call analysis", {"fields": ("extraction_status", "extraction_pretty", "extraction_error", "webhook_status")}),
@@ -327,6 +592,14 @@ class CallAdmin(admin.ModelAdmin):
             color,
             obj.get_status_display(),
         )
+
+    @admin.display(description="end reason", ordering="end_reason")
+    def ended_because(self, obj: Call) -> str:
+        """The end reason, with where a transferred call went (``Transferred → +34…``)."""
+        label = obj.get_end_reason_display() if obj.end_reason else "–"
+        if obj.transferred_to:
+            label = f"{label} → {obj.transferred_to}"
+        return label
 
     @admin.display(description="duration")
     def duration(self, obj: Call) -> str:

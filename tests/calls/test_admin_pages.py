@@ -98,7 +98,13 @@ def profile_form_data(staff_client, profile) -> tuple[str, dict]:
     form = staff_client.get(url).context["adminform"].form
     data = {k: ("" if v is None else v) for k, v in form.initial.items()}
     data.update(
-        {"extraction_schema": "null", "overlays-TOTAL_FORMS": "0", "overlays-INITIAL_FORMS": "0"}
+        {
+            "extraction_schema": "null",
+            "overlays-TOTAL_FORMS": "0",
+            "overlays-INITIAL_FORMS": "0",
+            "tools-TOTAL_FORMS": "0",  # the HTTP tools inline (the demo profile has none)
+            "tools-INITIAL_FORMS": "0",
+        }
     )
     for key in ("is_active", "is_default", "barge_in_enabled", "noise_suppression"):
         if not data.get(key):
