@@ -17,6 +17,9 @@ request says ``"stream": true``, else one JSON completion), ``transcriptions``
 ``models`` (``/models``). Each request takes the next scripted :class:`Reply` of its
 route, else ``responder[route](request)``, else ``default[route]``.
 
+Tool calls: ``Reply.tool_call_stream([("book_table", {"party_size": 4})], text=["Sure."])``
+streams them in pieces, as OpenAI and Groq do.
+
 Failure modes are replies too: ``Reply.error(401|429|500, ...)`` (OpenAI-style error
 body), ``Reply(..., delay_s=5)`` (slow headers), ``Reply.chat_stream(..., stall_s=5)``
 (stalls mid-stream), ``Reply.malformed_stream()`` (broken SSE JSON).
@@ -95,6 +98,40 @@ class Reply:
         events += [event({"content": delta}, None) for delta in deltas]
         events += [event({}, "stop"), "[DONE]"]
         return cls(sse_events=events, content_type="text/event-stream", **kwargs)
+
+    @classmethod
+    def tool_call_stream(
+        cls,
+        calls: list[tuple[str, dict[str, Any]]],
+        *,
+        text: list[str] = (),
+        model: str = "fake-model",
+        **kwargs: Any,
+    ) -> Reply:
+        """A stream that says ``text`` deltas, then calls tools the way OpenAI and Groq
+        stream them: per call an ``index``, the id, type and name in its first delta and
+        the JSON arguments cut into pieces over the next ones; ``finish_reason``
+        ``tool_calls``. ``calls``: ``[(name, arguments), ...]``."""
+        reply = cls.chat_stream(list(text), model=model, **kwargs)
+        head = reply.sse_events[: 1 + len(text)]
+        chunk = json.loads(head[0])
+
+        def event(delta: dict[str, Any], finish: str | None = None) -> str:
+            chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
+            return json.dumps(chunk)
+
+        events = list(head)
+        for index, (name, arguments) in enumerate(calls):
+            first = {"index": index, "id": f"call_fake_{index}", "type": "function",
+                     "function": {"name": name, "arguments": ""}}  # fmt: skip
+            events.append(event({"tool_calls": [first]}))
+            encoded = json.dumps(arguments)
+            for start in range(0, len(encoded), 7):  # arguments arrive in pieces
+                piece = {"index": index, "function": {"arguments": encoded[start : start + 7]}}
+                events.append(event({"tool_calls": [piece]}))
+        events += [event({}, "tool_calls"), "[DONE]"]
+        reply.sse_events = events
+        return reply
 
     @classmethod
     def malformed_stream(cls, *, after: list[str] = ()) -> Reply:

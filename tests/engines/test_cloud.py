@@ -10,6 +10,7 @@ import pytest
 
 from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
 from orchestrator.engines import EngineError, create_engine
+from orchestrator.tools import ToolCall
 from tests.engines.conftest import credentials_for
 from tests.fake_vendor import FakeVendor, Reply
 
@@ -56,6 +57,62 @@ async def test_it_streams_chat_deltas_from_sse(engine_name, vendor, config):
     assert request.json["max_tokens"] == 50
     key = "gsk-test" if engine_name == "groq" else "sk-test"
     assert request.headers["authorization"] == f"Bearer {key}"
+
+
+BOOK_TABLE = {
+    "type": "function",
+    "function": {
+        "name": "book_table",
+        "description": "Book a table.",
+        "parameters": {"type": "object", "properties": {"party_size": {"type": "integer"}}},
+    },
+}
+
+
+async def test_it_assembles_streamed_tool_call_deltas_into_whole_calls(engine_name, vendor, config):
+    arguments = {"party_size": 4, "day": "Friday", "name": "John Smith"}
+    vendor.script(
+        "chat",
+        Reply.tool_call_stream(
+            [("book_table", arguments), ("end_call", {})], text=["Let me", " book that."]
+        ),
+    )
+    engine = llm(engine_name, vendor, config)
+    assert engine.supports_tools
+
+    items = await collect(
+        engine.stream(MESSAGES, temperature=0.3, max_tokens=50, tools=[BOOK_TABLE])
+    )
+    await engine.aclose()
+
+    assert items[:2] == ["Let me", " book that."]
+    booking, end = items[2:]
+    assert isinstance(booking, ToolCall) and isinstance(end, ToolCall)
+    assert (booking.id, booking.name) == ("call_fake_0", "book_table")
+    assert booking.parsed_arguments() == arguments
+    assert end.name == "end_call" and end.parsed_arguments() == {}
+    (request,) = vendor.calls("chat")
+    assert request.json["tools"] == [BOOK_TABLE]
+    assert request.json["tool_choice"] == "auto"
+
+
+async def test_it_sends_tool_results_back_in_the_openai_shape(engine_name, vendor, config):
+    vendor.script("chat", Reply.chat_stream(["Booked."]))
+    engine = llm(engine_name, vendor, config)
+    call = ToolCall(id="call_1", name="book_table", arguments='{"party_size": 4}')
+    messages = [
+        *MESSAGES,
+        {"role": "assistant", "tool_calls": [call.as_message()]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"booked": true}'},
+    ]
+
+    assert await collect(
+        engine.stream(messages, temperature=0.3, max_tokens=50, tools=[BOOK_TABLE])
+    ) == ["Booked."]
+    await engine.aclose()
+    (request,) = vendor.calls("chat")
+    assert request.json["messages"][2]["tool_calls"][0]["function"]["name"] == "book_table"
+    assert request.json["messages"][3] == messages[3]
 
 
 async def test_it_uploads_the_utterance_as_an_in_memory_wav(engine_name, vendor, config):
