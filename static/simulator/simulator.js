@@ -33,6 +33,9 @@ const END_REASONS = {
   global_stop: "The call was ended by a global stop of all calls.",
   server_shutdown: "The server is restarting; the call was ended.",
   not_connected: "The call could not be connected.",
+  busy: "All lines were busy (the server is at capacity).",
+  transferred: "The agent transferred the call to a person (a phone call would now ring them).",
+  voicemail: "An answering machine took the call.",
 };
 
 const AGENT_STATES = new Set(["listening", "thinking", "speaking"]);
@@ -65,6 +68,8 @@ const stats = {
   transcript: [], // {role, text, final, interrupted}
   metrics: [], // every metrics message, in order
   overlaps: [], // every overlap message, in order: {outcome, text, quiet_ms}
+  tools: [], // every tool message: {name, arguments, status, result, latency_ms}
+  transfers: [], // destinations the agent transferred the call to
   backchannels: 0, // overlaps the agent resumed after
   interruptions: 0, // overlaps that cut the agent off
   endedReason: null,
@@ -260,6 +265,42 @@ function onOverlap(msg) {
   const empty = ui.transcript.querySelector(".empty");
   if (empty) empty.remove();
   renderOverlapCounts();
+  ui.transcript.scrollTop = ui.transcript.scrollHeight;
+}
+
+function appendNote(text, className) {
+  const note = document.createElement("div");
+  note.className = `overlap-note ${className}`;
+  note.textContent = text;
+  ui.transcript.querySelector(".empty")?.remove();
+  ui.transcript.append(note);
+  ui.transcript.scrollTop = ui.transcript.scrollHeight;
+  return note;
+}
+
+// A tool the agent called: name, arguments, status and latency; the result on demand.
+function onTool(msg) {
+  const entry = {
+    name: msg.name || "?",
+    arguments: msg.arguments ?? {},
+    status: msg.status || "",
+    result: msg.result ?? "",
+    latency_ms: msg.latency_ms ?? null,
+  };
+  stats.tools.push(entry);
+  const args = typeof entry.arguments === "string"
+    ? entry.arguments
+    : Object.entries(entry.arguments).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join(", ");
+  const card = document.createElement("details");
+  card.className = `tool-call tool-${entry.status}`;
+  const summary = document.createElement("summary");
+  const latency = entry.latency_ms == null ? "" : ` · ${Math.round(entry.latency_ms)} ms`;
+  summary.textContent = `Tool ${entry.name}(${args}) · ${entry.status}${latency}`;
+  const result = document.createElement("pre");
+  result.textContent = entry.result;
+  card.append(summary, result);
+  ui.transcript.querySelector(".empty")?.remove();
+  ui.transcript.append(card);
   ui.transcript.scrollTop = ui.transcript.scrollHeight;
 }
 
@@ -517,6 +558,13 @@ function onSocketMessage(current, event) {
       break;
     case "overlap":
       onOverlap(msg);
+      break;
+    case "tool":
+      onTool(msg);
+      break;
+    case "transfer":
+      stats.transfers.push(msg.destination || "");
+      appendNote(`Transferring the call to ${msg.destination || "a person"}…`, "tool-note");
       break;
     case "clear":
       current.audio.playback.port.postMessage({ type: "clear" });

@@ -428,3 +428,41 @@ def test_the_page_shows_partials_overlaps_and_the_end_of_turn_decision(
                                                         "assistant"]  # fmt: skip
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "simulator-overlaps.png"), full_page=True)
+
+
+def test_the_page_shows_tool_calls_and_a_transfer(server: Server, tab: Tab) -> None:
+    page = tab.page
+    page.add_init_script(FAKE_SOCKET)
+    log_in_to_simulator(tab, server)
+    page.click("#start")
+    wait_for(tab, server, "the start message", "window.__sockets[0]?.sent.length > 0", 30)
+
+    def push(message: dict) -> None:
+        page.evaluate("(m) => window.__sockets[0].push(m)", message)
+
+    push({"type": "started", "call_id": "c-2", "profile": "demo", "channel": "browser",
+          "sample_rate": 16000})  # fmt: skip
+    push({"type": "transcript", "role": "user", "text": "A table for four on Friday.",
+          "final": True})  # fmt: skip
+    push({"type": "tool", "name": "book_table", "arguments": {"party_size": 4, "day": "Friday"},
+          "status": "ok", "result": '{"booked":true,"ref":"A12"}', "latency_ms": 312.4})  # fmt: skip
+    push({"type": "tool", "name": "check_menu", "arguments": {}, "status": "timeout",
+          "result": "The tool did not answer within 5 s.", "latency_ms": 5003})  # fmt: skip
+    push({"type": "transfer", "destination": "+34910000000"})
+
+    cards = page.locator(".tool-call")
+    assert cards.count() == 2
+    first = cards.nth(0)
+    assert first.locator("summary").inner_text() == (
+        'Tool book_table(party_size: 4, day: "Friday") · ok · 312 ms'
+    )
+    assert not first.locator("pre").is_visible()  # the result opens on demand
+    first.locator("summary").click()
+    assert first.locator("pre").inner_text() == '{"booked":true,"ref":"A12"}'
+    assert "tool-timeout" in (cards.nth(1).get_attribute("class") or "")
+    assert page.locator(".tool-note").inner_text() == "Transferring the call to +34910000000…"
+    stats = page.evaluate("window.simulatorStats")
+    assert [t["name"] for t in stats["tools"]] == ["book_table", "check_menu"]
+    assert stats["transfers"] == ["+34910000000"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "simulator-tools.png"), full_page=True)
