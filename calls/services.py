@@ -201,6 +201,22 @@ def call_end(
     return ended
 
 
+def call_set_answered_by(
+    *, call_id: object, answered_by: str, keep: tuple[str, ...] = ()
+) -> bool:
+    """Store who answered an outbound call (the carrier's answering-machine verdict).
+
+    A later verdict replaces an earlier one (a machine's greeting ending after it was
+    detected), except a stored value listed in ``keep``: a retried delivery of the earlier
+    event must not undo the later one. Stored whether or not the call is still open.
+    Returns False when nothing was written."""
+    return bool(
+        Call.objects.filter(pk=call_id)
+        .exclude(answered_by__in=keep)
+        .update(answered_by=answered_by[:40])
+    )
+
+
 def _enqueue_extraction(call_id: object) -> None:
     # By the task's name: calls/tasks.py imports this module, not the other way round.
     # Never on the ending call's own thread, even without a broker (calls/inline_tasks.py).

@@ -19,7 +19,7 @@ from django.conf import settings
 from calls import global_stop, selectors, services
 from calls import metrics as prom
 from calls.logging import bind_call
-from calls.models import AgentProfile
+from calls.models import AgentProfile, VoicemailAction
 from calls.recorder import DjangoCallRecorder
 from orchestrator.config import CallConfig
 from orchestrator.engines import EngineError, Engines, build_engines
@@ -38,14 +38,37 @@ class LiveCall:
     engines: Engines
     task: asyncio.Task[EndReason] = field(init=False)
     warmup: asyncio.Task[None] | None = None
+    answered: str | None = None  # the answering-machine verdict the session was given
 
     @property
     def done(self) -> bool:
         return self.task.done()
 
+    def answer(self, verdict: str) -> bool:
+        """Give the session its answering-machine verdict, once (on the call's loop).
 
-# call_id -> LiveCall, for graceful shutdown of this process.
+        Two paths may bring it (the webhook in this process, the socket's poll of the
+        database): the first one counts."""
+        if self.answered is not None or self.done:
+            return False
+        self.answered = verdict
+        self.session.answered_by(verdict)
+        return True
+
+
+# call_id -> LiveCall, for graceful shutdown of this process and answering-machine verdicts.
 ACTIVE: dict[str, LiveCall] = {}
+
+
+def deliver_answer(call_id: str, verdict: str) -> bool:
+    """From any thread: hand ``verdict`` to the call's session if it is live in this
+    process (False otherwise). Webhooks run in Django's sync threads, the session on the
+    event loop, so the hand-over is scheduled on the call's own loop."""
+    live = ACTIVE.get(call_id)
+    if live is None or live.done:
+        return False
+    live.task.get_loop().call_soon_threadsafe(live.answer, verdict)
+    return True
 
 
 async def start_live_call(
@@ -63,6 +86,10 @@ async def start_live_call(
     )
     # Engines synthesize for the rate the transport plays, never a rate guessed from a name.
     config = replace(config, output_rate=int(transport.sample_rate))
+    if await database_sync_to_async(_detects_machines)(call_id=call_id, profile=profile):
+        # The carrier was asked to detect an answering machine (telephony/amd.py): the
+        # session stays silent until its verdict instead of greeting a voicemail box.
+        config = replace(config, await_answer=True)
     try:
         engines = build_engines(config, selectors.engine_credentials())
     except EngineError as exc:
@@ -84,6 +111,15 @@ async def start_live_call(
     live.task = asyncio.create_task(_run(live), name=f"call-{call_id}")
     ACTIVE[call_id] = live
     return live
+
+
+def _detects_machines(*, call_id: str, profile: AgentProfile) -> bool:
+    """An outbound call of a profile with answering-machine detection (the dial asked the
+    carrier for it: telephony/outbound.py)."""
+    if profile.voicemail_action == VoicemailAction.OFF:
+        return False
+    call = selectors.call_get(call_id=call_id)
+    return call is not None and call.direction == "outbound"
 
 
 async def _warm_up(engines: Engines) -> None:

@@ -7,7 +7,9 @@ client -> server  {"event": "start", "profile": "<slug>", "channel": "browser"}
                   {"event": "stop"}
 server -> client  {"type": "audio", "data": "<base64>", "sample_rate": N} (binary when the
                   client asked for it with "audio": "binary" in start), "transcript", "clear",
-                  "state", "metrics", "started", "ended", "error" messages.
+                  "state", "metrics", "started", "ended", "error" messages, and
+                  {"type": "transfer", "destination": "<E.164 or SIP URI>"} when the agent
+                  transfers the call (simulated: the call then ends as "transferred").
 
 The life cycle every media socket shares (worker, start deadline, audio budget, ending the
 call in every path) is ``live.socket.CallSocket``; this consumer only speaks the page's
@@ -70,6 +72,15 @@ class BrowserTransport:
         if event.get("type") == "mark":
             return  # carrier playback marks mean nothing to the browser
         await self.consumer.send_json(event)
+
+    async def transfer(self, destination: str) -> None:
+        """A browser cannot be handed to a phone: the page is told where the call would have
+        gone (``{"type": "transfer", "destination": …}``) and the transfer counts as done, so
+        the agent's transfer flow can be tried here. The session then ends the call
+        (``ended`` with reason ``transferred``, close 1000)."""
+        if self.closed:
+            raise RuntimeError("the simulator call is over")
+        await self.consumer.send_json({"type": "transfer", "destination": destination})
 
     async def close(self, reason: str) -> None:
         if self.closed:

@@ -35,7 +35,9 @@ class Carrier:
     name: str  # the call's channel
     label: str
     stream_class: Callable[[], Stream]
-    rest: ModuleType  # can_hang_up, hang_up, dial, ERRORS, DIAL_SETTINGS, FROM_NUMBER_SETTING
+    # can_hang_up, hang_up, transfer, release_stream, dial, ERRORS, DIAL_SETTINGS,
+    # FROM_NUMBER_SETTING
+    rest: ModuleType
     stream_route: str  # under /ws/telephony/
     # Said when we must end a call without REST credentials: closing the stream ends a
     # Twilio call (its <Connect> is over), not a Telnyx one.

@@ -10,6 +10,11 @@ checks the stream token on ``start`` (close 4403 before any audio reaches a sess
 starts the session and ends it on ``stop``. When the socket goes, ``CallSocket`` ends
 whatever is still running: the call record is ended with a reason in every path.
 Close codes: ``live.socket.CloseCode`` (docs/telephony.md).
+
+Transfer (``CarrierTransport.transfer``): the carrier REST call hands the caller to a
+person; the record is ended ``transferred`` at once, the call is *not* hung up, and the
+stream ends without counting as a caller hang-up. Answering-machine detection: while the
+session waits for a verdict, the consumer polls the stored one (telephony/amd.py).
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 
 from calls import selectors, services
 from calls.models import Call, CallStatus
+from live.runtime import LiveCall, stop_live_call
 from live.socket import CallSocket, CloseCode
 from orchestrator.session import EndReason
-from telephony import tokens, wire
+from telephony import amd, tokens, wire
 from telephony.carriers import REST_ERRORS, Carrier
 
 logger = logging.getLogger(__name__)
@@ -36,6 +43,17 @@ MAX_PROTOCOL_ERRORS = 50  # bad messages tolerated (logged, ignored) before givi
 LOGGED_PROTOCOL_ERRORS = 5  # the first few ignored bad messages are logged, then counted only
 MARK_WAIT_S = 1.0  # on agent hang-up: wait this long for the last marks to be played
 HANGUP_TIMEOUT_S = 3.0  # the session gives transport.close() 5 s in all
+# The carrier's REST transfer request. The session guards the whole transfer with a larger
+# timeout of its own; this one decides "the carrier did not take it" (and bounds the HTTP
+# request in its thread, so a late answer cannot transfer a call we called failed).
+TRANSFER_TIMEOUT_S = 5.0
+# After a transfer the carrier ends the stream itself (Twilio: the new TwiML replaced
+# <Connect>; Telnyx: streaming_stop); we close it ourselves after this long.
+TRANSFER_STOP_WAIT_S = 1.5
+
+
+class TransferFailed(Exception):
+    """The carrier did not take the transfer: the call goes on with the agent."""
 
 
 class CarrierTransport:
@@ -63,6 +81,12 @@ class CarrierTransport:
             self.consumer.mark_sent(name)
             await self.consumer.send(text_data=self.consumer.stream.mark(name))
 
+    async def transfer(self, destination: str) -> None:
+        """Cold transfer to ``destination`` (E.164 or SIP URI, already checked against the
+        profile's list by the session). Returns once the carrier took it; raises
+        :class:`TransferFailed` otherwise (the call goes on)."""
+        await self.consumer.transfer(destination)
+
     async def close(self, reason: str) -> None:
         await self.consumer.end_from_session(reason)
 
@@ -83,6 +107,12 @@ class CarrierConsumer(CallSocket):
         self.pending_marks: set[str] = set()
         self.marks_drained = asyncio.Event()
         self.marks_drained.set()
+        self.stream_ended = asyncio.Event()  # the carrier said stop, or the socket dropped
+        self.caller_id = ""  # the number a transfer presents ("": the carrier's default)
+        self.transfer_state = ""  # "", "pending", "done" or "failed"
+        self.transfer_settled = asyncio.Event()
+        self.transferred_to = ""
+        self.answer_watch: asyncio.Task[None] | None = None
 
     async def admit(self) -> bool:
         self.stream.log_upgrade(self.scope)
@@ -121,6 +151,7 @@ class CarrierConsumer(CallSocket):
             self.inbox.put_nowait(message)  # recorded on the call by the worker
         elif isinstance(message, wire.Stop):
             self.remote_stopped = True
+            self.stream_ended.set()
             self.inbox.put_nowait(message)
         elif isinstance(message, wire.CarrierError):
             logger.warning("%s error %s: %s", self.label, message.code, message.detail)
@@ -175,6 +206,8 @@ class CarrierConsumer(CallSocket):
                 call_id=self.call_id, digit=message.digit
             )
         elif isinstance(message, wire.Stop):
+            if await self.stopped_by_transfer():
+                return
             logger.info("%s: caller hung up (stop)", self.label)
             await self.caller_hung_up()
             await self.close_socket(CloseCode.NORMAL, EndReason.CALLER_HANGUP)
@@ -188,6 +221,9 @@ class CarrierConsumer(CallSocket):
             return
         self.call_id = str(call.id)
         self.carrier_call_id = start.carrier_call_id
+        # A transfer of an outbound call presents our own number (the default, the called
+        # person's, would be refused as spoofed); an inbound one keeps the carrier's default.
+        self.caller_id = call.from_number if call.direction == "outbound" else ""
         if not await database_sync_to_async(services.call_activate)(
             call_id=self.call_id, stream_id=start.stream_id
         ):
@@ -204,10 +240,37 @@ class CarrierConsumer(CallSocket):
                 )
                 await self.hang_up_and_close(CloseCode.INTERNAL, "no active profile")
                 return
-        if await self.go_live(
+        live = await self.go_live(
             profile=profile, channel=self.channel, transport=CarrierTransport(self)
-        ):
-            logger.info("%s %s: call %s live", self.label, start.stream_id, self.call_id)
+        )
+        if live is None:
+            return
+        logger.info("%s %s: call %s live", self.label, start.stream_id, self.call_id)
+        if live.config.await_answer:
+            self.answer_watch = asyncio.create_task(
+                self.watch_answer(live), name=f"answer-watch-{self.call_id}"
+            )
+
+    async def watch_answer(self, live: LiveCall) -> None:
+        """Poll the stored answering-machine verdict while the session waits for it.
+
+        The carrier's webhook may land in another process (telephony/amd.py); one that came
+        before the stream is found by the first read. Stops once the session has a verdict,
+        the call is over or ``answer_wait_s`` has passed (the session went ahead alone)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + live.config.answer_wait_s
+        read = database_sync_to_async(selectors.call_answered_by)
+        while live.answered is None and not live.done and loop.time() < give_up:
+            try:
+                stored = await read(call_id=live.call_id)
+            except DatabaseError as exc:  # a database blip: the next read may work
+                logger.warning("%s: answering-machine verdict unreadable: %r", self.label, exc)
+                stored = ""
+            told = amd.verdict(stored, action=live.config.voicemail_action)
+            if told is not None:
+                live.answer(told)
+                return
+            await asyncio.sleep(amd.ANSWER_POLL_S)
 
     async def authorize(self, start: wire.Start) -> Call | None:
         """The call this stream belongs to, if its token says so; else close 4403."""
@@ -263,11 +326,102 @@ class CarrierConsumer(CallSocket):
             status=CallStatus.RINGING,
         )
 
+    # --- transfer ----------------------------------------------------------------------------
+
+    async def transfer(self, destination: str) -> None:
+        rest = self.carrier.rest
+        if self.closing or self.remote_stopped or not self.carrier_call_id or not self.call_id:
+            raise TransferFailed("the call is over")
+        if not rest.can_hang_up():
+            raise TransferFailed(f"{self.carrier.label} REST credentials are not set")
+        if self.transfer_state in ("pending", "done"):
+            raise TransferFailed("a transfer is already under way")
+        self.transfer_state = "pending"
+        self.transfer_settled.clear()
+        taken = False
+        try:
+            async with asyncio.timeout(TRANSFER_TIMEOUT_S + 1.0):
+                await asyncio.to_thread(
+                    rest.transfer,
+                    self.carrier_call_id,
+                    destination,
+                    call_id=self.call_id,
+                    caller_id=self.caller_id,
+                    timeout_s=TRANSFER_TIMEOUT_S,
+                )
+            taken = True
+        except REST_ERRORS as exc:
+            logger.warning(
+                "%s transfer of %s to %s failed: %r",
+                self.channel,
+                self.carrier_call_id,
+                destination,
+                exc,
+            )
+            raise TransferFailed(f"{self.carrier.label} did not take the transfer: {exc}") from exc
+        finally:
+            # Also when the session's own guard cancelled us: whoever waits learns the end.
+            self.transfer_state = "done" if taken else "failed"
+            if taken:
+                self.transferred_to = destination
+            self.transfer_settled.set()
+        logger.info("%s call %s transferred to %s", self.channel, self.carrier_call_id, destination)
+        try:
+            # Recorded now: the stream's end (Twilio's stop comes at once) or the carrier's
+            # hang-up webhook must not get there first and call it a caller hang-up.
+            await database_sync_to_async(services.call_end)(
+                call_id=self.call_id, reason=EndReason.TRANSFERRED, transferred_to=destination
+            )
+        except DatabaseError as exc:  # the transfer happened; the recorder retries the end
+            logger.error("%s: transfer of call %s not recorded: %r", self.label, self.call_id, exc)
+
+    async def stopped_by_transfer(self) -> bool:
+        """A ``stop`` a transfer caused (the carrier ends the stream of a transferred call):
+        the session ends as transferred, not as a caller hang-up."""
+        if not self.transfer_state:
+            return False
+        await self.transfer_settled.wait()  # bounded by the transfer's own timeout
+        if self.transfer_state != "done":
+            return False
+        logger.info("%s: stream ended by the transfer to %s", self.label, self.transferred_to)
+        if self.live is not None:
+            await stop_live_call(self.live, EndReason.TRANSFERRED)
+        await self.close_socket(CloseCode.NORMAL, EndReason.TRANSFERRED)
+        return True
+
+    async def end_after_transfer(self) -> None:
+        """The caller is with a person now: end our part of the call without hanging up."""
+        if self.call_id is not None:
+            await database_sync_to_async(services.call_end)(
+                call_id=self.call_id,
+                reason=EndReason.TRANSFERRED,
+                transferred_to=self.transferred_to,
+            )
+        if not self.remote_stopped:
+            try:
+                async with asyncio.timeout(HANGUP_TIMEOUT_S):
+                    await asyncio.to_thread(self.carrier.rest.release_stream, self.carrier_call_id)
+            except REST_ERRORS as exc:
+                logger.warning(
+                    "%s: stopping the stream of transferred call %s failed (%r); closing it",
+                    self.label,
+                    self.carrier_call_id,
+                    exc,
+                )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TRANSFER_STOP_WAIT_S):
+                    await self.stream_ended.wait()
+        await self.close_socket(CloseCode.NORMAL, EndReason.TRANSFERRED)
+
     # --- ending ----------------------------------------------------------------------------
 
     async def end_from_session(self, reason: str) -> None:
-        """The session is over (transport.close): hang the call up unless the caller did."""
+        """The session is over (transport.close): hang the call up unless the caller did,
+        or the call was transferred (the caller is talking to a person)."""
         if self.closing:
+            return
+        if reason == EndReason.TRANSFERRED and self.transfer_state == "done":
+            await self.end_after_transfer()
             return
         if self.remote_stopped:
             await self.close_socket(CloseCode.NORMAL, reason)
@@ -281,6 +435,30 @@ class CarrierConsumer(CallSocket):
             async with asyncio.timeout(MARK_WAIT_S):
                 await self.marks_drained.wait()
         await self.hang_up_and_close(CloseCode.NORMAL, reason)
+
+    async def disconnect(self, code: int) -> None:
+        await super().disconnect(code)
+        self.stream_ended.set()
+
+    async def release(self) -> None:
+        """Also on a socket that dropped mid-transfer: a transfer the carrier took ends the
+        session as transferred, not as a caller hang-up."""
+        if self.answer_watch is not None:
+            self.answer_watch.cancel()
+            for outcome in await asyncio.gather(self.answer_watch, return_exceptions=True):
+                if isinstance(outcome, Exception):
+                    logger.error("%s: answer watch failed: %r", self.label, outcome)
+        if self.transfer_state and self.live is not None and not self.live.done:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TRANSFER_TIMEOUT_S + 2.0):
+                    await self.transfer_settled.wait()
+            if self.transfer_state == "done":
+                await stop_live_call(
+                    self.live,
+                    EndReason.TRANSFERRED,
+                    timeout=settings.MEDIA_SOCKET_STOP_TIMEOUT_SECONDS,
+                )
+        await super().release()
 
     async def close_with(self, code: CloseCode, reason: str) -> None:
         if self.carrier_call_id:

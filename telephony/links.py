@@ -15,6 +15,12 @@ logger = logging.getLogger(__name__)
 TWILIO_STREAM_PATH = "/ws/telephony/twilio/"
 TELNYX_STREAM_PATH = "/ws/telephony/telnyx/{secret}/"
 TWILIO_STATUS_PATH = "/telephony/twilio/status/"
+TWILIO_AMD_PATH = "/telephony/twilio/amd/"
+
+
+def twilio_amd_path(call_id: str) -> str:
+    # The call record rides in the query: Twilio signs the whole URL, so it cannot be forged.
+    return f"{TWILIO_AMD_PATH}?call_id={call_id}"
 
 
 def public_url(path_and_query: str) -> str:

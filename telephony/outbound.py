@@ -6,7 +6,8 @@
 The call record is created first (outbound, ringing) so the stream token can name it;
 the carrier then gets the same stream instructions an inbound call gets (each carrier's
 ``rest.dial``: Twilio the ``<Connect><Stream>`` TwiML inline, Telnyx ``stream_url`` on the
-dial command).
+dial command), plus answering-machine detection when the profile's ``voicemail_action`` is
+not off (telephony/amd.py).
 """
 
 from __future__ import annotations
@@ -63,7 +64,14 @@ def place_call(*, profile: AgentProfile, to: str, carrier: str = carriers.DEFAUL
     call_id = str(call.id)
     token = tokens.mint(call_id=call_id, carrier=carrier)
     try:
-        external_id = chosen.rest.dial(to=to, from_=from_, call_id=call_id, token=token)
+        external_id = chosen.rest.dial(
+            to=to,
+            from_=from_,
+            call_id=call_id,
+            token=token,
+            # Answering-machine detection when the profile acts on machines (telephony/amd.py).
+            voicemail_action=profile.voicemail_action,
+        )
     except carriers.REST_ERRORS as exc:
         logger.error("outbound %s call to %s failed: %s", carrier, to, exc)
         services.call_end(

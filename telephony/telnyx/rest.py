@@ -1,4 +1,5 @@
-"""Telnyx Call Control v2, the commands we send: answer, speak, hang up, dial (blocking httpx)."""
+"""Telnyx Call Control v2, the commands we send: answer, speak, hang up, transfer, stop
+streaming, dial with answering-machine detection (blocking httpx)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,23 @@ from typing import Any
 import httpx
 from django.conf import settings
 
+from calls.models import VoicemailAction
 from telephony import links
 from telephony.telnyx.wire import client_state
 
 _ALREADY_ENDED = "90018"  # Call Control error code: "call has already ended"
+# answering_machine_detection per profile action. To hang up, "detect" is enough
+# (call.machine.detection.ended); to leave a message, "greeting_end" also reports the end
+# of a machine's greeting (call.machine.greeting.ended: beep, silence or not sure).
+# "detect_beep" reports that end only when it hears a beep, and "premium" only with a beep
+# too: a greeting without one would leave the message waiting for nothing.
+_MACHINE_DETECTION = {
+    VoicemailAction.HANG_UP: "detect",
+    VoicemailAction.LEAVE_MESSAGE: "greeting_end",
+}
+TRANSFER_RING_S = 30  # how long the transfer destination may ring (Telnyx timeout_secs)
+# client_state mode of the new leg a transfer dials (its webhooks carry it).
+TRANSFER_LEG = "transfer"
 
 
 class CallControlError(Exception):
@@ -37,9 +51,11 @@ class CallControl:
 
     TIMEOUT_S = 10.0
 
-    def __init__(self) -> None:
+    def __init__(self, *, timeout_s: float | None = None) -> None:
         self.base_url = settings.TELNYX_API_BASE_URL.rstrip("/")
         self.api_key = settings.TELNYX_API_KEY
+        if timeout_s is not None:
+            self.TIMEOUT_S = timeout_s
 
     def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         if not self.api_key:
@@ -93,7 +109,40 @@ class CallControl:
         self._raise_for(response, "hangup")
         return True
 
-    def dial(self, *, to: str, from_: str, stream_url: str, client_state: str) -> str:
+    def transfer(
+        self, call_control_id: str, *, to: str, from_: str, call_id: str, client_state: str
+    ) -> None:
+        """Cold transfer: Telnyx dials ``to`` (E.164 or SIP URI) and bridges the caller to it.
+
+        The new leg's webhooks carry ``mode=transfer`` in their ``client_state`` (with our
+        call and the caller's leg), so ``call.hangup`` of that leg can end the caller's leg
+        when nobody answered (Telnyx keeps it up otherwise, parked and silent).
+        """
+        body: dict[str, Any] = {
+            "to": to,
+            "timeout_secs": TRANSFER_RING_S,
+            "client_state": client_state,
+            "target_leg_client_state": transfer_leg_state(
+                call_id=call_id, caller_leg=call_control_id
+            ),
+        }
+        if from_:
+            body["from"] = from_
+        self._raise_for(self._command(call_control_id, "transfer", body), "transfer")
+
+    def streaming_stop(self, call_control_id: str) -> None:
+        """Stop our media stream without touching the call (after a transfer)."""
+        self._raise_for(self._command(call_control_id, "streaming_stop", {}), "streaming_stop")
+
+    def dial(
+        self,
+        *,
+        to: str,
+        from_: str,
+        stream_url: str,
+        client_state: str,
+        answering_machine_detection: str = "",
+    ) -> str:
         """Place an outbound call streaming to us once answered; returns its call_control_id."""
         if not settings.TELNYX_CONNECTION_ID:
             raise CallControlError("TELNYX_CONNECTION_ID is not set")
@@ -104,6 +153,8 @@ class CallControl:
             "client_state": client_state,
             **stream_fields(stream_url),
         }
+        if answering_machine_detection:
+            body["answering_machine_detection"] = answering_machine_detection
         response = self._post("/calls", body)
         self._raise_for(response, "dial")
         try:
@@ -126,11 +177,38 @@ def hang_up(call_control_id: str) -> bool:
     return CallControl().hang_up(call_control_id)
 
 
-def dial(*, to: str, from_: str, call_id: str, token: str) -> str:
-    """Dial ``to``, streaming to us once answered; returns its call_control_id."""
+def transfer_leg_state(*, call_id: str, caller_leg: str) -> str:
+    return client_state(call_id=call_id, mode=TRANSFER_LEG, caller_leg=caller_leg)
+
+
+def transfer(
+    call_control_id: str, destination: str, *, call_id: str, caller_id: str = "", timeout_s: float
+) -> None:
+    """Hand the call to ``destination``; raises :class:`CallControlError`. ``caller_id``
+    empty: Telnyx presents the number the original call went to."""
+    CallControl(timeout_s=timeout_s).transfer(
+        call_control_id,
+        to=destination,
+        from_=caller_id,
+        call_id=call_id,
+        client_state=client_state(call_id=call_id, mode="stream"),
+    )
+
+
+def release_stream(call_control_id: str) -> None:
+    """After a transfer: the media stream of the caller's leg would go on feeding us the
+    call with the person, so it is stopped (the call itself stays up)."""
+    CallControl().streaming_stop(call_control_id)
+
+
+def dial(*, to: str, from_: str, call_id: str, token: str, voicemail_action: str) -> str:
+    """Dial ``to``, streaming to us once answered; returns its call_control_id. Unless
+    ``voicemail_action`` is off, Telnyx also runs answering-machine detection and reports
+    it through ``call.machine.*`` webhooks."""
     return CallControl().dial(
         to=to,
         from_=from_,
         stream_url=links.telnyx_stream_url(token),
         client_state=client_state(call_id=call_id, mode="stream"),
+        answering_machine_detection=_MACHINE_DETECTION.get(voicemail_action, ""),
     )

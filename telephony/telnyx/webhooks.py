@@ -18,9 +18,9 @@ from django.views.decorators.http import require_POST
 
 from calls import global_stop, selectors, services
 from calls.db_deadline import DatabaseUnavailable, run_with_deadline
-from calls.models import AgentProfile, Call, CallStatus, Channel, EndReason
+from calls.models import AgentProfile, Call, CallStatus, Channel, EndReason, VoicemailAction
 from orchestrator.config import DEFAULT_APOLOGY
-from telephony import links, tokens
+from telephony import amd, links, tokens
 from telephony.telnyx import rest, wire
 from telephony.views import OPEN, end_call, forbidden, profile_for, refuse
 
@@ -158,7 +158,27 @@ def _telnyx_streaming_failed(payload: dict[str, Any]) -> None:
 
 
 def _telnyx_hangup(payload: dict[str, Any]) -> None:
+    state = wire.read_client_state(payload.get("client_state"))
+    if state.get("mode") == rest.TRANSFER_LEG:
+        _telnyx_transfer_leg_ended(payload, state)
+        return
     run_with_deadline(lambda: _telnyx_end_on_hangup(payload), what="telnyx call.hangup")
+
+
+def _telnyx_transfer_leg_ended(payload: dict[str, Any], state: dict[str, str]) -> None:
+    """The leg a transfer dialled is over: the person hung up, or never answered (busy,
+    ``timeout_secs``, unreachable). The caller's leg is then hung up too: after a bridge
+    Telnyx has done so already (90018, fine); without one it would stay up, parked and
+    silent (our stream was stopped at the transfer). The record already says transferred."""
+    caller_leg = state.get("caller_leg", "")
+    cause = payload.get("hangup_cause")
+    logger.info("telnyx transfer leg of call %s ended (%s)", state.get("call_id"), cause)
+    if caller_leg and rest.CallControl().hang_up(caller_leg):
+        logger.warning(
+            "telnyx transfer of call %s not answered (%s): caller's leg hung up",
+            state.get("call_id"),
+            cause,
+        )
 
 
 def _telnyx_end_on_hangup(payload: dict[str, Any]) -> None:
@@ -179,6 +199,45 @@ def _telnyx_end_on_hangup(payload: dict[str, Any]) -> None:
     )
 
 
+# call.machine.* results -> the stored vocabulary of telephony/amd.py.
+_DETECTION = {"human": "human", "machine": amd.MACHINE_START, "not_sure": "unknown"}
+_GREETING_END = {
+    "beep_detected": "machine_end_beep",
+    "ended": "machine_end_silence",
+    "not_sure": "machine_end_other",
+}
+
+
+def _telnyx_machine_detection(payload: dict[str, Any]) -> None:
+    # Retries come out of order: a late detection must not replace the greeting's end.
+    stored = _DETECTION.get(str(payload.get("result", "")), "unknown")
+    _telnyx_store_answer(payload, stored, keep=amd.GREETING_OVER)
+
+
+def _telnyx_machine_greeting_ended(payload: dict[str, Any]) -> None:
+    stored = _GREETING_END.get(str(payload.get("result", "")), "machine_end_other")
+    _telnyx_store_answer(payload, stored, keep=())
+
+
+def _telnyx_store_answer(payload: dict[str, Any], stored: str, *, keep: tuple[str, ...]) -> None:
+    """Store an answering-machine verdict, then hand it to the call's session (amd.py)."""
+
+    def store() -> tuple[str, str] | None:
+        call = _telnyx_call(payload)
+        if call is None:
+            return None
+        services.call_set_answered_by(call_id=call.id, answered_by=stored, keep=keep)
+        action = call.profile.voicemail_action if call.profile is not None else VoicemailAction.OFF
+        return str(call.id), action
+
+    found = run_with_deadline(store, what="telnyx call.machine")
+    if found is None:
+        logger.warning("telnyx AMD result for an unknown call ignored")
+        return
+    call_id, action = found
+    amd.deliver(call_id, stored, action=action)
+
+
 def _telnyx_log(payload: dict[str, Any]) -> None:
     # The media socket's own start/stop drive the call; these only confirm it.
     logger.info(
@@ -196,6 +255,8 @@ TELNYX_HANDLERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "streaming.stopped": _telnyx_log,
     "streaming.failed": _telnyx_streaming_failed,
     "call.hangup": _telnyx_hangup,
+    "call.machine.detection.ended": _telnyx_machine_detection,
+    "call.machine.greeting.ended": _telnyx_machine_greeting_ended,
 }
 
 

@@ -180,8 +180,9 @@ def signature_problem(
 # --- client_state: what we ask Telnyx to echo on every later webhook --------------------------
 
 
-def client_state(*, call_id: str, mode: str) -> str:
-    return base64.b64encode(json.dumps({"call_id": call_id, "mode": mode}).encode()).decode()
+def client_state(*, call_id: str, mode: str, **extra: str) -> str:
+    state = {"call_id": call_id, "mode": mode, **extra}
+    return base64.b64encode(json.dumps(state).encode()).decode()
 
 
 def read_client_state(value: object) -> dict[str, str]:

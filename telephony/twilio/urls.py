@@ -6,4 +6,5 @@ from telephony.twilio import webhooks
 urlpatterns = [
     path("voice/", webhooks.twilio_voice, name="twilio-voice"),
     path("status/", webhooks.twilio_status, name="twilio-status"),
+    path("amd/", webhooks.twilio_amd, name="twilio-amd"),
 ]

@@ -1,4 +1,5 @@
-"""Twilio's signed webhooks: the voice webhook (a call comes in) and the status callback.
+"""Twilio's signed webhooks: the voice webhook (a call comes in), the status callback and
+the answering-machine detection callback of outbound calls.
 
 See ``telephony/views.py`` for what every carrier webhook does alike.
 """
@@ -6,6 +7,7 @@ See ``telephony/views.py`` for what every carrier webhook does alike.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 
 from django.conf import settings
@@ -16,9 +18,9 @@ from twilio.request_validator import get_signature_algorithm
 
 from calls import global_stop, selectors, services
 from calls.db_deadline import DatabaseUnavailable, run_with_deadline
-from calls.models import AgentProfile, Call, CallStatus, Channel, EndReason
+from calls.models import AgentProfile, Call, CallStatus, Channel, EndReason, VoicemailAction
 from orchestrator.config import DEFAULT_APOLOGY
-from telephony import links, tokens
+from telephony import amd, links, tokens
 from telephony.twilio import wire
 from telephony.views import OPEN, forbidden, profile_for, refuse
 
@@ -152,4 +154,58 @@ def twilio_status(request: HttpRequest) -> HttpResponse:
         # the call; the 503 shows in Twilio's debugger.
         logger.error("twilio status %s not applied: %s", params.get("CallSid"), exc)
         return HttpResponse(status=503)
+    return HttpResponse(status=204)
+
+
+# AnsweredBy values we store as they are (telephony/amd.py); anything else is "unknown".
+_ANSWERED_BY = ("human", "fax", "unknown", amd.MACHINE_START, *amd.GREETING_OVER)
+
+
+def _twilio_amd_call(call_id: str, call_sid: str) -> Call | None:
+    """The call the callback URL names (signed with it), if it is that Twilio call."""
+    try:
+        call = selectors.call_get(call_id=uuid.UUID(call_id))
+    except ValueError:
+        call = None
+    if call is None:
+        call = selectors.call_by_external_id(channel=Channel.TWILIO, external_id=call_sid)
+    if call is None or call.channel != Channel.TWILIO:
+        return None
+    if call.external_id and call_sid and call.external_id != call_sid:
+        return None
+    return call
+
+
+@csrf_exempt
+@require_POST
+def twilio_amd(request: HttpRequest) -> HttpResponse:
+    """``AsyncAmdStatusCallback`` of an outbound call (``?call_id=<uuid>``): who answered.
+
+    Stored on the call record, then handed to its session (telephony/amd.py)."""
+    if (denied := _twilio_denied(request)) is not None:
+        return denied
+    params = request.POST.dict()
+    answered_by = params.get("AnsweredBy", "")
+    stored = answered_by if answered_by in _ANSWERED_BY else "unknown"
+
+    def store() -> tuple[str, str] | None:
+        call = _twilio_amd_call(request.GET.get("call_id", ""), params.get("CallSid", ""))
+        if call is None:
+            return None
+        # Twilio sends one AMD result per call, so the last one stored is the one.
+        services.call_set_answered_by(call_id=call.id, answered_by=stored)
+        action = call.profile.voicemail_action if call.profile is not None else VoicemailAction.OFF
+        return str(call.id), action
+
+    try:
+        found = run_with_deadline(store, what="twilio AMD callback")
+    except DatabaseUnavailable as exc:
+        # Not retried by Twilio: the session's wait ends by itself (answer_wait_s).
+        logger.error("twilio AMD %s not stored: %s", params.get("CallSid"), exc)
+        return HttpResponse(status=503)
+    if found is None:
+        logger.warning("twilio AMD callback for an unknown call %s ignored", params.get("CallSid"))
+        return HttpResponse(status=204)
+    call_id, action = found
+    amd.deliver(call_id, stored, action=action)
     return HttpResponse(status=204)

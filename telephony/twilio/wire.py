@@ -118,6 +118,21 @@ def connect_twiml(*, stream_url: str, call_id: str, token: str) -> str:
     return str(response)
 
 
+def transfer_twiml(*, destination: str, caller_id: str = "") -> str:
+    """Hand the call to a person: ``<Dial>`` a number (``<Number>``) or a SIP URI (``<Sip>``).
+
+    Nothing follows ``</Dial>``: when the person hangs up, or nobody answers, the call ends.
+    ``caller_id`` empty: Twilio's default (on an inbound call, the caller's own number).
+    """
+    response = VoiceResponse()
+    dial = response.dial(caller_id=caller_id) if caller_id else response.dial()
+    if destination.startswith(("sip:", "sips:")):
+        dial.sip(destination)
+    else:
+        dial.number(destination)
+    return str(response)
+
+
 def apology_twiml(*, text: str, language: str = "") -> str:
     response = VoiceResponse()
     if _SAY_LANGUAGE.match(language):
