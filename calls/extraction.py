@@ -1,9 +1,21 @@
 """Post-call analysis: summary, intent, sentiment, entities, next action + the profile's fields.
 
 Runs in a Celery task after the call ends. The LLM is Groq (``GROQ_EXTRACTION_MODEL``)
-when ``GROQ_API_KEY`` is set, else an OpenAI-compatible server when the profile uses one,
-else an offline heuristic (no small local model writes reliable JSON; the result is
-labelled ``"engine": "offline-heuristic"`` so nobody mistakes it for an LLM analysis).
+when ``GROQ_API_KEY`` is set, else an OpenAI-compatible server when the profile uses one.
+
+Without either, offline (``EXTRACTION_OFFLINE_ENGINE``):
+
+- ``local-llm`` (default): the local LLM of ``orchestrator/engines/local.py`` (the same
+  loaded model and worker thread the calls use) writes JSON under a grammar built from the
+  schema, so the answer always parses; a few-shot prompt in the call's language (es/en)
+  keeps the summary in that language. The tiny model gets facts wrong, so explicit
+  booking phrasings found by ``calls/extraction_rules.py`` override its party size, time
+  and name, and a summary not in the call's language is replaced by a template. The
+  result says where each field came from (``"_sources"``). If the model fails or runs out
+  of time, the heuristic below is used and the reason logged and stored.
+- ``heuristic``: the caller's words as the summary, intent "unknown", sentiment from
+  keywords, booking facts from the same rules. Labelled ``"engine": "offline-heuristic"``
+  so nobody mistakes it for an LLM analysis.
 """
 
 from __future__ import annotations
@@ -11,16 +23,18 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from typing import Any
 
 import jsonschema
 from django.conf import settings
 
-from calls import selectors
+from calls import extraction_rules, selectors
 from calls.models import Call, ExtractionStatus
 from calls.services import call_set_extraction
 from orchestrator.config import EngineSpec
 from orchestrator.engines import EngineError
+from orchestrator.engines._pcm import language_code
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +166,7 @@ _POSITIVE = re.compile(r"\b(thanks|thank you|great|perfect|gracias|perfecto|geni
 
 
 def heuristic_extraction(call: Call, schema: dict[str, Any]) -> dict[str, Any]:
-    user_text = " ".join(t.text for t in call.turns.filter(role="user").order_by("sequence"))
+    user_text = _caller_text(call)
     sentiment = (
         "negative"
         if _NEGATIVE.search(user_text)
@@ -160,17 +174,321 @@ def heuristic_extraction(call: Call, schema: dict[str, Any]) -> dict[str, Any]:
         if _POSITIVE.search(user_text)
         else "neutral"
     )
+    lang = _language(call)
     result: dict[str, Any] = {
-        "summary": f"The caller said: {user_text[:280]}",
+        "summary": f"{_HEURISTIC_SUMMARY.get(lang, _HEURISTIC_SUMMARY['en'])} {user_text[:280]}",
         "intent": "unknown",
         "sentiment": sentiment,
         "extracted_entities": {"numbers": _NUMBER.findall(user_text)[:10]},
-        "next_action": "review the transcript",
-        "engine": "offline-heuristic",
+        "next_action": _HEURISTIC_NEXT.get(lang, _HEURISTIC_NEXT["en"]),
     }
     for name in schema["properties"]:
         result.setdefault(name, None)
+    sources = dict.fromkeys(result, "heuristic")
+    facts = extraction_rules.booking_facts(user_text)
+    for name, prop in schema["properties"].items():
+        fact = extraction_rules.fact_for_field(facts, name, prop)
+        if fact is not None and name not in BASE_SCHEMA["properties"]:
+            result[name], sources[name] = fact, "rules"
+    result["engine"] = "offline-heuristic"
+    result["_sources"] = sources
     return result
+
+
+_HEURISTIC_SUMMARY = {"en": "The caller said:", "es": "El cliente dijo:"}
+_HEURISTIC_NEXT = {"en": "review the transcript", "es": "revisar la transcripción"}
+
+
+def _caller_text(call: Call) -> str:
+    return " ".join(t.text for t in call.turns.filter(role="user").order_by("sequence"))
+
+
+def _language(call: Call) -> str:
+    """The call's language code ("es", "en"): what it ran with, else its profile's."""
+    tag = (call.config_snapshot or {}).get("language") or (
+        call.profile.language if call.profile else ""
+    )
+    return language_code(str(tag or "en"))
+
+
+# --- offline: the local LLM under a JSON-schema grammar ---------------------------------
+
+LOCAL_MAX_TOKENS = 400  # the longest answer the grammar allows is shorter (see _grammar_schema)
+SUMMARY_MAX_CHARS = 300
+FIELD_MAX_CHARS = 80
+ENTITIES_MAX = 6
+
+# Few-shot examples by language: a base model continues a document, so it is shown two
+# analysed calls and then the real one; the examples' language is the summary's. Fields of
+# the profile's schema take the example's booking facts where a rule maps them, else null.
+# The 270M model copies the *last* example most: the booking comes last because most
+# calls are bookings (a question or complaint then often reads as a booking: the facts
+# are checked against the caller's words, the summary and intent are not).
+_EXAMPLES: dict[str, dict[str, Any]] = {
+    "en": {
+        "header": "Phone calls to a business, each followed by its analysis as JSON. "
+        "Summaries are written in English.",
+        "call": "Call",
+        "analysis": "Analysis",
+        "labels": ("Caller", "Agent"),
+        "shots": [
+            {
+                "turns": [
+                    ("user", "Hi, are you open on Sunday evening?"),
+                    ("assistant", "Yes, from seven to eleven."),
+                    ("user", "Great, thanks. Bye."),
+                ],
+                "facts": extraction_rules.BookingFacts(),
+                "answer": {
+                    "summary": "The caller asked whether the restaurant opens on Sunday "
+                    "evening and was told from seven to eleven.",
+                    "intent": "ask_opening_hours",
+                    "sentiment": "neutral",
+                    "extracted_entities": {"day": "Sunday"},
+                    "next_action": "none",
+                },
+            },
+            {
+                "turns": [
+                    ("user", "Hello, can I get a table for two on Saturday?"),
+                    ("assistant", "Of course. At what time?"),
+                    ("user", "Nine pm, please. My name is Maria Lopez."),
+                    ("assistant", "Done, see you on Saturday."),
+                ],
+                "facts": extraction_rules.BookingFacts(2, "Saturday 21:00", "Maria Lopez"),
+                "answer": {
+                    "summary": "Maria Lopez booked a table for two on Saturday at 9 pm.",
+                    "intent": "book_table",
+                    "sentiment": "positive",
+                    "extracted_entities": {"day": "Saturday", "time": "21:00"},
+                    "next_action": "confirm the booking",
+                },
+            },
+        ],
+    },
+    "es": {
+        "header": "Llamadas telefónicas a un negocio, cada una seguida de su análisis en "
+        "JSON. Los resúmenes están escritos en español.",
+        "call": "Llamada",
+        "analysis": "Análisis",
+        "labels": ("Cliente", "Agente"),
+        "shots": [
+            {
+                "turns": [
+                    ("user", "Buenas, ¿abren el domingo por la noche?"),
+                    ("assistant", "Sí, de siete a once."),
+                    ("user", "Perfecto, gracias. Adiós."),
+                ],
+                "facts": extraction_rules.BookingFacts(),
+                "answer": {
+                    "summary": "El cliente preguntó si el restaurante abre el domingo por la "
+                    "noche y se le dijo que de siete a once.",
+                    "intent": "ask_opening_hours",
+                    "sentiment": "neutral",
+                    "extracted_entities": {"dia": "domingo"},
+                    "next_action": "ninguna",
+                },
+            },
+            {
+                "turns": [
+                    ("user", "Hola, ¿tienen mesa para dos el sábado?"),
+                    ("assistant", "Claro. ¿A qué hora?"),
+                    ("user", "A las nueve de la noche. Me llamo María López."),
+                    ("assistant", "Hecho, les esperamos el sábado."),
+                ],
+                "facts": extraction_rules.BookingFacts(2, "sábado 21:00", "María López"),
+                "answer": {
+                    "summary": "María López ha reservado una mesa para dos el sábado a las "
+                    "nueve de la noche.",
+                    "intent": "book_table",
+                    "sentiment": "positive",
+                    "extracted_entities": {"dia": "sábado", "hora": "21:00"},
+                    "next_action": "confirmar la reserva",
+                },
+            },
+        ],
+    },
+}
+
+# Words frequent in any summary of the language and rare in the other: a summary with
+# more of the other language's is in the wrong language.
+_STOPWORDS = {
+    "en": frozenset(
+        "the a an and of to for on at in is was with his her their they he she caller "
+        "wants asked booked table people would".split()
+    ),
+    "es": frozenset(
+        "el la los las un una y de del para en con por que se su es ha cliente quiere "
+        "mesa personas reserva reservado".split()
+    ),
+}
+_TEMPLATES = {
+    "en": {
+        "intro": "Call about {intent}.",
+        "party_size": "Party of {value}.",
+        "time": "Time: {value}.",
+        "name": "Name: {value}.",
+    },
+    "es": {
+        "intro": "Llamada sobre {intent}.",
+        "party_size": "Para {value} personas.",
+        "time": "Hora: {value}.",
+        "name": "A nombre de {value}.",
+    },
+}
+
+
+def in_language(text: str, lang: str) -> bool:
+    """Whether ``text`` reads as ``lang`` by a stopword count (es/en; other languages are
+    not checked)."""
+    if lang not in _STOPWORDS:
+        return True
+    words = re.findall(r"[^\W\d_]+", text.lower())
+    own = sum(word in _STOPWORDS[lang] for word in words)
+    other = max(
+        sum(word in stop for word in words) for code, stop in _STOPWORDS.items() if code != lang
+    )
+    return own > other
+
+
+def _grammar_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema the grammar enforces: stricter than the stored one so that a tiny model
+    cannot ramble (bounded strings, a flat entities object of a few entries) and writes
+    every field (null where nothing was said)."""
+    strict = json.loads(json.dumps(schema))
+    strict["required"] = list(strict["properties"])
+    strict["additionalProperties"] = False
+    for name, prop in strict["properties"].items():
+        if name == "extracted_entities":
+            strict["properties"][name] = {
+                "type": "object",
+                "additionalProperties": {"type": ["string", "integer"], "maxLength": FIELD_MAX_CHARS},
+                "maxProperties": ENTITIES_MAX,
+            }
+        elif _allows(prop, "string") and "enum" not in prop and "maxLength" not in prop:
+            prop["maxLength"] = SUMMARY_MAX_CHARS if name == "summary" else FIELD_MAX_CHARS
+    return strict
+
+
+def _allows(prop: dict[str, Any], kind: str) -> bool:
+    declared = prop.get("type")
+    return kind in declared if isinstance(declared, list) else declared == kind
+
+
+def _example_answer(shot: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    answer: dict[str, Any] = {}
+    for name, prop in schema["properties"].items():
+        if name in shot["answer"]:
+            answer[name] = shot["answer"][name]
+        else:
+            answer[name] = extraction_rules.fact_for_field(shot["facts"], name, prop)
+    return answer
+
+
+def _dialogue(turns: list[tuple[str, str]], labels: tuple[str, str]) -> str:
+    user, agent = labels
+    return "\n".join(
+        f"{user if role == 'user' else agent}: {' '.join(text.split())}" for role, text in turns
+    )
+
+
+def local_prompt(turns: list[tuple[str, str]], schema: dict[str, Any], *, lang: str) -> str:
+    """The few-shot document the local model continues with the analysis of ``turns``
+    (``(role, text)`` of the caller and agent only)."""
+    examples = _EXAMPLES.get(lang, _EXAMPLES["en"])
+    parts = [examples["header"], ""]
+    for shot in examples["shots"]:
+        answer = json.dumps(_example_answer(shot, schema), ensure_ascii=False)
+        parts += [
+            f"{examples['call']}:",
+            _dialogue(shot["turns"], examples["labels"]),
+            f"{examples['analysis']}: {answer}",
+            "",
+        ]
+    parts += [f"{examples['call']}:", _dialogue(turns, examples["labels"])]
+    return "\n".join(parts) + f"\n{examples['analysis']}: "
+
+
+def local_llm_extraction(call: Call, schema: dict[str, Any], *, timeout_s: float) -> dict[str, Any]:
+    """The local model's analysis of ``call``, checked against ``schema``, with the rules'
+    booking facts and a summary in the call's language. Raises ``EngineError``,
+    ``ValueError`` or ``jsonschema.ValidationError``: the caller falls back."""
+    from orchestrator.engines import local
+
+    lang = _language(call)
+    turns = [
+        (turn.role, turn.text)
+        for turn in selectors.call_turns(call_id=call.pk)
+        if turn.role in ("user", "assistant") and turn.text.strip()  # not tool turns
+    ]
+    answer = local.generate_json(
+        local_prompt(turns, schema, lang=lang),
+        _grammar_schema(schema),
+        max_tokens=LOCAL_MAX_TOKENS,
+        timeout_s=timeout_s,
+    )
+    # The grammar makes it parse unless cut at max_tokens; llama.cpp's string rule still
+    # lets a raw newline through, which strict JSON refuses.
+    data = json.loads(answer, strict=False)
+    if not isinstance(data, dict):
+        raise ValueError("the answer's JSON is not an object")
+    for name, value in data.items():
+        if isinstance(value, str):
+            data[name] = " ".join(value.split())
+    sources = dict.fromkeys(schema["properties"], "llm")
+    caller_text = " ".join(text for role, text in turns if role == "user")
+    facts = extraction_rules.booking_facts(caller_text)
+    for name, prop in schema["properties"].items():
+        kind = extraction_rules.field_kind(name, prop)
+        if kind is None or name in BASE_SCHEMA["properties"]:
+            continue
+        fact = getattr(facts, kind)
+        if fact is not None:
+            data[name], sources[name] = fact, "rules"
+        elif data.get(name) is not None and not extraction_rules.grounded(
+            kind, data[name], " ".join(text for _role, text in turns)
+        ):
+            data[name], sources[name] = None, "llm-dropped"  # not said in the call
+    if _NEGATIVE.search(caller_text) and data.get("sentiment") != "negative":
+        # The few-shot examples are friendly calls, and the model keeps their sentiment.
+        data["sentiment"], sources["sentiment"] = "negative", "rules"
+    if not in_language(str(data.get("summary") or ""), lang):
+        data["summary"], sources["summary"] = _template_summary(data, schema, lang), "template"
+    jsonschema.validate(data, schema)
+    data["engine"] = f"local-llm:{local.MODELS[local.LLM].label}"
+    data["_sources"] = sources
+    return data
+
+
+def _template_summary(data: dict[str, Any], schema: dict[str, Any], lang: str) -> str:
+    template = _TEMPLATES.get(lang, _TEMPLATES["en"])
+    intent = str(data.get("intent") or "unknown").replace("_", " ")
+    parts = [template["intro"].format(intent=intent)]
+    for name, prop in schema["properties"].items():
+        kind = extraction_rules.field_kind(name, prop)
+        if kind and data.get(name) is not None:
+            parts.append(template[kind].format(value=data[name]))
+    return " ".join(parts)
+
+
+def offline_extraction(call: Call, schema: dict[str, Any], *, timeout_s: float) -> dict[str, Any]:
+    if settings.EXTRACTION_OFFLINE_ENGINE == "local-llm":
+        started = time.perf_counter()
+        try:
+            data = local_llm_extraction(call, schema, timeout_s=timeout_s)
+        except (EngineError, ValueError, jsonschema.ValidationError) as exc:
+            reason = exc.message if isinstance(exc, jsonschema.ValidationError) else str(exc)
+            logger.warning(
+                "extraction of %s: local LLM failed (%s); using the heuristic", call.pk, reason
+            )
+            data = heuristic_extraction(call, schema)
+            data["fallback_reason"] = f"local LLM: {reason}"[:500]
+            return data
+        logger.info(
+            "extraction of %s: local LLM in %.1f s", call.pk, time.perf_counter() - started
+        )
+        return data
+    return heuristic_extraction(call, schema)
 
 
 def extract_call_data(*, call_id: str, timeout_s: float) -> str:
@@ -191,7 +509,7 @@ def extract_call_data(*, call_id: str, timeout_s: float) -> str:
     schema = schema_for(call)
     spec = _engine_spec(call)
     if spec is None:
-        data = heuristic_extraction(call, schema)
+        data = offline_extraction(call, schema, timeout_s=timeout_s)
     else:
         try:
             answer = _complete(spec, build_messages(call, schema), timeout_s=timeout_s)

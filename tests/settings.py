@@ -1,4 +1,5 @@
-"""Settings of the test process: the app's own, minus the start-up model preload.
+"""Settings of the test process: the app's own, minus the start-up model preload and the
+local LLM's post-call extraction.
 
 Tests import ``voiceapp.asgi`` in-process; the preload would load every local model in
 a background thread of the test run. It has its own test (tests/lifecycle/test_preload.py).
@@ -7,3 +8,7 @@ a background thread of the test run. It has its own test (tests/lifecycle/test_p
 from voiceapp.settings import *  # noqa: F403
 
 PRELOAD_ENGINES = False
+# Every test call that ends without a cloud key would otherwise run the local LLM's
+# post-call analysis (seconds of CPU each); its own tests (tests/lifecycle/
+# test_extraction_offline.py) switch it back on.
+EXTRACTION_OFFLINE_ENGINE = "heuristic"

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -166,6 +167,11 @@ CELERY_BEAT_SCHEDULE = {
 # Post-call extraction gives up (status "failed", reason "timed out") after this many
 # seconds, all attempts together (calls/tasks.py).
 EXTRACTION_TIMEOUT_SECONDS = env.float("EXTRACTION_TIMEOUT_SECONDS", default=60.0)
+# Post-call extraction without a cloud LLM key (calls/extraction.py): "local-llm" (the
+# local model under a JSON-schema grammar, plus rules) or "heuristic" (no model at all).
+EXTRACTION_OFFLINE_ENGINE = env.str("EXTRACTION_OFFLINE_ENGINE", default="local-llm")
+if EXTRACTION_OFFLINE_ENGINE not in ("local-llm", "heuristic"):
+    raise ImproperlyConfigured("EXTRACTION_OFFLINE_ENGINE must be local-llm or heuristic")
 # Without a broker (development), tasks run in this many background threads of the web
 # process, never on the call's own thread (calls/inline_tasks.py).
 INLINE_TASK_WORKERS = env.int("INLINE_TASK_WORKERS", default=2)

