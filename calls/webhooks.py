@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from calls import selectors, services
-from calls.models import Call
+from calls.models import Call, Turn
 
 logger = logging.getLogger(__name__)
 
@@ -44,23 +44,35 @@ def payload_for(call: Call) -> dict[str, Any]:
             "end_reason": call.end_reason,
             "started_at": call.started_at.isoformat(),
             "ended_at": call.ended_at.isoformat() if call.ended_at else None,
+            "transferred_to": call.transferred_to or None,
+            "answered_by": call.answered_by or None,
             "metrics": call.metrics,
         },
-        "transcript": [
-            {
-                "role": t.role,
-                "text": t.text,
-                "interrupted": t.interrupted,
-                "at": t.started_at.isoformat(),
-            }
-            for t in selectors.call_turns(call_id=call.pk)
-        ],
+        "transcript": [_turn(t) for t in selectors.call_turns(call_id=call.pk)],
         "extraction": {
             "status": call.extraction_status,
             "data": call.extraction,
             "error": call.extraction_error,
         },
     }
+
+
+def _turn(turn: Turn) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "role": turn.role,
+        "text": turn.text,
+        "interrupted": turn.interrupted,
+        "at": turn.started_at.isoformat(),
+    }
+    if turn.role == "tool":
+        item["tool"] = {
+            "name": turn.tool_name,
+            "arguments": turn.tool_arguments,
+            "status": turn.tool_status,
+            "result": turn.tool_result,
+            "latency_ms": turn.tool_latency_ms,
+        }
+    return item
 
 
 def sign(secret: str, body: bytes) -> str:

@@ -555,9 +555,12 @@ def tool_exchange(
     text: str, calls: list[ToolCall], results: list[ToolResult]
 ) -> list[dict[str, Any]]:
     """The messages that tell the LLM what it called and what came back."""
-    asked: dict[str, Any] = {"role": "assistant", "tool_calls": [c.as_message() for c in calls]}
-    if text.strip():
-        asked["content"] = text
+    # content null, not "": what the APIs themselves return for a tool-call message.
+    asked: dict[str, Any] = {
+        "role": "assistant",
+        "content": text if text.strip() else None,
+        "tool_calls": [c.as_message() for c in calls],
+    }
     answers = [
         {"role": "tool", "tool_call_id": call.id, "content": result.content}
         for call, result in zip(calls, results, strict=True)

@@ -102,7 +102,7 @@ async def test_it_sends_tool_results_back_in_the_openai_shape(engine_name, vendo
     call = ToolCall(id="call_1", name="book_table", arguments='{"party_size": 4}')
     messages = [
         *MESSAGES,
-        {"role": "assistant", "tool_calls": [call.as_message()]},
+        {"role": "assistant", "content": None, "tool_calls": [call.as_message()]},
         {"role": "tool", "tool_call_id": "call_1", "content": '{"booked": true}'},
     ]
 
