@@ -10,17 +10,21 @@ from __future__ import annotations
 import asyncio
 import json
 import xml.etree.ElementTree as ET
+from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
 from django.test import AsyncClient
 
 from calls.models import CallStatus, EndReason
 from calls.selectors import TRANSFER_FAILED_MESSAGES
 from telephony.telnyx import rest as telnyx_rest
 from telephony.telnyx.wire import read_client_state
+from simulator.consumers import SimulatorConsumer
 from telephony.twilio import rest as twilio_rest
 from tests.scripted import scripted_profile
+from tests.speech import have_speech_tools, silence_pcm16, speech_pcm16
 from tests.telephony.conftest import telnyx_headers
 from tests.telephony.fake_carrier import FakeCarrier
 from tests.telephony.test_streams import Telnyx, Twilio, audio_of, is_mark, load_call, socket, until
@@ -202,3 +206,55 @@ def test_a_telnyx_transfer_call_control_refuses_raises(fake_carrier):
     (sent,) = fake_carrier.of("telnyx.transfer")
     assert sent.body["to"] == "sip:support@pbx.example.com" and sent.body["from"] == "+3491"
     assert sent.body["timeout_secs"] == telnyx_rest.TRANSFER_RING_S
+
+
+# --- Simulator ------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not have_speech_tools(), reason="espeak-ng and sox are needed for speech")
+async def test_the_simulator_shows_the_transfer_and_ends_the_call_as_transferred(
+    django_user_model,
+):
+    staff = await database_sync_to_async(django_user_model.objects.create_user)(
+        username="sim", password="x-pw-12345", is_staff=True
+    )
+    await database_sync_to_async(transfer_profile)()
+    ws = WebsocketCommunicator(SimulatorConsumer.as_asgi(), "/ws/simulator/")
+    ws.scope["user"] = staff
+    connected, _ = await ws.connect()
+    assert connected
+    try:
+        await ws.send_json_to({"event": "start", "profile": "scripted", "audio": "binary"})
+        started = await browser_events(ws, lambda e: e["type"] == "started")
+        call_id = started[-1]["call_id"]
+        audio = speech_pcm16("I would like to talk to a person please.") + silence_pcm16(900)
+        for i in range(0, len(audio), 640):
+            await ws.send_to(bytes_data=audio[i : i + 640])
+            await asyncio.sleep(0.002)
+        seen = await browser_events(ws, lambda e: e["type"] == "close")
+    finally:
+        await ws.disconnect()
+
+    # A browser cannot be handed to a phone: the page is told where the call would go.
+    assert {"type": "transfer", "destination": DESK} in seen
+    assert {"type": "ended", "reason": "transferred", "call_id": call_id} in seen
+    assert seen[-1]["code"] == 1000
+    call, _ = await load_call(call_id)
+    assert (call.end_reason, call.transferred_to) == (EndReason.TRANSFERRED, DESK)
+
+
+async def browser_events(ws: WebsocketCommunicator, predicate, *, timeout: float = 30) -> list:
+    """Simulator messages up to the first matching one (binary audio and the close included)."""
+    seen: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout):
+        while True:
+            output = await ws.receive_output(timeout)
+            if output["type"] == "websocket.close":
+                event = {"type": "close", "code": output.get("code")}
+            elif output.get("bytes") is not None:
+                event = {"type": "binary"}
+            else:
+                event = json.loads(output["text"])
+            seen.append(event)
+            if predicate(event) or event["type"] == "close":
+                return seen
