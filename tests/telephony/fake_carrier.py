@@ -9,8 +9,10 @@ The real clients are pointed at it (``TWILIO_API_BASE_URL``, ``TELNYX_API_BASE_U
         ...
         carrier.requests  # what was sent, in order: FakeRequest(route, path, body, headers)
 
-Routes: ``twilio.create`` (POST .../Calls.json), ``twilio.update`` (POST .../Calls/<sid>.json),
-``telnyx.dial`` (POST /v2/calls), ``telnyx.<action>`` (POST /v2/calls/<id>/actions/<action>).
+Routes: ``twilio.create`` (POST .../Calls.json), ``twilio.update`` (POST .../Calls/<sid>.json:
+hang-up ``Status=completed`` or transfer ``Twiml=<Dial>…``), ``telnyx.dial`` (POST /v2/calls),
+``telnyx.<action>`` (POST /v2/calls/<id>/actions/<action>: answer, speak, hangup, transfer,
+streaming_stop, …). Every route answers 200 with a plausible body unless scripted.
 """
 
 from __future__ import annotations
