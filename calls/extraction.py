@@ -362,7 +362,10 @@ def _grammar_schema(schema: dict[str, Any]) -> dict[str, Any]:
         if name == "extracted_entities":
             strict["properties"][name] = {
                 "type": "object",
-                "additionalProperties": {"type": ["string", "integer"], "maxLength": FIELD_MAX_CHARS},
+                "additionalProperties": {
+                    "type": ["string", "integer"],
+                    "maxLength": FIELD_MAX_CHARS,
+                },
                 "maxProperties": ENTITIES_MAX,
             }
         elif _allows(prop, "string") and "enum" not in prop and "maxLength" not in prop:

@@ -51,13 +51,18 @@ _DAYS = (
 # "mañana" is "tomorrow" except in "de la mañana" ("in the morning").
 _DAY = re.compile(rf"\b({_DAYS})\b|(?<!la )\b(manana)\b", re.I)
 
-_LATER = r"(?P<later>in the (?:evening|afternoon)|at night|tonight|p\.?\s?m\b\.?|de la (?:tarde|noche)|de la manana|in the morning|a\.?\s?m\b\.?)"
+_LATER = (
+    r"(?P<later>in the (?:evening|afternoon|morning)|at night|tonight|p\.?\s?m\b\.?"
+    r"|a\.?\s?m\b\.?|de la (?:tarde|noche|manana))"
+)
 _MINUTES = r"(?::(?P<mm>\d{2})|\s+(?P<half>thirty|y media|y cuarto|fifteen|forty[- ]five))?"
 _TIMES = [
     # "8 pm", "8:30 p.m.", "eight in the evening", "las ocho de la tarde"
     re.compile(rf"\b(?P<h>{_N[1:-1]}){_MINUTES}\s*(?:o'?clock\s*)?{_LATER}", re.I),
     # "at eight", "at 8:30", "a las ocho", "a la una y media", "20:00"
-    re.compile(rf"\b(?:at|a las|a la|sobre las|para las)\s+(?P<h>{_N[1:-1]}){_MINUTES}{_WORD_END}", re.I),
+    re.compile(
+        rf"\b(?:at|a las|a la|sobre las|para las)\s+(?P<h>{_N[1:-1]}){_MINUTES}{_WORD_END}", re.I
+    ),
     re.compile(r"\b(?P<h>[01]?\d|2[0-3]):(?P<mm>[0-5]\d)\b"),
 ]
 
@@ -65,7 +70,8 @@ _NAME_WORD = r"[A-ZÁÉÍÓÚÑ][\w'-]+"
 _NAMES = [
     re.compile(
         rf"\b(?i:my name is|my name's|name is|under the name(?: of)?|it's under|this is|"
-        rf"i am|i'm|me llamo|mi nombre es|a nombre de|soy)\s+(?P<name>{_NAME_WORD}(?:\s+{_NAME_WORD}){{0,2}})"
+        rf"i am|i'm|me llamo|mi nombre es|a nombre de|soy)\s+"
+        rf"(?P<name>{_NAME_WORD}(?:\s+{_NAME_WORD}){{0,2}})"
     ),
     # Lower-case transcripts: only after the unambiguous "my name is" / "me llamo".
     re.compile(
@@ -191,7 +197,8 @@ def booking_facts(caller_text: str) -> BookingFacts:
 
 # Which profile field each fact fills, by the field's name and JSON type.
 _FIELD_KINDS = (
-    ("party_size", re.compile(r"party|people|guests|persons|personas|comensales|pax", re.I), "integer"),
+    ("party_size", re.compile(r"party|people|guests|persons|personas|comensales|pax", re.I),
+     "integer"),
     ("time", re.compile(r"time|hora|when|date|fecha|slot", re.I), "string"),
     ("name", re.compile(r"name|nombre", re.I), "string"),
 )  # fmt: skip

