@@ -296,5 +296,8 @@ LOGGING = {
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # httpx logs every request URL at INFO: a GET tool's URL holds the caller's
+        # arguments (personal data). Our own tool and webhook logs say what matters.
+        "httpx": {"level": "WARNING"},
     },
 }
