@@ -297,6 +297,12 @@ def profile_ensure_demo() -> AgentProfile:
             "idle_reprompt": "Are you still there?",
             "goodbye_message": "Thank you for calling. Goodbye!",
             "apology_message": "Sorry, we are having a problem. The call will end now.",
+            "tool_filler": "One moment, let me check.|Still checking, thank you for waiting.",
+            "transfer_message": "I'll put you through to a person. One moment, please.",
+            "voicemail_message": (
+                "Hello, this is Casa Lola returning your call about a booking. Please call "
+                "us back when you can. Thank you!"
+            ),
             "extraction_schema": {
                 "type": "object",
                 "properties": {
