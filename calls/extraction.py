@@ -451,7 +451,12 @@ def local_llm_extraction(call: Call, schema: dict[str, Any], *, timeout_s: float
         elif data.get(name) is not None and not extraction_rules.grounded(
             kind, data[name], " ".join(text for _role, text in turns)
         ):
-            data[name], sources[name] = None, "llm-dropped"  # not said in the call
+            # Not said in the call: copied from the example or made up. A field that may
+            # not be null keeps it, labelled.
+            if _allows(prop, "null"):
+                data[name], sources[name] = None, "llm-dropped"
+            else:
+                sources[name] = "llm-ungrounded"
     if _NEGATIVE.search(caller_text) and data.get("sentiment") != "negative":
         # The few-shot examples are friendly calls, and the model keeps their sentiment.
         data["sentiment"], sources["sentiment"] = "negative", "rules"
