@@ -8,3 +8,7 @@ from orchestrator.engines import register
 from voiceapp.settings import *  # noqa: F403
 
 register("scripted", "bench.scripted_engines")
+
+# Benchmarks measure live calls: the local model's post-call extraction (seconds of CPU
+# per ended call) would compete with them. Set EXTRACTION_OFFLINE_ENGINE to measure it.
+EXTRACTION_OFFLINE_ENGINE = env.str("EXTRACTION_OFFLINE_ENGINE", default="heuristic")  # noqa: F405

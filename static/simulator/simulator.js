@@ -300,7 +300,11 @@ function onTool(msg) {
   result.textContent = entry.result;
   card.append(summary, result);
   ui.transcript.querySelector(".empty")?.remove();
-  ui.transcript.append(card);
+  // The reply that called it may already be speaking ("Let me check."): the call goes
+  // before it, as in the stored transcript (caller, tool, agent).
+  const speaking = openBubble("assistant");
+  if (speaking) speaking.el.before(card);
+  else ui.transcript.append(card);
   ui.transcript.scrollTop = ui.transcript.scrollHeight;
 }
 

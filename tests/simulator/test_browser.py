@@ -444,6 +444,8 @@ def test_the_page_shows_tool_calls_and_a_transfer(server: Server, tab: Tab) -> N
           "sample_rate": 16000})  # fmt: skip
     push({"type": "transcript", "role": "user", "text": "A table for four on Friday.",
           "final": True})  # fmt: skip
+    # The reply says "Let me check." while its tool runs: the card goes before it.
+    push({"type": "transcript", "role": "assistant", "text": "Let me check.", "final": False})
     push({"type": "tool", "name": "book_table", "arguments": {"party_size": 4, "day": "Friday"},
           "status": "ok", "result": '{"booked":true,"ref":"A12"}', "latency_ms": 312.4})  # fmt: skip
     push({"type": "tool", "name": "check_menu", "arguments": {}, "status": "timeout",
@@ -452,6 +454,10 @@ def test_the_page_shows_tool_calls_and_a_transfer(server: Server, tab: Tab) -> N
 
     cards = page.locator(".tool-call")
     assert cards.count() == 2
+    order = page.evaluate(
+        "[...document.querySelectorAll('#transcript > *')].map((e) => e.className)"
+    )
+    assert [c.split()[0] for c in order[-4:]] == ["tool-call", "tool-call", "bubble", "overlap-note"]
     first = cards.nth(0)
     assert first.locator("summary").inner_text() == (
         'Tool book_table(party_size: 4, day: "Friday") · ok · 312 ms'
