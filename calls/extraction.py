@@ -73,6 +73,11 @@ def schema_for(call: Call) -> dict[str, Any]:
 def _transcript(call: Call) -> str:
     lines = []
     for turn in selectors.call_turns(call_id=call.pk):
+        if turn.role == "tool":
+            # What the agent did (a booking made, a transfer) is part of the outcome.
+            lines.append(f"[Tool {turn.tool_name} {turn.tool_status}: {turn.text}; "
+                         f"result: {turn.tool_result[:500]}]")  # fmt: skip
+            continue
         who = "Caller" if turn.role == "user" else "Agent"
         cut = " [interrupted]" if turn.interrupted else ""
         lines.append(f"{who}: {turn.text}{cut}")
