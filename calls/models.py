@@ -68,7 +68,10 @@ def transfer_target_list(value: str) -> tuple[tuple[str, str], ...]:
     for line in value.splitlines():
         if not line.strip():
             continue
-        label, _, destination = line.rpartition("=")
+        # The label ends at the first "=": a SIP URI may hold more (";transport=tls").
+        label, sep, destination = line.partition("=")
+        if not sep or not _SIP_OR_E164.match(destination.strip()):
+            label, destination = "", line  # no label, or the "=" was the URI's own
         destination = destination.strip()
         label = label.strip() or destination
         if not _SIP_OR_E164.match(destination):

@@ -316,32 +316,68 @@ class ReplyPipeline:
     ) -> AsyncIterator[str]:
         """The reply's sentences as the LLM streams them, running the tools it calls."""
         tools = self._tools.schemas() if self._tools and supports_tools(self._engines.llm) else []
-        spoke = False
         for round_ in range(self.MAX_TOOL_ROUNDS + 1):
             calls: list[ToolCall] = []
             text: list[str] = []
+            spoke = False
             # The last round offers no tools: the LLM must answer in words.
             offered = tools if round_ < self.MAX_TOOL_ROUNDS else []
-            async for item in self._llm_round(utt, messages, offered, calls, text):
-                spoke = True
-                yield item
+            # aclosing: a barge-in closes the inner generators (the LLM stream, the
+            # tools) at once, not whenever the garbage collector gets to them.
+            async with aclosing(self._round(utt, messages, offered, calls, text)) as items:
+                async for item in items:
+                    spoke = True
+                    yield item
             if not calls:
                 return
             results: list[ToolResult] = []
-            async for filler in self._run_tools(utt, calls, results):
-                yield filler
+            async with aclosing(self._run_tools(utt, calls, results)) as fillers:
+                async for filler in fillers:
+                    yield filler
             messages = [*messages, *tool_exchange("".join(text), calls, results)]
             # The history keeps the calls without their words: the reply's spoken text
             # is recorded whole once it has played (record()).
             self._transcript.remember(tool_exchange("", calls, results))
             if utt.after is not None:
-                if not spoke:  # the LLM only called it: say the profile's line
+                if not spoke:  # the round only called it: say the profile's line
                     line = self._config.goodbye_message if isinstance(utt.after, HangUp) else (
                         self._config.transfer_message
                     )  # fmt: skip
                     async for sentence in sentences_of(line):
                         yield sentence
                 return
+
+    async def _round(
+        self,
+        utt: Utterance,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        calls: list[ToolCall],
+        text: list[str],
+    ) -> AsyncIterator[str]:
+        """One LLM request. A model that botches its tool call (Groq answers 400
+        ``tool_use_failed``) gets the round again without tools: the caller hears an
+        answer, and a generation fault never counts as a provider failure."""
+        yielded = False
+        try:
+            async with aclosing(self._llm_round(utt, messages, tools, calls, text)) as items:
+                async for item in items:
+                    yielded = True
+                    yield item
+            return
+        except EngineFailed as exc:
+            cause = exc.__cause__
+            botched = isinstance(cause, EngineError) and cause.code == "tool_use_failed"
+            if not tools or yielded or not botched:
+                raise
+            logger.warning("call %s: the LLM's tool call failed (%s); asking again without tools",
+                           self._config.call_id, cause,
+                           extra={"call_id": self._config.call_id})  # fmt: skip
+        calls.clear()
+        text.clear()
+        async with aclosing(self._llm_round(utt, messages, [], calls, text)) as items:
+            async for item in items:
+                yield item
 
     async def _llm_round(
         self,

@@ -21,6 +21,7 @@ timers, DTMF, engine failures and the reply watchdog can never race each other i
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -49,10 +50,11 @@ from orchestrator.listener import Listener
 from orchestrator.noise import InboundCleaner
 from orchestrator.playout import PacedPlayout
 from orchestrator.recorder_queue import RecorderQueue
-from orchestrator.reply import ReplyPipeline, Utterance
+from orchestrator.reply import ReplyPipeline, Utterance, tool_exchange
 from orchestrator.stats import CallStats
 from orchestrator.task_reaper import TaskReaper, cancel_all
-from orchestrator.tools.builtin import AfterReply, HangUp, Transfer
+from orchestrator.tools import ToolCall, ToolResult, ToolStatus
+from orchestrator.tools.builtin import TRANSFER_CALL, AfterReply, HangUp, Transfer
 from orchestrator.tools.toolbox import ToolBox
 from orchestrator.transcript import Transcript
 from orchestrator.turn_words import says_goodbye
@@ -319,6 +321,8 @@ class CallSession:
                 await self._check_timers()
 
     def _greet(self) -> None:
+        if self._utt_task is not None:  # (nothing speaks before the verdict; defensive)
+            return
         if self._config.greeting and self._end_reason is None:
             self._start_utterance("greeting", text=self._config.greeting)
         else:
@@ -406,7 +410,7 @@ class CallSession:
         elif self._utt is not None and self._utt_task is not None:
             if self._watched(self._utt) and now >= self._utt.progress_at + self._watchdog_s():
                 await self._utterance_stalled(self._utt)
-        elif not self._listener.turns.user_speaking and self._dtmf.due(now):
+        elif self._answered and not self._listener.turns.user_speaking and self._dtmf.due(now):
             self._start_utterance(
                 "reply",
                 turn=UserTurn(
@@ -474,12 +478,12 @@ class CallSession:
             self._apply(ending_for_error(failed, self._config))
         if utt.segments:
             await self._pipeline.record(utt, interrupted=cut, played_ms=played_ms)
-        notice = ""
-        if not cut and failed is None and self._end_reason is None:
-            notice = await self._carry_out(utt)
         elif utt.kind == "reply" and not cut and utt.phase == "llm":
             logger.warning("call %s: empty LLM reply, listening again", self._call_id,
                            extra=self._log_extra)  # fmt: skip
+        notice = ""
+        if not cut and failed is None and self._end_reason is None:
+            notice = await self._carry_out(utt)
         # A recorded user turn that heard nothing back. A barge-in before any audio is
         # not one: the caller went on, and the next reply answers both.
         barge_in = interrupt and self._end_reason is None and not why
@@ -513,16 +517,46 @@ class CallSession:
         if isinstance(after, HangUp):
             self._end(EndReason.AGENT_HANGUP)
         elif isinstance(after, Transfer):
+            started = self._clock()
             try:
                 async with asyncio.timeout(self.TRANSFER_TIMEOUT_S):
                     await self._out.transfer(after.destination)
             except Exception as exc:  # noqa: BLE001 - any failure: tell the caller, go on
                 logger.warning("call %s: transfer to %s failed: %r", self._call_id,
                                after.destination, exc, extra=self._log_extra)  # fmt: skip
+                await self._transfer_failed(after, exc, started=started)
                 return self._config.transfer_failed_message
-            self._transferred_to = after.destination
-            self._end(EndReason.TRANSFERRED)
+            self._transferred(after.destination)
         return ""
+
+    def _transferred(self, destination: str) -> None:
+        """The carrier took the call: that is how it ended, whatever was asked meanwhile
+        (a shutdown or a hang-up during the request), and nothing more is said on it."""
+        self._transferred_to = destination
+        if self._end_reason not in (None, EndReason.TRANSFERRED):
+            logger.info("call %s: transferred; %s asked meanwhile does not apply",
+                        self._call_id, self._end_reason, extra=self._log_extra)  # fmt: skip
+            self._end_reason, self._end_say, self._end_error = EndReason.TRANSFERRED, None, ""
+            return
+        self._end(EndReason.TRANSFERRED)
+
+    async def _transfer_failed(self, after: Transfer, exc: BaseException, *, started: float) -> None:
+        """The transfer_call turn said "ok" (the LLM only asked): record what happened,
+        for the transcript and for the LLM's next reply."""
+        call = ToolCall(
+            id=f"transfer-{self._utt_seq}",
+            name=TRANSFER_CALL,
+            arguments=json.dumps({"destination": after.label}),
+        )
+        result = ToolResult(
+            status=ToolStatus.ERROR,
+            content=f"The transfer to {after.label} failed at the carrier ({exc}); the caller "
+            "is still on the line and was told so.",
+            latency_ms=round((self._clock() - started) * 1000.0, 1),
+        )
+        turn = self._transcript.tool(call, result, started_at=started, ended_at=self._clock())
+        self._transcript.remember(tool_exchange("", [call], [result]))
+        await self._out.emit({"type": "tool", **turn.as_dict()})
 
     async def _stop_task(
         self, task: asyncio.Task[None], utt: Utterance
@@ -571,6 +605,11 @@ class CallSession:
         await self._out.close(str(reason))
         # Utterances stuck past their cancellation get one last bounded chance to exit.
         await self._reaper.drain(wait_s=self.CANCEL_WAIT_S)
+        try:
+            await self._tools.aclose()
+        except Exception:  # noqa: BLE001 - a connection that fails to close loses nothing
+            logger.warning("call %s: closing the tools' HTTP client failed", self._call_id,
+                           exc_info=True, extra=self._log_extra)  # fmt: skip
         metrics = self._stats.summary(self._clock() - self._t0)
         error = self._end_error
         # Only when set: recorders written before transfers existed keep working.

@@ -160,10 +160,19 @@ _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 
 
 def says_goodbye(text: str, language: str) -> bool:
-    """The last sentence of ``text`` takes leave ("Thank you for calling. Goodbye!")."""
+    """The reply ends by taking leave ("Thank you for calling. Goodbye!", "…see you
+    Friday, bye!", "Goodbye, John."): its last sentence is not a question and ends with a
+    farewell, or with one followed by at most two words (a name). A farewell inside a
+    sentence that goes on ("we will take care of it", "before we say goodbye?") is not."""
     sentences = [s for s in _SENTENCE_END.split(text.strip()) if words_of(s)]
-    if not sentences:
+    if not sentences or sentences[-1].rstrip().endswith("?"):
         return False
-    last = " ".join(words_of(sentences[-1]))
+    words = words_of(sentences[-1])
     farewells = FAREWELLS.get(_lang(language), FAREWELLS["en"])
-    return any(re.search(rf"(?<![\w'-]){re.escape(f)}(?![\w'-])", last) for f in farewells)
+    for farewell in farewells:
+        size = len(farewell.split())
+        for tail in range(3):  # the farewell, then up to two more words
+            end = len(words) - tail
+            if end >= size and " ".join(words[end - size : end]) == farewell:
+                return True
+    return False

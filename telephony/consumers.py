@@ -420,7 +420,9 @@ class CarrierConsumer(CallSocket):
         or the call was transferred (the caller is talking to a person)."""
         if self.closing:
             return
-        if reason == EndReason.TRANSFERRED and self.transfer_state == "done":
+        if self.transfer_state == "done":
+            # Whatever else was asked meanwhile, the caller is with a person now: never
+            # hang up (the session also ends as transferred in that case).
             await self.end_after_transfer()
             return
         if self.remote_stopped:

@@ -55,7 +55,11 @@ def map_error(api: ApiClient, exc: BaseException) -> tuple[EngineError, bool]:
         retryable = status in (408, 409, 429) or status >= 500
         return (
             EngineError(
-                _vendor_message(exc), vendor=api.vendor, status=status, retryable=retryable
+                _vendor_message(exc),
+                vendor=api.vendor,
+                status=status,
+                retryable=retryable,
+                code=_vendor_code(exc),
             ),
             status >= 500,
         )
@@ -66,7 +70,10 @@ def map_error(api: ApiClient, exc: BaseException) -> tuple[EngineError, bool]:
         message = f"connection failed: {exc.__cause__ or exc}"
         return EngineError(message, vendor=api.vendor, retryable=True), True
     if isinstance(exc, sdk.APIError):  # an error event inside a stream
-        return EngineError(_vendor_message(exc), vendor=api.vendor, retryable=True), False
+        error = EngineError(
+            _vendor_message(exc), vendor=api.vendor, retryable=True, code=_vendor_code(exc)
+        )
+        return error, False
     if isinstance(exc, ValueError):  # malformed JSON in an SSE event or a response
         message = f"malformed response: {exc}"
         return EngineError(message, vendor=api.vendor, retryable=True), False
@@ -80,6 +87,15 @@ def _vendor_message(exc: BaseException) -> str:
         if isinstance(error, dict) and error.get("message"):
             return str(error["message"])
     return str(getattr(exc, "message", "") or exc)
+
+
+def _vendor_code(exc: BaseException) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and isinstance(error.get("code"), str):
+            return error["code"]
+    return str(getattr(exc, "code", "") or "")
 
 
 def _caught(api: ApiClient) -> tuple[type[BaseException], ...]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
+
+import httpx
 
 from orchestrator.config import CallConfig
 from orchestrator.tools import RESULT_MAX_CHARS, ToolCall, ToolResult, ToolSpec, ToolStatus
@@ -19,6 +22,22 @@ class ToolBox:
         self._specs: dict[str, ToolSpec] = {
             spec.name: spec for spec in (*builtin_specs(config), *config.tools)
         }
+        # One HTTP client per call: connections are reused between its tool calls.
+        self._client: httpx.AsyncClient | None = None
+        self._client_lock = asyncio.Lock()
+
+    async def _http(self) -> httpx.AsyncClient:
+        async with self._client_lock:
+            if self._client is None:
+                # Building a client loads the TLS trust store (20-40 ms of CPU): not on the
+                # event loop every call's audio is paced by.
+                self._client = await asyncio.to_thread(httpx.AsyncClient)
+            return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
 
     def __bool__(self) -> bool:
         return bool(self._specs)
@@ -52,11 +71,13 @@ class ToolBox:
             else:
                 from orchestrator.tools.http import run_http_tool
 
-                result = await run_http_tool(spec, arguments, call_id=self._config.call_id)
+                result = await run_http_tool(
+                    spec, arguments, call_id=self._config.call_id, client=await self._http()
+                )
         result.latency_ms = round((time.monotonic() - t) * 1000.0, 1)
         if len(result.content) > RESULT_MAX_CHARS:
             result.content = result.content[:RESULT_MAX_CHARS] + "…(truncated)"
-        logger.info("call %s: tool %s -> %s in %.0f ms", self._config.call_id, call.name,
-                    result.status, result.latency_ms,
-                    extra={"call_id": self._config.call_id})  # fmt: skip
+        if spec is None or spec.kind != "http":  # (http.py logs its own requests)
+            logger.info("call %s: tool %s -> %s", self._config.call_id, call.name,
+                        result.status, extra={"call_id": self._config.call_id})  # fmt: skip
         return result, after

@@ -96,6 +96,21 @@ async def test_it_assembles_streamed_tool_call_deltas_into_whole_calls(engine_na
     assert request.json["tool_choice"] == "auto"
 
 
+async def test_a_botched_tool_call_is_reported_with_the_vendor_code(engine_name, vendor, config):
+    # Groq's answer when the model wrote a malformed tool call.
+    body = {"error": {"message": "Failed to call a function. Please adjust your prompt.",
+                      "type": "invalid_request_error", "code": "tool_use_failed"}}  # fmt: skip
+    vendor.script("chat", Reply(status=400, json_body=body))
+    engine = llm(engine_name, vendor, config)
+
+    with pytest.raises(EngineError) as failure:
+        await collect(engine.stream(MESSAGES, temperature=0.3, max_tokens=50, tools=[BOOK_TABLE]))
+    await engine.aclose()
+
+    assert failure.value.code == "tool_use_failed" and failure.value.status == 400
+    assert not failure.value.retryable
+
+
 async def test_it_sends_tool_results_back_in_the_openai_shape(engine_name, vendor, config):
     vendor.script("chat", Reply.chat_stream(["Booked."]))
     engine = llm(engine_name, vendor, config)

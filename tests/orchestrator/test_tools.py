@@ -294,3 +294,91 @@ async def test_no_verdict_in_time_greets_as_if_a_person_answered(make_harness):
     h.start()
     await h.until(lambda: len(h.recorder.by_role("assistant")) == 1)
     assert await h.finish() is EndReason.CALLER_HANGUP
+
+
+async def test_a_round_that_only_ends_the_call_still_says_goodbye(make_harness, tool_server):
+    tool = ToolSpec(name="book_table", description="Book.", parameters=BOOKING,
+                    url=tool_server.url("/echo"), secret=SECRET)  # fmt: skip
+    h = make_harness(
+        llm=llm('Let me book that. [[book_table {"party_size": 2, "day": "Monday"}]]',
+                "[[end_call]]"),  # fmt: skip
+        overrides={"tools": (tool,)},
+    )
+    h.start()
+    h.say("A table for two on Monday, then I have to go.")
+    assert await h.result(timeout=15) is EndReason.AGENT_HANGUP
+    # The last round said nothing: the profile's goodbye is heard before the hang-up.
+    assert h.recorder.by_role("assistant")[-1].text == "Let me book that. Goodbye."
+
+
+async def test_a_botched_tool_call_gets_the_round_again_without_tools(make_harness):
+    from orchestrator.engines import EngineError
+
+    class BotchingLLM(ScriptedLLM):
+        async def stream(self, messages, *, temperature, max_tokens, tools=None):
+            if tools:
+                self.offered.append([t["function"]["name"] for t in tools])
+                raise EngineError("Failed to call a function", vendor="groq", status=400,
+                                  code="tool_use_failed")  # fmt: skip
+            async for item in super().stream(messages, temperature=temperature,
+                                             max_tokens=max_tokens):  # fmt: skip
+                yield item
+
+    h = make_harness(llm=BotchingLLM(ttft_ms=30, tokens_per_s=200, reply="Sure, for when?"))
+    h.start()
+    h.say()
+    await h.until(lambda: len(h.recorder.by_role("assistant")) == 1)
+    assert h.recorder.by_role("assistant")[0].text == "Sure, for when?"
+    assert await h.finish() is EndReason.CALLER_HANGUP  # not an engine failure
+
+
+async def test_a_failed_transfer_is_recorded_as_failed_for_the_llm(make_harness):
+    transport = TransferringTransport(fail=True)
+    h = make_harness(
+        transport=transport,
+        llm=llm('[[transfer_call {"destination": "Front desk"}]]', "How else can I help?"),
+        overrides={"transfer_targets": (("Front desk", "+34910000000"),)},
+    )
+    h.start()
+    h.say("A person, please.")
+    await h.until(lambda: len(h.recorder.by_role("tool")) == 2)
+    asked, failed = h.recorder.by_role("tool")
+    assert asked.tool.status == "ok" and failed.tool.status == "error"
+    assert "failed at the carrier" in failed.tool.result
+    results = [m["content"] for m in h.session.history if m["role"] == "tool"]
+    assert "failed at the carrier" in results[-1]
+    await h.finish()
+
+
+async def test_a_shutdown_during_the_transfer_request_still_ends_as_transferred(make_harness):
+    class SlowTransport(TransferringTransport):
+        async def transfer(self, destination: str) -> None:
+            await asyncio.sleep(0.5)
+            await super().transfer(destination)
+
+    transport = SlowTransport()
+    h = make_harness(
+        transport=transport,
+        llm=llm('Transferring you. [[transfer_call {"destination": "Front desk"}]]'),
+        overrides={"transfer_targets": (("Front desk", "+34910000000"),)},
+    )
+    h.start()
+    h.say("A person, please.")
+    await h.until(lambda: transport.transfers == [] and len(h.recorder.by_role("assistant")) == 1)
+    h.session.stop(EndReason.SERVER_SHUTDOWN, say="We are closing. Goodbye.")
+    assert await h.result(timeout=15) is EndReason.TRANSFERRED
+    assert transport.transfers == ["+34910000000"]
+    # Nothing is said on a line that now belongs to a person.
+    assert [t.text for t in h.recorder.by_role("assistant")] == ["Transferring you."]
+    assert h.recorder.ended[0]["transferred_to"] == "+34910000000"
+
+
+def test_a_farewell_inside_a_sentence_or_a_question_does_not_hang_up():
+    from orchestrator.turn_words import says_goodbye
+
+    assert says_goodbye("Thank you for calling. Goodbye!", "en-US")
+    assert says_goodbye("See you on Friday, bye!", "en-US")
+    assert says_goodbye("Perfecto, que tenga un buen día.", "es-ES")
+    assert not says_goodbye("Sure. We will take care of that for you.", "en-US")
+    assert not says_goodbye("Anything else before we say goodbye?", "en-US")
+    assert not says_goodbye("¿Quiere que le diga adiós a su reserva?", "es-ES")
