@@ -335,9 +335,6 @@ class ReplyPipeline:
                 async for filler in fillers:
                     yield filler
             messages = [*messages, *tool_exchange("".join(text), calls, results)]
-            # The history keeps the calls without their words: the reply's spoken text
-            # is recorded whole once it has played (record()).
-            self._transcript.remember(tool_exchange("", calls, results))
             if utt.after is not None:
                 if not spoke:  # the round only called it: say the profile's line
                     line = self._config.goodbye_message if isinstance(utt.after, HangUp) else (
@@ -443,7 +440,9 @@ class ReplyPipeline:
             for call, task in zip(calls, tasks, strict=True):
                 if task.cancelled():
                     result, after = ToolResult(
-                        status=ToolStatus.CANCELLED, content="Cancelled: the caller spoke."
+                        status=ToolStatus.CANCELLED,
+                        content="Cancelled before it answered (the caller spoke or the call "
+                        "ended): it may or may not have been carried out.",
                     ), None
                 elif (exc := task.exception()) is not None:
                     logger.error("call %s: tool %s crashed: %r", self._config.call_id,
@@ -459,6 +458,10 @@ class ReplyPipeline:
                 if after is not None and utt.after is None:
                     utt.after = after
                 await self._record_tool(call, result, started_at=started)
+            # Remembered even when cut short: a request that may have gone through (a
+            # booking) must not be made again blindly. The history keeps the calls
+            # without the round's words: the reply's text is recorded once it has played.
+            self._transcript.remember(tool_exchange("", calls, results))
             utt.progress_at = self._clock()
             utt.phase = "llm"
 
