@@ -382,3 +382,27 @@ def test_a_farewell_inside_a_sentence_or_a_question_does_not_hang_up():
     assert not says_goodbye("Sure. We will take care of that for you.", "en-US")
     assert not says_goodbye("Anything else before we say goodbye?", "en-US")
     assert not says_goodbye("¿Quiere que le diga adiós a su reserva?", "es-ES")
+
+
+async def test_the_caller_interrupting_a_slow_tool_cancels_it_and_it_is_remembered(
+    make_harness, tool_server
+):
+    tool = ToolSpec(name="check", description="Check.", url=tool_server.url("/slow"),
+                    secret=SECRET, timeout_s=8.0)  # fmt: skip
+    h = make_harness(
+        llm=llm("Let me check. [[check {}]]", "Of course, what would you like instead?"),
+        overrides={"tools": (tool,), "barge_in_min_ms": 300},
+    )
+    h.start()
+    h.say()
+    await h.until(lambda: bool(tool_server.requests))
+    await h.until(lambda: len(h.transport.frames) > 5)  # "Let me check." is playing
+    h.say("No wait, forget it, I want to change the day instead please.")
+    await h.until(lambda: len(h.recorder.by_role("tool")) == 1, timeout=15)
+    assert h.recorder.by_role("tool")[0].tool.status == "cancelled"
+    # The LLM will know the request may have gone through.
+    (result,) = [m for m in h.session.history if m["role"] == "tool"]
+    assert "may or may not have been carried out" in result["content"]
+    assert h.recorder.by_role("assistant")[0].interrupted
+    await h.until(lambda: len(h.recorder.by_role("assistant")) == 2, timeout=15)
+    assert await h.finish() is EndReason.CALLER_HANGUP
