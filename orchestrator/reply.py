@@ -2,7 +2,7 @@
 
     user turn ─► STT ─► transcript ─► LLM deltas ─► SentenceSplitter ─┐
                               ▲           │ tool calls                │
-                              └─ results ◄┴► ToolBox (filler if slow) ┤
+                              └─ results ◄┴► ToolRunner (filler if slow) ┤
     fixed text (greeting, reprompt, goodbye) ─────────────────────────┴► TTS ─► PacedPlayout
 
 Tools: the LLM may speak and call tools in the same round; the calls run concurrently
@@ -33,8 +33,9 @@ from orchestrator.contracts import INPUT_SAMPLE_RATE, TurnMetrics
 from orchestrator.engines import EngineError, Engines, supports_tools
 from orchestrator.playout import PacedPlayout, TransportFailed
 from orchestrator.sentences import SentenceSplitter
-from orchestrator.tools import ToolCall, ToolResult, ToolStatus
+from orchestrator.tools import ToolCall, ToolResult, tool_exchange
 from orchestrator.tools.builtin import AfterReply, HangUp
+from orchestrator.tools.runner import ToolRunner
 from orchestrator.tools.toolbox import ToolBox
 from orchestrator.transcript import Transcript
 from orchestrator.turn_taking import UserTurn
@@ -117,11 +118,6 @@ class Utterance:
 class ReplyPipeline:
     BACKSTOP_GRACE_S = 1.0  # above a whole chain of engine timeouts
     MAX_TOOL_ROUNDS = 3  # LLM requests answered with tool calls, per reply
-    # Slow tools: a filler line when the line has been quiet this long (the first one
-    # after tool_filler_after_ms), at most MAX_FILLERS per tool round.
-    FILLER_GAP_S = 0.8
-    FILLER_POLL_S = 0.1
-    MAX_FILLERS = 3
     # Goodbye/apology: synthesis gets one step budget; playing takes ~80 ms a character.
     FINAL_WORDS_PLAY_S_PER_CHAR = 0.08
     FINAL_WORDS_GRACE_S = 5.0
@@ -142,6 +138,15 @@ class ReplyPipeline:
     ) -> None:
         self._config = config
         self._tools = tools if tools is not None else ToolBox(config)
+        self._tool_runner = ToolRunner(
+            config,
+            tools=self._tools,
+            playout=playout,
+            transcript=transcript,
+            emit=emit,
+            commit_user=self.commit_user,
+            clock=clock,
+        )
         self._engines = engines
         self._playout = playout
         self._out_rate = out_rate
@@ -331,7 +336,7 @@ class ReplyPipeline:
             if not calls:
                 return
             results: list[ToolResult] = []
-            async with aclosing(self._run_tools(utt, calls, results)) as fillers:
+            async with aclosing(self._tool_runner.run(utt, calls, results)) as fillers:
                 async for filler in fillers:
                     yield filler
             messages = [*messages, *tool_exchange("".join(text), calls, results)]
@@ -417,82 +422,6 @@ class ReplyPipeline:
                 yield tail
         finally:
             await _aclose(stream)
-
-    async def _run_tools(
-        self, utt: Utterance, calls: list[ToolCall], results: list[ToolResult]
-    ) -> AsyncIterator[str]:
-        """Run ``calls`` concurrently, filling ``results`` in order; yields the filler
-        line when they take longer than ``tool_filler_after_ms`` (never dead air)."""
-        # Acting on the caller's words: their turn is now fixed, whatever they say next.
-        await self.commit_user(utt)
-        utt.phase = "tool"
-        started = self._clock()
-        tasks = [asyncio.create_task(self._tools.run(call), name=f"tool-{call.name}")
-                 for call in calls]  # fmt: skip
-        try:
-            async with aclosing(self._fillers(utt, tasks)) as fillers:
-                async for line in fillers:
-                    yield line
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for call, task in zip(calls, tasks, strict=True):
-                if task.cancelled():
-                    result, after = ToolResult(
-                        status=ToolStatus.CANCELLED,
-                        content="Cancelled before it answered (the caller spoke or the call "
-                        "ended): it may or may not have been carried out.",
-                    ), None
-                elif (exc := task.exception()) is not None:
-                    logger.error("call %s: tool %s crashed: %r", self._config.call_id,
-                                 call.name, exc, extra={"call_id": self._config.call_id})  # fmt: skip
-                    result, after = ToolResult(
-                        status=ToolStatus.ERROR, content=f"The tool failed: {exc}"
-                    ), None
-                else:
-                    result, after = task.result()
-                if result.status is ToolStatus.CANCELLED:
-                    result.latency_ms = _ms(self._clock() - started)
-                results.append(result)
-                if after is not None and utt.after is None:
-                    utt.after = after
-                await self._record_tool(call, result, started_at=started)
-            # Remembered even when cut short: a request that may have gone through (a
-            # booking) must not be made again blindly. The history keeps the calls
-            # without the round's words: the reply's text is recorded once it has played.
-            self._transcript.remember(tool_exchange("", calls, results))
-            utt.progress_at = self._clock()
-            utt.phase = "llm"
-
-    async def _fillers(self, utt: Utterance, tasks: list[asyncio.Task[Any]]) -> AsyncIterator[str]:
-        """While ``tasks`` run: the first filler line after ``tool_filler_after_ms``, then
-        the next whenever the line has been quiet for ``FILLER_GAP_S`` (lines are the
-        profile's ``|``-separated filler; the last repeats, at most ``MAX_FILLERS``)."""
-        lines = [line.strip() for line in self._config.tool_filler.split("|") if line.strip()]
-        said = 0
-        next_at = self._clock() + self._config.tool_filler_after_ms / 1000.0
-        while True:
-            _, pending = await asyncio.wait(tasks, timeout=self.FILLER_POLL_S)
-            if not pending:
-                return
-            now = self._clock()
-            if not lines or said >= self.MAX_FILLERS or now < next_at:
-                continue
-            if self._playout.plays_until > now:  # a line is still playing: wait for quiet
-                next_at = self._playout.plays_until + self.FILLER_GAP_S
-                continue
-            utt.filler_said = True
-            async for sentence in sentences_of(lines[min(said, len(lines) - 1)]):
-                yield sentence
-            said += 1
-            # Its audio is being sent now; the next line waits for it to end (above).
-            next_at = max(self._clock(), self._playout.plays_until) + self.FILLER_GAP_S
-            utt.progress_at = self._clock()
-
-    async def _record_tool(self, call: ToolCall, result: ToolResult, *, started_at: float) -> None:
-        turn = self._transcript.tool(call, result, started_at=started_at, ended_at=self._clock())
-        await self._emit({"type": "tool", **turn.as_dict()})
 
     async def _synthesize(self, utt: Utterance, seg: Segment) -> None:
         tts = self._engines.tts
@@ -588,23 +517,6 @@ class ReplyPipeline:
         await self._emit(
             {"type": "transcript", "role": "assistant", "text": utt.full_text(), "final": False}
         )
-
-
-def tool_exchange(
-    text: str, calls: list[ToolCall], results: list[ToolResult]
-) -> list[dict[str, Any]]:
-    """The messages that tell the LLM what it called and what came back."""
-    # content null, not "": what the APIs themselves return for a tool-call message.
-    asked: dict[str, Any] = {
-        "role": "assistant",
-        "content": text if text.strip() else None,
-        "tool_calls": [c.as_message() for c in calls],
-    }
-    answers = [
-        {"role": "tool", "tool_call_id": call.id, "content": result.content}
-        for call, result in zip(calls, results, strict=True)
-    ]
-    return [asked, *answers]
 
 
 async def sentences_of(text: str) -> AsyncIterator[str]:

@@ -50,10 +50,10 @@ from orchestrator.listener import Listener
 from orchestrator.noise import InboundCleaner
 from orchestrator.playout import PacedPlayout
 from orchestrator.recorder_queue import RecorderQueue
-from orchestrator.reply import ReplyPipeline, Utterance, tool_exchange
+from orchestrator.reply import ReplyPipeline, Utterance
 from orchestrator.stats import CallStats
 from orchestrator.task_reaper import TaskReaper, cancel_all
-from orchestrator.tools import ToolCall, ToolResult, ToolStatus
+from orchestrator.tools import ToolCall, ToolResult, ToolStatus, tool_exchange
 from orchestrator.tools.builtin import TRANSFER_CALL, AfterReply, HangUp, Transfer
 from orchestrator.tools.toolbox import ToolBox
 from orchestrator.transcript import Transcript

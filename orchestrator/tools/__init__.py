@@ -88,3 +88,21 @@ class ToolResult:
 
 
 RESULT_MAX_CHARS = 4000  # a tool result the LLM reads is cut to this
+
+
+def tool_exchange(
+    text: str, calls: list[ToolCall], results: list[ToolResult]
+) -> list[dict[str, Any]]:
+    """The messages that tell the LLM what it called and what came back."""
+    # content null, not "": what the APIs themselves return for a tool-call message.
+    asked: dict[str, Any] = {
+        "role": "assistant",
+        "content": text if text.strip() else None,
+        "tool_calls": [c.as_message() for c in calls],
+    }
+    answers = [
+        {"role": "tool", "tool_call_id": call.id, "content": result.content}
+        for call, result in zip(calls, results, strict=True)
+    ]
+    return [asked, *answers]
+
