@@ -2,7 +2,7 @@
 
     user turn ─► STT ─► transcript ─► LLM deltas ─► SentenceSplitter ─┐
                               ▲           │ tool calls                │
-                              └─ results ◄┴► ToolRunner (filler if slow) ┤
+                              └─ results ◄┴► ToolRunner (fillers) ────┤
     fixed text (greeting, reprompt, goodbye) ─────────────────────────┴► TTS ─► PacedPlayout
 
 Tools: the LLM may speak and call tools in the same round; the calls run concurrently
