@@ -21,8 +21,15 @@ RUN pip wheel --wheel-dir /wheels --find-links /wheels \
 FROM python:3.11-slim-bookworm
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 \
     DEBUG=false HF_HUB_OFFLINE=1 VOICEAPP_MODEL_CACHE=/app/var/models
-# espeak-ng: offline TTS for non-English profiles; libgomp1: llama.cpp/CTranslate2 runtime.
-RUN apt-get update && apt-get install -y --no-install-recommends espeak-ng libgomp1 curl \
+# Offline TTS besides piper: libttspico-utils (SVOX Pico's pico2wave, Apache-2.0, in Debian's
+# non-free component, enabled here) for es/de/fr/it/en-GB, espeak-ng for other languages;
+# libgomp1: llama.cpp/CTranslate2 runtime.
+RUN printf '%s\n' "Types: deb" "URIs: http://deb.debian.org/debian" \
+        "Suites: bookworm bookworm-updates" "Components: non-free" \
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" \
+        > /etc/apt/sources.list.d/debian-non-free.sources \
+    && apt-get update && apt-get install -y --no-install-recommends \
+        espeak-ng libttspico-utils libgomp1 curl \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
 COPY --from=build /wheels-nodeps /wheels-nodeps
