@@ -280,19 +280,74 @@ def global_stop_event_record(*, action: str, actor: str, detail: dict[str, Any])
     GlobalStopEvent.objects.create(action=action, actor=actor, detail=detail)
 
 
+# The demo prompts are written for the offline 0.5B model: short, concrete, the facts it
+# may state (it invents the rest), and one example exchange at the end, which the local
+# engine turns into chat turns (orchestrator/engines/local.py, split_example).
+DEMO_PROMPT_EN = "\n".join(
+    [
+        (
+            "You are the receptionist of Casa Lola, a restaurant. You are on the phone: answer in "
+            "one or two short sentences, never lists."
+        ),
+        (
+            "Opening hours: Tuesday to Sunday, 13:00 to 16:00 and 20:00 to 23:30. Closed on "
+            "Mondays."
+        ),
+        (
+            "To book a table you need the day, the time, the number of people and a name. Ask only "
+            "for what is still missing, one question at a time. When you have all four, repeat them"
+            " and confirm the booking."
+        ),
+        "Example:",
+        "Caller: A table for two on Saturday, please.",
+        "You: Of course. At what time on Saturday?",
+    ]
+)
+DEMO_PROMPT_ES = "\n".join(
+    [
+        (
+            "Eres la recepcionista del restaurante Casa Lola. Hablas por teléfono: responde en una "
+            "o dos frases cortas, sin listas."
+        ),
+        "Horario: de martes a domingo, de 13:00 a 16:00 y de 20:00 a 23:30. Los lunes cerramos.",
+        (
+            "Para reservar una mesa necesitas el día, la hora, el número de personas y un nombre. "
+            "Pide solo lo que falte, una pregunta cada vez. Cuando tengas los cuatro, repítelos y "
+            "confirma la reserva."
+        ),
+        "Ejemplo:",
+        "Cliente: Una mesa para dos el sábado, por favor.",
+        "Tú: Claro. ¿A qué hora el sábado?",
+    ]
+)
+# Earlier seeds' prompts: a demo row that still has one was never edited, and gets the
+# current prompt (an operator's own prompt is never touched).
+_OLD_DEMO_PROMPTS = frozenset(
+    {
+        "You are the friendly receptionist of Casa Lola, a restaurant. Help callers "
+        "book a table: ask for the day, time, number of people and a name. "
+        "Answer in one or two short sentences."
+    }
+)
+DEMO_EXTRACTION_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "party_size": {"type": ["integer", "null"]},
+        "booking_time": {"type": ["string", "null"]},
+        "customer_name": {"type": ["string", "null"]},
+    },
+}
+
+
 def profile_ensure_demo() -> AgentProfile:
     """Create the demo profile used by `make run` (offline engines, English)."""
-    profile, _ = AgentProfile.objects.get_or_create(
+    return _profile_ensure(
         slug="demo",
         defaults={
             "name": "Demo receptionist",
             "is_default": not AgentProfile.objects.filter(is_default=True).exists(),
             "language": "en-US",
-            "system_prompt": (
-                "You are the friendly receptionist of Casa Lola, a restaurant. Help callers "
-                "book a table: ask for the day, time, number of people and a name. "
-                "Answer in one or two short sentences."
-            ),
+            "system_prompt": DEMO_PROMPT_EN,
             "greeting": "Hello, this is Casa Lola. How can I help you?",
             "idle_reprompt": "Are you still there?",
             "goodbye_message": "Thank you for calling. Goodbye!",
@@ -303,14 +358,38 @@ def profile_ensure_demo() -> AgentProfile:
                 "Hello, this is Casa Lola returning your call about a booking. Please call "
                 "us back when you can. Thank you!"
             ),
-            "extraction_schema": {
-                "type": "object",
-                "properties": {
-                    "party_size": {"type": ["integer", "null"]},
-                    "booking_time": {"type": ["string", "null"]},
-                    "customer_name": {"type": ["string", "null"]},
-                },
-            },
+            "extraction_schema": DEMO_EXTRACTION_SCHEMA,
         },
     )
+
+
+def profile_ensure_demo_es() -> AgentProfile:
+    """The same restaurant in Spanish (es-ES), seeded beside the English demo."""
+    return _profile_ensure(
+        slug="demo-es",
+        defaults={
+            "name": "Demo recepcionista (español)",
+            "is_default": False,
+            "language": "es-ES",
+            "system_prompt": DEMO_PROMPT_ES,
+            "greeting": "Hola, Casa Lola, ¿en qué puedo ayudarle?",
+            "idle_reprompt": "¿Sigue ahí?",
+            "goodbye_message": "Gracias por llamar. ¡Adiós!",
+            "apology_message": "Lo sentimos, tenemos un problema. La llamada terminará ahora.",
+            "tool_filler": "Un momento, lo compruebo.|Sigo comprobándolo, gracias por esperar.",
+            "transfer_message": "Le paso con una persona. Un momento, por favor.",
+            "voicemail_message": (
+                "Hola, le llamamos de Casa Lola por su reserva. Llámenos cuando pueda. "
+                "¡Gracias!"
+            ),
+            "extraction_schema": DEMO_EXTRACTION_SCHEMA,
+        },
+    )
+
+
+def _profile_ensure(*, slug: str, defaults: dict[str, Any]) -> AgentProfile:
+    profile, created = AgentProfile.objects.get_or_create(slug=slug, defaults=defaults)
+    if not created and profile.system_prompt in _OLD_DEMO_PROMPTS:
+        profile.system_prompt = defaults["system_prompt"]
+        profile.save(update_fields=["system_prompt", "updated_at"])
     return profile

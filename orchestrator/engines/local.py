@@ -38,6 +38,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -758,13 +759,53 @@ def chat_prompt(messages: list[dict[str, Any]], *, rule: str = "") -> str:
         for m in messages
         if m.get("role") == "system" and isinstance(m.get("content"), str) and m["content"].strip()
     )
+    system, example = split_example(system)
     system = "\n".join(part for part in (system, rule) if part) or QWEN_DEFAULT_SYSTEM
     parts = [f"<|im_start|>system\n{system}<|im_end|>\n"]
     dialogue = [m for m in messages if m.get("role") in ("user", "assistant") and _text(m)]
-    for message in dialogue[-PROMPT_TURNS:]:
+    for message in [*example, *dialogue[-PROMPT_TURNS:]]:
         parts.append(f"<|im_start|>{message['role']}\n{_text(message)}<|im_end|>\n")
     parts.append(ASSISTANT_START)
     return "".join(parts)
+
+
+_EXAMPLE_HEADER = re.compile(r"^(?:example|ejemplo)s?\s*:\s*$", re.I)
+_EXAMPLE_LINE = re.compile(
+    r"^(?:(?P<user>caller|user|customer|cliente|usuario)|"
+    r"(?P<assistant>you|agent|assistant|receptionist|t[úu]|agente|asistente|recepcionista))"
+    r"\s*:\s*(?P<text>\S.*)$",
+    re.I,
+)
+
+
+def split_example(system: str) -> tuple[str, list[dict[str, str]]]:
+    """(system text, example turns): a system prompt that *ends* with an example exchange,
+
+        Example:
+        Caller: A table for two on Saturday, please.
+        You: Of course. At what time on Saturday?
+
+    (``Ejemplo:`` / ``Cliente:`` / ``Tú:`` in Spanish) gives the exchange as real chat turns
+    after the system block: a 0.5B model imitates turns, while an example described in the
+    system text was answered with the same sentence on every turn. Anything else (no
+    header, a line that is not ``<speaker>: <text>``) is left in the system text as is;
+    other engines always get the text as written."""
+    lines = system.splitlines()
+    headers = [i for i, line in enumerate(lines) if _EXAMPLE_HEADER.match(line.strip())]
+    if not headers:
+        return system, []
+    turns = []
+    for line in (line.strip() for line in lines[headers[-1] + 1 :]):
+        if not line:
+            continue
+        match = _EXAMPLE_LINE.match(line)
+        if match is None:
+            return system, []
+        role = "user" if match["user"] else "assistant"
+        turns.append({"role": role, "content": " ".join(match["text"].split())})
+    if len(turns) < 2:
+        return system, []
+    return "\n".join(lines[: headers[-1]]).strip(), turns
 
 
 def _text(message: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""Seed the demo profile and, in DEBUG only, a local admin user with printed credentials.
+"""Seed the demo profiles (English ``demo``, Spanish ``demo-es``) and, in DEBUG only, a local admin user with printed credentials.
 
 ``--if-no-profile`` is for deployments (compose's one-shot ``migrate`` service runs it on
 every start): a new deployment gets the demo profile, so its first call is answered
@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 
 from calls import selectors
-from calls.services import profile_ensure_demo
+from calls.services import profile_ensure_demo, profile_ensure_demo_es
 
 
 class Command(BaseCommand):
@@ -28,8 +28,8 @@ class Command(BaseCommand):
         if options["if_no_profile"]:
             self._ensure_a_profile()
             return
-        profile = profile_ensure_demo()
-        self.stdout.write(f"Demo profile: {profile.name} (slug {profile.slug})")
+        for profile in (profile_ensure_demo(), profile_ensure_demo_es()):
+            self.stdout.write(f"Demo profile: {profile.name} (slug {profile.slug})")
         if not settings.DEBUG:
             self.stdout.write("DEBUG is off: no demo admin user created (use createsuperuser).")
             return
