@@ -6,9 +6,10 @@ when ``GROQ_API_KEY`` is set, else an OpenAI-compatible server when the profile 
 Without either, offline (``EXTRACTION_OFFLINE_ENGINE``):
 
 - ``local-llm`` (default): the local LLM of ``orchestrator/engines/local.py`` (the same
-  loaded model and worker thread the calls use) writes JSON under a grammar built from the
-  schema, so the answer always parses; a few-shot prompt in the call's language (es/en)
-  keeps the summary in that language. The tiny model gets facts wrong, so explicit
+  loaded model and worker thread the calls use: Qwen2.5-Coder-Instruct through its chat
+  template) writes JSON under a grammar built from the schema, so the answer always
+  parses; two example exchanges in the call's language (es/en) keep the summary in that
+  language. The small model can get facts wrong, so explicit
   booking phrasings found by ``calls/extraction_rules.py`` override its party size, time
   and name, and a summary not in the call's language is replaced by a template. The
   result says where each field came from (``"_sources"``). If the model fails or runs out
@@ -223,16 +224,17 @@ SUMMARY_MAX_CHARS = 300
 FIELD_MAX_CHARS = 80
 ENTITIES_MAX = 6
 
-# Few-shot examples by language: a base model continues a document, so it is shown two
-# analysed calls and then the real one; the examples' language is the summary's. Fields of
+# Few-shot examples by language, given to the instruct model as chat turns (transcript ->
+# JSON analysis) before the real call; the examples' language is the summary's. Fields of
 # the profile's schema take the example's booking facts where a rule maps them, else null.
-# The 270M model copies the *last* example most: the booking comes last because most
-# calls are bookings (a question or complaint then often reads as a booking: the facts
-# are checked against the caller's words, the summary and intent are not).
+# The booking comes last because most calls are bookings (the facts are checked against
+# the caller's words, the summary and intent are not).
 _EXAMPLES: dict[str, dict[str, Any]] = {
     "en": {
-        "header": "Phone calls to a business, each followed by its analysis as JSON. "
-        "Summaries are written in English.",
+        "header": "You analyse phone calls to a restaurant. For each call transcript, answer "
+        "with its analysis as one JSON object: summary (one or two sentences, in English), "
+        "intent (snake_case), sentiment, extracted_entities, next_action, and the booking "
+        "fields said in the call (null when not said). Use only what the call says.",
         "call": "Call",
         "analysis": "Analysis",
         "labels": ("Caller", "Agent"),
@@ -272,8 +274,10 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
         ],
     },
     "es": {
-        "header": "Llamadas telefónicas a un negocio, cada una seguida de su análisis en "
-        "JSON. Los resúmenes están escritos en español.",
+        "header": "Analizas llamadas a un restaurante. Para cada transcripción, responde con "
+        "su análisis en un objeto JSON: summary (una o dos frases, en español), intent "
+        "(snake_case), sentiment, extracted_entities, next_action y los datos de la reserva "
+        "dichos en la llamada (null si no se dijeron). Usa solo lo que dice la llamada.",
         "call": "Llamada",
         "analysis": "Análisis",
         "labels": ("Cliente", "Agente"),
@@ -400,21 +404,31 @@ def _dialogue(turns: list[tuple[str, str]], labels: tuple[str, str]) -> str:
     )
 
 
-def local_prompt(turns: list[tuple[str, str]], schema: dict[str, Any], *, lang: str) -> str:
-    """The few-shot document the local model continues with the analysis of ``turns``
-    (``(role, text)`` of the caller and agent only)."""
+def local_messages(
+    turns: list[tuple[str, str]], schema: dict[str, Any], *, lang: str
+) -> list[dict[str, str]]:
+    """The chat the local instruct model answers with the analysis of ``turns``
+    (``(role, text)`` of the caller and agent only): the task, two analysed example calls
+    as user/assistant turns, then the real transcript."""
     examples = _EXAMPLES.get(lang, _EXAMPLES["en"])
-    parts = [examples["header"], ""]
+    messages = [{"role": "system", "content": examples["header"]}]
     for shot in examples["shots"]:
         answer = json.dumps(_example_answer(shot, schema), ensure_ascii=False)
-        parts += [
-            f"{examples['call']}:",
-            _dialogue(shot["turns"], examples["labels"]),
-            f"{examples['analysis']}: {answer}",
-            "",
+        messages += [
+            {"role": "user", "content": _dialogue(shot["turns"], examples["labels"])},
+            {"role": "assistant", "content": answer},
         ]
-    parts += [f"{examples['call']}:", _dialogue(turns, examples["labels"])]
-    return "\n".join(parts) + f"\n{examples['analysis']}: "
+    messages.append({"role": "user", "content": _dialogue(turns, examples["labels"])})
+    return messages
+
+
+def _local_model_key(call: Call) -> str:
+    """The local LLM size the call's profile uses ("" = the default), if it is installed."""
+    from orchestrator.engines import local
+
+    name = call.profile.llm_model if call.profile else ""
+    weights = local.LLM_WEIGHTS.get(name)
+    return name if weights is not None and weights.installed() else local.LLM
 
 
 def local_llm_extraction(call: Call, schema: dict[str, Any], *, timeout_s: float) -> dict[str, Any]:
@@ -429,11 +443,13 @@ def local_llm_extraction(call: Call, schema: dict[str, Any], *, timeout_s: float
         for turn in selectors.call_turns(call_id=call.pk)
         if turn.role in ("user", "assistant") and turn.text.strip()  # not tool turns
     ]
+    model_key = _local_model_key(call)
     answer = local.generate_json(
-        local_prompt(turns, schema, lang=lang),
+        local_messages(turns, schema, lang=lang),
         _grammar_schema(schema),
         max_tokens=LOCAL_MAX_TOKENS,
         timeout_s=timeout_s,
+        model_key=model_key,
     )
     # The grammar makes it parse unless cut at max_tokens; llama.cpp's string rule still
     # lets a raw newline through, which strict JSON refuses.
@@ -468,7 +484,7 @@ def local_llm_extraction(call: Call, schema: dict[str, Any], *, timeout_s: float
     if not in_language(str(data.get("summary") or ""), lang):
         data["summary"], sources["summary"] = _template_summary(data, schema, lang), "template"
     jsonschema.validate(data, schema)
-    data["engine"] = f"local-llm:{local.MODELS[local.LLM].label}"
+    data["engine"] = f"local-llm:{local.MODELS[model_key].label}"
     data["_sources"] = sources
     return data
 

@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = textwrap.dedent(
     """
     import os, threading, time
-    from orchestrator.engines.local import MODELS
+    from orchestrator.engines.local import LLM, MODELS
 
-    loader = threading.Thread(target=MODELS["gemma"].get)
+    loader = threading.Thread(target=MODELS[LLM].get)
     loader.start()
     ticks = 0
     while loader.is_alive() or ticks < 3:

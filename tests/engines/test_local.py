@@ -3,12 +3,15 @@ in the default suite; each model is loaded once per process and shared."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
 from orchestrator.engines import create_engine
-from orchestrator.engines.local import build_prompt, espeak_voice, usable_or_fallback
+from orchestrator.engines import EngineError, local as local_engines
+from orchestrator.engines.local import chat_prompt, espeak_voice, split_example, usable_or_fallback
 from tests.speech import have_speech_tools, silence_pcm16, speech_pcm16
 from tests.transcripts import assert_heard
 
@@ -129,8 +132,11 @@ async def test_local_llm_streams_non_empty_text():
 
     deltas = [d async for d in engine.stream(messages, temperature=0.2, max_tokens=40)]
 
-    assert deltas
-    assert any(ch.isalnum() for ch in "".join(deltas))
+    reply = "".join(deltas).lower()
+    assert any(ch.isalnum() for ch in reply)
+    # In the profile's language: Spanish function words, whatever the exact wording.
+    words = set(re.findall(r"[^\W\d_]+", reply))
+    assert words & {"de", "el", "la", "para", "que", "en", "cita", "puedo", "claro", "sí", "qué"}, reply
 
 
 @pytest.mark.slow
@@ -158,46 +164,105 @@ async def test_an_empty_completion_becomes_the_fallback_sentence():
     ]
 
 
-def test_the_prompt_is_a_plain_transcript_ending_with_the_assistant_label():
-    prompt = build_prompt(
+def test_the_prompt_is_chatml_ending_with_the_assistant_turn_open():
+    prompt = chat_prompt(
         [
             {"role": "system", "content": "Eres amable."},
             {"role": "user", "content": "Hola\n  buenas"},
             {"role": "assistant", "content": "Dígame."},
             {"role": "user", "content": "Una cita"},
         ],
-        user="Cliente",
-        assistant="Asistente",
-    )
-
-    assert (
-        prompt
-        == "Eres amable.\n\nCliente: Hola buenas\nAsistente: Dígame.\nCliente: Una cita\nAsistente:"
-    )
-
-
-def test_the_prompt_keeps_only_text_of_tool_call_messages():
-    prompt = build_prompt(
-        [
-            {"role": "system", "content": "Be kind."},
-            {"role": "user", "content": "Is there a table for two?"},
-            # An assistant turn that only calls a tool: no content key at all, or None.
-            {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function"}]},
-            {"role": "assistant", "content": None, "tool_calls": [{"id": "c2"}]},
-            {"role": "tool", "tool_call_id": "c1", "content": '{"free": true}'},
-            # Text and a tool call together: the text stays.
-            {"role": "assistant", "content": "Let me check.", "tool_calls": [{"id": "c3"}]},
-            {"role": "tool", "tool_call_id": "c3", "content": "ok"},
-            {"role": "assistant", "content": "Yes, we have one."},
-        ],
-        user="Caller",
-        assistant="Assistant",
+        rule="Responde siempre en español.",
     )
 
     assert prompt == (
-        "Be kind.\n\nCaller: Is there a table for two?\nAssistant: Let me check.\n"
-        "Assistant: Yes, we have one.\nAssistant:"
+        "<|im_start|>system\nEres amable.\nResponde siempre en español.<|im_end|>\n"
+        "<|im_start|>user\nHola buenas<|im_end|>\n"
+        "<|im_start|>assistant\nDígame.<|im_end|>\n"
+        "<|im_start|>user\nUna cita<|im_end|>\n"
+        "<|im_start|>assistant\n"
     )
+
+
+TOOL_HISTORY = [
+    {"role": "system", "content": "Be kind."},
+    {"role": "user", "content": "Is there a table for two?"},
+    # An assistant turn that only calls a tool: no content key at all, or None.
+    {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function"}]},
+    {"role": "assistant", "content": None, "tool_calls": [{"id": "c2"}]},
+    {"role": "tool", "tool_call_id": "c1", "content": '{"free": true}'},
+    # Text and a tool call together: the text stays.
+    {"role": "assistant", "content": "Let me check.", "tool_calls": [{"id": "c3"}]},
+    {"role": "tool", "tool_call_id": "c3", "content": "ok"},
+    {"role": "assistant", "content": "Yes, we have one."},
+]
+
+
+def test_the_prompt_keeps_only_text_of_tool_call_messages():
+    prompt = chat_prompt(TOOL_HISTORY)
+
+    assert prompt == (
+        "<|im_start|>system\nBe kind.<|im_end|>\n"
+        "<|im_start|>user\nIs there a table for two?<|im_end|>\n"
+        "<|im_start|>assistant\nLet me check.<|im_end|>\n"
+        "<|im_start|>assistant\nYes, we have one.<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert "tool" not in prompt.replace("<|im_start|>", "")
+
+
+def test_an_example_exchange_ending_the_system_prompt_becomes_chat_turns():
+    system = "Be brief.\nExample:\nCaller: A table for two.\nYou: Sure. At what time?"
+
+    assert split_example(system) == (
+        "Be brief.",
+        [
+            {"role": "user", "content": "A table for two."},
+            {"role": "assistant", "content": "Sure. At what time?"},
+        ],
+    )
+    # Not an exchange (prose after the header): the text stays as written.
+    prose = "Be brief.\nExample:\nsay hello first."
+    assert split_example(prose) == (prose, [])
+    assert split_example("Ejemplo:\nCliente: Hola.\nTú: ¡Hola!")[1][1]["content"] == "¡Hola!"
+
+
+def test_a_profile_asking_for_a_model_that_is_not_installed_fails_at_build(monkeypatch):
+    monkeypatch.setattr(local_engines.GGUFWeights, "installed", lambda self: False)
+
+    with pytest.raises(EngineError, match="requirements-qwen-1.5b.txt"):
+        local("llm", model="qwen2.5-1.5b")
+
+
+def test_an_unknown_local_llm_model_name_falls_back_to_the_default(caplog):
+    engine = local("llm", model="llama-3.3-70b-versatile")  # an "auto" profile's cloud model
+
+    assert engine.model == local_engines.LLM
+    assert "ignoring model" in caplog.text
+
+
+def _default_weights_installed() -> bool:
+    return local_engines.LLM_WEIGHTS[local_engines.LLM].installed()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _default_weights_installed(), reason="local LLM weights not installed")
+def test_our_chatml_is_what_the_gguf_chat_template_renders():
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    model = local_engines.MODELS[local_engines.LLM].get()
+    formatter = Jinja2ChatFormatter(
+        template=model.metadata["tokenizer.chat_template"], eos_token="<|im_end|>", bos_token=""
+    )
+    kept = [
+        {"role": m["role"], "content": " ".join(m["content"].split())}
+        for m in TOOL_HISTORY
+        if m["role"] in ("system", "user", "assistant") and m.get("content")
+    ]
+
+    rendered = formatter(messages=kept).prompt
+
+    assert rendered == chat_prompt(TOOL_HISTORY)
 
 
 @pytest.mark.parametrize(

