@@ -28,8 +28,8 @@ import tempfile
 from collections.abc import AsyncIterator
 
 from orchestrator.audio import StreamResampler
-from orchestrator.engines.errors import EngineError
 from orchestrator.engines._pcm import language_code, split_wav_header
+from orchestrator.engines.errors import EngineError
 
 PICO2WAVE = "pico2wave"
 PICO_RATE = 16000
