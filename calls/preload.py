@@ -1,10 +1,10 @@
 """Load and warm the local models the active profiles use, when the server starts.
 
 Without this the first caller after a (re)start waited 5-20 s for the greeting while
-Whisper, piper and llama.cpp loaded on their first use. ``start_in_background()`` is
-called by ``voiceapp/asgi.py`` (``PRELOAD_ENGINES``, default on); until it finishes
-``/health/ready/`` answers 503 so a load balancer keeps calls away. Cloud engines are
-not touched here: readiness must not depend on a vendor being reachable.
+the STT (Moonshine or Whisper), piper and llama.cpp loaded on their first use.
+``start_in_background()`` is called by ``voiceapp/asgi.py`` (``PRELOAD_ENGINES``, default
+on); until it finishes ``/health/ready/`` answers 503 so a load balancer keeps calls away.
+Cloud engines are not touched here: readiness must not depend on a vendor being reachable.
 """
 
 from __future__ import annotations
@@ -118,6 +118,8 @@ async def _warm(
         started = time.perf_counter()
         await engine.warmup()
         label = " ".join(f"{role} local {spec.model} {spec.voice} {config.language}".split())
+        if model := getattr(engine, "model_label", ""):  # local STT: which model, by language
+            label += f" ({model})"
         warmed.append(label)
         logger.info("warmed %s in %.1f s", label, time.perf_counter() - started)
     if turn_model and await _warm_turn_model():
