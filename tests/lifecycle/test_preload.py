@@ -36,10 +36,10 @@ def test_the_demo_profiles_models_are_warm_and_readiness_waits_for_them(
 
     assert fresh_preload.status == "ready", fresh_preload.error
     assert preload.readiness()[0]
-    for key in ("moonshine-tiny-en", "piper-joe", LLM):
+    for key in ("whisper-tiny.en", "piper-joe", LLM):
         assert MODELS[key].loaded and MODELS[key].warmed, key
     assert any(
-        m.startswith("stt local") and "Moonshine" in m for m in fresh_preload.models
+        m.startswith("stt local") and "tiny.en" in m for m in fresh_preload.models
     ), fresh_preload.models
     assert preload.start_in_background() is thread  # once per process
 
