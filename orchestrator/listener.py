@@ -47,9 +47,7 @@ class Listener:
         clock: Callable[[], float],
         wake: Callable[[], None],
         heard: Callable[[asyncio.Task[str]], None],
-        stt_context: Callable[[], str] = lambda: "",
     ) -> None:
-        """``stt_context``: what the agent said last (primes the transcription)."""
         self._config = config
         self._call_id = config.call_id
         self._log_extra = {"call_id": config.call_id}
@@ -72,7 +70,6 @@ class Listener:
             partials=config.stt_partial_interval_ms > 0 and stt_runs_locally,
             emit=out.emit,
             call_id=config.call_id,
-            context=stt_context,
         )
         self._decision: EotDecision | None = None  # for the pending turn, once decided
         self._decided_at = 0.0

@@ -309,10 +309,7 @@ class ReplyPipeline:
         stt = self._engines.stt
         t = self._clock()
         work = turn.transcript or stt.transcribe(
-            turn.audio,
-            sample_rate=INPUT_SAMPLE_RATE,
-            language=self._config.language,
-            prompt=self._transcript.last_agent_text(),
+            turn.audio, sample_rate=INPUT_SAMPLE_RATE, language=self._config.language
         )
         text = await self._step("stt", work)
         utt.metrics.stt_ms = round((self._clock() - t) * 1000.0, 1)

@@ -186,7 +186,6 @@ class CallSession:
             clock=clock,
             wake=lambda: self._events.put_nowait(_Wake()),
             heard=lambda task: self._events.put_nowait(_Heard(task=task)),
-            stt_context=self._transcript.last_agent_text,
         )
 
         self._events: asyncio.Queue[_Control] = asyncio.Queue()

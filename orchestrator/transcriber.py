@@ -28,22 +28,9 @@ Emit = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Transcriber:
-    def __init__(
-        self,
-        stt: Any,
-        *,
-        language: str,
-        partials: bool,
-        emit: Emit,
-        call_id: str,
-        context: Callable[[], str] = lambda: "",
-    ) -> None:
+    def __init__(self, stt: Any, *, language: str, partials: bool, emit: Emit, call_id: str) -> None:
         self._stt = stt
         self._language = language
-        # What the agent said last: Whisper's prompt (the text before the audio), so an
-        # answer to "What name is the booking under?" comes out as a name ("Juan García",
-        # not "cuando arcía"). Engines without a prompt ignore it.
-        self._context = context
         self.partials = partials
         self._emit = emit
         self._log_extra = {"call_id": call_id}
@@ -56,10 +43,7 @@ class Transcriber:
     def transcribe(self, audio: bytes, *, prompt: str = "") -> asyncio.Task[str]:
         """One transcription task (the caller awaits or cancels it)."""
         work = self._stt.transcribe(
-            audio,
-            sample_rate=INPUT_SAMPLE_RATE,
-            language=self._language,
-            prompt=prompt or self._context(),
+            audio, sample_rate=INPUT_SAMPLE_RATE, language=self._language, prompt=prompt
         )
         task = asyncio.create_task(work, name="stt")
         # Early work may be dropped unseen: its failure is not an error of the call.

@@ -45,13 +45,6 @@ class Transcript:
         """The conversation as sent to the LLM (system prompt excluded); a copy."""
         return [dict(m) for m in self._history]
 
-    def last_agent_text(self, max_chars: int = 200) -> str:
-        """The end of what the agent said last (heard by the caller), for the STT prompt."""
-        for message in reversed(self._history):
-            if message["role"] == "assistant" and isinstance(message.get("content"), str):
-                return message["content"][-max_chars:]
-        return ""
-
     def messages(self, system_prompt: str, *, pending_user: str = "") -> list[dict[str, Any]]:
         """What the LLM is sent; ``pending_user``: the caller's turn being answered, not
         recorded until the caller hears the reply (reply.py)."""
