@@ -543,11 +543,60 @@ class UnansweredFilter(admin.SimpleListFilter):
         return queryset
 
 
+class AudioStutteredFilter(admin.SimpleListFilter):
+    """Find calls whose audio stuttered: late agent frames or gaps in the caller's audio
+    (``Call.audio_issues``, indexed; figures in metrics["audio_health"])."""
+
+    title = "audio stuttered"
+    parameter_name = "audio_stuttered"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "Stuttered"), ("no", "Clean audio"), ("unknown", "Not measured")]
+
+    def queryset(self, request: HttpRequest, queryset):  # type: ignore[no-untyped-def]
+        if self.value() == "yes":
+            return queryset.filter(audio_issues__gt=0)
+        if self.value() == "no":
+            return queryset.filter(audio_issues=0)
+        if self.value() == "unknown":
+            return queryset.filter(audio_issues__isnull=True)
+        return queryset
+
+
+def audio_health_summary(metrics: dict | None) -> SafeString:
+    """The call's audio-health figures (orchestrator/audio_health.py) in words; a badge
+    when the audio stuttered. docs/operations.md explains each one."""
+    h = (metrics or {}).get("audio_health")
+    if not isinstance(h, dict):
+        return mark_safe("<p>– (not measured)</p>")
+    late, gaps = int(h.get("late_frames") or 0), int(h.get("inbound_gaps") or 0)
+    lines = [
+        f"Agent: {_count(late, 'late frame', 'late frames')}, "
+        f"longest gap within a sentence {_ms(h.get('max_agent_gap_ms'))}",
+        f"Caller: jitter p95 {_ms(h.get('inbound_jitter_p95_ms'))}, "
+        f"max {_ms(h.get('inbound_jitter_max_ms'))}; "
+        f"{_count(gaps, 'gap', 'gaps')} (> 100 ms), "
+        f"{_ms(h.get('inbound_missing_ms'))} missing",
+        f"Server: event-loop lag p99 {_ms(h.get('loop_lag_p99_ms'))}",
+    ]
+    ok = late == 0 and gaps == 0
+    badge = format_html(
+        '<span style="background:{};color:#fff;padding:1px 8px;border-radius:8px">{}</span>',
+        "#2aa198" if ok else "#dc322f",
+        "clean" if ok else "stuttered",
+    )
+    return format_html(
+        '<p style="margin:0 0 .3em">{}</p>{}',
+        badge,
+        format_html_join("", '<p style="margin:0 0 .3em">{}</p>', ((line,) for line in lines)),
+    )
+
+
 @admin.register(Call)
 class CallAdmin(admin.ModelAdmin):
     list_display = (
         "started_at", "channel", "profile", "status_badge", "ended_because", "duration",
-        "turn_count", "median_v2v", "from_number", "to_number", "external_id",
+        "turn_count", "median_v2v", "audio", "from_number", "to_number", "external_id",
     )  # fmt: skip
     list_filter = (
         "channel",
@@ -557,6 +606,7 @@ class CallAdmin(admin.ModelAdmin):
         "direction",
         "extraction_status",
         UnansweredFilter,
+        AudioStutteredFilter,
         "started_at",
     )
     search_fields = ("external_id", "stream_id", "from_number", "to_number", "turns__text")
@@ -568,7 +618,7 @@ class CallAdmin(admin.ModelAdmin):
         "status_badge", "started_at", "ended_at", "duration", "last_heartbeat_at", "end_reason",
         "ended_because", "transferred_to", "answered_by",
         "error_detail", "dtmf_digits", "metrics_pretty", "latency_chart", "turn_taking",
-        "extraction_status",
+        "audio_health", "extraction_status",
         "extraction_pretty", "extraction_error", "webhook_status", "config_pretty",
     )  # fmt: skip
     fieldsets = (
@@ -579,6 +629,7 @@ class CallAdmin(admin.ModelAdmin):
         )}),
         ("Timing", {"fields": ("started_at", "ended_at", "duration", "last_heartbeat_at")}),
         ("Latency and turn-taking", {"fields": ("latency_chart", "turn_taking", "metrics_pretty")}),
+        ("Audio health", {"fields": ("audio_health",)}),
         ("Post-call analysis", {"fields": ("extraction_status", "extraction_pretty", "extraction_error", "webhook_status")}),
         ("Configuration used", {"classes": ("collapse",), "fields": ("config_pretty",)}),
     )  # fmt: skip
@@ -647,6 +698,17 @@ class CallAdmin(admin.ModelAdmin):
     @admin.display(description="turn-taking")
     def turn_taking(self, obj: Call) -> SafeString:
         return turn_taking_summary(obj.metrics)
+
+    @admin.display(description="audio", ordering="audio_issues")
+    def audio(self, obj: Call) -> str:
+        """Late agent frames + caller gaps: "ok", the count, or "–" when not measured."""
+        if obj.audio_issues is None:
+            return "–"
+        return "ok" if obj.audio_issues == 0 else _count(obj.audio_issues, "issue", "issues")
+
+    @admin.display(description="audio health")
+    def audio_health(self, obj: Call) -> SafeString:
+        return audio_health_summary(obj.metrics)
 
     @admin.display(description="call metrics")
     def metrics_pretty(self, obj: Call) -> SafeString:

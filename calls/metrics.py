@@ -34,12 +34,49 @@ RECORDER_RETRIES = Counter(
     ["channel"],
 )
 
+# Audio health, one observation per call when it ends (metrics["audio_health"],
+# orchestrator/audio_health.py; docs/operations.md "Audio health").
+GAP_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
+AUDIO_LATE_FRAMES = Histogram(
+    "voiceapp_call_late_frames",
+    "Agent frames per call sent after the far end ran out of audio (> 20 ms)",
+    buckets=(0, 1, 2, 5, 10, 20, 50, 100, 500),
+)
+AUDIO_AGENT_GAP = Histogram(
+    "voiceapp_call_max_agent_gap_seconds",
+    "Longest gap in agent audio within a sentence, per call (beyond the 20 ms cadence)",
+    buckets=GAP_BUCKETS,
+)
+AUDIO_INBOUND_JITTER = Histogram(
+    "voiceapp_call_inbound_jitter_p95_seconds",
+    "p95 deviation of caller frame arrival intervals from the audio they carry, per call",
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
+)
+AUDIO_LOOP_LAG = Histogram(
+    "voiceapp_call_loop_lag_p99_seconds",
+    "p99 event-loop lag of the serving process while the call ran",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+)
+
 _STAGES = {
     "stt_ms": "stt",
     "llm_ttft_ms": "llm_ttft",
     "tts_ttfb_ms": "tts_ttfb",
     "voice_to_voice_ms": "voice_to_voice",
 }
+
+
+def observe_audio_health(health: dict[str, object]) -> None:
+    """Once per call: its audio-health figures (None ones, e.g. no caller audio, skipped)."""
+    for histogram, key, scale in (
+        (AUDIO_LATE_FRAMES, "late_frames", 1.0),
+        (AUDIO_AGENT_GAP, "max_agent_gap_ms", 1000.0),
+        (AUDIO_INBOUND_JITTER, "inbound_jitter_p95_ms", 1000.0),
+        (AUDIO_LOOP_LAG, "loop_lag_p99_ms", 1000.0),
+    ):
+        value = health.get(key)
+        if isinstance(value, int | float):
+            histogram.observe(float(value) / scale)
 
 
 def observe_turn(metrics: dict[str, object]) -> None:

@@ -467,6 +467,15 @@ class Call(models.Model):
         blank=True,
         help_text="Outbound answering-machine detection verdict (human, machine, unknown…).",
     )
+    # Late agent frames + gaps in the caller's audio (metrics["audio_health"]; 0: clean);
+    # null for calls that ended without a session summary. Indexed: the admin's "audio
+    # stuttered" filter and operators look for calls with audio_issues > 0.
+    audio_issues = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        db_index=True,
+        help_text="Late agent frames plus gaps in the caller's audio (0: clean audio).",
+    )
 
     class Meta:
         ordering = ["-started_at"]

@@ -87,6 +87,8 @@ class DjangoCallRecorder:
             transferred_to=transferred_to,
         )
         prom.CALLS_ENDED.labels(channel=self.channel, reason=str(reason)).inc()
+        if isinstance(health := metrics.get("audio_health"), dict):
+            prom.observe_audio_health(health)
 
 
 def _call_with_fresh_connection(service: Callable[..., T], kwargs: dict[str, Any]) -> T:

@@ -24,6 +24,7 @@ from calls.models import (
     GlobalStopEvent,
     Turn,
 )
+from orchestrator import audio_health
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +186,8 @@ def call_end(
     }
     if metrics is not None:
         updates["metrics"] = metrics
+        if (health := metrics.get("audio_health")) is not None:
+            updates["audio_issues"] = audio_health.issues(health)
     with transaction.atomic():
         ended = bool(Call.objects.filter(pk=call_id, status__in=OPEN_STATUSES).update(**updates))
         if ended:
@@ -192,7 +195,9 @@ def call_end(
             transaction.on_commit(lambda: _enqueue_extraction(call_id))
     if not ended and metrics:
         # The carrier's hang-up webhook may have ended the call first; keep the session's metrics.
-        Call.objects.filter(pk=call_id, metrics={}).update(metrics=metrics)
+        Call.objects.filter(pk=call_id, metrics={}).update(
+            metrics=metrics, audio_issues=updates.get("audio_issues")
+        )
     if not ended and error:
         # ... and the session's error detail, when the first ending had none.
         Call.objects.filter(pk=call_id, error_detail="").update(error_detail=error[:4000])

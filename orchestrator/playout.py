@@ -9,6 +9,12 @@ absorb network jitter, small enough that stopping is immediate.
 Pause and resume (caller speech over the agent, turn_taking.py): ``pause`` stops sending
 at once, so the far end goes quiet when its lead has played (no ``clear``: nothing is
 lost); ``resume`` goes on with the next frame, so a backchannel costs no words.
+
+Audio health (audio_health.py): within one stretch of speech (``new_stretch`` starts one;
+pause, drain and discard end it) a frame sent more than ``LATE_S`` after the far end ran
+out of audio (``plays_until``) is a *late frame*, and the longest time between two frames beyond the 20 ms cadence is the
+*agent gap*. Gaps between stretches (the next sentence not synthesized yet, a pause for
+the caller) are pauses, not stutter, and are not counted. A few float updates per frame.
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ class PacedPlayout:
     underrun (nothing to send for a while) the schedule restarts from now.
     """
 
+    # A frame sent this long after the far end ran out of audio is late: the caller
+    # heard a hole of at least one frame (the lead absorbed anything shorter).
+    LATE_S = 0.020
+
     def __init__(
         self,
         send: Callable[[bytes], Awaitable[None]],
@@ -47,6 +57,10 @@ class PacedPlayout:
         self._play_until = 0.0
         self.frames_sent = 0
         self.quiet_at = 0.0  # after pause(): when the far end runs out of agent audio
+        # Audio health, over the call (see the module docstring).
+        self.late_frames = 0
+        self.max_gap_s = 0.0
+        self._last_sent_at = 0.0  # the previous frame of this stretch; 0.0: none yet
         self._open = asyncio.Event()
         self._open.set()
 
@@ -65,6 +79,9 @@ class PacedPlayout:
     async def _paced(self, frame: bytes) -> float | None:
         """Send at the frame's slot; None (not sent) if a pause came while waiting."""
         now = self._clock()
+        # When the far end needs this frame: it has played everything sent so far
+        # (meaningless before a stretch's first frame: lateness counts within a stretch).
+        due = self._play_until
         if self._play_until < now:
             self._play_until = now  # underrun (or first frame): restart the schedule
         # After this frame the carrier holds at most lead_ms.
@@ -73,13 +90,27 @@ class PacedPlayout:
             await self._sleep(wait)
             if self.paused:
                 return None
+            now = self._clock()  # a late wake-up (a busy loop) makes a late frame too
         try:
             await self._send(frame)
         except Exception as exc:
             raise TransportFailed(f"send_audio failed: {exc!r}") from exc
         self._play_until += self._frame_s
         self.frames_sent += 1
-        return self._clock()
+        sent_at = self._clock()
+        if self._last_sent_at:
+            if now - due > self.LATE_S:
+                self.late_frames += 1
+            gap = sent_at - self._last_sent_at - self._frame_s
+            if gap > self.max_gap_s:
+                self.max_gap_s = gap
+        self._last_sent_at = sent_at
+        return sent_at
+
+    def new_stretch(self) -> None:
+        """The next frame starts a new stretch of speech (a sentence): the time before it
+        is a pause, not a gap, for the audio-health figures."""
+        self._last_sent_at = 0.0
 
     @property
     def plays_until(self) -> float:
@@ -99,6 +130,7 @@ class PacedPlayout:
             if wait > 0:
                 await self._sleep(wait)
             if not self.paused:
+                self._last_sent_at = 0.0
                 return
 
     def pause(self) -> None:
@@ -106,6 +138,7 @@ class PacedPlayout:
         if not self.paused:
             self.quiet_at = max(self._play_until, self._clock())
         self._open.clear()
+        self._last_sent_at = 0.0
 
     def resume(self) -> None:
         self._open.set()
@@ -115,5 +148,6 @@ class PacedPlayout:
         returns how much was dropped (s)."""
         dropped = self.queued_s()
         self._play_until = 0.0
+        self._last_sent_at = 0.0
         self._open.set()
         return dropped

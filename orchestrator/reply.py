@@ -478,6 +478,7 @@ class ReplyPipeline:
                 for frame in framer.push(chunk):
                     if not started:
                         started = True
+                        self._playout.new_stretch()  # the wait for this sentence is a pause
                         if utt.segments:
                             for _ in range(pause_frames):
                                 await self._send_frame(utt, None, silence)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from orchestrator import audio_health
 from orchestrator.audio import FRAME_MS
 from orchestrator.call_output import CallOutput
 from orchestrator.caller_audio import CallerAudio
@@ -47,6 +48,7 @@ from orchestrator.end_of_turn import EotDecision, ScoreFn
 from orchestrator.engines import Engines, supports_tools
 from orchestrator.failures import Ending, ending_for_error, ending_for_stall
 from orchestrator.listener import Listener
+from orchestrator.loop_lag import LagWindow
 from orchestrator.noise import InboundCleaner
 from orchestrator.playout import PacedPlayout
 from orchestrator.recorder_queue import RecorderQueue
@@ -151,6 +153,10 @@ class CallSession:
             cleaner=InboundCleaner(call_id=config.call_id) if config.noise_suppression else None,
         )
         self._dtmf = DtmfDigits()
+        # Audio health (audio_health.py): caller frames' arrival here, the playout's late
+        # frames and gaps, the loop's lag while the call runs.
+        self._inbound = audio_health.InboundTiming()
+        self._loop_lag = LagWindow()
         self._reaper = TaskReaper()
         self._recorder_q = RecorderQueue(config.call_id, retry_for_s=config.recorder_retry_s)
         self._stats = CallStats()
@@ -216,6 +222,8 @@ class CallSession:
     def push_audio(self, pcm16_16k_mono: bytes) -> None:
         """Enqueue caller audio (16 kHz mono PCM16, any length)."""
         if not self._closed and self._end_reason is None and pcm16_16k_mono:
+            if self._started:
+                self._inbound.arrived(self._clock(), len(pcm16_16k_mono))
             self._input.push(pcm16_16k_mono)
 
     def push_dtmf(self, digit: str) -> None:
@@ -251,6 +259,7 @@ class CallSession:
         self._t0 = self._last_activity = self._clock()
         self._wall0 = datetime.now(UTC)
         self._recorder_q.start()
+        self._loop_lag.open()
         self._recorder_q.put("call_started", lambda: self._recorder.call_started(self._config))
         cancelled = False
         try:
@@ -611,6 +620,12 @@ class CallSession:
             logger.warning("call %s: closing the tools' HTTP client failed", self._call_id,
                            exc_info=True, extra=self._log_extra)  # fmt: skip
         metrics = self._stats.summary(self._clock() - self._t0)
+        metrics["audio_health"] = audio_health.summary(
+            late_frames=self._playout.late_frames,
+            max_agent_gap_s=self._playout.max_gap_s,
+            inbound=self._inbound,
+            loop_lag_p99_ms=await self._loop_lag.close(),
+        )
         error = self._end_error
         # Only when set: recorders written before transfers existed keep working.
         extra = {"transferred_to": self._transferred_to} if self._transferred_to else {}
