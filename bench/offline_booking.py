@@ -152,8 +152,9 @@ class DemoServer(OursServer):
                 "SELECT extraction_status, extraction, extraction_error FROM calls_call "
                 "WHERE id = ?", (call_id,),
             ).fetchone()  # fmt: skip
+        stderr = done.stderr[-500:] if done.returncode else ""
         return {"status": row[0], "data": json.loads(row[1] or "null"), "error": row[2],
-                "seconds": seconds, "stderr": done.stderr[-500:] if done.returncode else ""}  # fmt: skip
+                "seconds": seconds, "stderr": stderr}  # fmt: skip
 
 
 def rss_mb(proc: psutil.Process) -> float:
@@ -174,8 +175,12 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     server = DemoServer(workdir)
     server.prepare()
     server.start()
-    report: dict[str, Any] = {"machine": machine_info(), "label": args.label,
-                              "spanish_caller_voice": SpanishLine.voice, "languages": {}}  # fmt: skip
+    report: dict[str, Any] = {
+        "machine": machine_info(),
+        "label": args.label,
+        "spanish_caller_voice": SpanishLine.voice,
+        "languages": {},
+    }
     try:
         from bench.turn_taking import TurnTakingServer
 
@@ -200,8 +205,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             await asyncio.sleep(2.0)
             calls = server.calls_since(mark)
             stored = _turns_since(server, mark)  # type: ignore[arg-type]
-            server_v2v = [t["metrics"].get("voice_to_voice_ms") for t in stored
-                          if t["role"] == "assistant" and t["metrics"].get("voice_to_voice_ms")]  # fmt: skip
+            server_v2v = [
+                v for t in stored
+                if t["role"] == "assistant" and (v := t["metrics"].get("voice_to_voice_ms"))
+            ]  # fmt: skip
             extraction = server.extract(calls[-1]["id"]) if calls else None
             report["languages"][lang] = {
                 "profile": slug,
@@ -220,7 +227,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 def print_report(report: dict[str, Any]) -> None:
     for lang, r in report["languages"].items():
         print(f"\n=== {lang} ({r['profile']}) — v2v p50 {r['v2v_ms']['p50']} ms, "
-              f"p95 {r['v2v_ms']['p95']} ms (client clock); server p50 {r['server_v2v_p50_ms']}")  # fmt: skip
+              f"p95 {r['v2v_ms']['p95']} ms (client clock); "
+              f"server p50 {r['server_v2v_p50_ms']}")  # fmt: skip
         for call in r["calls"]:
             print(f"--- call {call['id'][:8]} ({call['end_reason'] or 'open'})")
             for t in call["turns"]:
@@ -229,7 +237,8 @@ def print_report(report: dict[str, Any]) -> None:
                 print(f"  {who}: {t['text']}{cut}")
         ex = r["extraction_last_call"] or {}
         print(f"extraction ({ex.get('status')}, {ex.get('seconds')} s): "
-              f"{json.dumps(ex.get('data'), ensure_ascii=False)[:600]} {ex.get('error') or ''}")  # fmt: skip
+              f"{json.dumps(ex.get('data'), ensure_ascii=False)[:600]} "
+              f"{ex.get('error') or ''}")  # fmt: skip
     print(f"\nserver RSS with the models loaded: {report.get('rss_mb')} MB; "
           f"Spanish caller voice: {report['spanish_caller_voice']}")
 

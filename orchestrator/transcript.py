@@ -128,7 +128,9 @@ class Transcript:
             status=str(result.status),
             latency_ms=result.latency_ms,
         )
-        shown = json.dumps(arguments, ensure_ascii=False) if isinstance(arguments, dict) else arguments
+        shown = (
+            json.dumps(arguments, ensure_ascii=False) if isinstance(arguments, dict) else arguments
+        )
         self._record(
             TurnRecord(
                 role="tool",

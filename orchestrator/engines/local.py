@@ -451,7 +451,9 @@ def _load_llama(weights: GGUFWeights) -> Any:
     template = model.metadata.get("tokenizer.chat_template", "")
     if "<|im_start|>" not in template:  # we write ChatML ourselves (chat_prompt)
         model.close()
-        raise EngineError(f"{weights.label}: the GGUF's chat template is not ChatML", vendor="local")
+        raise EngineError(
+            f"{weights.label}: the GGUF's chat template is not ChatML", vendor="local"
+        )
     return model
 
 

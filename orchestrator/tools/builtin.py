@@ -79,7 +79,8 @@ def run_builtin(
 ) -> tuple[ToolResult, AfterReply | None]:
     """Check a built-in call; the action is carried out by the session after the reply."""
     if name == END_CALL and config.end_call_enabled:
-        return ToolResult(status=ToolStatus.OK, content="The call ends after your goodbye."), HangUp()
+        ended = ToolResult(status=ToolStatus.OK, content="The call ends after your goodbye.")
+        return ended, HangUp()
     if name == TRANSFER_CALL and config.transfer_targets:
         requested = str(arguments.get("destination", "")).strip()
         for label, destination in config.transfer_targets:

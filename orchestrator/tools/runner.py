@@ -81,8 +81,8 @@ class ToolRunner:
                         "ended): it may or may not have been carried out.",
                     ), None
                 elif (exc := task.exception()) is not None:
-                    logger.error("call %s: tool %s crashed: %r", self._config.call_id,
-                                 call.name, exc, extra={"call_id": self._config.call_id})  # fmt: skip
+                    logger.error("call %s: tool %s crashed: %r", self._config.call_id, call.name,
+                                 exc, extra={"call_id": self._config.call_id})  # fmt: skip
                     result, after = ToolResult(
                         status=ToolStatus.ERROR, content=f"The tool failed: {exc}"
                     ), None

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
-from orchestrator.engines import create_engine
-from orchestrator.engines import EngineError, local as local_engines
+from orchestrator.engines import EngineError, create_engine
+from orchestrator.engines import local as local_engines
 from orchestrator.engines.local import chat_prompt, espeak_voice, split_example, usable_or_fallback
 from tests.speech import have_speech_tools, silence_pcm16, speech_pcm16
 from tests.transcripts import assert_heard
@@ -136,7 +136,8 @@ async def test_local_llm_streams_non_empty_text():
     assert any(ch.isalnum() for ch in reply)
     # In the profile's language: Spanish function words, whatever the exact wording.
     words = set(re.findall(r"[^\W\d_]+", reply))
-    assert words & {"de", "el", "la", "para", "que", "en", "cita", "puedo", "claro", "sí", "qué"}, reply
+    spanish = {"de", "el", "la", "para", "que", "en", "cita", "puedo", "claro", "sí", "qué"}
+    assert words & spanish, reply
 
 
 @pytest.mark.slow

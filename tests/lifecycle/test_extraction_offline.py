@@ -1,8 +1,8 @@
 """Post-call extraction without a cloud key: the local LLM under a JSON-schema grammar, the
 booking rules, and the heuristic it falls back to.
 
-The model tests run the real default GGUF (Qwen2.5-Coder-0.5B-Instruct). Its decoding differs across CPUs, so they assert
-what the rules and the language check guarantee (party size, a time with the hour, the
+The model tests run the real default GGUF (Qwen2.5-Coder-0.5B-Instruct). Its decoding
+differs across CPUs, so they assert what the rules and the language check guarantee (party size, a time with the hour, the
 name, a summary in the call's language), never the model's own wording."""
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ def _ended_call(profile, turns):
         (_caller(ENGLISH_BOOKING), 4, "Friday 20:00", "John Smith"),
         (_caller(SPANISH_BOOKING), 3, "jueves 21:30", "Lucía Fernández"),
         ("Can I get a table for 2 tomorrow at 8 pm? I'm Maria.", 2, "tomorrow 20:00", "Maria"),
-        ("We are six, Saturday at 7:30 please, my name is john smith", 6, "Saturday 7:30", "John Smith"),
+        ("We are six, Saturday at 7:30 please, my name is john smith", 6, "Saturday 7:30",
+         "John Smith"),  # fmt: skip
         ("Somos 3, para mañana a las 21:00, a nombre de Pedro", 3, "mañana 21:00", "Pedro"),
         ("Quiero una cita a las ocho de la mañana", None, "8:00", None),
         ("Hello, what time do you open?", None, None, None),

@@ -447,7 +447,8 @@ def test_the_page_shows_tool_calls_and_a_transfer(server: Server, tab: Tab) -> N
     # The reply says "Let me check." while its tool runs: the card goes before it.
     push({"type": "transcript", "role": "assistant", "text": "Let me check.", "final": False})
     push({"type": "tool", "name": "book_table", "arguments": {"party_size": 4, "day": "Friday"},
-          "status": "ok", "result": '{"booked":true,"ref":"A12"}', "latency_ms": 312.4})  # fmt: skip
+          "status": "ok", "result": '{"booked":true,"ref":"A12"}',
+          "latency_ms": 312.4})  # fmt: skip
     push({"type": "tool", "name": "check_menu", "arguments": {}, "status": "timeout",
           "result": "The tool did not answer within 5 s.", "latency_ms": 5003})  # fmt: skip
     push({"type": "transfer", "destination": "+34910000000"})
@@ -457,7 +458,8 @@ def test_the_page_shows_tool_calls_and_a_transfer(server: Server, tab: Tab) -> N
     order = page.evaluate(
         "[...document.querySelectorAll('#transcript > *')].map((e) => e.className)"
     )
-    assert [c.split()[0] for c in order[-4:]] == ["tool-call", "tool-call", "bubble", "overlap-note"]
+    last = [c.split()[0] for c in order[-4:]]
+    assert last == ["tool-call", "tool-call", "bubble", "overlap-note"]
     first = cards.nth(0)
     assert first.locator("summary").inner_text() == (
         'Tool book_table(party_size: 4, day: "Friday") · ok · 312 ms'

@@ -14,7 +14,7 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
-from calls.models import AgentProfile, Call, CallStatus, EndReason, ProfileTool
+from calls.models import AgentProfile, CallStatus, EndReason, ProfileTool
 from tests.fake_vendor import FakeVendor, Reply
 from tests.speech import have_speech_tools
 from tests.telephony.conftest import twilio_signature

@@ -1,8 +1,9 @@
 """Transfer to a person: whole calls on the carriers' media sockets, the REST transfer on the
 local fake carrier, and the simulator's stand-in.
 
-Once greeted, the caller presses 0; the scripted LLM answers with an announcement and a ``transfer_call``
-tool call, so the real session, tool box, consumer and REST client do the rest.
+Once greeted, the caller presses 0; the scripted LLM answers with an announcement and a
+``transfer_call`` tool call, so the real session, tool box, consumer and REST client do the
+rest.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from django.test import AsyncClient
 
 from calls.models import CallStatus, EndReason
 from calls.selectors import TRANSFER_FAILED_MESSAGES
+from simulator.consumers import SimulatorConsumer
 from telephony.telnyx import rest as telnyx_rest
 from telephony.telnyx.wire import read_client_state
-from simulator.consumers import SimulatorConsumer
 from telephony.twilio import rest as twilio_rest
 from tests.scripted import scripted_profile
 from tests.speech import have_speech_tools, silence_pcm16, speech_pcm16

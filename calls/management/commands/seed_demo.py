@@ -1,4 +1,5 @@
-"""Seed the demo profiles (English ``demo``, Spanish ``demo-es``) and, in DEBUG only, a local admin user with printed credentials.
+"""Seed the demo profiles (English ``demo``, Spanish ``demo-es``) and, in DEBUG only, a local
+admin user with printed credentials.
 
 ``--if-no-profile`` is for deployments (compose's one-shot ``migrate`` service runs it on
 every start): a new deployment gets the demo profile, so its first call is answered
