@@ -2,8 +2,9 @@
 booking rules, and the heuristic it falls back to.
 
 The model tests run the real default GGUF (Qwen2.5-Coder-0.5B-Instruct). Its decoding
-differs across CPUs, so they assert what the rules and the language check guarantee (party size, a time with the hour, the
-name, a summary in the call's language), never the model's own wording."""
+differs across CPUs, so they assert what the rules and the language check guarantee (party
+size, a time with the hour, the name, a summary in the call's language), never the model's
+own wording."""
 
 from __future__ import annotations
 
