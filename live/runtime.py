@@ -21,6 +21,7 @@ from calls import metrics as prom
 from calls.logging import bind_call
 from calls.models import AgentProfile, VoicemailAction
 from calls.recorder import DjangoCallRecorder
+from live import admission
 from orchestrator.config import CallConfig
 from orchestrator.engines import EngineError, Engines, build_engines
 from orchestrator.recorder_queue import flush_pending
@@ -150,6 +151,9 @@ async def _run(live: LiveCall) -> EndReason:
                 await live.warmup
         with contextlib.suppress(Exception):
             await live.engines.aclose()
+        # Whatever ended the session (its own end, an error, a hang-up, a cancellation),
+        # the process can take another call.
+        await admission.controller.release(live.call_id)
 
 
 async def stop_live_call(

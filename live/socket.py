@@ -17,6 +17,8 @@ What every media socket shares:
 - **No channel layer.** Media sockets never subscribe to Redis (``channel_layer_alias =
   None``): Redis carries control messages only, and a Redis outage must not drop calls.
 - **A deadline for ``start``** and a per-process bound on sockets still waiting for it.
+- **Admission** (``live/admission.py``): a call whose media starts while this process is
+  full is refused (stored ``busy``, close 4503); its slot is held until the session ends.
 - **An audio budget** (``live/media_rate.py``): a caller streaming faster than real time,
   beyond a burst, is cut off with 4429. Caller audio arrives as PCM16 at the protocol's
   rate (:meth:`CallSocket.caller_audio`) and is resampled to the session's rate here.
@@ -41,6 +43,7 @@ from django.conf import settings
 
 from calls import services
 from calls.models import AgentProfile
+from live import admission
 from live.media_rate import AudioBudget
 from live.runtime import LiveCall, start_live_call, stop_live_call
 from orchestrator.audio import StreamResampler
@@ -61,7 +64,7 @@ class CloseCode(IntEnum):
     TOO_LARGE = 4413  # a frame or message over the size limit
     MEDIA_FLOOD = 4429  # caller audio faster than real time beyond the allowed burst
     INTERNAL = 4500  # engines could not be built, the call ended with an error, a crash
-    UNAVAILABLE = 4503  # calls globally stopped, or this process is busy
+    UNAVAILABLE = 4503  # calls globally stopped, or this process is full (live/admission.py)
 
 
 @dataclass(slots=True, kw_only=True, frozen=True)
@@ -187,8 +190,11 @@ class CallSocket(AsyncWebsocketConsumer):
     async def go_live(
         self, *, profile: AgentProfile, channel: str, transport: Transport
     ) -> LiveCall | None:
-        """Start the session of ``self.call_id``; on an engine failure close 4500 (None)."""
+        """Start the session of ``self.call_id``: None when the process is full (the call
+        is ended ``busy``, close 4503) or the engines failed (close 4500)."""
         assert self.call_id is not None
+        if not await self.admitted(channel):
+            return None
         try:
             self.live = await start_live_call(
                 call_id=self.call_id, profile=profile, channel=channel, transport=transport
@@ -197,6 +203,22 @@ class CallSocket(AsyncWebsocketConsumer):
             await self.close_with(CloseCode.INTERNAL, f"engine setup failed: {exc}")
             return None
         return self.live
+
+    async def admitted(self, channel: str) -> bool:
+        """Take this process's admission slot for the call (live/admission.py), or refuse
+        it: stored ``busy`` with the reason, counted, and closed 4503 the protocol's way
+        (carriers also hang the call up). The slot is given back when the session ends,
+        or by :meth:`release` when no session started."""
+        assert self.call_id is not None
+        refused = admission.controller.admit(self.call_id)
+        if refused is None:
+            return True
+        admission.record_refusal(channel=channel, refused=refused, call_id=self.call_id)
+        await database_sync_to_async(services.call_end)(
+            call_id=self.call_id, reason=EndReason.BUSY, error=f"refused, process busy: {refused}"
+        )
+        await self.close_with(CloseCode.UNAVAILABLE, f"all lines busy ({refused.reason})")
+        return False
 
     async def caller_hung_up(self) -> bool:
         """The caller said stop: end the session as a caller hang-up (False: none was live)."""
@@ -254,6 +276,9 @@ class CallSocket(AsyncWebsocketConsumer):
                 timeout=settings.MEDIA_SOCKET_STOP_TIMEOUT_SECONDS,
             )
         if self.call_id is not None:
+            # Normally given back by the session's end; this covers a socket whose session
+            # never started (engines failed, the socket went during the set-up).
+            await admission.controller.release(self.call_id)
             # The session normally ended the record already (a no-op then); this covers a
             # socket that went away before its session started, or a session cancelled
             # before it could write its end.

@@ -25,6 +25,7 @@ from calls import global_stop, selectors, services
 from calls.auth import require_api_key
 from calls.db_deadline import DatabaseUnavailable, run_with_deadline
 from calls.models import AgentProfile, Call, CallStatus, EndReason
+from live import admission
 from telephony import carriers, tokens
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,16 @@ def place_call(*, profile: AgentProfile, to: str, carrier: str = carriers.DEFAUL
         status=CallStatus.RINGING,
     )
     call_id = str(call.id)
+    if (refused := admission.controller.refusal()) is not None:
+        # Nothing is dialled from a process that could not serve the call; the record
+        # shows the attempt, ended busy.
+        admission.record_refusal(channel=carrier, refused=refused, call_id=call_id)
+        services.call_end(
+            call_id=call_id, reason=EndReason.BUSY, error=f"refused, process busy: {refused}"
+        )
+        raise OutboundError(
+            f"all lines busy: this server is full ({refused}); try again later", status=503
+        )
     token = tokens.mint(call_id=call_id, carrier=carrier)
     try:
         external_id = chosen.rest.dial(

@@ -2,8 +2,9 @@
 
 ``/health/`` answers without touching any dependency (for the container healthcheck);
 ``/health/ready/`` runs the named checks of :func:`readiness_checks` (the database, when
-configured Redis and the channel layer, and the start-up preload of the local models) and
-answers 503 naming the ones that failed.
+configured Redis and the channel layer, the start-up preload of the local models, and
+whether this process still takes calls: live/admission.py) and answers 503 naming the ones
+that failed.
 Each check bounds its own wait: the database's is ``DB_REQUEST_TIMEOUT_SECONDS``, so a hung
 PostgreSQL makes readiness fail in about that long instead of hanging the probe.
 """
@@ -75,9 +76,25 @@ def _check_engines() -> None:
         raise EnginesLoading(detail)
 
 
+class ProcessFull(Exception):
+    """This process refuses new calls (live/admission.py): capacity or event-loop lag."""
+
+
+def _check_capacity() -> None:
+    from live import admission
+
+    refused = admission.controller.refusal()
+    if refused is not None:
+        raise ProcessFull(str(refused))
+
+
 def readiness_checks() -> dict[str, Callable[[], None]]:
     """Named checks: each returns when its dependency works and raises (its reason) when not."""
-    checks: dict[str, Callable[[], None]] = {"database": _check_database}
+    # capacity first: it costs nothing and a full process must leave rotation at once.
+    checks: dict[str, Callable[[], None]] = {
+        "capacity": _check_capacity,
+        "database": _check_database,
+    }
     if settings.REDIS_URL:
         checks["redis"] = _check_redis
         checks["channel_layer"] = async_to_sync(_channel_layer_roundtrip)

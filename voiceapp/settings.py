@@ -242,6 +242,12 @@ STREAM_TOKEN_TTL_SECONDS = env.int("STREAM_TOKEN_TTL_SECONDS", default=300)
 # may be waiting for their start at once, more are refused (4503).
 MEDIA_SOCKET_START_TIMEOUT_SECONDS = env.float("MEDIA_SOCKET_START_TIMEOUT_SECONDS", default=5.0)
 MEDIA_SOCKETS_MAX_WAITING = env.int("MEDIA_SOCKETS_MAX_WAITING", default=200)
+# Admission control (live/admission.py): this process refuses new calls (busy) while it
+# holds this many (0: no limit; 50 is what one daphne process served on one core with no
+# late frame in bench/load.py, late frames from 60) or while its event-loop lag p99 over
+# the last 5 s is at least this many ms (0: not checked). Running calls are never touched.
+MAX_CALLS_PER_PROCESS = env.int("MAX_CALLS_PER_PROCESS", default=50)
+ADMISSION_MAX_LOOP_LAG_MS = env.float("ADMISSION_MAX_LOOP_LAG_MS", default=100.0)
 # Caller audio budget per socket (token bucket on seconds of audio): a burst of this many
 # seconds, then at most this multiple of real time; a faster stream is closed (4429).
 MEDIA_BURST_SECONDS = env.float("MEDIA_BURST_SECONDS", default=5.0)

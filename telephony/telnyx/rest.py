@@ -101,6 +101,11 @@ class CallControl:
         }
         self._raise_for(self._command(call_control_id, "speak", body), "speak")
 
+    def reject(self, call_control_id: str, *, cause: str = "USER_BUSY") -> None:
+        """Refuse a ringing incoming call unanswered (``cause``: ``USER_BUSY`` or
+        ``CALL_REJECTED``); Telnyx then sends ``call.hangup``."""
+        self._raise_for(self._command(call_control_id, "reject", {"cause": cause}), "reject")
+
     def hang_up(self, call_control_id: str) -> bool:
         """True if we ended the call, False if it had already ended (422 / 90018)."""
         response = self._command(call_control_id, "hangup", {})

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_POST
 from calls import global_stop, selectors, services
 from calls.db_deadline import DatabaseUnavailable, run_with_deadline
 from calls.models import AgentProfile, Call, CallStatus, Channel, EndReason, VoicemailAction
+from live import admission
 from orchestrator.config import DEFAULT_APOLOGY
 from telephony import amd, links, tokens
 from telephony.telnyx import rest, wire
@@ -83,6 +84,13 @@ def _telnyx_initiated(payload: dict[str, Any]) -> None:
             api.answer_plain(
                 control_id, client_state=wire.client_state(call_id=call_id, mode=APOLOGY)
             )
+            return
+        if (refused := admission.controller.refusal()) is not None:
+            # This process is full: refused unanswered, the caller hears busy.
+            admission.record_refusal(channel=Channel.TELNYX, refused=refused, call_id=call_id)
+            refuse(call=call, reason=EndReason.BUSY, error=f"refused, process busy: {refused}")
+            api.reject(control_id, cause="USER_BUSY")
+            logger.info("telnyx call %s (%s) rejected: busy", call_id, control_id)
             return
         token = tokens.mint(call_id=call_id, carrier=Channel.TELNYX)
         api.answer(

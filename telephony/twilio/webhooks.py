@@ -19,6 +19,7 @@ from twilio.request_validator import get_signature_algorithm
 from calls import global_stop, selectors, services
 from calls.db_deadline import DatabaseUnavailable, run_with_deadline
 from calls.models import AgentProfile, Call, CallStatus, Channel, EndReason, VoicemailAction
+from live import admission
 from orchestrator.config import DEFAULT_APOLOGY
 from telephony import amd, links, tokens
 from telephony.twilio import wire
@@ -95,6 +96,12 @@ def twilio_voice(request: HttpRequest) -> HttpResponse:
     if profile is None:
         refuse(call=call, reason=EndReason.ERROR, error="no active profile")
         return _twiml(wire.apology_twiml(text=apology, language=language))
+    if (refused := admission.controller.refusal()) is not None:
+        # This process is full: a busy tone, and Twilio may try the call elsewhere (the
+        # load balancer already keeps full processes out through /health/ready/).
+        admission.record_refusal(channel=Channel.TWILIO, refused=refused, call_id=call.id)
+        refuse(call=call, reason=EndReason.BUSY, error=f"refused, process busy: {refused}")
+        return _twiml(wire.reject_twiml())
     token = tokens.mint(call_id=call.id, carrier=Channel.TWILIO)
     logger.info("twilio call %s (%s) -> profile %s", call.id, call_sid, profile.slug)
     return _twiml(

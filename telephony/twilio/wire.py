@@ -143,6 +143,13 @@ def apology_twiml(*, text: str, language: str = "") -> str:
     return str(response)
 
 
+def reject_twiml() -> str:
+    """Refuse the call unanswered: the caller hears a busy tone, nothing is billed."""
+    response = VoiceResponse()
+    response.reject(reason="busy")
+    return str(response)
+
+
 def hangup_twiml() -> str:
     response = VoiceResponse()
     response.hangup()
