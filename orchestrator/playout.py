@@ -12,9 +12,10 @@ lost); ``resume`` goes on with the next frame, so a backchannel costs no words.
 
 Audio health (audio_health.py): within one stretch of speech (``new_stretch`` starts one;
 pause, drain and discard end it) a frame sent more than ``LATE_S`` after the far end ran
-out of audio (``plays_until``) is a *late frame*, and the longest time between two frames beyond the 20 ms cadence is the
-*agent gap*. Gaps between stretches (the next sentence not synthesized yet, a pause for
-the caller) are pauses, not stutter, and are not counted. A few float updates per frame.
+out of audio (``plays_until``) is a *late frame*, and the longest time between two frames
+beyond the 20 ms cadence is the *agent gap*. Gaps between stretches (the next sentence
+not synthesized yet, a pause for the caller) are pauses, not stutter, and are not counted.
+A few float updates per frame.
 """
 
 from __future__ import annotations
