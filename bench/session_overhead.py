@@ -17,6 +17,8 @@ Printed:
 - endpointing excess: ``endpointing_ms`` minus silence_timeout (alignment + VAD lag).
 - CPU seconds per call-minute for the whole process (VAD, codecs, resampling,
   asyncio, scripted engines): target < 1 s.
+- audio health as the calls stored it (docs/operations.md "Audio health"): late agent
+  frames summed over the calls, the worst call's longest agent gap and loop-lag p99.
 
 Usage: ``python -m bench.session_overhead -n 1 10 50 [--turns 3]``
 """
@@ -214,6 +216,9 @@ async def run(n: int, turns: int) -> dict[str, float]:
         for t in r.turns
         if t.role == "assistant" and t.metrics and t.metrics.endpointing_ms is not None
     ]
+    # Audio health (orchestrator/audio_health.py) as each call stored it.
+    health = [r.ended[0]["metrics"].get("audio_health") or {} for r in recorders]
+    lags = [h["loop_lag_p99_ms"] for h in health if h.get("loop_lag_p99_ms") is not None]
     return {
         "sessions": n,
         "turns": len(v2v),
@@ -226,6 +231,11 @@ async def run(n: int, turns: int) -> dict[str, float]:
         "cpu_s_call_min": cpu / call_minutes,
         "wall_s": wall,
         "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "late_frames": sum(int(h.get("late_frames") or 0) for h in health),
+        "agent_gap_max": max(
+            (float(h.get("max_agent_gap_ms") or 0.0) for h in health), default=0.0
+        ),
+        "lag_p99_max": max(lags, default=0.0),
     }
 
 
@@ -251,6 +261,9 @@ def main() -> None:
         "cpu_s_call_min",
         "wall_s",
         "maxrss_mb",
+        "late_frames",  # summed over the calls
+        "agent_gap_max",  # ms, the worst call
+        "lag_p99_max",  # ms, the worst call's loop-lag p99
     )
     print(" ".join(f"{h:>12}" for h in header))
     for n in args.n:
