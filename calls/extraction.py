@@ -423,12 +423,14 @@ def local_messages(
 
 
 def _local_model_key(call: Call) -> str:
-    """The local LLM size the call's profile uses ("" = the default), if it is installed."""
+    """Always the small default model, whatever size the call used: its prompt evaluation
+    cannot be interrupted, and on the 1.5B a 3-turn call's analysis takes ~5.6 s here, long
+    enough for a live caller's turn on that model to time out; the 0.5B takes about a
+    third of that, and the booking rules fill what it misses."""
     from orchestrator.engines import local
 
-    name = call.profile.llm_model if call.profile else ""
-    weights = local.LLM_WEIGHTS.get(name)
-    return name if weights is not None and weights.installed() else local.LLM
+    del call  # (the profile's size is deliberately not used)
+    return local.LLM
 
 
 def local_llm_extraction(call: Call, schema: dict[str, Any], *, timeout_s: float) -> dict[str, Any]:

@@ -74,6 +74,14 @@ def _resolve_engine(role: str, name: str) -> str:
     return "local"
 
 
+def _local_only(role: str, model: str) -> bool:
+    """A model name only the local engine knows (weights or STT choices it ships)."""
+    from orchestrator.engines import local
+
+    names = set(local.LLM_WEIGHTS) if role == "llm" else set(local.STT_MODELS) - {""}
+    return model in names
+
+
 def _default_model(role: str, engine: str) -> str:
     if engine == "groq":
         return settings.GROQ_STT_MODEL if role == "stt" else settings.GROQ_LLM_MODEL
@@ -82,7 +90,12 @@ def _default_model(role: str, engine: str) -> str:
 
 def _chain(role: str, values: dict[str, object]) -> tuple[EngineSpec, ...]:
     first = _resolve_engine(role, str(values[f"{role}_engine"]))
-    model = str(values[f"{role}_model"]) or _default_model(role, first)
+    model = str(values[f"{role}_model"])
+    if first != "local" and values[f"{role}_engine"] == "auto" and _local_only(role, model):
+        # "auto" picked a cloud vendor (its key is set) for a profile that names a local
+        # model (the Spanish demo's qwen2.5-1.5b): the vendor's default model, not that name.
+        model = ""
+    model = model or _default_model(role, first)
     voice = str(values["voice_name"]) if role == "tts" else ""
     specs = [EngineSpec(engine=first, model=model, voice=voice)]
     for name in str(values[f"{role}_fallback"]).split(","):

@@ -405,8 +405,12 @@ def profile_ensure_demo_es() -> AgentProfile:
 def _profile_ensure(*, slug: str, defaults: dict[str, Any]) -> AgentProfile:
     profile, created = AgentProfile.objects.get_or_create(slug=slug, defaults=defaults)
     if not created and profile.system_prompt in _OLD_DEMO_PROMPTS:
-        # Never edited: the current prompt and the settings written with it.
-        fields = [f for f in ("system_prompt", "temperature", "llm_model") if f in defaults]
+        # The prompt was never edited: the current one, and the settings written with it
+        # where they still hold the earlier seed's values (an operator's choice is kept).
+        fields = ["system_prompt"]
+        for field, old in (("temperature", 0.6), ("llm_model", "")):
+            if field in defaults and getattr(profile, field) == old:
+                fields.append(field)
         for field in fields:
             setattr(profile, field, defaults[field])
         profile.save(update_fields=[*fields, "updated_at"])

