@@ -7,8 +7,9 @@ Two measures decide, both of this process only:
   error, on hang-up, or when the socket goes before the session even started
   (``live/runtime.py`` and ``live/socket.py`` both release it; releasing twice is harmless).
   At ``MAX_CALLS_PER_PROCESS`` slots, new calls are refused.
-- **Event-loop lag.** While calls are live, a monitor task sleeps ``SAMPLE_INTERVAL_S`` and
-  records by how much the sleep overshot (the loop was busy for that long: every 20 ms
+- **Event-loop lag.** While calls are live, the loop's one sampler (``orchestrator/loop_lag.py``,
+  shared with the calls' audio health) sleeps ``SAMPLE_INTERVAL_S`` and reports by how much
+  the sleep overshot (the loop was busy for that long: every 20 ms
   audio frame of every call waited as much). When the p99 of the last ``WINDOW_S`` of
   samples reaches ``ADMISSION_MAX_LOOP_LAG_MS``, new calls are refused until it falls.
 
@@ -36,9 +37,11 @@ from dataclasses import dataclass
 from django.conf import settings
 from prometheus_client import Counter, Gauge
 
+from orchestrator import loop_lag
+
 logger = logging.getLogger(__name__)
 
-SAMPLE_INTERVAL_S = 0.1  # how often the monitor measures the loop
+SAMPLE_INTERVAL_S = loop_lag.LoopLagMonitor.INTERVAL_S  # how often the loop is measured
 WINDOW_S = 5.0  # the lag figure is the p99 of the samples of the last WINDOW_S
 
 CAPACITY = "capacity"  # refusal reasons (the label of voiceapp_calls_refused_total)
@@ -57,8 +60,9 @@ class Refusal:
 class LoopLagMonitor:
     """Samples the event loop's lag while it runs; keeps the last ``window_s`` of samples.
 
-    :meth:`record` is how samples arrive (the monitor's own task calls it); the p99 is
-    read from any thread (webhooks, readiness) through a lock.
+    :meth:`record` is how samples arrive: from the loop's one sampler
+    (``orchestrator.loop_lag``, which also gives each call its audio-health figure), not a
+    sampler of its own. The p99 is read from any thread (webhooks, readiness) under a lock.
     """
 
     def __init__(self, *, interval_s: float = SAMPLE_INTERVAL_S, window_s: float = WINDOW_S):
@@ -66,11 +70,12 @@ class LoopLagMonitor:
         self.window_s = window_s
         self._samples: deque[tuple[float, float]] = deque()  # (monotonic time, lag ms)
         self._lock = threading.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._shared: loop_lag.LoopLagMonitor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._shared is not None
 
     def record(self, lag_ms: float, *, at: float | None = None) -> None:
         now = time.monotonic() if at is None else at
@@ -98,31 +103,27 @@ class LoopLagMonitor:
             self._samples.popleft()
 
     def start(self) -> None:
-        """Start sampling on the running loop (no-op while it already samples there)."""
+        """Take samples from the running loop's sampler (no-op while already taking them)."""
         loop = asyncio.get_running_loop()
-        if self.running and self._task is not None and self._task.get_loop() is loop:
+        if self._shared is not None and self._loop is loop:
             return
-        # A task of a loop that is gone (another test's, a restarted server's) cannot be
-        # awaited from here; it died with its loop.
-        self._task = loop.create_task(self._sample(), name="loop-lag-monitor")
+        # A sampler of a loop that is gone (another test's, a restarted server's) died with
+        # its loop: just stop listening to it.
+        if self._shared is not None and self.record in self._shared.listeners:
+            self._shared.listeners.remove(self.record)
+        self._shared, self._loop = loop_lag.monitor(), loop
+        self._shared.listeners.append(self.record)
+        self._shared.acquire()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is None or task.done():
+        shared, loop = self._shared, self._loop
+        self._shared = self._loop = None
+        if shared is None:
             return
-        if task.get_loop() is not asyncio.get_running_loop():
-            return  # see start(): died with its own loop
-        task.cancel()
-        # gather: the monitor's CancelledError is returned, while a cancellation of our
-        # own caller still propagates.
-        await asyncio.gather(task, return_exceptions=True)
-
-    async def _sample(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            expected = loop.time() + self.interval_s
-            await asyncio.sleep(self.interval_s)
-            self.record(max(0.0, (loop.time() - expected) * 1000.0))
+        if self.record in shared.listeners:
+            shared.listeners.remove(self.record)
+        if loop is asyncio.get_running_loop():
+            await shared.release()
 
 
 class AdmissionController:

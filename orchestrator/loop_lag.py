@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
 
 from orchestrator.audio_health import Histogram, percentile_of
 
@@ -23,6 +24,9 @@ class LoopLagMonitor:
         self.histogram = Histogram()
         self._users = 0
         self._task: asyncio.Task[None] | None = None
+        # Others fed each sample (admission control's recent-lag window): one sampler per
+        # loop, whoever needs the figure.
+        self.listeners: list[Callable[[float], None]] = []
 
     def acquire(self) -> None:
         self._users += 1
@@ -42,8 +46,10 @@ class LoopLagMonitor:
         while True:
             asked = loop.time() + interval
             await asyncio.sleep(interval)
-            lag_ms = (loop.time() - asked) * 1000.0
-            histogram.add(lag_ms if lag_ms > 0 else 0.0)
+            lag_ms = max(0.0, (loop.time() - asked) * 1000.0)
+            histogram.add(lag_ms)
+            for listener in self.listeners:
+                listener(lag_ms)
 
 
 _monitors: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopLagMonitor] = (
