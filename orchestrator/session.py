@@ -11,8 +11,10 @@
     heartbeat task
 
 Collaborators, each testable alone: ``Listener`` (the caller's side: turns, end of turn,
-speech over the agent; listener.py), ``ReplyPipeline`` (the work of one utterance), ``Transcript`` (history + numbered turns),
-``CallStats`` and ``RecorderQueue``. Keeping every state change here means barge-in,
+speech over the agent; listener.py), ``ReplyPipeline`` (the work of one utterance; its
+tool rounds run in ``tools/runner.py``), ``Transcript`` (history + numbered turns),
+``CallStats`` and ``RecorderQueue``; after a reply, ``_carry_out`` hangs up or transfers
+(built-in tools). Keeping every state change here means barge-in,
 timers, DTMF, engine failures and the reply watchdog can never race each other into a
 "stuck speaking" state. All tasks are owned by ``run()`` and cancelled + awaited in its
 ``finally``.
@@ -59,8 +61,8 @@ from orchestrator.tools import ToolCall, ToolResult, ToolStatus, tool_exchange
 from orchestrator.tools.builtin import TRANSFER_CALL, AfterReply, HangUp, Transfer
 from orchestrator.tools.toolbox import ToolBox
 from orchestrator.transcript import Transcript
-from orchestrator.turn_words import says_goodbye
 from orchestrator.turn_taking import UserTurn
+from orchestrator.turn_words import says_goodbye
 from orchestrator.vad import TurnDetector, TurnEvent, TurnEventKind, new_vad
 
 # Re-exported: the consumers' and recorders' view of a session.
@@ -549,7 +551,9 @@ class CallSession:
             return
         self._end(EndReason.TRANSFERRED)
 
-    async def _transfer_failed(self, after: Transfer, exc: BaseException, *, started: float) -> None:
+    async def _transfer_failed(
+        self, after: Transfer, exc: BaseException, *, started: float
+    ) -> None:
         """The transfer_call turn said "ok" (the LLM only asked): record what happened,
         for the transcript and for the LLM's next reply."""
         call = ToolCall(

@@ -23,7 +23,6 @@ from live.admission import LoopLagMonitor
 from simulator.consumers import SimulatorConsumer
 from tests.scripted import scripted_profile
 
-
 # --- the lag figure, fed samples directly ---------------------------------------------------
 
 
