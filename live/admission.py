@@ -85,13 +85,16 @@ class LoopLagMonitor:
 
     def p99_ms(self, *, now: float | None = None) -> float | None:
         """The p99 lag of the last ``window_s`` (None: no samples, e.g. no call was live)."""
+        return self.percentile_ms(99, now=now)
+
+    def percentile_ms(self, q: float, *, now: float | None = None) -> float | None:
         now = time.monotonic() if now is None else now
         with self._lock:
             self._forget_before(now - self.window_s)
             lags = sorted(lag for _, lag in self._samples)
         if not lags:
             return None
-        return lags[max(0, math.ceil(0.99 * len(lags)) - 1)]
+        return lags[max(0, math.ceil(q / 100 * len(lags)) - 1)]
 
     def clear(self) -> None:
         """Forget every sample (a test starting from a calm loop)."""
@@ -152,12 +155,14 @@ class AdmissionController:
                 detail=f"{self.active} calls in this process (MAX_CALLS_PER_PROCESS={limit})",
             )
         max_lag = float(settings.ADMISSION_MAX_LOOP_LAG_MS)
-        lag = self.monitor.p99_ms()
+        # p90, not p99: a sustained lag (one sample in ten), not a single hiccup (a garbage
+        # collection, a model loading), refuses calls for the next few seconds.
+        lag = self.monitor.percentile_ms(90)
         if max_lag > 0 and lag is not None and lag >= max_lag:
             return Refusal(
                 reason=LOOP_LAG,
                 detail=(
-                    f"event-loop lag p99 {lag:.0f} ms over the last {self.monitor.window_s:g} s "
+                    f"event-loop lag p90 {lag:.0f} ms over the last {self.monitor.window_s:g} s "
                     f"(ADMISSION_MAX_LOOP_LAG_MS={max_lag:g})"
                 ),
             )

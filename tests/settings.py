@@ -12,3 +12,7 @@ PRELOAD_ENGINES = False
 # post-call analysis (seconds of CPU each); its own tests (tests/lifecycle/
 # test_extraction_offline.py) switch it back on.
 EXTRACTION_OFFLINE_ENGINE = "heuristic"
+# Admission by loop lag: the test process blocks its loop on purpose (model loads, database
+# flushes) and a call refused for a previous test's lag would fail an unrelated test. The
+# admission tests switch it on.
+ADMISSION_MAX_LOOP_LAG_MS = 0
