@@ -55,7 +55,7 @@ def test_one_hiccup_in_a_calm_window_does_not_refuse_calls(settings):
         controller.monitor.record(2.0, at=now - 4 + i * 0.1)
     controller.monitor.record(400.0, at=now)  # a model loading, a garbage collection
     assert controller.refusal() is None
-    for i in range(5):  # sustained: one sample in ten or more
+    for _ in range(5):  # sustained: one sample in ten or more
         controller.monitor.record(150.0, at=now)
     assert controller.refusal() is not None
 
