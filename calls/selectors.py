@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import statistics
+from collections.abc import Iterator
 from dataclasses import asdict
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 
 from calls.models import (
     AgentProfile,
@@ -263,3 +264,118 @@ def call_voice_to_voice_ms(*, call: Call) -> list[float]:
 
 def median_or_none(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+# --- The admin's call list: filters and export ---------------------------------------------
+
+
+def calls_with_slow_turns(
+    *, calls: QuerySet[Call], slow: bool = True, threshold_ms: float | None = None
+) -> QuerySet[Call]:
+    """``calls`` with (``slow``) or without a reply whose voice-to-voice latency was above
+    ``threshold_ms`` (default ``settings.SLOW_TURN_MS``). One EXISTS subquery on the turns'
+    JSON metrics, the same on PostgreSQL (jsonb) and SQLite (JSON1): no join, no DISTINCT."""
+    threshold = settings.SLOW_TURN_MS if threshold_ms is None else threshold_ms
+    slow_turns = Turn.objects.filter(
+        call=OuterRef("pk"), role="assistant", metrics__voice_to_voice_ms__gt=threshold
+    )
+    return calls.filter(Exists(slow_turns)) if slow else calls.exclude(Exists(slow_turns))
+
+
+def calls_with_unanswered_turns(
+    *, calls: QuerySet[Call], unanswered: bool = True
+) -> QuerySet[Call]:
+    """``calls`` with (``unanswered``) or without a caller's turn the agent never answered."""
+    turns = Turn.objects.filter(call=OuterRef("pk"), role="user", unanswered=True)
+    return calls.filter(Exists(turns)) if unanswered else calls.exclude(Exists(turns))
+
+
+def calls_in_pages(*, calls: QuerySet[Call], page_size: int = 200) -> Iterator[list[Call]]:
+    """``calls``, newest first, one page at a time, each call with its profile and its turns
+    in order: an export of any size holds one page in memory.
+
+    Keyset pages on (started_at, id) rather than one server-side cursor: each page is its
+    own short query, so a slow download holds no cursor or transaction open, and a page
+    can run on whichever thread the server streams from."""
+    ordered = (
+        calls.select_related("profile")
+        .prefetch_related(None)
+        .prefetch_related(Prefetch("turns", queryset=Turn.objects.order_by("sequence")))
+        .order_by("-started_at", "-pk")
+    )
+    last: Call | None = None
+    while True:
+        page_query = ordered
+        if last is not None:
+            page_query = ordered.filter(
+                Q(started_at__lt=last.started_at) | Q(started_at=last.started_at, pk__lt=last.pk)
+            )
+        page = list(page_query[:page_size])
+        if page:
+            yield page
+        if len(page) < page_size:
+            return
+        last = page[-1]
+
+
+def call_turn_counts(*, call: Call, slow_ms: float | None = None) -> dict[str, int]:
+    """Turns, slow replies and unanswered caller turns of a call whose turns are loaded."""
+    threshold = settings.SLOW_TURN_MS if slow_ms is None else slow_ms
+    turns = call.turns.all()
+    return {
+        "turns": len(turns),
+        "slow_turns": sum(1 for v in call_voice_to_voice_ms(call=call) if v > threshold),
+        "unanswered_turns": sum(1 for t in turns if t.role == "user" and t.unanswered),
+    }
+
+
+def call_export_record(*, call: Call, with_turns: bool = False) -> dict[str, object]:
+    """One call as the admin's CSV/JSON export writes it (turns only for JSON)."""
+    median = median_or_none(call_voice_to_voice_ms(call=call))
+    record: dict[str, object] = {
+        "id": str(call.pk),
+        "started_at": call.started_at.isoformat(),
+        "ended_at": call.ended_at.isoformat() if call.ended_at else None,
+        "duration_s": (None if call.duration_seconds is None else round(call.duration_seconds, 1)),
+        "channel": call.channel,
+        "direction": call.direction,
+        "profile": call.profile.slug if call.profile else None,
+        "status": call.status,
+        "end_reason": call.end_reason,
+        "transferred_to": call.transferred_to,
+        **call_turn_counts(call=call),
+        "median_voice_to_voice_ms": None if median is None else round(median),
+        "audio_issues": call.audio_issues,
+        "from_number": call.from_number,
+        "to_number": call.to_number,
+        "external_id": call.external_id,
+    }
+    if with_turns:
+        record["metrics"] = call.metrics
+        record["extraction"] = call.extraction
+        record["turns"] = [turn_export_record(turn=t, call=call) for t in call.turns.all()]
+    return record
+
+
+def turn_export_record(*, turn: Turn, call: Call) -> dict[str, object]:
+    record: dict[str, object] = {
+        "sequence": turn.sequence,
+        "role": turn.role,
+        "text": turn.text,
+        "offset_s": round((turn.started_at - call.started_at).total_seconds(), 2),
+        "started_at": turn.started_at.isoformat(),
+        "ended_at": turn.ended_at.isoformat(),
+        "interrupted": turn.interrupted,
+        "unanswered": turn.unanswered,
+        "unanswered_reason": turn.unanswered_reason,
+        "metrics": turn.metrics,
+    }
+    if turn.role == "tool":
+        record["tool"] = {
+            "name": turn.tool_name,
+            "arguments": turn.tool_arguments,
+            "result": turn.tool_result,
+            "status": turn.tool_status,
+            "latency_ms": turn.tool_latency_ms,
+        }
+    return record

@@ -275,6 +275,9 @@ RECORDER_RETRY_SECONDS = env.float("RECORDER_RETRY_SECONDS", default=120.0)
 # Load and warm the engines of the active profiles when the server starts; /health/ready/
 # answers 503 until they are loaded (calls/preload.py).
 PRELOAD_ENGINES = env.bool("PRELOAD_ENGINES", default=True)
+# A reply slower than this (voice-to-voice, ms) is a slow turn: the admin call list's
+# "slow turns" filter and export (docs/operations.md#call-list).
+SLOW_TURN_MS = env.int("SLOW_TURN_MS", default=1500)
 
 # --- Dev convenience ----------------------------------------------------------------------
 DEMO_ADMIN_USERNAME = env.str("DEMO_ADMIN_USERNAME", default="admin")
