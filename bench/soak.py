@@ -399,8 +399,9 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             # the last one, so it is taken with all of them up.
             last_at = t0 + args.minutes * 60
             end_at = last_at + 3.0
-            slots = [
-                asyncio.create_task(
+            slots: list[asyncio.Task[None]] = []  # kept: awaited or cancelled below
+            for i in range(args.calls):
+                task = asyncio.create_task(
                     slot(
                         i,
                         endpoint=endpoint,
@@ -413,8 +414,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                     ),
                     name=f"soak-slot-{i}",
                 )
-                for i in range(args.calls)
-            ]
+                slots.append(task)
             base: dict[str, Any] | None = None
             k = 1
             while (next_at := t0 + k * args.sample_s) <= last_at + 0.5:
