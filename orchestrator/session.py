@@ -13,8 +13,8 @@
 Collaborators, each testable alone: ``Listener`` (the caller's side: turns, end of turn,
 speech over the agent; listener.py), ``ReplyPipeline`` (the work of one utterance; its
 tool rounds run in ``tools/runner.py``), ``Transcript`` (history + numbered turns),
-``CallStats`` and ``RecorderQueue``; after a reply, ``_carry_out`` hangs up or transfers
-(built-in tools). Keeping every state change here means barge-in,
+``CallStats`` and ``RecorderQueue``; after a reply, ``ReplyActions`` (tools/actions.py)
+hangs up or transfers (built-in tools). Keeping every state change here means barge-in,
 timers, DTMF, engine failures and the reply watchdog can never race each other into a
 "stuck speaking" state. All tasks are owned by ``run()`` and cancelled + awaited in its
 ``finally``.
@@ -23,7 +23,6 @@ timers, DTMF, engine failures and the reply watchdog can never race each other i
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -57,12 +56,10 @@ from orchestrator.recorder_queue import RecorderQueue
 from orchestrator.reply import ReplyPipeline, Utterance
 from orchestrator.stats import CallStats
 from orchestrator.task_reaper import TaskReaper, cancel_all
-from orchestrator.tools import ToolCall, ToolResult, ToolStatus, tool_exchange
-from orchestrator.tools.builtin import TRANSFER_CALL, AfterReply, HangUp, Transfer
+from orchestrator.tools.actions import ReplyActions
 from orchestrator.tools.toolbox import ToolBox
 from orchestrator.transcript import Transcript
 from orchestrator.turn_taking import UserTurn
-from orchestrator.turn_words import says_goodbye
 from orchestrator.vad import TurnDetector, TurnEvent, TurnEventKind, new_vad
 
 # Re-exported: the consumers' and recorders' view of a session.
@@ -128,7 +125,6 @@ class CallSession:
     # saturated) or the apology, never silence.
     WATCHDOG_MARGIN_S = 2.0
     CANCEL_WAIT_S = 2.0  # a cancelled utterance that does not finish by then is abandoned
-    TRANSFER_TIMEOUT_S = 10.0  # the carrier's REST transfer request
 
     def __init__(
         self,
@@ -166,9 +162,14 @@ class CallSession:
             recorder=recorder, queue=self._recorder_q, stats=self._stats, wall=self._wall
         )
         self._tools = ToolBox(config)
-        # An LLM that cannot call tools still hangs up: on a goodbye in its own words.
-        self._goodbye_hangs_up = config.end_call_enabled and not (
-            self._tools and supports_tools(engines.llm)
+        self._actions = ReplyActions(
+            config,
+            out=self._out,
+            transcript=self._transcript,
+            # An LLM that cannot call tools still hangs up: on a goodbye in its own words.
+            goodbye_hangs_up=config.end_call_enabled
+            and not (self._tools and supports_tools(engines.llm)),
+            clock=clock,
         )
         self._pipeline = ReplyPipeline(
             config,
@@ -494,7 +495,12 @@ class CallSession:
                            extra=self._log_extra)  # fmt: skip
         notice = ""
         if not cut and failed is None and self._end_reason is None:
-            notice = await self._carry_out(utt)
+            outcome = await self._actions.carry_out(utt)
+            if outcome.hang_up:
+                self._end(EndReason.AGENT_HANGUP)
+            elif outcome.transferred_to:
+                self._transferred(outcome.transferred_to)
+            notice = outcome.notice
         # A recorded user turn that heard nothing back. A barge-in before any audio is
         # not one: the caller went on, and the next reply answers both.
         barge_in = interrupt and self._end_reason is None and not why
@@ -515,31 +521,6 @@ class CallSession:
                 self._start_utterance("notice", text=notice)
             self._answer_pending()
 
-    async def _carry_out(self, utt: Utterance) -> str:
-        """What the reply that just played asked for: hang up or transfer (built-in
-        tools), or a goodbye in the words of an LLM that cannot call tools. Returns a
-        line to say when it could not be done."""
-        after: AfterReply | None = utt.after
-        if after is None and utt.kind == "reply" and self._goodbye_hangs_up:
-            if says_goodbye(utt.full_text(), self._config.language):
-                logger.info("call %s: the agent said goodbye; hanging up", self._call_id,
-                            extra=self._log_extra)  # fmt: skip
-                after = HangUp()
-        if isinstance(after, HangUp):
-            self._end(EndReason.AGENT_HANGUP)
-        elif isinstance(after, Transfer):
-            started = self._clock()
-            try:
-                async with asyncio.timeout(self.TRANSFER_TIMEOUT_S):
-                    await self._out.transfer(after.destination)
-            except Exception as exc:  # noqa: BLE001 - any failure: tell the caller, go on
-                logger.warning("call %s: transfer to %s failed: %r", self._call_id,
-                               after.destination, exc, extra=self._log_extra)  # fmt: skip
-                await self._transfer_failed(after, exc, started=started)
-                return self._config.transfer_failed_message
-            self._transferred(after.destination)
-        return ""
-
     def _transferred(self, destination: str) -> None:
         """The carrier took the call: that is how it ended, whatever was asked meanwhile
         (a shutdown or a hang-up during the request), and nothing more is said on it."""
@@ -550,26 +531,6 @@ class CallSession:
             self._end_reason, self._end_say, self._end_error = EndReason.TRANSFERRED, None, ""
             return
         self._end(EndReason.TRANSFERRED)
-
-    async def _transfer_failed(
-        self, after: Transfer, exc: BaseException, *, started: float
-    ) -> None:
-        """The transfer_call turn said "ok" (the LLM only asked): record what happened,
-        for the transcript and for the LLM's next reply."""
-        call = ToolCall(
-            id=f"transfer-{self._utt_seq}",
-            name=TRANSFER_CALL,
-            arguments=json.dumps({"destination": after.label}),
-        )
-        result = ToolResult(
-            status=ToolStatus.ERROR,
-            content=f"The transfer to {after.label} failed at the carrier ({exc}); the caller "
-            "is still on the line and was told so.",
-            latency_ms=round((self._clock() - started) * 1000.0, 1),
-        )
-        turn = self._transcript.tool(call, result, started_at=started, ended_at=self._clock())
-        self._transcript.remember(tool_exchange("", [call], [result]))
-        await self._out.emit({"type": "tool", **turn.as_dict()})
 
     async def _stop_task(
         self, task: asyncio.Task[None], utt: Utterance
