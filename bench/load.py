@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import binascii
 import contextlib
 import json
 import math
@@ -52,8 +51,7 @@ import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,21 +61,28 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import psutil  # noqa: E402
-from twilio.request_validator import RequestValidator  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 from orchestrator.audio import pcm16_to_ulaw  # noqa: E402
+from scenarios.wire_client import (  # noqa: E402, F401 - re-exported for the benchmarks built on this
+    FRAME_BYTES,
+    FRAME_S,
+    LATE_S,
+    QUIET_S,
+    CallResult,
+    Reply,
+    TwilioCaller,
+    caller_form,
+    parse_twiml,
+    post_voice_webhook,
+)
 from tests.speech import speech_pcm16  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 PIPECAT_DIR = ROOT / "bench" / "peers" / "pipecat"
 PIPECAT_PYTHON = PIPECAT_DIR / ".venv" / "bin" / "python"
 PROFILE_SLUG = "bench-load"
-FRAME_S = 0.020
-FRAME_BYTES = 160  # 20 ms of 8 kHz µ-law
-LATE_S = 0.040  # a frame this far behind the carrier's play-out schedule is an audible gap
-QUIET_S = 0.5  # no agent audio for this long (and all of it played): the agent is done
 UTTERANCES = [
     "Hello, I would like to book a table for tonight.",
     "We are four people, around nine please.",
@@ -230,32 +235,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-# --- one call, as Twilio drives it -----------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Reply:
-    """Agent audio after one caller turn (or the greeting), as the carrier receives it."""
-
-    speech_end: float | None = None
-    first_at: float | None = None
-    last_at: float = 0.0
-    frames: int = 0  # 20 ms units received
-    late: int = 0
-    behind_ms: list[float] = field(default_factory=list)  # per message: ms behind schedule
-
-    def v2v_ms(self) -> float | None:
-        if self.speech_end is None or self.first_at is None:
-            return None
-        return (self.first_at - self.speech_end) * 1000.0
-
-
-@dataclass(slots=True)
-class CallResult:
-    replies: list[Reply] = field(default_factory=list)  # caller turns only
-    greeting: Reply | None = None
-    errors: list[str] = field(default_factory=list)
-    lag_ms: list[float] = field(default_factory=list)  # client sends behind its own schedule
+# --- where the calls go ---------------------------------------------------------------------
 
 
 @dataclass(slots=True, kw_only=True)
@@ -267,172 +247,15 @@ class Endpoint:
     auth_token: str = ""
 
 
-MEDIA = (
-    '{"event":"media","sequenceNumber":"%d","streamSid":"%s","media":'
-    '{"track":"inbound","chunk":"%d","timestamp":"%d","payload":"%s"}}'
-)
-
-
-class TwilioCaller:
-    def __init__(self, ws: Any, *, stream_sid: str, call_sid: str, result: CallResult) -> None:
-        self.ws = ws
-        self.loop = asyncio.get_running_loop()
-        self.stream_sid = stream_sid
-        self.call_sid = call_sid
-        self.result = result
-        self.seq = 0
-        self.chunk = 0
-        self.t0 = self.loop.time()
-        self.next_at = self.t0
-        self.play_until = 0.0  # when the simulated carrier buffer runs dry
-        self.marks: list[tuple[float, str]] = []  # (due, name): echoed once played
-        self.reply = Reply()
-        self.quiet = 0  # next "silence" frame
-        self.stopped = False  # we sent stop
-        self.closed: str | None = None  # the server closed the socket first
-
-    async def send_json(self, data: dict[str, Any]) -> None:
-        self.seq += 1
-        await self.ws.send(
-            json.dumps({"sequenceNumber": str(self.seq), **data}, separators=(",", ":"))
-        )
-
-    async def open(self, parameters: dict[str, str]) -> None:
-        await self.ws.send(
-            json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        )
-        await self.send_json(
-            {
-                "event": "start",
-                "streamSid": self.stream_sid,
-                "start": {
-                    "accountSid": "AC" + "0" * 32,
-                    "streamSid": self.stream_sid,
-                    "callSid": self.call_sid,
-                    "tracks": ["inbound"],
-                    "customParameters": parameters,
-                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                },
-            }
-        )
-        self.t0 = self.next_at = self.loop.time()
-
-    async def frame(self, payload: str) -> float:
-        """Send one 20 ms frame on the wall-clock schedule (late wake-ups catch up)."""
-        delay = self.next_at - self.loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        now = self.loop.time()
-        self.result.lag_ms.append((now - self.next_at) * 1000.0)
-        self.seq += 1
-        self.chunk += 1
-        stamp = int((self.next_at - self.t0) * 1000)
-        await self.ws.send(MEDIA % (self.seq, self.stream_sid, self.chunk, stamp, payload))
-        self.next_at += FRAME_S
-        while self.marks and self.marks[0][0] <= now:
-            await self.send_json(
-                {
-                    "event": "mark",
-                    "streamSid": self.stream_sid,
-                    "mark": {"name": self.marks.pop(0)[1]},
-                }
-            )
-        return now
-
-    async def silence_until(
-        self, done: Callable[[], bool], silence: list[str], timeout: float
-    ) -> bool:
-        deadline = self.loop.time() + timeout
-        while not done():
-            if self.closed is not None or self.loop.time() > deadline:
-                return False
-            self.quiet += 1
-            await self.frame(silence[self.quiet % len(silence)])
-        return True
-
-    def agent_done(self) -> bool:
-        now = self.loop.time()
-        return (
-            self.reply.frames > 0 and now - self.reply.last_at > QUIET_S and now > self.play_until
-        )
-
-    async def receive(self) -> None:
-        try:
-            async for message in self.ws:
-                now = self.loop.time()
-                data = json.loads(message)
-                event = data.get("event")
-                if event == "media":
-                    self.on_media(now, len(binascii.a2b_base64(data["media"]["payload"])))
-                elif event == "mark":
-                    self.marks.append((max(now, self.play_until), data["mark"]["name"]))
-                elif event == "clear":
-                    self.play_until = now
-                    self.marks = [(now, name) for _, name in self.marks]
-        except ConnectionClosed as exc:
-            if not self.stopped:
-                frame = exc.rcvd
-                self.closed = f"{frame.code} {frame.reason}" if frame else "no close frame"
-            return
-        if not self.stopped:
-            code = self.ws.close_code
-            self.closed = f"{code} {self.ws.close_reason or ''}"
-
-    def on_media(self, now: float, size: int) -> None:
-        reply = self.reply
-        if reply.first_at is None:
-            reply.first_at = now
-            self.play_until = now
-        else:
-            behind = now - self.play_until  # > 0: the carrier had nothing left to play
-            reply.behind_ms.append(max(0.0, behind) * 1000.0)
-            if behind > LATE_S:
-                reply.late += 1
-        reply.last_at = now
-        reply.frames += max(1, round(size / FRAME_BYTES))
-        self.play_until = max(self.play_until, now) + size / 8000.0
-
-    async def stop(self) -> None:
-        self.stopped = True
-        if self.closed is None:
-            with contextlib.suppress(ConnectionClosed):
-                await self.send_json(
-                    {
-                        "event": "stop",
-                        "streamSid": self.stream_sid,
-                        "stop": {"accountSid": "AC" + "0" * 32, "callSid": self.call_sid},
-                    }
-                )
-
-
-def parse_twiml(xml: str) -> tuple[str, dict[str, str]]:
-    root = ET.fromstring(xml)
-    stream = root.find("./Connect/Stream")
-    if stream is None:
-        raise ValueError(f"no <Connect><Stream> in the TwiML: {xml[:200]}")
-    params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
-    return stream.get("url", ""), params
+# --- one call, as Twilio drives it -----------------------------------------------------------
+# The client (webhook, TwiML, the paced socket) is shared with the scenario runner.
 
 
 async def webhook(http: httpx.AsyncClient, endpoint: Endpoint, call_sid: str, index: int) -> str:
-    form = {
-        "CallSid": call_sid,
-        "AccountSid": "AC" + "0" * 32,
-        "From": f"+1555{index:07d}",
-        "To": "+15550000000",
-        "CallStatus": "ringing",
-        "Direction": "inbound",
-    }
-    url = endpoint.base + endpoint.voice_path
-    headers = {}
-    if endpoint.auth_token:
-        headers["X-Twilio-Signature"] = RequestValidator(endpoint.auth_token).compute_signature(
-            url, form
-        )
-    response = await http.post(url, data=form, headers=headers)
-    if response.status_code != 200:
-        raise RuntimeError(f"voice webhook answered {response.status_code}: {response.text[:200]}")
-    return response.text
+    form = caller_form(call_sid, from_number=f"+1555{index:07d}")
+    return await post_voice_webhook(
+        http, url=endpoint.base + endpoint.voice_path, form=form, auth_token=endpoint.auth_token
+    )
 
 
 async def one_call(
@@ -647,9 +470,13 @@ class OursServer(Server):
         workdir: Path,
         database_url: str = "",
         settings: str = "bench.settings",
+        server: str = "daphne",
+        workers: int = 1,
     ) -> None:
         super().__init__(script, workdir)
         self.settings = settings
+        self.server = server
+        self.workers = workers
         self.auth_token = secrets.token_hex(16)
         self.db = workdir / "bench.sqlite3"
         # IMMEDIATE: SQLite's deferred transactions fail with "database is locked" when two
@@ -718,15 +545,19 @@ class OursServer(Server):
         return out
 
     def command(self) -> tuple[list[str], dict[str, str]]:
+        # The production command (voiceapp/serve.py): the chosen ASGI server, N workers.
         cmd = [
             sys.executable,
             "-m",
-            "daphne",
-            "-b",
+            "voiceapp.serve",
+            "--server",
+            self.server,
+            "--workers",
+            str(self.workers),
+            "--host",
             "127.0.0.1",
-            "-p",
+            "--port",
             str(self.port),
-            "voiceapp.asgi:application",
         ]
         return cmd, self.env()
 
@@ -1005,13 +836,16 @@ async def sweep(
     target: str, args: argparse.Namespace, script: Script, clips: Clips, workdir: Path
 ) -> dict[str, Any]:
     if target == "ours":
-        server: Server = OursServer(script, workdir, args.database_url, args.settings)
+        server: Server = OursServer(
+            script, workdir, args.database_url, args.settings, args.server, args.workers
+        )
     else:
         server = SERVERS[target](script, workdir)
     server.prepare()
     rows: list[dict[str, Any]] = []
+    where = f" ({args.server}, {args.workers} worker(s))" if target == "ours" else ""
     title = (
-        f"\n{target}: {args.turns} turns/call, "
+        f"\n{target}{where}: {args.turns} turns/call, "
         f"expected v2v from the script {script.expected_ms():.0f} ms"
     )
     print(title, flush=True)
@@ -1075,6 +909,15 @@ def main() -> None:
         "--line-noise-dbfs",
         default="-60",
         help="RMS of the noise on the caller's line, or 'off' for digital silence",
+    )
+    parser.add_argument(
+        "--server",
+        default="daphne",
+        choices=("daphne", "uvicorn", "granian"),
+        help="ours: the ASGI server (voiceapp/serve.py)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="ours: worker processes sharing the port"
     )
     parser.add_argument(
         "--database-url",

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "calls",
     "telephony",
     "simulator",
+    "scenarios",
 ]
 
 MIDDLEWARE = [
@@ -191,12 +192,24 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Uploaded files, call recordings included; never served by a URL of its own (recordings
+# go to staff through calls:recording), so keep it out of the proxy's static paths.
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media")))
+MEDIA_URL = "/media/"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
         if not DEBUG
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+    # Call recordings (docs/recordings.md): MEDIA_ROOT by default; any Django storage,
+    # e.g. django-storages' S3Storage for an S3-compatible bucket, through these two.
+    "recordings": {
+        "BACKEND": env.str(
+            "RECORDINGS_STORAGE_BACKEND", default="django.core.files.storage.FileSystemStorage"
+        ),
+        "OPTIONS": env.json("RECORDINGS_STORAGE_OPTIONS", default={}),
     },
 }
 
@@ -278,6 +291,15 @@ PRELOAD_ENGINES = env.bool("PRELOAD_ENGINES", default=True)
 # A reply slower than this (voice-to-voice, ms) is a slow turn: the admin call list's
 # "slow turns" filter and export (docs/operations.md#call-list).
 SLOW_TURN_MS = env.int("SLOW_TURN_MS", default=1500)
+# Call recordings (docs/recordings.md): written here while the call runs, moved to the
+# "recordings" storage when it ends (the sweeper stores what a crashed process left);
+# Opus bit rate of both channels together; recordings older than this many days are
+# deleted by the sweeper (0: kept until their call is deleted).
+RECORDINGS_SPOOL_DIR = Path(
+    env.str("RECORDINGS_SPOOL_DIR", default=str(BASE_DIR / "var" / "recordings-spool"))
+)
+RECORDING_BITRATE_KBPS = env.int("RECORDING_BITRATE_KBPS", default=24)
+RECORDING_RETENTION_DAYS = env.int("RECORDING_RETENTION_DAYS", default=0)
 
 # --- Dev convenience ----------------------------------------------------------------------
 DEMO_ADMIN_USERNAME = env.str("DEMO_ADMIN_USERNAME", default="admin")

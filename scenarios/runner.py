@@ -1,0 +1,266 @@
+"""Runs scenarios as real calls: for each one, the signed Twilio voice webhook, the media
+socket driven by the scripted caller, then the checks on the call as the server stored it.
+
+    results = await run_batch(jobs, target, repeat=2, parallel=3, on_result=print)
+
+``jobs`` are :class:`Job` (a parsed spec plus what the database knows about it); the
+caller of this module (management command, Celery task, tests) loads them and stores the
+results (``scenarios.services``). Scenarios of one batch run ``parallel`` at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from channels.db import database_sync_to_async
+from websockets.asyncio.client import connect
+
+from orchestrator.contracts import EndReason
+from scenarios.assertions import FAILED, CheckResult, Judge, evaluate
+from scenarios.caller_script import ScriptedCaller, ScriptOutcome
+from scenarios.spec import ScenarioSpec
+from scenarios.stored_call import StoredCall, load, wait_until_finished
+from scenarios.voice import CallerVoice
+from scenarios.wire_client import (
+    VOICE_PATH,
+    CallResult,
+    TwilioCaller,
+    caller_form,
+    parse_twiml,
+    post_voice_webhook,
+    reachable_stream_url,
+)
+
+PASSED, ERROR = "passed", "error"
+# The server ending the call itself is part of a conversation, not a crash.
+SERVER_ENDINGS = {
+    EndReason.AGENT_HANGUP,
+    EndReason.IDLE_TIMEOUT,
+    EndReason.MAX_DURATION,
+    EndReason.TRANSFERRED,
+}
+STORED_WAIT_S = 20.0  # the call record ends within moments of the socket closing
+EXTRACTION_WAIT_S = 90.0  # the offline LLM's post-call analysis takes seconds of CPU
+
+
+@dataclass(slots=True, kw_only=True)
+class Target:
+    """Where calls go. ``public_base_url`` is the URL Twilio would sign (the server's
+    ``PUBLIC_BASE_URL``); it differs from ``base_url`` behind a tunnel or proxy."""
+
+    base_url: str
+    auth_token: str
+    public_base_url: str = ""
+
+    def voice_urls(self, profile: str) -> tuple[str, str]:
+        path = f"{VOICE_PATH}?profile={profile}"
+        return self.base_url.rstrip("/") + path, (self.public_base_url or self.base_url).rstrip(
+            "/"
+        ) + path
+
+
+@dataclass(slots=True, kw_only=True)
+class Job:
+    spec: ScenarioSpec
+    language: str  # the profile's, for the caller's voice
+    scenario_id: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.profile}/{self.spec.slug}"
+
+
+@dataclass(slots=True, kw_only=True)
+class RunResult:
+    label: str
+    scenario_id: int | None
+    repeat_index: int
+    status: str  # passed | failed | error | skipped
+    started_at: datetime
+    checks: list[CheckResult] = field(default_factory=list)
+    error: str = ""
+    notes: list[str] = field(default_factory=list)
+    call_id: str | None = None
+    call_sid: str = ""
+    duration_s: float = 0.0
+    call_duration_s: float | None = None
+
+    @property
+    def failed_checks(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.status == FAILED]
+
+
+async def run_batch(
+    jobs: list[Job],
+    target: Target,
+    *,
+    repeat: int = 1,
+    parallel: int = 1,
+    judge: Judge | None = None,
+    on_result: Callable[[RunResult], None] | None = None,
+) -> list[RunResult]:
+    """Every job ``repeat`` times, ``parallel`` calls at a time, results in job order."""
+    gate = asyncio.Semaphore(max(1, parallel))
+    limits = httpx.Limits(max_connections=max(4, parallel * 2))
+    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+
+        async def one(job: Job, index: int) -> RunResult:
+            async with gate:
+                result = await run_scenario(job, target, http=http, repeat_index=index, judge=judge)
+            if on_result is not None:
+                on_result(result)
+            return result
+
+        tasks = [
+            asyncio.create_task(one(job, index), name=f"scenario-{job.label}-{index}")
+            for job in jobs
+            for index in range(repeat)
+        ]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_scenario(
+    job: Job,
+    target: Target,
+    *,
+    http: httpx.AsyncClient,
+    repeat_index: int = 0,
+    judge: Judge | None = None,
+) -> RunResult:
+    spec = job.spec
+    started, clock = datetime.now(UTC), time.monotonic()
+    result = RunResult(
+        label=job.label,
+        scenario_id=job.scenario_id,
+        repeat_index=repeat_index,
+        status=ERROR,
+        started_at=started,
+        call_sid="CA" + uuid.uuid4().hex,
+    )
+    outcome: ScriptOutcome | None = None
+    try:
+        async with asyncio.timeout(spec.timeout_s):
+            outcome = await _place_call(job, target, http, result.call_sid)
+    except TimeoutError:
+        result.error = f"the scenario did not finish within timeout_s={spec.timeout_s:g} s"
+    except (httpx.HTTPError, OSError, RuntimeError, ValueError) as exc:
+        # The call could not be placed or the caller's voice failed: nothing to judge.
+        result.error = f"{type(exc).__name__}: {exc}"
+    if outcome is not None:
+        result.notes = outcome.notes
+    if (
+        outcome is None
+        and await database_sync_to_async(load, thread_sensitive=False)(result.call_sid) is None
+    ):
+        result.duration_s = time.monotonic() - clock  # never placed: nothing stored to wait for
+        return result
+    need_extraction = any(c.kind == "extraction" for c in spec.checks)
+    stored = await wait_until_finished(
+        result.call_sid,
+        extraction=need_extraction,
+        timeout_s=EXTRACTION_WAIT_S if need_extraction else STORED_WAIT_S,
+    )
+    result.error = result.error or _call_error(outcome, stored)
+    if stored is not None:
+        result.call_id = stored.id
+        result.call_duration_s = stored.duration_s
+        if not result.error:
+            result.checks = await evaluate(spec.checks, stored, judge=judge)
+    if not result.error:
+        result.status = FAILED if result.failed_checks else PASSED
+    result.duration_s = time.monotonic() - clock
+    return result
+
+
+async def _place_call(
+    job: Job, target: Target, http: httpx.AsyncClient, call_sid: str
+) -> ScriptOutcome:
+    spec = job.spec
+    # The voice first: a missing TTS fails here, before a call is placed for nothing.
+    voice = CallerVoice(language=job.language, voice=spec.voice, noise_dbfs=spec.line_noise_dbfs)
+    url, signed_url = target.voice_urls(spec.profile)
+    form = caller_form(call_sid, from_number="+15550100" + f"{hash(call_sid) % 1000:03d}")
+    try:
+        twiml = await post_voice_webhook(
+            http, url=url, form=form, auth_token=target.auth_token, signed_url=signed_url
+        )
+        stream_url, parameters = parse_twiml(twiml)
+    except (httpx.HTTPError, RuntimeError, ValueError) as exc:
+        raise RuntimeError(f"voice webhook: {exc}") from exc
+    ws = await connect(
+        reachable_stream_url(stream_url, target.base_url),
+        compression=None,
+        open_timeout=15,
+        ping_interval=None,
+        max_size=2**20,
+    )
+    caller = TwilioCaller(
+        ws, stream_sid="MZ" + uuid.uuid4().hex, call_sid=call_sid, result=CallResult()
+    )
+    receiver = asyncio.create_task(caller.receive(), name=f"scenario-receive-{call_sid}")
+    try:
+        await caller.open(parameters)
+        outcome = await ScriptedCaller(caller, voice, spec.script).run()
+        # The server closes after ``stop``; give it a moment, then close from our side.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(receiver), 5)
+        return outcome
+    finally:
+        await ws.close()
+        receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiver
+
+
+def _call_error(outcome: ScriptOutcome | None, stored: StoredCall | None) -> str:
+    """Why this run cannot be judged ("" when it can)."""
+    if stored is None:
+        return "the server stored no call for this CallSid"
+    if not stored.finished:
+        return f"the stored call did not end (status {stored.status})"
+    if stored.end_reason == EndReason.ERROR:
+        return f"the call ended in error: {stored.error_detail[:300] or 'no detail'}"
+    if outcome is not None and outcome.server_closed and not outcome.expected_end:
+        if stored.end_reason in SERVER_ENDINGS:
+            step = (outcome.closed_at_step or 0) + 1
+            outcome.notes.append(
+                f"the server ended the call ({stored.end_reason}) during step {step}; "
+                "the rest of the script was not played"
+            )
+            return ""
+        return (
+            f"the server closed the stream ({outcome.server_closed}) during step "
+            f"{(outcome.closed_at_step or 0) + 1}, end reason {stored.end_reason or 'none'}"
+        )
+    return ""
+
+
+def summarize(results: list[RunResult]) -> dict[str, int]:
+    counts = {"passed": 0, "failed": 0, "error": 0, "skipped": 0}
+    for result in results:
+        counts[result.status] = counts.get(result.status, 0) + 1
+    return counts
+
+
+def as_row(result: RunResult) -> dict[str, Any]:
+    checks = [c for c in result.checks if c.status != "skipped"]
+    return {
+        "scenario": result.label + (f" #{result.repeat_index + 1}" if result.repeat_index else ""),
+        "status": result.status,
+        "checks": f"{sum(c.status == 'passed' for c in checks)}/{len(checks)}",
+        "seconds": f"{result.duration_s:.1f}",
+        "call": result.call_id or "-",
+    }

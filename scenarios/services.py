@@ -1,0 +1,141 @@
+"""Every write of the scenarios app, and the YAML files in and out.
+
+A YAML file holds one scenario per document (``---`` between documents); each document is
+:mod:`scenarios.spec`'s format. Import upserts by (profile, slug), so a repository's files
+can be loaded again after editing them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from django.db import transaction
+
+from calls.models import AgentProfile
+from scenarios.models import Scenario, ScenarioResult
+from scenarios.runner import Job, RunResult
+from scenarios.spec import SpecError, parse_document, parse_spec, split_document
+
+SHIPPED = Path(__file__).resolve().parent / "shipped"
+
+
+def yaml_documents(text: str, *, source: str = "YAML") -> list[dict[str, Any]]:
+    """The documents of a YAML text (empty ones skipped); SpecError if it is not YAML."""
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise SpecError([f"{source}: not valid YAML: {exc}"]) from exc
+    if not documents:
+        raise SpecError([f"{source}: no scenario in the file"])
+    return documents
+
+
+@transaction.atomic
+def scenario_import(*, documents: list[dict[str, Any]], source: str = "YAML") -> list[Scenario]:
+    """Create or update one scenario per document; all or nothing (SpecError lists every
+    mistake of every document, each led by the document's number)."""
+    errors: list[str] = []
+    parsed = []
+    for number, document in enumerate(documents, start=1):
+        where = f"{source} document {number}" if len(documents) > 1 else source
+        try:
+            spec = parse_document(document)
+        except SpecError as exc:
+            errors += [f"{where}: {line}" for line in exc.errors]
+            continue
+        profile = AgentProfile.objects.filter(slug=spec.profile).first()
+        if profile is None:
+            errors.append(f"{where}: profile: no agent profile with slug {spec.profile!r}")
+            continue
+        parsed.append((profile, document, spec))
+    if errors:
+        raise SpecError(errors)
+    saved = []
+    for profile, document, spec in parsed:
+        _, stored_spec = split_document(document)
+        scenario, _ = Scenario.objects.update_or_create(
+            profile=profile,
+            slug=spec.slug,
+            defaults={
+                "name": spec.name,
+                "tags": ", ".join(spec.tags),
+                "enabled": spec.enabled,
+                "spec": stored_spec,
+            },
+        )
+        saved.append(scenario)
+    return saved
+
+
+def scenario_import_files(*, paths: Iterable[Path]) -> list[Scenario]:
+    documents: list[dict[str, Any]] = []
+    for path in paths:
+        documents += yaml_documents(path.read_text(), source=path.name)
+    return scenario_import(documents=documents) if documents else []
+
+
+def scenarios_load_shipped(*, profiles: Iterable[str] | None = None) -> list[Scenario]:
+    """The scenarios shipped for the demo profiles (``scenarios/shipped/<profile>/``),
+    for the profiles of ``profiles`` (default: every profile that exists)."""
+    wanted = set(profiles) if profiles is not None else None
+    paths = []
+    for folder in sorted(p for p in SHIPPED.iterdir() if p.is_dir()):
+        exists = AgentProfile.objects.filter(slug=folder.name).exists()
+        if exists and (wanted is None or folder.name in wanted):
+            paths += sorted(folder.glob("*.yaml"))
+    return scenario_import_files(paths=paths)
+
+
+def scenario_document(*, scenario: Scenario) -> dict[str, Any]:
+    """The YAML document of a stored scenario (what import reads back)."""
+    return {
+        "name": scenario.name,
+        "slug": scenario.slug,
+        "profile": scenario.profile.slug,
+        "tags": scenario.tag_list,
+        "enabled": scenario.enabled,
+        **scenario.spec,
+    }
+
+
+def scenarios_export(*, scenarios: Iterable[Scenario]) -> str:
+    return yaml.safe_dump_all(
+        [scenario_document(scenario=s) for s in scenarios],
+        sort_keys=False,
+        allow_unicode=True,
+        default_flow_style=False,
+    )
+
+
+def scenario_job(*, scenario: Scenario) -> Job:
+    spec = parse_spec(
+        scenario.spec,
+        name=scenario.name,
+        slug=scenario.slug,
+        profile=scenario.profile.slug,
+        tags=scenario.tag_list,
+        enabled=scenario.enabled,
+    )
+    return Job(spec=spec, language=scenario.profile.language, scenario_id=scenario.pk)
+
+
+def result_record(*, result: RunResult, batch: uuid.UUID) -> ScenarioResult:
+    return ScenarioResult.objects.create(
+        scenario_id=result.scenario_id,
+        scenario_label=result.label[:200],
+        batch=batch,
+        repeat_index=result.repeat_index,
+        status=result.status,
+        checks=[c.as_dict() for c in result.checks],
+        error=result.error,
+        notes=result.notes,
+        call_id=result.call_id,
+        call_sid=result.call_sid,
+        started_at=result.started_at,
+        duration_s=round(result.duration_s, 3),
+        call_duration_s=result.call_duration_s,
+    )

@@ -1,0 +1,103 @@
+"""The call as the server stored it (the Call and its Turns), read once it is over.
+
+Assertions judge this record, never what the client thinks it heard: the admin shows the
+same call, so a failing scenario can be opened and read there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from calls import selectors
+from calls.models import CallStatus, Channel, ExtractionStatus
+
+FINISHED = (CallStatus.ENDED, CallStatus.FAILED)
+
+
+@dataclass(slots=True, kw_only=True)
+class StoredTurn:
+    sequence: int
+    role: str  # user | assistant | tool
+    text: str
+    interrupted: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+    tool_name: str = ""
+    tool_arguments: Any = None
+
+
+@dataclass(slots=True, kw_only=True)
+class StoredCall:
+    id: str
+    status: str
+    end_reason: str
+    error_detail: str = ""
+    duration_s: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    dtmf_digits: str = ""
+    extraction_status: str = ""
+    extraction: dict[str, Any] | None = None
+    turns: list[StoredTurn] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+def load(call_sid: str) -> StoredCall | None:
+    call = selectors.call_by_external_id(channel=Channel.TWILIO, external_id=call_sid)
+    if call is None:
+        return None
+    duration = (
+        (call.ended_at - call.started_at).total_seconds()
+        if call.ended_at and call.started_at
+        else None
+    )
+    return StoredCall(
+        id=str(call.id),
+        status=call.status,
+        end_reason=call.end_reason,
+        error_detail=call.error_detail,
+        duration_s=duration,
+        metrics=dict(call.metrics or {}),
+        dtmf_digits=call.dtmf_digits,
+        extraction_status=call.extraction_status,
+        extraction=call.extraction if isinstance(call.extraction, dict) else None,
+        turns=[
+            StoredTurn(
+                sequence=t.sequence,
+                role=t.role,
+                text=t.text,
+                interrupted=t.interrupted,
+                metrics=dict(t.metrics or {}),
+                tool_name=t.tool_name,
+                tool_arguments=t.tool_arguments,
+            )
+            for t in selectors.call_turns(call_id=call.id)
+        ],
+    )
+
+
+async def wait_until_finished(
+    call_sid: str, *, extraction: bool, timeout_s: float
+) -> StoredCall | None:
+    """The stored call once it ended (and, if asked, its extraction is no longer pending);
+    the last state read if ``timeout_s`` passes first (None: never stored)."""
+    deadline = time.monotonic() + timeout_s
+    # Not thread-sensitive: the runner may run inside a sync view's thread (the admin's
+    # eager Celery task), whose thread-sensitive executor is busy waiting for it.
+    read = database_sync_to_async(load, thread_sensitive=False)
+    while True:
+        stored = await read(call_sid)
+        settled = (
+            stored is not None
+            and stored.finished
+            and (not extraction or stored.extraction_status != ExtractionStatus.PENDING)
+        )
+        if settled or time.monotonic() > deadline:
+            return stored
+        await asyncio.sleep(0.2)
