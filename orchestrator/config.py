@@ -112,4 +112,8 @@ class CallConfig:
     answer_wait_s: float = 30.0  # no verdict by then: treated as a person
     voicemail_action: str = "hang_up"  # hang_up | leave_message
     voicemail_message: str = ""
+    # Call recording (recording.py): both sides of the call kept as a two-channel file;
+    # the consent line is said before the greeting of a recorded call.
+    record_calls: bool = False
+    recording_consent_line: str = ""
     extra: dict[str, str] = field(default_factory=dict)

@@ -53,6 +53,7 @@ from orchestrator.loop_lag import LagWindow
 from orchestrator.noise import InboundCleaner
 from orchestrator.playout import PacedPlayout
 from orchestrator.recorder_queue import RecorderQueue
+from orchestrator.recording import CallRecording
 from orchestrator.reply import ReplyPipeline, Utterance
 from orchestrator.stats import CallStats
 from orchestrator.task_reaper import TaskReaper, cancel_all
@@ -134,10 +135,15 @@ class CallSession:
         transport: Transport,
         recorder: CallRecorder,
         turn_model: ScoreFn | None = None,
+        recording: CallRecording | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``turn_model`` scores end of turn (Smart Turn by default, if installed)."""
+        """``turn_model`` scores end of turn (Smart Turn by default, if installed);
+        ``recording`` records both sides of the call (recording.py)."""
         self._config = config
+        self._recording = recording
+        if recording is not None:
+            transport = recording.tap(transport)  # what the playout sends is recorded
         self._recorder = recorder
         self._clock = clock
         self._call_id = config.call_id
@@ -227,6 +233,8 @@ class CallSession:
         if not self._closed and self._end_reason is None and pcm16_16k_mono:
             if self._started:
                 self._inbound.arrived(self._clock(), len(pcm16_16k_mono))
+                if self._recording is not None:
+                    self._recording.caller(pcm16_16k_mono)
             self._input.push(pcm16_16k_mono)
 
     def push_dtmf(self, digit: str) -> None:
@@ -261,6 +269,8 @@ class CallSession:
         self._started = True
         self._t0 = self._last_activity = self._clock()
         self._wall0 = datetime.now(UTC)
+        if self._recording is not None:
+            self._recording.start()
         self._recorder_q.start()
         self._loop_lag.open()
         self._recorder_q.put("call_started", lambda: self._recorder.call_started(self._config))
@@ -335,8 +345,11 @@ class CallSession:
     def _greet(self) -> None:
         if self._utt_task is not None:  # (nothing speaks before the verdict; defensive)
             return
-        if self._config.greeting and self._end_reason is None:
-            self._start_utterance("greeting", text=self._config.greeting)
+        # A recorded call first says the profile's consent line, then the greeting.
+        consent = self._config.recording_consent_line if self._recording is not None else ""
+        opening = " ".join(text for text in (consent, self._config.greeting) if text)
+        if opening and self._end_reason is None:
+            self._start_utterance("greeting", text=opening)
         else:
             self._answer_pending()
 
@@ -577,6 +590,8 @@ class CallSession:
             final = Utterance(n=self._utt_seq, kind=kind, interruptible=False)
             await self._pipeline.say_final(final, say)
         await self._out.close(str(reason))
+        if self._recording is not None:
+            await self._recording.close()  # the file is complete; the owner stores it
         # Utterances stuck past their cancellation get one last bounded chance to exit.
         await self._reaper.drain(wait_s=self.CANCEL_WAIT_S)
         try:
