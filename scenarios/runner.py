@@ -232,7 +232,14 @@ def _call_error(outcome: ScriptOutcome | None, stored: StoredCall | None) -> str
     if not stored.finished:
         return f"the stored call did not end (status {stored.status})"
     if stored.end_reason == EndReason.ERROR:
-        return f"the call ended in error: {stored.error_detail[:300] or 'no detail'}"
+        unanswered = [t.unanswered_reason for t in stored.turns if t.unanswered_reason]
+        detail = stored.error_detail or "; ".join(unanswered) or "no detail stored"
+        closed = (
+            f", the server closed the stream ({outcome.server_closed})"
+            if outcome and outcome.server_closed
+            else ""
+        )
+        return f"the call ended in error: {detail[:300]}{closed}"
     if outcome is not None and outcome.server_closed and not outcome.expected_end:
         if stored.end_reason in SERVER_ENDINGS:
             step = (outcome.closed_at_step or 0) + 1

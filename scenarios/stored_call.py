@@ -28,6 +28,7 @@ class StoredTurn:
     metrics: dict[str, Any] = field(default_factory=dict)
     tool_name: str = ""
     tool_arguments: Any = None
+    unanswered_reason: str = ""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -76,6 +77,7 @@ def load(call_sid: str) -> StoredCall | None:
                 metrics=dict(t.metrics or {}),
                 tool_name=t.tool_name,
                 tool_arguments=t.tool_arguments,
+                unanswered_reason=t.unanswered_reason,
             )
             for t in selectors.call_turns(call_id=call.id)
         ],
