@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import statistics
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models.fields.json import KT
+from django.db.models.functions import TruncDate
+from django.utils import timezone
 
 from calls.models import (
     AgentProfile,
     Call,
+    CallStatus,
     ChannelOverlay,
+    EndReason,
     ProfileTool,
     Turn,
     VoicemailAction,
@@ -164,6 +170,8 @@ def call_config_for(*, profile: AgentProfile, channel: str, call_id: str = "") -
             else VoicemailAction.HANG_UP
         ),
         voicemail_message=profile.voicemail_message,
+        record_calls=profile.record_calls,
+        recording_consent_line=profile.recording_consent_line.strip(),
     )
 
 
@@ -379,3 +387,125 @@ def turn_export_record(*, turn: Turn, call: Call) -> dict[str, object]:
             "latency_ms": turn.tool_latency_ms,
         }
     return record
+
+
+# --- The admin's overview across calls ------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class DayCount:
+    day: datetime.date
+    calls: int
+    errors: int
+
+
+@dataclass(slots=True, kw_only=True)
+class LatencyGroup:
+    """Voice-to-voice of the replies in one profile × channel (nearest-rank percentiles)."""
+
+    profile: str
+    channel: str
+    replies: int
+    p50_ms: float | None
+    p95_ms: float | None
+
+
+@dataclass(slots=True, kw_only=True)
+class CallsOverview:
+    since: datetime.date
+    until: datetime.date
+    calls: int
+    errors: int  # failed, or ended by an error
+    per_day: list[DayCount]  # every day of the range, quiet days included
+    end_reasons: list[tuple[str, int]]  # (end_reason, calls), most first; "" = not ended
+    latency: list[LatencyGroup]  # all replies first, then per profile and channel
+    intents: list[tuple[str, int]]  # (intent, calls) of analysed calls, most first
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.calls if self.calls else None
+
+
+def calls_in_range(
+    *, since: datetime.date, until: datetime.date, profile_id: int | None = None
+) -> QuerySet[Call]:
+    """Calls started from ``since`` to ``until`` (both whole days, the server's time zone)."""
+    zone = timezone.get_current_timezone()
+    start = datetime.datetime.combine(since, datetime.time.min, tzinfo=zone)
+    end = datetime.datetime.combine(
+        until + datetime.timedelta(days=1), datetime.time.min, tzinfo=zone
+    )
+    calls = Call.objects.filter(started_at__gte=start, started_at__lt=end)
+    return calls.filter(profile_id=profile_id) if profile_id is not None else calls
+
+
+def calls_overview(
+    *, since: datetime.date, until: datetime.date, profile_id: int | None = None
+) -> CallsOverview:
+    """Calls per day, end reasons, error rate, voice-to-voice p50/p95 per profile and
+    channel and the analysed intents, aggregated in the database where SQL can do it the
+    same on SQLite and PostgreSQL (counts, GROUP BY day/reason/intent). Percentiles are taken
+    here from the replies' values: SQLite has no percentile function, and the numbers must
+    match CallStats' nearest-rank percentiles stored on each call."""
+    from orchestrator.stats import percentile
+
+    calls = calls_in_range(since=since, until=until, profile_id=profile_id)
+    error = Q(status=CallStatus.FAILED) | Q(end_reason=EndReason.ERROR)
+    totals = calls.aggregate(n=Count("pk"), errors=Count("pk", filter=error))
+    by_day = {
+        row["day"]: row
+        for row in calls.annotate(
+            day=TruncDate("started_at", tzinfo=timezone.get_current_timezone())
+        )
+        .values("day")
+        .annotate(n=Count("pk"), errors=Count("pk", filter=error))
+        .order_by("day")
+    }
+    per_day = []
+    day = since
+    while day <= until:
+        row = by_day.get(day) or {"n": 0, "errors": 0}
+        per_day.append(DayCount(day=day, calls=row["n"], errors=row["errors"]))
+        day += datetime.timedelta(days=1)
+    end_reasons = [
+        (row["end_reason"], row["n"])
+        for row in calls.values("end_reason").annotate(n=Count("pk")).order_by("-n", "end_reason")
+    ]
+    intents = [
+        (row["intent"], row["n"])
+        for row in calls.filter(extraction__has_key="intent")
+        .annotate(intent=KT("extraction__intent"))
+        .values("intent")
+        .annotate(n=Count("pk"))
+        .order_by("-n", "intent")
+        if row["intent"]
+    ]
+    replies = Turn.objects.filter(
+        call__in=calls, role="assistant", metrics__has_key="voice_to_voice_ms"
+    ).values_list("call__profile__name", "call__channel", "metrics__voice_to_voice_ms")
+    groups: dict[tuple[str, str], list[float]] = {}
+    every: list[float] = []
+    for profile_name, channel, value in replies.iterator(chunk_size=2000):
+        if not isinstance(value, (int, float)):
+            continue
+        every.append(float(value))
+        groups.setdefault((profile_name or "(deleted profile)", channel), []).append(float(value))
+
+    def group(profile_name: str, channel: str, values: list[float]) -> LatencyGroup:
+        return LatencyGroup(
+            profile=profile_name, channel=channel, replies=len(values),
+            p50_ms=percentile(values, 50), p95_ms=percentile(values, 95),
+        )  # fmt: skip
+
+    latency = [group("All profiles", "all channels", every)] if every else []
+    latency += [group(p, c, v) for (p, c), v in sorted(groups.items())]
+    return CallsOverview(
+        since=since,
+        until=until,
+        calls=totals["n"],
+        errors=totals["errors"],
+        per_day=per_day,
+        end_reasons=end_reasons,
+        latency=latency,
+        intents=intents,
+    )

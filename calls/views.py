@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hmac
 
 from django.conf import settings
@@ -56,15 +57,25 @@ def global_stop_admin(request: HttpRequest) -> HttpResponse:
         return redirect("global-stop-admin")
     from django.contrib import admin
 
+    state = global_stop.state()
     context = {
         **admin.site.each_context(request),
         "title": "Global call stop",
-        "state": global_stop.state(),
+        "state": state,
+        # Redis keeps unix times; the page shows them in the server's time zone.
+        "since": _when(state.since),
+        "errors": [{**e, "when": _when(e.get("at"))} for e in state.recent_errors],
         "events": GlobalStopEvent.objects.all()[:20],
         "max_errors": settings.GLOBAL_STOP_MAX_ERRORS_IN_WINDOW,
         "window": settings.GLOBAL_STOP_WINDOW_SECONDS,
     }
     return TemplateResponse(request, "admin/global_stop.html", context)
+
+
+def _when(unix_time: float | None) -> datetime.datetime | None:
+    if unix_time is None:
+        return None
+    return datetime.datetime.fromtimestamp(float(unix_time), tz=datetime.UTC)
 
 
 @require_GET

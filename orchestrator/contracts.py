@@ -68,6 +68,8 @@ class CriticalCallError(Exception):
 class TurnMetrics:
     stt_ms: float | None = None
     llm_ttft_ms: float | None = None
+    # LLM request -> its first complete sentence (includes llm_ttft_ms): what TTS waits for.
+    llm_first_sentence_ms: float | None = None
     tts_ttfb_ms: float | None = None
     voice_to_voice_ms: float | None = None  # end of user speech -> first agent frame sent
     # end of user speech -> end of turn decided (VAD pause + Smart Turn, or the timer)
@@ -85,6 +87,7 @@ class TurnMetrics:
         return {
             "stt_ms": self.stt_ms,
             "llm_ttft_ms": self.llm_ttft_ms,
+            "llm_first_sentence_ms": self.llm_first_sentence_ms,
             "tts_ttfb_ms": self.tts_ttfb_ms,
             "voice_to_voice_ms": self.voice_to_voice_ms,
             "endpointing_ms": self.endpointing_ms,

