@@ -6,6 +6,7 @@ import re
 import uuid
 
 from django.core.exceptions import ValidationError
+from django.core.files.storage import Storage, storages
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -294,6 +295,18 @@ class AgentProfile(models.Model):
         blank=True, help_text="Left after the beep when the answering machine option says so."
     )
 
+    # Call recording (docs/recordings.md).
+    record_calls = models.BooleanField(
+        default=False,
+        help_text="Keep a two-channel recording of each call (caller left, agent right), "
+        "listened to in the call's admin page; deleted after RECORDING_RETENTION_DAYS.",
+    )
+    recording_consent_line = models.TextField(
+        blank=True,
+        help_text="Said before the greeting when calls are recorded, in the profile's "
+        "language, e.g. “This call is recorded for quality purposes.” End it with a full stop.",
+    )
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -427,6 +440,12 @@ class ExtractionStatus(models.TextChoices):
     SKIPPED = "skipped", "Skipped"
 
 
+def recordings_storage() -> Storage:
+    """Where call recordings are kept: ``STORAGES["recordings"]`` (the local media
+    directory unless configured otherwise, docs/recordings.md)."""
+    return storages["recordings"]
+
+
 class Call(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     profile = models.ForeignKey(
@@ -476,6 +495,14 @@ class Call(models.Model):
         db_index=True,
         help_text="Late agent frames plus gaps in the caller's audio (0: clean audio).",
     )
+    # Two-channel Opus/Ogg, caller left and agent right; time 0 is ``started_at``. Stored
+    # by services.call_recording_store when the call ends, served to staff only
+    # (calls:recording, calls:recording_peaks).
+    recording = models.FileField(
+        storage=recordings_storage, upload_to="recordings/", max_length=200, blank=True
+    )
+    recording_duration_s = models.FloatField(null=True, blank=True)
+    recording_bytes = models.PositiveBigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at"]

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from django.core.exceptions import ValidationError
+from django.core.files import File
 from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
@@ -23,6 +26,7 @@ from calls.models import (
     ExtractionStatus,
     GlobalStopEvent,
     Turn,
+    recordings_storage,
 )
 from orchestrator import audio_health
 
@@ -256,6 +260,111 @@ def call_set_extraction(
 def call_set_webhook_status(*, call_id: object, status: str) -> None:
     """How the profile's webhook went for this call ("delivered", "failed: …")."""
     Call.objects.filter(pk=call_id).update(webhook_status=status[:40])
+
+
+# --- Call recordings (docs/recordings.md) ---------------------------------------------------
+
+
+def call_recording_store(
+    *, call_id: object, spool_path: Path, duration_s: float | None = None
+) -> bool:
+    """Move a finished (or crash-truncated) spool file into the recordings storage as
+    ``recordings/YYYY/MM/DD/<call id>.ogg`` and note it on the call; the spool file is
+    removed. Idempotent: a call that already has its recording keeps it. ``duration_s``
+    unknown (a file a crashed process left): read from the file. False when nothing was
+    stored (no such call, an empty file, stored already)."""
+    from calls import recordings
+
+    call = Call.objects.filter(pk=call_id).first()
+    if call is None or call.recording:
+        spool_path.unlink(missing_ok=True)
+        return False
+    if duration_s is None:
+        try:
+            duration_s = recordings.probe_duration(spool_path)
+        except Exception:  # noqa: BLE001 - not even its header made it to disk
+            logger.warning("unreadable recording spool file %s, removed", spool_path,
+                           exc_info=True, extra={"call_id": str(call_id)})  # fmt: skip
+            duration_s = 0.0
+    if duration_s <= 0:
+        spool_path.unlink(missing_ok=True)
+        return False
+    storage = recordings_storage()
+    with spool_path.open("rb") as fh:
+        name = storage.save(recordings.storage_name(call), File(fh))
+    size = storage.size(name)
+    stored = Call.objects.filter(pk=call_id, recording="").update(
+        recording=name, recording_duration_s=round(duration_s, 3), recording_bytes=size
+    )
+    if not stored:  # another process stored it meanwhile (runtime and sweeper)
+        storage.delete(name)
+    spool_path.unlink(missing_ok=True)
+    logger.info("recording stored: %s (%.1f s, %d bytes)", name, duration_s, size,
+                extra={"call_id": str(call_id)})  # fmt: skip
+    return bool(stored)
+
+
+def recordings_store_leftovers(*, older_than: timedelta) -> list[str]:
+    """Store the spool files a crashed process left (their calls ended by the orphan
+    sweeper): files untouched for ``older_than`` whose call is no longer open. Files of
+    calls that no longer exist are removed."""
+    from calls import recordings
+
+    cutoff = timezone.now().timestamp() - older_than.total_seconds()
+    stored: list[str] = []
+    for call_id, path in recordings.spooled_call_ids():
+        try:
+            if path.stat().st_mtime > cutoff:
+                continue  # being written, or just finished and being stored by its process
+        except FileNotFoundError:
+            continue
+        try:
+            still_open = Call.objects.filter(pk=call_id, status__in=OPEN_STATUSES).exists()
+        except (ValidationError, ValueError):  # not a call id: not ours to touch
+            continue
+        if not still_open and call_recording_store(call_id=call_id, spool_path=path):
+            stored.append(call_id)
+    if stored:
+        logger.warning("stored %d recording(s) left by a crashed process", len(stored))
+    return stored
+
+
+def call_recording_delete(*, call: Call) -> None:
+    """Delete a call's recording (file and waveform cache) and clear its fields."""
+    name = call.recording.name
+    if not name:
+        return
+    recording_files_delete(name=name)
+    Call.objects.filter(pk=call.pk).update(
+        recording="", recording_duration_s=None, recording_bytes=None
+    )
+    call.recording.name = ""
+
+
+def recording_files_delete(*, name: str) -> None:
+    """The stored file and its waveform cache (a call's ``post_delete`` uses this too)."""
+    from calls import recordings
+
+    storage = recordings_storage()
+    for path in (name, recordings.peaks_name(name)):
+        try:
+            storage.delete(path)
+        except Exception:  # noqa: BLE001 - a file already gone is what we wanted
+            logger.warning("could not delete recording file %s", path, exc_info=True)
+
+
+def recordings_delete_expired(*, older_than: timedelta, limit: int = 500) -> int:
+    """Retention: delete the recordings of calls started more than ``older_than`` ago
+    (at most ``limit`` per run; the sweeper runs every minute)."""
+    cutoff = timezone.now() - older_than
+    expired = Call.objects.filter(started_at__lt=cutoff).exclude(recording="")
+    count = 0
+    for call in expired.only("id", "recording")[:limit]:
+        call_recording_delete(call=call)
+        count += 1
+    if count:
+        logger.info("retention: deleted %d recording(s) older than %s", count, older_than)
+    return count
 
 
 def call_rerun_extraction(*, call_id: object) -> bool:

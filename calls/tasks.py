@@ -68,6 +68,17 @@ def deliver_call_webhook(self, call_id: str) -> str:  # type: ignore[no-untyped-
 
 @shared_task(name="calls.tasks.sweep_orphaned_calls")
 def sweep_orphaned_calls() -> list[str]:
-    return services.calls_sweep_orphaned(
+    """Every minute (beat): end orphaned calls, store the recordings their crashed
+    process left, and apply the recordings' retention."""
+    ended = services.calls_sweep_orphaned(
         older_than=timedelta(seconds=settings.ORPHAN_AFTER_SECONDS)
     )
+    # After the sweep above, so a crashed call's recording is stored in the same run.
+    # A spool file untouched for a minute is no longer written: the encoder flushes
+    # every second while its call runs.
+    services.recordings_store_leftovers(older_than=timedelta(seconds=60))
+    if settings.RECORDING_RETENTION_DAYS > 0:
+        services.recordings_delete_expired(
+            older_than=timedelta(days=settings.RECORDING_RETENTION_DAYS)
+        )
+    return ended

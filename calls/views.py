@@ -1,4 +1,4 @@
-"""Operator API (global stop) and the Prometheus endpoint."""
+"""Operator API (global stop), the Prometheus endpoint and call recordings for staff."""
 
 from __future__ import annotations
 
@@ -8,17 +8,29 @@ import hmac
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.exceptions import PermissionDenied
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import (
+    require_GET,
+    require_http_methods,
+    require_POST,
+    require_safe,
+)
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from calls import global_stop
+from calls import global_stop, recordings, selectors
 from calls import metrics as prom
 from calls.auth import bearer_token, require_api_key
-from calls.models import GlobalStopEvent
+from calls.models import Call, GlobalStopEvent
 
 
 @csrf_exempt
@@ -97,3 +109,62 @@ def metrics(request: HttpRequest) -> HttpResponse:
     except Exception:  # noqa: BLE001 - metrics must answer even when Redis is down
         pass
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+
+# --- Call recordings (staff only; docs/recordings.md) -----------------------------------------
+
+
+def _recorded_call(request: HttpRequest, call_id: object) -> Call:
+    """The call, for staff allowed to view calls (others get 403), with a recording (404)."""
+    if not request.user.has_perm("calls.view_call"):
+        raise PermissionDenied
+    call = selectors.call_get(call_id=call_id)
+    if call is None or not call.recording:
+        raise Http404("no recording")
+    return call
+
+
+@staff_member_required
+@require_safe
+def call_recording(request: HttpRequest, call_id: object) -> HttpResponse:
+    """The recording (Opus in Ogg), with single byte ranges so the player can seek."""
+    call = _recorded_call(request, call_id)
+    storage = call.recording.storage
+    name = call.recording.name
+    try:
+        size = storage.size(name)
+    except FileNotFoundError as exc:
+        raise Http404("recording file missing") from exc
+    try:
+        span = recordings.byte_range(request.headers.get("Range", ""), size)
+    except ValueError:
+        response = HttpResponse(status=416)
+        response["Content-Range"] = f"bytes */{size}"
+        return response
+    first, last = span if span is not None else (0, size - 1)
+    body = (
+        recordings.read_range(storage.open(name, "rb"), first, last)
+        if request.method == "GET" and size
+        else iter(())
+    )
+    response = StreamingHttpResponse(
+        body, status=206 if span is not None else 200, content_type="audio/ogg"
+    )
+    response["Content-Length"] = str(last - first + 1 if size else 0)
+    response["Accept-Ranges"] = "bytes"
+    if span is not None:
+        response["Content-Range"] = f"bytes {first}-{last}/{size}"
+    response["Cache-Control"] = "private, max-age=3600"
+    response["Content-Disposition"] = f'inline; filename="call-{call.pk}.ogg"'
+    return response
+
+
+@staff_member_required
+@require_GET
+def call_recording_peaks(request: HttpRequest, call_id: object) -> JsonResponse:
+    """Waveform of both channels (left: caller, right: agent), ``PEAKS_PER_S`` bars per
+    second of 0..1 peaks; computed once, then cached next to the recording."""
+    call = _recorded_call(request, call_id)
+    response = JsonResponse(recordings.recording_peaks(call))
+    response["Cache-Control"] = "private, max-age=3600"
+    return response

@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import connection
 
-from calls import global_stop, selectors, services
+from calls import global_stop, recordings, selectors, services
 from calls import metrics as prom
 from calls.logging import bind_call
 from calls.models import AgentProfile, VoicemailAction
@@ -25,6 +28,7 @@ from live import admission
 from orchestrator.config import CallConfig
 from orchestrator.engines import EngineError, Engines, build_engines
 from orchestrator.recorder_queue import flush_pending
+from orchestrator.recording import CallRecording
 from orchestrator.session import CallSession, CriticalCallError, EndReason, Transport
 
 logger = logging.getLogger(__name__)
@@ -40,6 +44,7 @@ class LiveCall:
     task: asyncio.Task[EndReason] = field(init=False)
     warmup: asyncio.Task[None] | None = None
     answered: str | None = None  # the answering-machine verdict the session was given
+    recording: CallRecording | None = None  # the profile records its calls
 
     @property
     def done(self) -> bool:
@@ -102,9 +107,21 @@ async def start_live_call(
         )
         raise
     recorder = DjangoCallRecorder(call_id=call_id, channel=channel)
-    session = CallSession(config, engines=engines, transport=transport, recorder=recorder)
+    recording = (
+        CallRecording(await database_sync_to_async(_recording_config)(call_id), call_id=call_id)
+        if config.record_calls
+        else None
+    )
+    session = CallSession(
+        config, engines=engines, transport=transport, recorder=recorder, recording=recording
+    )
     live = LiveCall(
-        call_id=call_id, channel=channel, config=config, session=session, engines=engines
+        call_id=call_id,
+        channel=channel,
+        config=config,
+        session=session,
+        engines=engines,
+        recording=recording,
     )
     # Load models / pre-connect while the greeting plays, not before it: the caller should
     # hear the agent as soon as possible, and STT/LLM are not needed until they speak.
@@ -121,6 +138,41 @@ def _detects_machines(*, call_id: str, profile: AgentProfile) -> bool:
         return False
     call = selectors.call_get(call_id=call_id)
     return call is not None and call.direction == "outbound"
+
+
+def _recording_config(call_id: str) -> recordings.RecordingConfig:
+    call = selectors.call_get(call_id=call_id)
+    return recordings.recording_config(
+        call_id=call_id, call_started_at=call.started_at if call is not None else None
+    )
+
+
+async def _store_recording(live: LiveCall) -> None:
+    """The session closed its recording: move it into the recordings storage. Off the
+    loop and off Django's one sync thread (a slow object store must not hold up the
+    database writes of other calls). A failure leaves the spool file to the sweeper."""
+    recording = live.recording
+    if recording is None:
+        return
+    try:
+        # Closed by the session's shutdown; again here for a session cancelled before it.
+        result = await recording.close()
+        await asyncio.to_thread(
+            _store_recording_sync,
+            call_id=live.call_id,
+            spool_path=recording.config.path,
+            duration_s=result.duration_s if result is not None else None,
+        )
+    except Exception:  # noqa: BLE001 - the sweeper stores the spool file later
+        logger.warning("storing the recording failed; the sweeper will retry", exc_info=True)
+
+
+def _store_recording_sync(**kwargs: Any) -> None:
+    try:
+        services.call_recording_store(**kwargs)
+    finally:
+        # This pool thread is not one of Django's: close the connection it opened.
+        connection.close()
 
 
 async def _warm_up(engines: Engines) -> None:
@@ -154,6 +206,7 @@ async def _run(live: LiveCall) -> EndReason:
         # Whatever ended the session (its own end, an error, a hang-up, a cancellation),
         # the process can take another call.
         await admission.controller.release(live.call_id)
+        await _store_recording(live)  # last: nothing above waits for a slow store
 
 
 async def stop_live_call(
@@ -194,6 +247,43 @@ async def shutdown_all(*, timeout: float | None = None) -> int:
 
 
 _hook_installed = False
+_drain_tasks: set[asyncio.Task[None]] = set()
+
+
+def install_signal_drain() -> bool:
+    """Under uvicorn (ASGI lifespan startup): end live calls gracefully on SIGTERM/SIGINT.
+
+    uvicorn's own shutdown closes every WebSocket with 1012 at once, before the lifespan
+    shutdown event: a call would be cut mid-sentence and stored as a hang-up. So the
+    signal is taken first: new calls are refused (admission ``shutting_down``), live ones
+    say their goodbye and are stored ``server_shutdown`` (``shutdown_all``), then uvicorn's
+    own handler runs. A second signal during the drain goes to uvicorn at once.
+    Returns False when there is no handler to wrap (not the main thread's loop).
+    """
+    loop = asyncio.get_running_loop()
+    wrapped = False
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+        if not callable(previous):
+            continue
+
+        def _on_signal(signum: int = signum, previous: Any = previous) -> None:
+            if admission.controller.draining:
+                previous(signum, None)
+                return
+            admission.controller.draining = True
+            logger.warning("%s: ending live calls before the server stops", signal.Signals(signum).name)
+            task = loop.create_task(shutdown_all())
+            _drain_tasks.add(task)
+            task.add_done_callback(_drain_tasks.discard)
+            task.add_done_callback(lambda _: previous(signum, None))
+
+        try:
+            loop.add_signal_handler(signum, _on_signal)
+        except (RuntimeError, ValueError):  # not the main thread
+            continue
+        wrapped = True
+    return wrapped
 
 
 def _install_shutdown_hook() -> None:

@@ -1,0 +1,180 @@
+"""Call recordings on the Django side: where a live call's file is spooled, the name it is
+stored under, reading it back (duration, waveform peaks) and serving byte ranges.
+
+The recording itself is written by ``orchestrator/recording.py`` while the call runs;
+``services.call_recording_store`` moves the finished file into the ``recordings``
+storage. Reads only: every write goes through ``calls/services.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from django.conf import settings
+from django.core.files.base import ContentFile
+
+from calls.models import Call, recordings_storage
+from orchestrator.recording import RecordingConfig, decoded_blocks
+
+logger = logging.getLogger(__name__)
+
+PEAKS_PER_S = 50  # waveform resolution of peaks.json: one bar per 20 ms (one audio frame)
+SPOOL_SUFFIX = ".ogg"
+
+
+def spool_path(call_id: object) -> Path:
+    return Path(settings.RECORDINGS_SPOOL_DIR) / f"{call_id}{SPOOL_SUFFIX}"
+
+
+def recording_config(*, call_id: object, call_started_at: datetime | None) -> RecordingConfig:
+    """What the session's recorder needs: its spool file and time 0 (the call's start)."""
+    return RecordingConfig(
+        path=spool_path(call_id),
+        bitrate=settings.RECORDING_BITRATE_KBPS * 1000,
+        call_started_at=call_started_at.timestamp() if call_started_at else None,
+    )
+
+
+def storage_name(call: Call) -> str:
+    """``recordings/YYYY/MM/DD/<call id>.ogg`` (the call's start, UTC)."""
+    return f"recordings/{call.started_at:%Y/%m/%d}/{call.pk}.ogg"
+
+
+def peaks_name(recording_name: str) -> str:
+    """The waveform cache kept next to a recording."""
+    return re.sub(r"\.ogg$", "", recording_name) + ".peaks.json"
+
+
+def spooled_call_ids() -> list[tuple[str, Path]]:
+    """(call id, spool file) of every recording left in this host's spool directory."""
+    root = Path(settings.RECORDINGS_SPOOL_DIR)
+    if not root.is_dir():
+        return []
+    return [(p.name[: -len(SPOOL_SUFFIX)], p) for p in sorted(root.glob(f"*{SPOOL_SUFFIX}"))]
+
+
+# --- reading a recording back (PyAV) -----------------------------------------------------
+
+
+def probe_duration(path: Path) -> float:
+    """Seconds of audio in a (possibly unfinished) recording."""
+    samples, rate = 0, 0
+    for block, rate in decoded_blocks(str(path)):
+        samples += block.shape[1]
+    return samples / rate if rate else 0.0
+
+
+@dataclass(slots=True, kw_only=True)
+class _PeakAccumulator:
+    """Max |sample| per 1/PEAKS_PER_S of a second, per channel, over streamed frames."""
+
+    rate: int = 0
+    carry: np.ndarray | None = None
+    left: list[float] | None = None
+    right: list[float] | None = None
+    samples: int = 0
+
+    def add(self, block: np.ndarray, rate: int) -> None:
+        if block.shape[0] == 1:
+            block = np.vstack([block, np.zeros_like(block)])
+        self.rate = rate
+        self.samples += block.shape[1]
+        data = block if self.carry is None else np.hstack([self.carry, block])
+        step = rate // PEAKS_PER_S
+        whole = data.shape[1] // step * step
+        if whole:
+            bars = np.abs(data[:, :whole]).reshape(2, -1, step).max(axis=2)
+            self.left = (self.left or []) + bars[0].tolist()
+            self.right = (self.right or []) + bars[1].tolist()
+        self.carry = data[:, whole:]
+
+    def result(self) -> dict[str, Any]:
+        if self.carry is not None and self.carry.shape[1]:
+            tail = np.abs(self.carry).max(axis=1)
+            self.left = (self.left or []) + [float(tail[0])]
+            self.right = (self.right or []) + [float(tail[1])]
+        def bars(values: list[float] | None) -> list[float]:
+            return [round(min(1.0, v), 3) for v in values or []]
+
+        return {
+            "duration_s": round(self.samples / self.rate, 3) if self.rate else 0.0,
+            "sample_rate": self.rate,
+            "peaks_per_s": PEAKS_PER_S,
+            "left": bars(self.left),
+            "right": bars(self.right),
+        }
+
+
+def compute_peaks(source: str | IO[bytes]) -> dict[str, Any]:
+    """The waveform of both channels: ``{"duration_s", "sample_rate", "peaks_per_s",
+    "left": [0..1], "right": [0..1]}`` (left: caller, right: agent)."""
+    acc = _PeakAccumulator()
+    for block, rate in decoded_blocks(source):
+        acc.add(block, rate)
+    return acc.result()
+
+
+def recording_peaks(call: Call) -> dict[str, Any]:
+    """The call's waveform, computed once by decoding and cached next to the file."""
+    storage = recordings_storage()
+    cache = peaks_name(call.recording.name)
+    if storage.exists(cache):
+        with storage.open(cache, "rb") as fh:
+            return json.loads(fh.read())
+    with storage.open(call.recording.name, "rb") as fh:
+        peaks = compute_peaks(fh)
+    try:
+        storage.save(cache, ContentFile(json.dumps(peaks, separators=(",", ":")).encode()))
+    except Exception:  # noqa: BLE001 - a cache that cannot be written is recomputed next time
+        logger.warning("could not cache the waveform of call %s", call.pk, exc_info=True)
+    return peaks
+
+
+# --- serving byte ranges ------------------------------------------------------------------
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """``(first, last)`` (inclusive) of a single-range ``Range`` header; None for none or
+    one we do not serve (several ranges: the whole file is the valid answer). Raises
+    ``ValueError`` when the range cannot be satisfied (416)."""
+    match = _RANGE.match(header.strip()) if header else None
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # the last N bytes
+        length = int(last)
+        if length == 0:
+            raise ValueError("empty suffix range")
+        return max(0, size - length), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or end < start:
+        raise ValueError(f"range {header} outside 0-{size - 1}")
+    return start, end
+
+
+def read_range(fh: IO[bytes], first: int, last: int, block: int = 64 * 1024) -> Iterator[bytes]:
+    """The bytes ``first..last`` of an open file, in blocks; closes it at the end."""
+    try:
+        fh.seek(first)
+        remaining = last - first + 1
+        while remaining > 0:
+            data = fh.read(min(block, remaining))
+            if not data:
+                break
+            remaining -= len(data)
+            yield data
+    finally:
+        fh.close()
