@@ -76,7 +76,9 @@ async def test_a_passing_a_failing_and_a_crashed_scenario_are_told_apart(scripte
     crashed = job("crashed", "broken", [{"end_reason": "caller_hangup"}])
 
     seen = []
-    results = await run_batch([passing, failing, crashed], target, parallel=3, on_result=seen.append)
+    results = await run_batch(
+        [passing, failing, crashed], target, parallel=3, on_result=seen.append
+    )
 
     assert len(seen) == 3
     ok, bad, crash = results
