@@ -41,7 +41,8 @@ WORKDIR /app
 COPY --chown=app:app . .
 # collectstatic needs a SECRET_KEY to import settings; this one is never used at runtime.
 RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput -v0 \
-    && mkdir -p /app/var/models && chown -R app:app /app/var
+    && mkdir -p /app/var/models /app/var/media /app/var/recordings-spool \
+    && chown -R app:app /app/var
 USER app
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
