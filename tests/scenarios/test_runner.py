@@ -3,13 +3,18 @@ the database) with the scripted engines: fast and deterministic words, real audi
 
 from __future__ import annotations
 
+import io
 import xml.etree.ElementTree as ET
 
 import pytest
 from channels.db import database_sync_to_async
+from django.core.management import CommandError, call_command
+from django.urls import reverse
 
 from scenarios.junit import junit_xml
+from scenarios.models import ScenarioResult
 from scenarios.runner import Job, run_batch
+from scenarios.services import scenario_import, yaml_documents
 from scenarios.spec import parse_document
 from tests.scripted import scripted_profile
 from tests.speech import have_speech_tools
@@ -111,3 +116,71 @@ async def test_a_passing_a_failing_and_a_crashed_scenario_are_told_apart(scripte
     assert failure is not None and "pizza" in failure.get("message", "")
     assert root.find(".//testcase[@name='passing']/failure") is None
     assert root.find(".//testcase[@name='crashed']/error") is not None
+
+
+PASS_YAML = """\
+name: Table for two
+slug: table-for-two
+profile: scripted
+voice: espeak
+caller:
+  script:
+    - wait_for_agent: true
+    - say: A table for two, please.
+    - wait_for_agent: true
+assertions:
+  - transcript_contains: {side: agent, text: what time}
+  - end_reason: caller_hangup
+"""
+FAIL_YAML = PASS_YAML.replace("table-for-two", "wants-pizza").replace("what time", "pizza")
+
+
+def test_the_command_prints_a_table_writes_junit_and_exits_non_zero_on_a_failure(
+    scripted_server, settings, tmp_path
+):
+    server, target = scripted_server
+    settings.TWILIO_AUTH_TOKEN, settings.PUBLIC_BASE_URL = target.auth_token, server.base
+    scripted_profile(slug="scripted")
+    scenario_import(documents=yaml_documents(PASS_YAML + "---\n" + FAIL_YAML))
+    out, junit = io.StringIO(), tmp_path / "scenarios.xml"
+
+    with pytest.raises(CommandError) as raised:
+        call_command(
+            "run_scenarios", "--profile", "scripted", "--base-url", server.base,
+            "--parallel", "2", "--junit", str(junit), stdout=out,
+        )  # fmt: skip
+
+    assert raised.value.returncode == 1
+    text = out.getvalue()
+    print(text)  # the example table of docs/scenarios.md
+    assert "2/2 " in text and "scenario" in text and "status" in text
+    assert "scripted/table-for-two" in text and "scripted/wants-pizza" in text
+    assert "1 passed, 1 failed" in text
+    assert "FAILED transcript_contains agent ['pizza']: none of ['pizza'] in the agent" in text
+    root = ET.parse(junit).getroot()
+    assert root.find(".//testcase[@name='wants-pizza']/failure") is not None
+    results = {r.scenario.slug: r for r in ScenarioResult.objects.select_related("scenario")}
+    assert results["table-for-two"].status == "passed"
+    assert results["wants-pizza"].status == "failed" and results["wants-pizza"].call_id
+
+
+def test_the_admin_action_runs_the_scenario_through_celery_and_keeps_the_result(
+    scripted_server, settings, staff_client
+):
+    server, target = scripted_server
+    settings.TWILIO_AUTH_TOKEN, settings.PUBLIC_BASE_URL = target.auth_token, server.base
+    scripted_profile(slug="scripted")
+    (scenario,) = scenario_import(documents=yaml_documents(PASS_YAML))
+
+    response = staff_client.post(
+        reverse("admin:scenarios_scenario_changelist"),
+        {"action": "run_selected", "_selected_action": [scenario.pk]},
+        follow=True,
+    )
+
+    assert b"1 scenario(s) queued to run against" in response.content
+    result = ScenarioResult.objects.get()  # the eager task ran it on commit
+    assert result.status == "passed", (result.error, result.checks)
+    assert result.scenario == scenario and result.call is not None
+    page = staff_client.get(reverse("admin:scenarios_scenarioresult_changelist"))
+    assert reverse("admin:calls_call_change", args=[result.call_id]).encode() in page.content
