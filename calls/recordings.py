@@ -12,7 +12,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -77,39 +77,36 @@ class _PeakAccumulator:
     """Max |sample| per 1/PEAKS_PER_S of a second, per channel, over streamed frames."""
 
     rate: int = 0
-    carry: np.ndarray | None = None
-    left: list[float] | None = None
-    right: list[float] | None = None
     samples: int = 0
+    carry: np.ndarray | None = None
+    left: list[float] = field(default_factory=list)
+    right: list[float] = field(default_factory=list)
 
     def add(self, block: np.ndarray, rate: int) -> None:
-        if block.shape[0] == 1:
+        if block.shape[0] == 1:  # a mono file: an empty right channel
             block = np.vstack([block, np.zeros_like(block)])
         self.rate = rate
         self.samples += block.shape[1]
-        data = block if self.carry is None else np.hstack([self.carry, block])
+        data = block[:2] if self.carry is None else np.hstack([self.carry, block[:2]])
         step = rate // PEAKS_PER_S
         whole = data.shape[1] // step * step
         if whole:
             bars = np.abs(data[:, :whole]).reshape(2, -1, step).max(axis=2)
-            self.left = (self.left or []) + bars[0].tolist()
-            self.right = (self.right or []) + bars[1].tolist()
+            self.left.extend(bars[0].tolist())
+            self.right.extend(bars[1].tolist())
         self.carry = data[:, whole:]
 
     def result(self) -> dict[str, Any]:
         if self.carry is not None and self.carry.shape[1]:
             tail = np.abs(self.carry).max(axis=1)
-            self.left = (self.left or []) + [float(tail[0])]
-            self.right = (self.right or []) + [float(tail[1])]
-        def bars(values: list[float] | None) -> list[float]:
-            return [round(min(1.0, v), 3) for v in values or []]
-
+            self.left.append(float(tail[0]))
+            self.right.append(float(tail[1]))
         return {
             "duration_s": round(self.samples / self.rate, 3) if self.rate else 0.0,
             "sample_rate": self.rate,
             "peaks_per_s": PEAKS_PER_S,
-            "left": bars(self.left),
-            "right": bars(self.right),
+            "left": [round(min(1.0, v), 3) for v in self.left],
+            "right": [round(min(1.0, v), 3) for v in self.right],
         }
 
 

@@ -275,6 +275,8 @@ def call_recording_store(
     stored (no such call, an empty file, stored already)."""
     from calls import recordings
 
+    if not spool_path.exists():  # never started, or stored already
+        return False
     call = Call.objects.filter(pk=call_id).first()
     if call is None or call.recording:
         spool_path.unlink(missing_ok=True)

@@ -165,6 +165,10 @@ def call_recording_peaks(request: HttpRequest, call_id: object) -> JsonResponse:
     """Waveform of both channels (left: caller, right: agent), ``PEAKS_PER_S`` bars per
     second of 0..1 peaks; computed once, then cached next to the recording."""
     call = _recorded_call(request, call_id)
-    response = JsonResponse(recordings.recording_peaks(call))
+    try:
+        peaks = recordings.recording_peaks(call)
+    except FileNotFoundError as exc:
+        raise Http404("recording file missing") from exc
+    response = JsonResponse(peaks)
     response["Cache-Control"] = "private, max-age=3600"
     return response

@@ -48,7 +48,10 @@ logger = logging.getLogger(__name__)
 
 RATE = INPUT_SAMPLE_RATE  # the recording's rate: the caller's as the session gets it
 CALLER, AGENT = 0, 1  # channel index: left, right
-MAX_LEAD_S = 300.0  # a call record older than this at session start: the lead is capped
+# Time 0 is the call record's start; an outbound call rings before its session starts.
+# Longer than this (a carrier rings for 60 s at most) is not a ringing call: capped.
+MAX_LEAD_S = 120.0
+MAX_JOB_S = 10.0  # audio per encoder job at most: no call holds a pool thread for long
 ENCODER_THREADS = 2  # shared by every call of the process; a job is ~1 s of audio (ms)
 
 
@@ -337,6 +340,7 @@ class CallRecording:
         loop = asyncio.get_running_loop()
         pool = self._executor or _shared_executor()
         cfg = self.config
+        job = round(MAX_JOB_S * RATE)
         writer: OggOpusWriter | None = None
         try:
             writer = await loop.run_in_executor(
@@ -349,8 +353,7 @@ class CallRecording:
                     pass
                 closing = self._closing.is_set()
                 settled = self._end if closing else self._now() - round(cfg.settle_s * RATE)
-                chunk = self._timeline.take(settled)
-                if len(chunk):
+                while len(chunk := self._timeline.take(min(settled, self._timeline.base + job))):
                     await loop.run_in_executor(pool, writer.write, chunk)
                     self._written += len(chunk)
                 if closing:
