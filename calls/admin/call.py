@@ -18,7 +18,14 @@ from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Count, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
@@ -237,6 +244,11 @@ class CallAdmin(admin.ModelAdmin):
             path("export/<str:fmt>/", export, name="calls_call_export"),
             path("overview/", overview, name="calls_call_overview"),
             path("<path:object_id>/live/", live, name="calls_call_live"),
+            path(
+                "<path:object_id>/rerun-extraction/",
+                self.admin_site.admin_view(self.rerun_extraction_view),
+                name="calls_call_rerun_extraction",
+            ),
             *super().get_urls(),
         ]
 
@@ -286,7 +298,8 @@ class CallAdmin(admin.ModelAdmin):
             "recording": recording_urls(call),
             "turn_taking": turn_taking_summary(call.metrics),
             "latency_chart": latency_chart_svg(
-                [v.voice_to_voice_ms for v in views if v.voice_to_voice_ms is not None]
+                [v.voice_to_voice_ms for v in views if v.voice_to_voice_ms is not None],
+                slow_ms=settings.SLOW_TURN_MS,
             ),
             "audio_health": audio_health_summary(call.metrics),
             "engines": engines_used(call=call, turns=turns),
@@ -320,6 +333,19 @@ class CallAdmin(admin.ModelAdmin):
         return JsonResponse(
             {"live": is_live(call), "status": call.status, "turns": len(turns), "html": html}
         )
+
+    def rerun_extraction_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The review page's "Re-run analysis" button: the list's action for one call."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        call = self._call_or_none(request, object_id)
+        if call is None:
+            raise Http404("no such call")
+        if services.call_rerun_extraction(call_id=call.pk):
+            self.message_user(request, "Post-call analysis queued.", messages.SUCCESS)
+        else:
+            self.message_user(request, "The call has not ended yet.", messages.WARNING)
+        return redirect("admin:calls_call_change", call.pk)
 
     def overview_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):

@@ -14,6 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 
 from calls import selectors
 from calls.models import AgentProfile, EndReason
@@ -51,7 +52,7 @@ def _share(part: int | float, whole: int | float) -> float:
 
 def overview_page(model_admin: ModelAdmin, request: HttpRequest) -> HttpResponse:
     form = OverviewFilter(request.GET)  # every field optional: no filter = the last 14 days
-    overview = None
+    overview = profile = None
     if form.is_valid():
         data = form.cleaned_data
         profile = data.get("profile")
@@ -79,6 +80,14 @@ def overview_page(model_admin: ModelAdmin, request: HttpRequest) -> HttpResponse
         labels = dict(EndReason.choices)
         slowest = max((g.p95_ms or 0.0 for g in overview.latency), default=0.0)
         list_url = reverse("admin:calls_call_changelist")
+        # The call list's own date filter, so a bar's link lists the calls it counts.
+        span = urlencode(
+            {
+                "started_at__gte": overview.since.isoformat(),
+                "started_at__lt": (overview.until + datetime.timedelta(days=1)).isoformat(),
+                **({"profile__id__exact": profile.pk} if profile else {}),
+            }
+        )
         context.update(
             days=[
                 {"day": d.day, "calls": d.calls, "errors": d.errors,
@@ -89,7 +98,8 @@ def overview_page(model_admin: ModelAdmin, request: HttpRequest) -> HttpResponse
             end_reasons=[
                 {"reason": r, "label": labels.get(r, "Not ended yet") if r else "Not ended yet",
                  "calls": n, "pct": _share(n, overview.calls),
-                 "url": f"{list_url}?end_reason={r}" if r else f"{list_url}?status__exact=active"}
+                 "url": f"{list_url}?{span}&"
+                 + (f"end_reason__exact={r}" if r else "status__exact=active")}
                 for r, n in overview.end_reasons
             ],
             latency=[

@@ -76,28 +76,70 @@ def _ms(value: float | None) -> str:
     return "–" if value is None else f"{value:.0f} ms"
 
 
-def latency_chart_svg(values: list[float]) -> SafeString:
-    """A tiny inline bar chart of voice-to-voice latency per turn (no JS, no CDN)."""
+def latency_chart_svg(values: list[float], *, slow_ms: float | None = None) -> SafeString:
+    """Voice-to-voice per reply as an inline SVG bar chart (no JS, no CDN): a millisecond
+    axis from 0, the reply number under each bar, and the "slow" threshold as a dashed line
+    (bars above it in red)."""
     if not values:
         return mark_safe("<p>No answered turns yet.</p>")
-    width, height, gap = 560, 140, 4
-    bar = max(6, (width - gap * len(values)) // max(len(values), 1))
-    top = max(values) or 1.0
-    bars = []
-    for i, v in enumerate(values):
-        h = max(2, int((height - 20) * v / top))
-        x = i * (bar + gap)
-        bars.append(
+    width, height = 360, 150
+    left, bottom, top_pad = 54, 18, 12  # room for the axis labels
+    plot_w, plot_h = width - left - 4, height - bottom - top_pad
+    top = max([*values, slow_ms or 0.0]) * 1.1 or 1.0
+    step = plot_w / len(values)
+    bar = max(2.0, min(36.0, step * 0.7))
+
+    def y(ms: float) -> float:
+        return top_pad + plot_h * (1 - ms / top)
+
+    parts = [
+        format_html(
+            '<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="currentColor" stroke-opacity=".4"/>',
+            left, y(0), width - 4, y(0),
+        ),
+        format_html(
+            '<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="currentColor" stroke-opacity=".4"/>',
+            left, top_pad, left, y(0),
+        ),
+    ]  # fmt: skip
+    for tick in (0.0, top / 2, top / 1.1):
+        parts.append(
             format_html(
-                '<rect x="{}" y="{}" width="{}" height="{}" fill="#268bd2"><title>turn {}: {} ms</title></rect>'
-                '<text x="{}" y="{}" font-size="10" fill="#333">{}</text>',
-                x, height - h, bar, h, i + 1, round(v), x, height - h - 3, round(v),
+                '<text x="{}" y="{}" font-size="10" text-anchor="end">{} ms</text>',
+                left - 4, f"{y(tick) + 3:.1f}", f"{tick:.0f}",
             )
         )  # fmt: skip
+    if slow_ms:
+        parts.append(
+            format_html(
+                '<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#dc322f" stroke-dasharray="4 3">'
+                "<title>slow: over {} ms</title></line>",
+                left, f"{y(slow_ms):.1f}", width - 4, f"{y(slow_ms):.1f}", f"{slow_ms:.0f}",
+            )
+        )  # fmt: skip
+    label_every = max(1, round(len(values) / 12))
+    for i, v in enumerate(values):
+        x = left + i * step + (step - bar) / 2
+        color = "#dc322f" if slow_ms and v > slow_ms else "#268bd2"
+        parts.append(
+            format_html(
+                '<rect x="{}" y="{}" width="{}" height="{}" fill="{}">'
+                "<title>reply {}: {} ms</title></rect>",
+                f"{x:.1f}", f"{y(v):.1f}", f"{bar:.1f}", f"{max(1.0, y(0) - y(v)):.1f}", color,
+                i + 1, round(v),
+            )
+        )  # fmt: skip
+        if i % label_every == 0:
+            parts.append(
+                format_html(
+                    '<text x="{}" y="{}" font-size="10" text-anchor="middle">{}</text>',
+                    f"{x + bar / 2:.1f}", height - 4, i + 1,
+                )
+            )  # fmt: skip
     return format_html(
-        '<svg role="img" aria-label="voice-to-voice latency per turn" width="{}" height="{}" '
-        'viewBox="0 0 {} {}">{}</svg>',
-        width, height, width, height, mark_safe("".join(bars)),
+        '<svg role="img" aria-label="voice-to-voice latency per reply" width="{}" height="{}" '
+        'viewBox="0 0 {} {}" class="latency-chart">{}</svg>',
+        width, height, width, height, mark_safe("".join(parts)),
     )  # fmt: skip
 
 

@@ -29,7 +29,7 @@ TURNS: list[tuple[float, str, str, dict[str, Any], bool, dict[str, Any] | None]]
     }),
     (6.6, "assistant", "Booked: a table for four tomorrow at nine.", REPLY_METRICS, False, None),
     (65.0, "user", "Can I also bring a dog?", {}, False, None),
-    (67.0, "assistant", "Dogs are welcome on the", {**REPLY_METRICS, "voice_to_voice_ms": 900.0,
+    (67.0, "assistant", "Dogs are welcome on the", {**REPLY_METRICS, "voice_to_voice_ms": 1200.0,
      "llm_first_sentence_ms": None}, True, None),
 ]  # fmt: skip
 

@@ -145,6 +145,18 @@ def test_an_unknown_call_redirects_to_the_list_with_a_message(admin_client, db):
     assert response["Location"] == reverse("admin:index")
 
 
+def test_re_run_analysis_from_the_review_page(admin_client, profile):
+    call = review_call(profile)
+    url = reverse("admin:calls_call_rerun_extraction", args=[call.pk])
+    assert url in _page(admin_client, call)
+    assert admin_client.get(url).status_code == 405
+    response = admin_client.post(url)
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:calls_call_change", args=[call.pk])
+    # Eager Celery in tests: the heuristic analysis ran again.
+    assert Call.objects.get(pk=call.pk).extraction_status in ("done", "pending")
+
+
 # --- Small things ---------------------------------------------------------------------------
 
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from django.db import connection
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 
 from calls import services
 from calls.models import Call
@@ -66,6 +69,20 @@ def chromium(live_server, *, log_in: bool = True) -> Iterator[sync_api.Page]:
             browser.close()
 
 
+def off_the_loop(function: Callable[..., object], **kwargs: object) -> None:
+    """Run a database write while Playwright's sync API holds this thread's event loop
+    (Django refuses the ORM there): on a thread of its own, with its own connection."""
+
+    def run() -> None:
+        try:
+            function(**kwargs)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(run).result(timeout=30)
+
+
 def screenshot(page: sync_api.Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
@@ -97,7 +114,7 @@ def test_the_call_page_shows_the_transcript_chat_with_offsets_and_a_tool_card(
             """() => [...document.querySelectorAll('.waterfall')]
                 .map(w => w.getBoundingClientRect().width)"""
         )
-        assert len(widths) == 2 and widths[0] > widths[1] > 0, "one scale: 1300 ms > 900 ms"
+        assert len(widths) == 2 and widths[0] > widths[1] > 0, "one scale: 1300 ms > 1200 ms"
         # The transcript column and the figures beside it fit 1,280 px.
         assert page.evaluate("document.documentElement.scrollWidth") <= 1280
 
@@ -109,14 +126,14 @@ def test_a_live_call_page_refreshes_its_transcript_until_the_call_ends(
     with chromium(live_server) as page:
         page.goto(live_server.url + reverse("admin:calls_call_change", args=[call.pk]))
         assert page.locator(".live-dot").count() == 1
-        at = call.started_at.__class__.now(tz=call.started_at.tzinfo)
-        services.turn_record(call_id=call.pk, role="user", text="One more thing, parking?",
-                             started_at=at, ended_at=at)  # fmt: skip
+        at = timezone.now()
+        off_the_loop(services.turn_record, call_id=call.pk, role="user",
+                     text="One more thing, parking?", started_at=at, ended_at=at)  # fmt: skip
         page.wait_for_function(
             "document.getElementById('transcript').innerText.includes('parking?')",
             timeout=10_000, polling=250,
         )  # fmt: skip
-        services.call_end(call_id=call.pk, reason="caller_hangup")
+        off_the_loop(services.call_end, call_id=call.pk, reason="caller_hangup")
         # The page loads once more for the final figures, then stops polling.
         page.wait_for_function(
             "document.querySelector('.review').dataset.live === '0'", timeout=10_000, polling=250
