@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -22,6 +24,8 @@ from orchestrator.recorder_queue import RecorderUnavailable
 from orchestrator.session import EndReason, TurnRecord
 
 logger = logging.getLogger(__name__)
+
+SERVED_BY = f"{socket.gethostname()}:{os.getpid()}"
 
 T = TypeVar("T")
 
@@ -78,6 +82,8 @@ class DjangoCallRecorder:
         self, *, reason: EndReason, error: str, metrics: dict[str, Any], transferred_to: str = ""
     ) -> None:
         self.ended_reason = str(reason)
+        # Which process held the call (several workers serve one port: voiceapp/serve.py).
+        metrics = {**metrics, "served_by": SERVED_BY}
         await self._write(
             services.call_end,
             call_id=self.call_id,

@@ -15,6 +15,15 @@ Two measures decide, both of this process only:
 
 Running calls are never touched: a refusal only ever applies to a call that has not started.
 
+**Several workers on one port** (``voiceapp/serve.py``): a webhook is answered by whichever
+worker accepted the HTTP request, and the call's media socket may land on another. So each
+worker publishes its state on the host's worker board (:class:`WorkerBoard`, a folder the
+supervisor names in ``WEB_WORKER_BOARD``: one small JSON file per worker), and webhooks and
+``/health/ready/`` refuse only when **no** worker of the host has room. The media socket's
+``start`` still checks the worker it landed on: a stream that lands on a full worker is
+refused (4503) even if another has room; the shared socket makes that rare (an idle worker
+accepts first), and bench/load.py counts it.
+
 Where calls are refused: the carriers' webhooks (Twilio ``<Reject reason="busy"/>``, Telnyx
 ``actions/reject`` with ``USER_BUSY``), outbound dials (503), the media sockets' ``start``
 and the simulator's (close 4503); ``/health/ready/`` answers 503 while full. Webhooks only
@@ -27,12 +36,17 @@ which checks and takes the slot with no await in between).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.conf import settings
 from prometheus_client import Counter, Gauge
@@ -46,6 +60,7 @@ WINDOW_S = 5.0  # the lag figure is the p99 of the samples of the last WINDOW_S
 
 CAPACITY = "capacity"  # refusal reasons (the label of voiceapp_calls_refused_total)
 LOOP_LAG = "loop_lag"
+SHUTTING_DOWN = "shutting_down"
 
 
 @dataclass(slots=True, kw_only=True, frozen=True)
@@ -72,6 +87,8 @@ class LoopLagMonitor:
         self._lock = threading.Lock()
         self._shared: loop_lag.LoopLagMonitor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Called after each sample (the controller republishes its verdict on the board).
+        self.on_sample: Callable[[], None] | None = None
 
     @property
     def running(self) -> bool:
@@ -82,6 +99,8 @@ class LoopLagMonitor:
         with self._lock:
             self._samples.append((now, lag_ms))
             self._forget_before(now - self.window_s)
+        if self.on_sample is not None:
+            self.on_sample()
 
     def p99_ms(self, *, now: float | None = None) -> float | None:
         """The p99 lag of the last ``window_s`` (None: no samples, e.g. no call was live)."""
@@ -129,13 +148,88 @@ class LoopLagMonitor:
             await shared.release()
 
 
+class WorkerBoard:
+    """Where the workers of one host say whether they have room: ``<folder>/<pid>.json``.
+
+    Files, not Redis: the workers sharing a port are on one host by definition, and a
+    webhook must not wait on the network to answer. Each worker rewrites only its own file
+    (atomically), when its slots change or its lag verdict flips, and at most once a second
+    otherwise; entries of processes that are gone are ignored and removed.
+    """
+
+    REFRESH_S = 1.0
+
+    def __init__(self, folder: Path, *, pid: int | None = None) -> None:
+        self.folder = folder
+        self.pid = os.getpid() if pid is None else pid
+        self._written: tuple[int, str] | None = None
+        self._written_at = 0.0
+
+    @classmethod
+    def from_env(cls) -> WorkerBoard | None:
+        folder = os.environ.get("WEB_WORKER_BOARD", "")
+        return cls(Path(folder)) if folder else None
+
+    def publish(self, *, active: int, capacity: int, refusing: str, force: bool = False) -> None:
+        state = (active, refusing)
+        now = time.monotonic()
+        if not force and state == self._written and now - self._written_at < self.REFRESH_S:
+            return
+        entry = {"pid": self.pid, "active": active, "capacity": capacity, "refusing": refusing}
+        path = self.folder / f"{self.pid}.json"
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(entry))
+            os.replace(tmp, path)
+        except OSError:  # the folder went away (supervisor stopping): nothing to tell
+            return
+        self._written, self._written_at = state, now
+
+    def others_with_room(self) -> list[dict[str, object]]:
+        """The other live workers of this host that would take a call now."""
+        found = []
+        for path in self.folder.glob("*.json"):
+            try:
+                entry = json.loads(path.read_text())
+                pid = int(entry["pid"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # being replaced right now, or not ours
+            if pid == self.pid:
+                continue
+            if not _alive(pid):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                continue
+            if not entry.get("refusing"):
+                found.append(entry)
+        return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
 class AdmissionController:
     """The slots of this process and the loop-lag monitor that runs while any is taken."""
 
-    def __init__(self, *, monitor: LoopLagMonitor | None = None) -> None:
+    def __init__(
+        self, *, monitor: LoopLagMonitor | None = None, board: WorkerBoard | None = None
+    ) -> None:
         self.monitor = monitor or LoopLagMonitor()
+        self.board = board
         self._slots: set[str] = set()
         self._lock = threading.Lock()
+        if board is not None:
+            self.monitor.on_sample = self.publish
+        # Set when the server is stopping (live/runtime.py install_signal_drain): live calls
+        # are saying goodbye, new ones are refused.
+        self.draining = False
 
     @property
     def active(self) -> int:
@@ -148,6 +242,8 @@ class AdmissionController:
 
     def refusal(self) -> Refusal | None:
         """Why a new call would be refused now (None: it would be taken). Any thread."""
+        if self.draining:
+            return Refusal(reason=SHUTTING_DOWN, detail="this process is shutting down")
         limit = self.capacity()
         if limit and self.active >= limit:
             return Refusal(
@@ -168,6 +264,29 @@ class AdmissionController:
             )
         return None
 
+    def host_refusal(self) -> Refusal | None:
+        """Why the host would refuse a new call: this worker's refusal, unless another
+        worker on the board has room (webhooks and readiness; the stream checks its own
+        worker with :meth:`admit`). Without a board (one process), the same as :meth:`refusal`."""
+        refused = self.refusal()
+        if refused is None or self.board is None or refused.reason == SHUTTING_DOWN:
+            return refused
+        if self.board.others_with_room():
+            return None
+        return Refusal(reason=refused.reason, detail=f"{refused.detail}; no other worker has room")
+
+    def publish(self, *, force: bool = False) -> None:
+        """Tell the host's other workers whether this one has room (no board: nothing)."""
+        if self.board is None:
+            return
+        refused = self.refusal()
+        self.board.publish(
+            active=self.active,
+            capacity=self.capacity(),
+            refusing=refused.reason if refused is not None else "",
+            force=force,
+        )
+
     def admit(self, call_id: str) -> Refusal | None:
         """On the event loop: take a slot for ``call_id``, or say why not.
 
@@ -180,6 +299,7 @@ class AdmissionController:
                     return refused
                 self._slots.add(call_id)
         self.monitor.start()
+        self.publish()
         return None
 
     async def release(self, call_id: str) -> None:
@@ -189,6 +309,7 @@ class AdmissionController:
             idle = not self._slots
         if idle:
             await self.monitor.stop()
+        self.publish()
 
 
 def record_refusal(*, channel: str, refused: Refusal, call_id: object = "") -> None:
@@ -197,7 +318,8 @@ def record_refusal(*, channel: str, refused: Refusal, call_id: object = "") -> N
     logger.warning("%s call %s refused, process busy: %s", channel, call_id or "-", refused)
 
 
-controller = AdmissionController()
+controller = AdmissionController(board=WorkerBoard.from_env())
+controller.publish(force=True)  # a new worker has room: say so before its first call
 
 # Prometheus (``/metrics``, next to calls/metrics.py's series; kept here because they are
 # read from the controller at scrape time, so nobody has to keep them up to date).

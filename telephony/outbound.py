@@ -63,7 +63,7 @@ def place_call(*, profile: AgentProfile, to: str, carrier: str = carriers.DEFAUL
         status=CallStatus.RINGING,
     )
     call_id = str(call.id)
-    if (refused := admission.controller.refusal()) is not None:
+    if (refused := admission.controller.host_refusal()) is not None:
         # Nothing is dialled from a process that could not serve the call; the record
         # shows the attempt, ended busy.
         admission.record_refusal(channel=carrier, refused=refused, call_id=call_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.db import connection
@@ -54,14 +56,16 @@ class DaphneServer:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+                "voiceapp.asgi:application"]  # fmt: skip
+
     def start(self, timeout: float = 60) -> DaphneServer:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         out = self.log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-             "voiceapp.asgi:application"],
-            cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            self.command(), cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -84,6 +88,37 @@ class DaphneServer:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=30)
+
+
+class WorkersServer(DaphneServer):
+    """The production command (voiceapp/serve.py): a supervisor and N workers on one port."""
+
+    def __init__(self, *, server: str = "uvicorn", workers: int = 2, **env: str) -> None:
+        super().__init__(**env)
+        self.server, self.workers = server, workers
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "voiceapp.serve", "--server", self.server,
+                "--workers", str(self.workers), "--port", str(self.port)]  # fmt: skip
+
+    def worker_pids(self) -> list[int]:
+        assert self.process is not None
+        return [p.pid for p in psutil.Process(self.process.pid).children()]
+
+    def stop(self) -> None:
+        """SIGTERM (the workers end their calls), then make sure no worker is left."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        workers = psutil.Process(self.process.pid).children(recursive=True)
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
+        for worker in workers:
+            with contextlib.suppress(psutil.Error):
+                worker.kill()
 
 
 def session_cookie_for(user) -> str:  # type: ignore[no-untyped-def]

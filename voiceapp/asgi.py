@@ -44,7 +44,31 @@ websocket_app = URLRouter(
     ]
 )
 
-application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_app})
+
+
+async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """ASGI lifespan (uvicorn sends it, daphne does not): graceful call endings on SIGTERM.
+
+    daphne gets the same from a reactor hook (live/runtime.py); see voiceapp/serve.py.
+    """
+    from live import runtime
+
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            runtime.install_signal_drain()
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            # Normally the signal drain has ended every call already; this covers a
+            # shutdown that did not come from a signal.
+            await runtime.shutdown_all()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+application = ProtocolTypeRouter(
+    {"http": django_asgi_app, "websocket": websocket_app, "lifespan": lifespan}
+)
 
 # Load and warm the local models the active profiles use now, not on the first call
 # (/health/ready/ answers 503 until they are ready; PRELOAD_ENGINES=false turns it off).

@@ -83,7 +83,7 @@ class ProcessFull(Exception):
 def _check_capacity() -> None:
     from live import admission
 
-    refused = admission.controller.refusal()
+    refused = admission.controller.host_refusal()
     if refused is not None:
         raise ProcessFull(str(refused))
 

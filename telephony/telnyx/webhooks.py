@@ -85,7 +85,7 @@ def _telnyx_initiated(payload: dict[str, Any]) -> None:
                 control_id, client_state=wire.client_state(call_id=call_id, mode=APOLOGY)
             )
             return
-        if (refused := admission.controller.refusal()) is not None:
+        if (refused := admission.controller.host_refusal()) is not None:
             # This process is full: refused unanswered, the caller hears busy.
             admission.record_refusal(channel=Channel.TELNYX, refused=refused, call_id=call_id)
             refuse(call=call, reason=EndReason.BUSY, error=f"refused, process busy: {refused}")

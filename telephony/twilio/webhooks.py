@@ -96,7 +96,7 @@ def twilio_voice(request: HttpRequest) -> HttpResponse:
     if profile is None:
         refuse(call=call, reason=EndReason.ERROR, error="no active profile")
         return _twiml(wire.apology_twiml(text=apology, language=language))
-    if (refused := admission.controller.refusal()) is not None:
+    if (refused := admission.controller.host_refusal()) is not None:
         # This process is full: a busy tone, and Twilio may try the call elsewhere (the
         # load balancer already keeps full processes out through /health/ready/).
         admission.record_refusal(channel=Channel.TWILIO, refused=refused, call_id=call.id)
