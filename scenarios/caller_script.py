@@ -86,6 +86,8 @@ class ScriptedCaller:
                 for digit in digits:
                     await caller.dtmf(digit)
                     await self._quiet(gap)
+                # The agent's answer to the keys is what the next wait_for_agent waits for.
+                caller.reply = Reply(speech_end=caller.loop.time())
             case HangUp():
                 await caller.stop()
                 self.outcome.hung_up = True

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -24,9 +25,10 @@ from channels.db import database_sync_to_async
 from websockets.asyncio.client import connect
 
 from orchestrator.contracts import EndReason
+from orchestrator.engines import EngineError
 from scenarios.assertions import FAILED, CheckResult, Judge, evaluate
 from scenarios.caller_script import ScriptedCaller, ScriptOutcome
-from scenarios.spec import ScenarioSpec
+from scenarios.spec import OverAgent, Say, ScenarioSpec
 from scenarios.stored_call import StoredCall, load, wait_until_finished
 from scenarios.voice import CallerVoice
 from scenarios.wire_client import (
@@ -39,6 +41,7 @@ from scenarios.wire_client import (
     reachable_stream_url,
 )
 
+logger = logging.getLogger(__name__)
 PASSED, ERROR = "passed", "error"
 # The server ending the call itself is part of a conversation, not a crash.
 SERVER_ENDINGS = {
@@ -108,6 +111,7 @@ async def run_batch(
     on_result: Callable[[RunResult], None] | None = None,
 ) -> list[RunResult]:
     """Every job ``repeat`` times, ``parallel`` calls at a time, results in job order."""
+    await warm_voices(jobs)
     gate = asyncio.Semaphore(max(1, parallel))
     limits = httpx.Limits(max_connections=max(4, parallel * 2))
     async with httpx.AsyncClient(timeout=30, limits=limits) as http:
@@ -130,6 +134,29 @@ async def run_batch(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def warm_voices(jobs: list[Job]) -> None:
+    """Synthesize every line of the batch before the first call: a caller must send its
+    audio on the wall clock, and a TTS model loading or speaking mid-call would stall it
+    (the server cuts a caller that then bursts to catch up)."""
+    for job in jobs:
+        voice = _voice(job)
+        for step in job.spec.script:
+            texts = [p for p in step.parts if isinstance(p, str)] if isinstance(step, Say) else []
+            texts += [step.text] if isinstance(step, OverAgent) else []
+            for text in texts:
+                try:
+                    await voice.speech(text)
+                except (EngineError, OSError, RuntimeError) as exc:
+                    # The call of this job reports it (its voice fails again, before dialling).
+                    logger.warning("caller voice of %s: %s", job.label, exc)
+                    break
+
+
+def _voice(job: Job) -> CallerVoice:
+    spec = job.spec
+    return CallerVoice(language=job.language, voice=spec.voice, noise_dbfs=spec.line_noise_dbfs)
 
 
 async def run_scenario(
@@ -190,7 +217,7 @@ async def _place_call(
 ) -> ScriptOutcome:
     spec = job.spec
     # The voice first: a missing TTS fails here, before a call is placed for nothing.
-    voice = CallerVoice(language=job.language, voice=spec.voice, noise_dbfs=spec.line_noise_dbfs)
+    voice = _voice(job)
     url, signed_url = target.voice_urls(spec.profile)
     form = caller_form(call_sid, from_number="+15550100" + f"{hash(call_sid) % 1000:03d}")
     try:
@@ -231,6 +258,11 @@ def _call_error(outcome: ScriptOutcome | None, stored: StoredCall | None) -> str
         return "the server stored no call for this CallSid"
     if not stored.finished:
         return f"the stored call did not end (status {stored.status})"
+    if stored.end_reason == EndReason.BUSY:
+        return (
+            f"the server refused or dropped the call as busy ({stored.error_detail[:200]}): "
+            "run fewer scenarios in parallel, or give the server more room"
+        )
     if stored.end_reason == EndReason.ERROR:
         unanswered = [t.unanswered_reason for t in stored.turns if t.unanswered_reason]
         detail = stored.error_detail or "; ".join(unanswered) or "no detail stored"

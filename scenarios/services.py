@@ -35,9 +35,12 @@ def yaml_documents(text: str, *, source: str = "YAML") -> list[dict[str, Any]]:
 
 
 @transaction.atomic
-def scenario_import(*, documents: list[dict[str, Any]], source: str = "YAML") -> list[Scenario]:
-    """Create or update one scenario per document; all or nothing (SpecError lists every
-    mistake of every document, each led by the document's number)."""
+def scenario_import(
+    *, documents: list[dict[str, Any]], source: str = "YAML", only_new: bool = False
+) -> list[Scenario]:
+    """Create or update one scenario per document (``only_new``: leave existing ones as
+    they are); all or nothing (SpecError lists every mistake of every document, each led by
+    the document's number)."""
     errors: list[str] = []
     parsed = []
     for number, document in enumerate(documents, start=1):
@@ -57,6 +60,8 @@ def scenario_import(*, documents: list[dict[str, Any]], source: str = "YAML") ->
     saved = []
     for profile, document, spec in parsed:
         _, stored_spec = split_document(document)
+        if only_new and Scenario.objects.filter(profile=profile, slug=spec.slug).exists():
+            continue
         scenario, _ = Scenario.objects.update_or_create(
             profile=profile,
             slug=spec.slug,
@@ -71,14 +76,16 @@ def scenario_import(*, documents: list[dict[str, Any]], source: str = "YAML") ->
     return saved
 
 
-def scenario_import_files(*, paths: Iterable[Path]) -> list[Scenario]:
+def scenario_import_files(*, paths: Iterable[Path], only_new: bool = False) -> list[Scenario]:
     documents: list[dict[str, Any]] = []
     for path in paths:
         documents += yaml_documents(path.read_text(), source=path.name)
-    return scenario_import(documents=documents) if documents else []
+    return scenario_import(documents=documents, only_new=only_new) if documents else []
 
 
-def scenarios_load_shipped(*, profiles: Iterable[str] | None = None) -> list[Scenario]:
+def scenarios_load_shipped(
+    *, profiles: Iterable[str] | None = None, only_new: bool = False
+) -> list[Scenario]:
     """The scenarios shipped for the demo profiles (``scenarios/shipped/<profile>/``),
     for the profiles of ``profiles`` (default: every profile that exists)."""
     wanted = set(profiles) if profiles is not None else None
@@ -87,7 +94,7 @@ def scenarios_load_shipped(*, profiles: Iterable[str] | None = None) -> list[Sce
         exists = AgentProfile.objects.filter(slug=folder.name).exists()
         if exists and (wanted is None or folder.name in wanted):
             paths += sorted(folder.glob("*.yaml"))
-    return scenario_import_files(paths=paths)
+    return scenario_import_files(paths=paths, only_new=only_new)
 
 
 def scenario_document(*, scenario: Scenario) -> dict[str, Any]:

@@ -476,5 +476,20 @@ def _parse_check(errors: _Errors, path: str, raw: Any) -> Check | None:
         return None
     kind, value = picked
     options = _CHECKS[kind](errors, f"{path}.{kind}", value)
-    shown = " ".join(f"{v}" for k, v in options.items() if k != "side" or v != "any")
-    return Check(kind=kind, options=options, label=f"{kind} {shown}".strip())
+    return Check(kind=kind, options=options, label=_label(kind, options))
+
+
+def _label(kind: str, options: dict[str, Any]) -> str:
+    """How reports name a check: ``turns side=agent min=2``, ``end_reason caller_hangup``."""
+    shown = []
+    for key, value in options.items():
+        if key == "side" and value == "any":
+            continue
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        shown.append(f"{value!r}" if key in ("text", "pattern", "rubric") else f"{key}={value}")
+        if key in ("any_of", "digits", "seconds", "field"):
+            shown[-1] = str(value)
+    return " ".join([kind, *shown])

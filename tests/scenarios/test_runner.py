@@ -156,7 +156,7 @@ def test_the_command_prints_a_table_writes_junit_and_exits_non_zero_on_a_failure
     assert "2/2 " in text and "scenario" in text and "status" in text
     assert "scripted/table-for-two" in text and "scripted/wants-pizza" in text
     assert "1 passed, 1 failed" in text
-    assert "FAILED transcript_contains agent ['pizza']: none of ['pizza'] in the agent" in text
+    assert "FAILED transcript_contains side=agent 'pizza': none of ['pizza'] in the agent" in text
     root = ET.parse(junit).getroot()
     assert root.find(".//testcase[@name='wants-pizza']/failure") is not None
     results = {r.scenario.slug: r for r in ScenarioResult.objects.select_related("scenario")}

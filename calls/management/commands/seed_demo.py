@@ -7,8 +7,10 @@ instead of apologized for, and a deployment that has its own profiles is left al
 It never creates a user, whatever DEBUG says.
 """
 
+from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
 from calls import selectors
@@ -31,6 +33,10 @@ class Command(BaseCommand):
             return
         for profile in (profile_ensure_demo(), profile_ensure_demo_es()):
             self.stdout.write(f"Demo profile: {profile.name} (slug {profile.slug})")
+        if apps.is_installed("scenarios"):
+            # By command name: calls/ never imports the scenarios app (scripts/check_imports.py).
+            # Only new ones: a shipped scenario an operator edited stays as they left it.
+            call_command("load_scenarios", "--only-new", stdout=self.stdout)
         if not settings.DEBUG:
             self.stdout.write("DEBUG is off: no demo admin user created (use createsuperuser).")
             return

@@ -20,6 +20,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("paths", nargs="*", help="YAML files or folders.")
+        parser.add_argument(
+            "--only-new",
+            action="store_true",
+            help="Leave scenarios that exist (same profile and slug) as they are.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         paths: list[Path] = []
@@ -28,9 +33,9 @@ class Command(BaseCommand):
             paths += sorted(path.glob("*.yaml")) if path.is_dir() else [path]
         try:
             if paths:
-                loaded = services.scenario_import_files(paths=paths)
+                loaded = services.scenario_import_files(paths=paths, only_new=options["only_new"])
             else:
-                loaded = services.scenarios_load_shipped()
+                loaded = services.scenarios_load_shipped(only_new=options["only_new"])
         except SpecError as exc:
             raise CommandError("\n".join(exc.errors)) from exc
         for scenario in loaded:
