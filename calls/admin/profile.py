@@ -86,19 +86,6 @@ LLM_MODEL_HELP = (
     "until then). See docs/engines.md."
 )
 
-# Call recording (issue 18, part 1) adds these profile fields. Listed in a "Recording"
-# fieldset once the model has them, unless a fieldset above already names them.
-RECORDING_FIELDS = ("record_calls", "recording_consent_line")
-
-
-def _fieldset_names(fieldsets: Any) -> set[str]:
-    names: set[str] = set()
-    for _, options in fieldsets:
-        for entry in options["fields"]:
-            names.update(entry if isinstance(entry, (tuple, list)) else (entry,))
-    return names
-
-
 @admin.register(AgentProfile)
 class AgentProfileAdmin(admin.ModelAdmin):
     list_display = ("name", "slug", "language", "is_active", "is_default", "engines", "updated_at")
@@ -146,17 +133,9 @@ class AgentProfileAdmin(admin.ModelAdmin):
             },
         ),
         ("Telephony", {"fields": ("phone_numbers",)}),  # telephony/admin.py adds its outbound call
+        ("Recording", {"fields": ("record_calls", "recording_consent_line")}),  # docs/recordings.md
         ("After the call", {"fields": ("extraction_schema", "webhook_url", "webhook_secret")}),
     )  # fmt: skip
-
-    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[Any]:
-        fieldsets = list(super().get_fieldsets(request, obj))
-        model_fields = {f.name for f in AgentProfile._meta.get_fields()}
-        listed = _fieldset_names(fieldsets)
-        missing = tuple(n for n in RECORDING_FIELDS if n in model_fields and n not in listed)
-        if missing:
-            fieldsets.insert(len(fieldsets) - 1, ("Recording", {"fields": missing}))
-        return fieldsets
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
         kwargs["help_texts"] = {**(kwargs.get("help_texts") or {}), "llm_model": LLM_MODEL_HELP}

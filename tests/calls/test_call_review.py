@@ -160,6 +160,12 @@ def test_re_run_analysis_from_the_review_page(admin_client, profile):
 # --- Small things ---------------------------------------------------------------------------
 
 
+def test_the_profile_page_has_the_recording_settings(admin_client, profile):
+    html = admin_client.get(reverse("admin:calls_agentprofile_change", args=[profile.pk]))
+    page = html.content.decode()
+    assert 'name="record_calls"' in page and 'name="recording_consent_line"' in page
+
+
 def test_the_root_redirects_to_the_admin(client, db):
     response = client.get("/")
     assert response.status_code == 302 and response["Location"] == "/admin/"

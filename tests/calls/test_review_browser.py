@@ -117,6 +117,8 @@ def test_the_call_page_shows_the_transcript_chat_with_offsets_and_a_tool_card(
         assert len(widths) == 2 and widths[0] > widths[1] > 0, "one scale: 1300 ms > 1200 ms"
         # The transcript column and the figures beside it fit 1,280 px.
         assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+        page.emulate_media(color_scheme="dark")  # the admin's dark mode, its own colours
+        screenshot(page, "call-review-dark.png")
 
 
 def test_a_live_call_page_refreshes_its_transcript_until_the_call_ends(
