@@ -298,7 +298,7 @@ SLOW_TURN_MS = env.int("SLOW_TURN_MS", default=1500)
 RECORDINGS_SPOOL_DIR = Path(
     env.str("RECORDINGS_SPOOL_DIR", default=str(BASE_DIR / "var" / "recordings-spool"))
 )
-RECORDING_BITRATE_KBPS = env.int("RECORDING_BITRATE_KBPS", default=24)
+RECORDING_BITRATE_KBPS = env.int("RECORDING_BITRATE_KBPS", default=32)
 RECORDING_RETENTION_DAYS = env.int("RECORDING_RETENTION_DAYS", default=0)
 
 # --- Dev convenience ----------------------------------------------------------------------

@@ -41,6 +41,24 @@ def recording_dirs(settings, tmp_path):
     return settings
 
 
+def decoded(call: Call) -> tuple[np.ndarray, int]:
+    """The stored recording: float samples shaped (2, n) and their rate."""
+    with call.recording.storage.open(call.recording.name, "rb") as fh:
+        blocks = list(decoded_blocks(fh))
+    return np.hstack([block for block, _ in blocks]), blocks[0][1]
+
+
+def level(audio: np.ndarray, rate: int, channel: int, start: float, end: float) -> float:
+    """RMS of one channel between two offsets (s) from the call's start."""
+    assert end > start
+    part = audio[channel, round(start * rate) : round(end * rate)].astype(np.float64)
+    return float(np.sqrt(np.mean(part**2)))
+
+
+def offset(call: Call, moment) -> float:
+    return (moment - call.started_at).total_seconds()
+
+
 async def recording_stored(call_id: str, *, timeout: float = 20) -> Call:
     """The recording is stored once the session has ended and closed its file."""
     get = database_sync_to_async(lambda: Call.objects.get(pk=call_id))
@@ -80,27 +98,52 @@ async def test_a_recorded_twilio_call_has_the_caller_left_and_the_agent_right(se
     storage = call.recording.storage
     assert call.recording.name.endswith(f"{call_id}.ogg") and storage.exists(call.recording.name)
     assert not (settings.RECORDINGS_SPOOL_DIR / f"{call_id}.ogg").exists()
-    with storage.open(call.recording.name, "rb") as fh:
-        blocks = list(decoded_blocks(fh))
-    rate = blocks[0][1]
-    audio = np.hstack([block for block, _ in blocks])
+    audio, rate = decoded(call)
     assert audio.shape[0] == 2  # caller left, agent right
 
     duration = audio.shape[1] / rate
     assert duration == pytest.approx(call.duration_seconds, abs=0.5)
     assert call.recording_duration_s == pytest.approx(duration, abs=0.1)
 
-    def level(channel: int, turn) -> float:
-        """RMS of one channel over a turn (its times are offsets from the call's start,
-        the recording's time 0), trimmed by 100 ms at both ends."""
-        start = (turn.started_at - call.started_at).total_seconds() + 0.1
-        end = (turn.ended_at - call.started_at).total_seconds() - 0.1
-        assert end > start
-        part = audio[channel, round(start * rate) : round(end * rate)].astype(np.float64)
-        return float(np.sqrt(np.mean(part**2)))
-
     caller, agent = 0, 1
     for turn in turns:
+        # Turn times are offsets from the call's start, the recording's time 0.
+        start, end = offset(call, turn.started_at) + 0.1, offset(call, turn.ended_at) - 0.1
         speaker, other = (caller, agent) if turn.role == "user" else (agent, caller)
-        assert level(speaker, turn) > 0.02, (turn.role, turn.text)
-        assert level(speaker, turn) > 10 * level(other, turn), (turn.role, turn.text)
+        heard = level(audio, rate, speaker, start, end)
+        assert heard > 0.02, (turn.role, turn.text)
+        assert heard > 10 * level(audio, rate, other, start, end), (turn.role, turn.text)
+
+
+async def test_a_recorded_barge_in_keeps_only_the_agent_audio_the_caller_heard():
+    long_greeting = "Hello, this is Casa Lola. " + "We are open every day from noon. " * 4
+    await database_sync_to_async(scripted_profile)(
+        greeting=long_greeting, barge_in_min_ms=200, record_calls=True
+    )
+    call_sid, parameters = await Twilio.ring()
+    async with socket(Twilio.PATH) as ws:
+        twilio = Twilio(ws, call_sid)
+        await twilio.start(parameters)
+        await until(ws, lambda m: m["event"] == "media")
+        await asyncio.sleep(1.0)
+        for frame in speech_frames("Sorry to interrupt, I need a table for tonight please."):
+            await twilio.media(frame)
+            await asyncio.sleep(0.02)
+        # The reply to the interruption has been sent (its number depends on whether a
+        # pause in the caller's sentence started, then dropped, a reply meanwhile).
+        await until(ws, lambda m: m["event"] == "mark" and m["mark"]["name"] != "utt-1")
+        await asyncio.sleep(0.5)
+        await twilio.stop()
+        await until(ws, lambda m: False)
+
+    call = await recording_stored(parameters["call_id"])
+    _, turns = await load_call(parameters["call_id"])
+    greeting, reply = turns[0], turns[-1]
+    assert greeting.interrupted and reply.role == "assistant" and not reply.interrupted
+    audio, rate = decoded(call)
+    agent = 1
+    cut = offset(call, greeting.ended_at)
+    assert level(audio, rate, agent, offset(call, greeting.started_at) + 0.1, cut - 0.1) > 0.02
+    # After the cut and until the reply, the agent channel is silent: the greeting's
+    # frames sent ahead (the playout's lead) were cleared at the carrier, never heard.
+    assert level(audio, rate, agent, cut + 0.15, offset(call, reply.started_at) - 0.1) < 0.002
