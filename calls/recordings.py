@@ -66,10 +66,10 @@ def spooled_call_ids() -> list[tuple[str, Path]]:
 
 def probe_duration(path: Path) -> float:
     """Seconds of audio in a (possibly unfinished) recording."""
-    samples, rate = 0, 0
+    samples, last_rate = 0, 0
     for block, rate in decoded_blocks(str(path)):
-        samples += block.shape[1]
-    return samples / rate if rate else 0.0
+        samples, last_rate = samples + block.shape[1], rate
+    return samples / last_rate if last_rate else 0.0
 
 
 @dataclass(slots=True, kw_only=True)

@@ -95,9 +95,7 @@ def test_staff_get_the_recording_with_byte_ranges_for_seeking(staff_client, reco
     assert staff_client.get(url, HTTP_RANGE=f"bytes={len(data)}-").status_code == 416
 
 
-def test_only_staff_allowed_to_view_calls_get_a_recording(
-    client, django_user_model, recorded_call
-):
+def test_only_staff_allowed_to_view_calls_get_a_recording(client, django_user_model, recorded_call):
     urls = [
         reverse(name, args=[recorded_call.pk])
         for name in ("calls:recording", "calls:recording_peaks")
@@ -121,9 +119,7 @@ def test_a_call_without_recording_answers_404(staff_client, profile):
     assert staff_client.get(reverse("calls:recording", args=[call.pk])).status_code == 404
 
 
-def test_peaks_json_has_both_channels_and_is_cached_next_to_the_file(
-    staff_client, recorded_call
-):
+def test_peaks_json_has_both_channels_and_is_cached_next_to_the_file(staff_client, recorded_call):
     url = reverse("calls:recording_peaks", args=[recorded_call.pk])
     assert url == f"/calls/{recorded_call.pk}/recording/peaks.json"
     peaks = staff_client.get(url).json()
