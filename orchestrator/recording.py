@@ -296,9 +296,11 @@ class CallRecording:
         self._agent_next = min(self._agent_next, now)
         self._agent_write = min(self._agent_write, now)
 
-    async def close(self) -> RecordingResult | None:
+    async def close(self, *, wait_s: float | None = None) -> RecordingResult | None:
         """Finish the file (the audio up to now, and any caller audio received ahead of
-        real time); None when it failed or never started."""
+        real time); None when it failed or never started, or is still being finished
+        after ``wait_s`` (a stuck disk never holds up the end of the call: the encoder
+        goes on, and a later ``close`` waits for it)."""
         if self._task is None:
             return None
         if self._running:
@@ -308,7 +310,12 @@ class CallRecording:
             self._end = max(self._now(), self._caller_next, self._agent_next, self._agent_write)
             self._closing.set()
         try:
-            await self._task
+            # shield: a timeout leaves the encoder task running, for the next close.
+            await asyncio.wait_for(asyncio.shield(self._task), wait_s)
+        except TimeoutError:
+            logger.warning("call %s: recording still being finished after %.0f s",
+                           self._call_id, wait_s, extra={"call_id": self._call_id})  # fmt: skip
+            return None
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - logged in _encode; a recording never ends a call

@@ -13,7 +13,8 @@
 Collaborators, each testable alone: ``Listener`` (the caller's side: turns, end of turn,
 speech over the agent; listener.py), ``ReplyPipeline`` (the work of one utterance; its
 tool rounds run in ``tools/runner.py``), ``Transcript`` (history + numbered turns),
-``CallStats`` and ``RecorderQueue``; after a reply, ``ReplyActions`` (tools/actions.py)
+``CallStats``, ``RecorderQueue`` and, on a recorded call, ``CallRecording``
+(recording.py); after a reply, ``ReplyActions`` (tools/actions.py)
 hangs up or transfers (built-in tools). Keeping every state change here means barge-in,
 timers, DTMF, engine failures and the reply watchdog can never race each other into a
 "stuck speaking" state. All tasks are owned by ``run()`` and cancelled + awaited in its
@@ -591,7 +592,8 @@ class CallSession:
             await self._pipeline.say_final(final, say)
         await self._out.close(str(reason))
         if self._recording is not None:
-            await self._recording.close()  # the file is complete; the owner stores it
+            # The file is complete (the owner stores it), or goes on being finished.
+            await self._recording.close(wait_s=self.RECORDER_FLUSH_WAIT_S)
         # Utterances stuck past their cancellation get one last bounded chance to exit.
         await self._reaper.drain(wait_s=self.CANCEL_WAIT_S)
         try:

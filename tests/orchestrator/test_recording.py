@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +154,27 @@ async def test_a_recording_that_cannot_be_written_never_fails_the_call(tmp_path)
     await transport.send_audio(b"\x00" * 640)
     assert await recording.close() is None
     assert recording.failed
+
+
+async def test_a_stuck_disk_never_holds_up_the_end_of_the_call(tmp_path):
+    """The session waits a bounded time; the owner's later close gets the whole file."""
+    disk = threading.Event()
+
+    class StuckDisk(ThreadPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            def stuck():
+                disk.wait(30)
+                return fn(*args, **kwargs)
+
+            return super().submit(stuck)
+
+    with StuckDisk(1) as pool:
+        recording = CallRecording(
+            RecordingConfig(path=tmp_path / "call.ogg", flush_s=0.01), executor=pool
+        )
+        recording.start()
+        recording.caller(tone(0.5).tobytes())
+        assert await recording.close(wait_s=0.05) is None  # the session goes on ending
+        disk.set()
+        result = await recording.close()
+    assert result is not None and result.size_bytes > 0
