@@ -236,6 +236,15 @@ class AgentProfile(models.Model):
     )
     goodbye_message = models.CharField(max_length=300, default="Gracias por llamar. Hasta luego.")
     apology_message = models.CharField(max_length=300, default=DEFAULT_APOLOGY)
+    busy_message = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text=(
+            "Said to a Twilio caller refused because every line is busy (admission control), "
+            "then hang up. Empty: a busy tone (<Reject reason=\"busy\"/>), which lets Twilio "
+            "or the caller try again. Telnyx callers always get a busy signal."
+        ),
+    )
 
     extraction_schema = models.JSONField(
         blank=True,

@@ -98,9 +98,10 @@ class _FirResampler:
         full = np.concatenate((self._history, x))
         self._history = full[len(full) - len(self._history) :]
         if self._down > 1:
-            # Only the kept outputs are computed: one dot product per output sample.
-            windows = np.lib.stride_tricks.sliding_window_view(full, len(self._taps))
-            y = windows[self._phase :: self._down] @ self._taps[::-1]
+            # Every output is computed and M-1 of M dropped: numpy's C convolution still
+            # costs a fifth of a strided matmul over only the kept windows (26 vs 130 µs a
+            # 20 ms frame, 16 -> 8 kHz), on every agent frame of every phone call.
+            y = np.convolve(full, self._taps, mode="valid")[self._phase :: self._down]
             self._phase = (self._phase - len(x)) % self._down
         else:
             y = np.convolve(full, self._taps, mode="valid")

@@ -96,7 +96,7 @@ class AgentProfileAdmin(admin.ModelAdmin):
     readonly_fields = ("add_tool",)
     fieldsets = (
         (None, {"fields": ("name", "slug", "is_active", "is_default", "language")}),
-        ("Conversation", {"fields": ("system_prompt", "greeting", "idle_reprompt", "goodbye_message", "apology_message")}),
+        ("Conversation", {"fields": ("system_prompt", "greeting", "idle_reprompt", "goodbye_message", "apology_message", "busy_message")}),
         (
             "Engines",
             {

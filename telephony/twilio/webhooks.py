@@ -101,6 +101,8 @@ def twilio_voice(request: HttpRequest) -> HttpResponse:
         # load balancer already keeps full processes out through /health/ready/).
         admission.record_refusal(channel=Channel.TWILIO, refused=refused, call_id=call.id)
         refuse(call=call, reason=EndReason.BUSY, error=f"refused, process busy: {refused}")
+        if profile.busy_message:  # the profile prefers a spoken "all our lines are busy"
+            return _twiml(wire.apology_twiml(text=profile.busy_message, language=language))
         return _twiml(wire.reject_twiml())
     token = tokens.mint(call_id=call.id, carrier=Channel.TWILIO)
     logger.info("twilio call %s (%s) -> profile %s", call.id, call_sid, profile.slug)

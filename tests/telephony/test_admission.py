@@ -198,3 +198,17 @@ async def test_an_outbound_dial_while_full_is_refused_503_and_nothing_is_dialled
     )()
     assert call.end_reason == EndReason.BUSY
     await hang_up(calls)
+
+
+async def test_a_profile_busy_message_is_said_to_a_refused_twilio_caller_then_hang_up(staff):
+    await database_sync_to_async(scripted_profile)(
+        phone_numbers="+34910000001", busy_message="All our lines are busy, please call later."
+    )
+    calls = await fill_the_process(staff)
+
+    call_sid, twiml = await ring_twilio()
+    assert [child.tag for child in twiml] == ["Say", "Hangup"]
+    assert twiml.find("./Say").text == "All our lines are busy, please call later."
+    call = await call_by_sid(call_sid)
+    assert (call.status, call.end_reason) == (CallStatus.ENDED, EndReason.BUSY)
+    await hang_up(calls)
