@@ -3,7 +3,8 @@ stored under, reading it back (duration, waveform peaks) and serving byte ranges
 
 The recording itself is written by ``orchestrator/recording.py`` while the call runs;
 ``services.call_recording_store`` moves the finished file into the ``recordings``
-storage. Reads only: every write goes through ``calls/services.py``.
+storage. Reads (plus the waveform cache they fill): every change to a call or its
+recording goes through ``calls/services.py``.
 """
 
 from __future__ import annotations
