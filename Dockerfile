@@ -48,4 +48,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
     CMD curl -fsS http://127.0.0.1:8000/health/ || exit 1
 # Migrations run in the `migrate` compose service; the web container only serves.
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "voiceapp.asgi:application"]
+# One worker per core of the container's CPU set on one port (voiceapp/serve.py; WEB_WORKERS
+# and WEB_SERVER override), each ending its calls gracefully on SIGTERM.
+CMD ["python", "-m", "voiceapp.serve", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]
