@@ -310,6 +310,8 @@ class CallAdmin(admin.ModelAdmin):
             "config_json": pretty_json(call.config_snapshot),
             "has_delete_permission": self.has_delete_permission(request, call),
             "overview_url": reverse("admin:calls_call_overview"),
+            # Back to the list as it was filtered when the call was opened from it.
+            "preserved_filters": self.get_preserved_filters(request),
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, self.review_template, context)

@@ -99,6 +99,13 @@ def test_times_are_clock_offsets():
     ]  # fmt: skip
 
 
+def test_the_breadcrumb_leads_back_to_the_list_as_it_was_filtered(admin_client, profile):
+    call = review_call(profile)
+    url = reverse("admin:calls_call_change", args=[call.pk])
+    response = admin_client.get(url, {"_changelist_filters": "channel__exact=twilio"})
+    assert '/admin/calls/call/?channel__exact=twilio"' in response.content.decode()
+
+
 def test_a_call_without_a_recording_has_no_player(admin_client, profile):
     html = _page(admin_client, review_call(profile))
     assert "<audio" not in html and "has-recording" not in html
