@@ -7,6 +7,7 @@ only follows the agent's audio: started speaking, done speaking, hung up.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from websockets.exceptions import ConnectionClosed
@@ -75,8 +76,9 @@ class ScriptedCaller:
                 await self._say(step)
             case Pause(seconds=seconds):
                 await self._quiet(seconds)
-            case WaitForAgent(timeout_s=timeout):
-                if not await caller.silence_until(caller.agent_done, self.voice.silence, timeout):
+            case WaitForAgent(timeout_s=timeout, quiet_s=quiet):
+                done = functools.partial(caller.agent_done, quiet)
+                if not await caller.silence_until(done, self.voice.silence, timeout):
                     if caller.closed is None:
                         heard = "spoke and did not stop" if caller.reply.frames else "did not speak"
                         note(f"step {index + 1}: the agent {heard} within {timeout:g} s")

@@ -82,9 +82,12 @@ class Pause:
 
 @dataclass(slots=True, kw_only=True)
 class WaitForAgent:
-    """Line silence until the agent has spoken and gone quiet (or ``timeout_s``)."""
+    """Line silence until the agent has spoken and gone quiet for ``quiet_s`` (or
+    ``timeout_s``). The quiet is longer than a pause between two sentences of one answer,
+    which a loaded local TTS can stretch past half a second."""
 
     timeout_s: float = 30.0
+    quiet_s: float = 1.5
 
 
 @dataclass(slots=True, kw_only=True)
@@ -301,6 +304,16 @@ def _timeout(errors: _Errors, path: str, value: Any, default: float) -> float:
     return errors.number(path, value, low=0.1)
 
 
+def _wait_for_agent(errors: _Errors, path: str, value: Any) -> WaitForAgent:
+    if isinstance(value, dict):
+        opts = errors.mapping(path, value, ("timeout_s", "quiet_s"))
+        return WaitForAgent(
+            timeout_s=errors.number(f"{path}.timeout_s", opts.get("timeout_s", 30.0), low=0.1),
+            quiet_s=errors.number(f"{path}.quiet_s", opts.get("quiet_s", 1.5), low=0.1, high=30),
+        )
+    return WaitForAgent(timeout_s=_timeout(errors, path, value, 30.0))
+
+
 def _say(errors: _Errors, path: str, value: Any) -> Say:
     parts = value if isinstance(value, list) else [value]
     out: list[str | float] = []
@@ -346,7 +359,7 @@ def _hang_up(errors: _Errors, path: str, value: Any) -> HangUp:
 _STEPS: dict[str, Callable[[_Errors, str, Any], Step]] = {
     "say": _say,
     "pause": lambda e, p, v: Pause(seconds=e.number(p, v, low=0, high=600)),
-    "wait_for_agent": lambda e, p, v: WaitForAgent(timeout_s=_timeout(e, p, v, 30.0)),
+    "wait_for_agent": _wait_for_agent,
     "say_over_agent": lambda e, p, v: _over(e, p, v, backchannel=False),
     "backchannel": lambda e, p, v: _over(e, p, v, backchannel=True),
     "dtmf": _dtmf,

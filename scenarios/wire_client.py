@@ -55,6 +55,10 @@ class CallResult:
     greeting: Reply | None = None
     errors: list[str] = field(default_factory=list)
     lag_ms: list[float] = field(default_factory=list)  # client sends behind its own schedule
+    # Refused as busy (admission control): "webhook" (<Reject>/<Say>) or "stream" (4503
+    # after the answer), and how long the refusal took from the webhook's request.
+    busy: str = ""
+    busy_s: float | None = None
 
 
 MEDIA = (
@@ -153,10 +157,12 @@ class TwilioCaller:
             await self.frame(silence[self.quiet % len(silence)])
         return True
 
-    def agent_done(self) -> bool:
+    def agent_done(self, quiet_s: float = QUIET_S) -> bool:
+        """The agent spoke since ``reply`` was reset, then sent nothing for ``quiet_s`` and
+        all of it has played."""
         now = self.loop.time()
         return (
-            self.reply.frames > 0 and now - self.reply.last_at > QUIET_S and now > self.play_until
+            self.reply.frames > 0 and now - self.reply.last_at > quiet_s and now > self.play_until
         )
 
     async def receive(self) -> None:

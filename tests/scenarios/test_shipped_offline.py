@@ -1,0 +1,68 @@
+"""The shipped ``offline`` scenarios of the English demo, through the real offline engines
+(local Whisper, Qwen 0.5B, piper) on a server the runner starts: what CI runs.
+
+Slow by nature (real calls in real time): about NN s on a 2-core machine. Skipped where
+the offline engines are not installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import time
+
+import pytest
+
+from scenarios import report, selectors, services
+from scenarios.local_server import LocalServer
+from scenarios.runner import run_batch
+from tests.speech import have_piper
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        not (
+            have_piper()
+            and all(importlib.util.find_spec(m) for m in ("faster_whisper", "llama_cpp"))
+        ),
+        reason="the offline engines (requirements-local.txt) are not installed",
+    ),
+]
+
+# The offline server: the app's own settings (preloaded models: /health/ready/ waits for
+# them), without the post-call LLM analysis (seconds of CPU per call, and no offline
+# scenario checks extraction) and without admission by loop lag (this busy test machine
+# lags while the models load).
+OFFLINE_SERVER = {
+    "DEBUG": "true",
+    "PRELOAD_ENGINES": "true",
+    "EXTRACTION_OFFLINE_ENGINE": "heuristic",
+    "ADMISSION_MAX_LOOP_LAG_MS": "0",
+    "LOG_LEVEL": "INFO",
+}
+# One call at a time: on a busy 2-core machine two calls already queued replies behind the
+# one local model until the session's stall watchdog ended a call as busy.
+PARALLEL = 1
+
+
+def test_the_shipped_offline_scenarios_of_the_english_demo_pass(profile):
+    services.scenarios_load_shipped(profiles=["demo"])
+    scenarios = selectors.scenarios_matching(profile="demo", tags=["offline"])
+    assert len(scenarios) >= 4
+    jobs = [services.scenario_job(scenario=s) for s in scenarios]
+
+    started = time.monotonic()
+    server = LocalServer(settings_module="voiceapp.settings", env=OFFLINE_SERVER).start()
+    ready_s = time.monotonic() - started
+    try:
+        results = asyncio.run(run_batch(jobs, server.target, parallel=PARALLEL))
+    finally:
+        server.stop()
+    total_s = time.monotonic() - started
+
+    print(f"\nserver ready in {ready_s:.1f} s; {len(jobs)} scenarios in {total_s:.1f} s in all")
+    print(report.summary_table(results))
+    print(report.problems(results))
+    assert all(r.status == "passed" for r in results), report.problems(results) + (
+        "\n" + server.output()[-3000:]
+    )
