@@ -45,6 +45,8 @@ async def test_it_answers_one_full_turn(make_harness) -> None:
     m = agent.metrics
     assert m is not None
     assert None not in (m.stt_ms, m.llm_ttft_ms, m.tts_ttfb_ms, m.voice_to_voice_ms)
+    # The review page's waterfall: the first whole sentence comes after the first token.
+    assert m.llm_first_sentence_ms is not None and m.llm_first_sentence_ms >= m.llm_ttft_ms
     assert m.engines == {"stt": "scripted-stt", "llm": "scripted-llm", "tts": "scripted-tts"}
 
     assert h.transport.states() == ["listening", "thinking", "speaking", "listening"]
