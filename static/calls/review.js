@@ -103,6 +103,13 @@
     for (const name of ["timeupdate", "seeked", "loadedmetadata", "play", "pause"]) {
       audio.addEventListener(name, highlight);
     }
+    // timeupdate fires about 4 times a second: move the playhead every frame while playing.
+    const follow = () => {
+      if (audio.paused) return;
+      draw();
+      window.requestAnimationFrame(follow);
+    };
+    audio.addEventListener("play", () => window.requestAnimationFrame(follow));
     window.addEventListener("resize", draw);
     fetch(player.dataset.peaksUrl, { credentials: "same-origin" })
       .then((response) => (response.ok ? response.json() : null))
