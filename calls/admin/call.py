@@ -42,6 +42,7 @@ from calls.admin.review import (
     _count,
     _ms,
     audio_health_summary,
+    clock,
     engines_used,
     extraction_rows,
     greeting_first_audio,
@@ -296,6 +297,7 @@ class CallAdmin(admin.ModelAdmin):
             "median_v2v": self.median_v2v(call),
             "greeting": greeting,
             "recording": recording_urls(call),
+            "recording_length": clock(call.recording_duration_s or 0.0),
             "turn_taking": turn_taking_summary(call.metrics),
             "latency_chart": latency_chart_svg(
                 [v.voice_to_voice_ms for v in views if v.voice_to_voice_ms is not None],

@@ -86,6 +86,7 @@ LLM_MODEL_HELP = (
     "until then). See docs/engines.md."
 )
 
+
 @admin.register(AgentProfile)
 class AgentProfileAdmin(admin.ModelAdmin):
     list_display = ("name", "slug", "language", "is_active", "is_default", "engines", "updated_at")

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
@@ -476,17 +476,14 @@ def is_live(call: Call) -> bool:
 
 
 def recording_urls(call: Call) -> dict[str, str] | None:
-    """The staff-only audio and its waveform peaks (calls/urls.py), when the call has a
-    recording; None without one, or while this deployment has no recordings."""
-    if not getattr(call, "recording", None):
+    """The staff-only audio (range requests) and its waveform peaks
+    (calls/recording_urls.py), when the call has a recording."""
+    if not call.recording:
         return None
-    try:
-        return {
-            "audio": reverse("calls:recording", args=[call.pk]),
-            "peaks": reverse("calls:recording_peaks", args=[call.pk]),
-        }
-    except NoReverseMatch:
-        return None
+    return {
+        "audio": reverse("calls:recording", args=[call.pk]),
+        "peaks": reverse("calls:recording_peaks", args=[call.pk]),
+    }
 
 
 def pretty_json(data: object) -> str:

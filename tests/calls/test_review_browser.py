@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
 
 from calls import services
-from calls.models import Call
 from tests.calls.review_calls import review_call
 from tests.simulator.fake_socket import FAKE_SOCKET
 
@@ -175,16 +174,10 @@ def _two_channel_opus(seconds: float, caller: list[float], agent: list[float]) -
     return out.getvalue()
 
 
-def test_the_recording_plays_and_clicking_a_turn_seeks_there(live_server, admin_user, profile):
-    if not any(f.name == "recording" for f in Call._meta.get_fields()):
-        pytest.skip("call recordings (issue 18, part 1) are not in this tree yet")
+def test_the_recording_plays_and_clicking_a_turn_seeks_there(
+    live_server, admin_user, profile, tmp_path
+):
     call = review_call(profile, external_id="CA-recorded")
-    try:
-        reverse("calls:recording", args=[call.pk])
-    except NoReverseMatch:
-        pytest.skip("the recording URLs (calls:recording) are not in this tree yet")
-    from django.core.files.base import ContentFile
-
     turns = list(call.turns.order_by("sequence"))
     offsets = {t.sequence: (t.started_at - call.started_at).total_seconds() for t in turns}
     audio = _two_channel_opus(
@@ -192,7 +185,10 @@ def test_the_recording_plays_and_clicking_a_turn_seeks_there(live_server, admin_
         caller=[offsets[t.sequence] for t in turns if t.role == "user"],
         agent=[offsets[t.sequence] for t in turns if t.role == "assistant"],
     )
-    call.recording.save(f"{call.pk}.ogg", ContentFile(audio))
+    # Stored the way a call's own recording is: its spool file moved into the storage.
+    spool = tmp_path / "spool.ogg"
+    spool.write_bytes(audio)
+    assert services.call_recording_store(call_id=call.pk, spool_path=spool)
     with chromium(live_server) as page:
         page.goto(live_server.url + reverse("admin:calls_call_change", args=[call.pk]))
         player = page.locator("audio.review-audio")
@@ -200,6 +196,7 @@ def test_the_recording_plays_and_clicking_a_turn_seeks_there(live_server, admin_
         page.wait_for_function(
             "document.querySelector('audio.review-audio').readyState >= 1", timeout=15_000
         )
+        assert "1:15" in page.locator(".review-summary").inner_text()  # the recording's length
         duration = page.evaluate("document.querySelector('audio.review-audio').duration")
         assert duration == pytest.approx(75.0, abs=0.5)
         # The caller's second turn, at 1:05: the player jumps there and plays.
