@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 from channels.db import database_sync_to_async
 from websockets.asyncio.client import connect
+from websockets.exceptions import WebSocketException
 
 from orchestrator.contracts import EndReason
 from orchestrator.engines import EngineError
@@ -118,7 +119,20 @@ async def run_batch(
 
         async def one(job: Job, index: int) -> RunResult:
             async with gate:
-                result = await run_scenario(job, target, http=http, repeat_index=index, judge=judge)
+                try:
+                    result = await run_scenario(
+                        job, target, http=http, repeat_index=index, judge=judge
+                    )
+                except Exception as exc:  # noqa: BLE001 - one run's bug must not lose the batch
+                    logger.exception("scenario %s crashed the runner", job.label)
+                    result = RunResult(
+                        label=job.label,
+                        scenario_id=job.scenario_id,
+                        repeat_index=index,
+                        status=ERROR,
+                        started_at=datetime.now(UTC),
+                        error=f"the runner crashed: {exc!r}",
+                    )
             if on_result is not None:
                 on_result(result)
             return result
@@ -141,17 +155,19 @@ async def warm_voices(jobs: list[Job]) -> None:
     audio on the wall clock, and a TTS model loading or speaking mid-call would stall it
     (the server cuts a caller that then bursts to catch up)."""
     for job in jobs:
-        voice = _voice(job)
-        for step in job.spec.script:
-            texts = [p for p in step.parts if isinstance(p, str)] if isinstance(step, Say) else []
-            texts += [step.text] if isinstance(step, OverAgent) else []
-            for text in texts:
-                try:
-                    await voice.speech(text)
-                except (EngineError, OSError, RuntimeError) as exc:
-                    # The call of this job reports it (its voice fails again, before dialling).
-                    logger.warning("caller voice of %s: %s", job.label, exc)
-                    break
+        try:
+            await _speak_all(job, _voice(job))
+        except (EngineError, OSError, RuntimeError) as exc:
+            # The job's own run reports it (its voice fails again, before dialling).
+            logger.warning("caller voice of %s: %s", job.label, exc)
+
+
+async def _speak_all(job: Job, voice: CallerVoice) -> None:
+    for step in job.spec.script:
+        texts = [p for p in step.parts if isinstance(p, str)] if isinstance(step, Say) else []
+        texts += [step.text] if isinstance(step, OverAgent) else []
+        for text in texts:
+            await voice.speech(text)  # cached: the call itself only reads the cache
 
 
 def _voice(job: Job) -> CallerVoice:
@@ -183,8 +199,15 @@ async def run_scenario(
             outcome = await _place_call(job, target, http, result.call_sid)
     except TimeoutError:
         result.error = f"the scenario did not finish within timeout_s={spec.timeout_s:g} s"
-    except (httpx.HTTPError, OSError, RuntimeError, ValueError) as exc:
-        # The call could not be placed or the caller's voice failed: nothing to judge.
+    except (
+        httpx.HTTPError,
+        OSError,
+        RuntimeError,
+        ValueError,
+        EngineError,
+        WebSocketException,
+    ) as exc:
+        # The call could not be placed, its socket failed or the caller's voice failed.
         result.error = f"{type(exc).__name__}: {exc}"
     if outcome is not None:
         result.notes = outcome.notes
@@ -218,6 +241,7 @@ async def _place_call(
     spec = job.spec
     # The voice first: a missing TTS fails here, before a call is placed for nothing.
     voice = _voice(job)
+    await _speak_all(job, voice)
     url, signed_url = target.voice_urls(spec.profile)
     form = caller_form(call_sid, from_number="+15550100" + f"{hash(call_sid) % 1000:03d}")
     try:

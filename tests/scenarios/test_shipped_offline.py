@@ -1,7 +1,8 @@
 """The shipped ``offline`` scenarios of the English demo, through the real offline engines
 (local Whisper, Qwen 0.5B, piper) on a server the runner starts: what CI runs.
 
-Slow by nature (real calls in real time): about NN s on a 2-core machine. Skipped where
+Slow by nature (real calls in real time): 136 s measured on this 2-core machine while
+other test runs loaded it (44 s of it the server loading the models). Skipped where
 the offline engines are not installed.
 """
 

@@ -105,3 +105,15 @@ def test_the_stored_spec_is_validated_without_the_model_fields():
     assert parse_spec({"caller": {"script": [{"hang_up": True}]}}).script
     with pytest.raises(SpecError, match="caller: must be a mapping"):
         parse_spec({"assertions": []})
+
+
+def test_every_shipped_scenario_is_valid_and_tagged_offline_or_cloud():
+    from scenarios.services import SHIPPED, yaml_documents
+
+    files = sorted(SHIPPED.glob("*/*.yaml"))
+    assert {f.parent.name for f in files} == {"demo", "demo-es"}
+    for path in files:
+        for document in yaml_documents(path.read_text(), source=path.name):
+            spec = parse_document(document)
+            assert spec.profile == path.parent.name, path
+            assert {"offline", "cloud"} & set(spec.tags), path
