@@ -258,6 +258,14 @@ async def webhook(http: httpx.AsyncClient, endpoint: Endpoint, call_sid: str, in
     )
 
 
+def busy_twiml(xml: str) -> bool:
+    """The server refused the call as busy: ``<Reject>``, or a spoken message and hang-up."""
+    root = ET.fromstring(xml)
+    return root.find("./Reject") is not None or (
+        root.find("./Connect") is None and root.find("./Hangup") is not None
+    )
+
+
 async def one_call(
     index: int,
     *,
@@ -274,8 +282,13 @@ async def one_call(
     result = CallResult()
     await asyncio.sleep(start_delay)
     call_sid = "CA" + uuid.uuid4().hex
+    asked = time.monotonic()
     try:
-        stream_url, parameters = parse_twiml(await webhook(http, endpoint, call_sid, index))
+        twiml = await webhook(http, endpoint, call_sid, index)
+        if busy_twiml(twiml):
+            result.busy, result.busy_s = "webhook", time.monotonic() - asked
+            return result
+        stream_url, parameters = parse_twiml(twiml)
     except (httpx.HTTPError, RuntimeError, ValueError, ET.ParseError) as exc:
         result.errors.append(f"webhook: {exc!r}")
         return result
@@ -294,6 +307,10 @@ async def one_call(
         if greeting:
             if await caller.silence_until(caller.agent_done, clips.silence, turn_timeout):
                 result.greeting = caller.reply
+            elif (caller.closed or "").startswith("4503") and caller.reply.frames == 0:
+                # Admitted at the webhook, refused by the worker its stream landed on.
+                result.busy, result.busy_s = "stream", time.monotonic() - asked
+                return result
             else:
                 result.errors.append(
                     "no greeting" if caller.reply.frames == 0 else "greeting did not end"
@@ -319,7 +336,11 @@ async def one_call(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(receiver), 5)
     except ConnectionClosed as exc:
-        result.errors.append(f"socket closed while sending: {exc!r}")
+        if exc.rcvd is not None and exc.rcvd.code == 4503 and result.greeting is None:
+            # Admitted at the webhook, refused by the worker its stream landed on.
+            result.busy, result.busy_s = "stream", time.monotonic() - asked
+        else:
+            result.errors.append(f"socket closed while sending: {exc!r}")
     finally:
         active[0] -= 1
         await ws.close()
@@ -472,11 +493,13 @@ class OursServer(Server):
         settings: str = "bench.settings",
         server: str = "daphne",
         workers: int = 1,
+        max_calls: int = 0,
     ) -> None:
         super().__init__(script, workdir)
         self.settings = settings
         self.server = server
         self.workers = workers
+        self.max_calls = max_calls
         self.auth_token = secrets.token_hex(16)
         self.db = workdir / "bench.sqlite3"
         # IMMEDIATE: SQLite's deferred transactions fail with "database is locked" when two
@@ -506,6 +529,10 @@ class OursServer(Server):
             "AZURE_SPEECH_KEY": "",
             "LOG_LEVEL": "INFO",
             "LOG_FORMAT": "text",
+            # Capacity sweeps measure the process itself (no admission limits); the overload
+            # run (--max-calls) sets them as production would.
+            "MAX_CALLS_PER_PROCESS": str(self.max_calls),
+            "ADMISSION_MAX_LOOP_LAG_MS": "100" if self.max_calls else "0",
         }
 
     def prepare(self) -> None:
@@ -642,6 +669,8 @@ def summarize(n: int, results: list[CallResult], script: Script, turns: int) -> 
     )
     late = sum(r.late for c in results for r in [*c.replies, *([c.greeting] if c.greeting else [])])
     errors = [e for c in results for e in c.errors]
+    busy = [c for c in results if c.busy]
+    busy_s = [c.busy_s for c in busy if c.busy_s is not None]
     lag = [x for c in results for x in c.lag_ms]
     r1 = lambda x: None if x is None else round(x, 1)  # noqa: E731
     return {
@@ -662,6 +691,11 @@ def summarize(n: int, results: list[CallResult], script: Script, turns: int) -> 
         "error_samples": sorted(set(errors))[:10],
         "client_lag_p99_ms": r1(percentile(lag, 99)),
         "client_lag_max_ms": r1(max(lag, default=None)),
+        "admitted": n - len(busy),
+        "busy_webhook": sum(1 for c in busy if c.busy == "webhook"),
+        "busy_stream": sum(1 for c in busy if c.busy == "stream"),
+        "busy_answer_p99_ms": r1(None if not busy_s else percentile(busy_s, 99) * 1000.0),
+        "busy_answer_max_ms": r1(None if not busy_s else max(busy_s) * 1000.0),
     }
 
 
@@ -738,7 +772,7 @@ async def measure(
         {
             "server_cpu_pct": round(cpu_pct, 1),
             "cpu_window_s": round(window[1][0] - window[0][0], 1),
-            "cpu_pct_per_call": round(cpu_pct / n, 2),
+            "cpu_pct_per_call": round(cpu_pct / max(1, row["admitted"]), 2),
             "server_rss_idle_mb": round(rss_idle / 2**20, 1),
             "server_rss_peak_mb": round(rss_peak / 2**20, 1),
             "rss_mb_per_call": round((rss_peak - rss_idle) / 2**20 / n, 2),
@@ -769,6 +803,9 @@ COLUMNS = [
     ("RSS MB", "server_rss_peak_mb", "{:>6.0f}"),
     ("MB/call", "rss_mb_per_call", "{:>7.2f}"),
     ("err", "errors", "{:>4}"),
+    ("busy", "busy_webhook", "{:>4}"),
+    ("b.strm", "busy_stream", "{:>6}"),
+    ("busy ms", "busy_answer_max_ms", "{:>7.0f}"),
     ("srv err", "server_log_errors", "{:>7}"),
     ("srv v2v p95", "server_v2v_p95_ms", "{:>11.0f}"),
     ("lag p99", "client_lag_p99_ms", "{:>7.1f}"),
@@ -837,7 +874,13 @@ async def sweep(
 ) -> dict[str, Any]:
     if target == "ours":
         server: Server = OursServer(
-            script, workdir, args.database_url, args.settings, args.server, args.workers
+            script,
+            workdir,
+            args.database_url,
+            args.settings,
+            args.server,
+            args.workers,
+            args.max_calls,
         )
     else:
         server = SERVERS[target](script, workdir)
@@ -918,6 +961,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--workers", type=int, default=1, help="ours: worker processes sharing the port"
+    )
+    parser.add_argument(
+        "--max-calls",
+        type=int,
+        default=0,
+        help="ours: MAX_CALLS_PER_PROCESS (and the loop-lag limit, 100 ms) for an overload "
+        "run; 0 (default): no admission limit, the sweep measures the process itself",
     )
     parser.add_argument(
         "--database-url",

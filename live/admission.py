@@ -55,6 +55,9 @@ from orchestrator import loop_lag
 
 logger = logging.getLogger(__name__)
 
+# A webhook that answers a call holds a place for its stream this long (the stream usually
+# starts within a second or two; a place whose stream never came is given back after it).
+RESERVE_S = 10.0
 SAMPLE_INTERVAL_S = loop_lag.LoopLagMonitor.INTERVAL_S  # how often the loop is measured
 WINDOW_S = 5.0  # the lag figure is the p99 of the samples of the last WINDOW_S
 
@@ -148,13 +151,32 @@ class LoopLagMonitor:
             await shared.release()
 
 
+@dataclass(slots=True, kw_only=True, frozen=True)
+class WorkerState:
+    """One worker's entry on the board."""
+
+    pid: int
+    active: int
+    capacity: int  # 0: no limit
+    lagging: bool  # its loop lag refuses calls (or it is shutting down)
+
+    @property
+    def room(self) -> float:
+        if self.lagging:
+            return 0
+        return math.inf if not self.capacity else max(0, self.capacity - self.active)
+
+
 class WorkerBoard:
-    """Where the workers of one host say whether they have room: ``<folder>/<pid>.json``.
+    """What the workers of one host share to admit calls: ``<folder>/<pid>.json`` per worker
+    (calls held, capacity, whether its loop lag refuses) and ``<folder>/reserved/<call_id>``
+    per call a webhook answered whose stream has not started on any worker yet.
 
     Files, not Redis: the workers sharing a port are on one host by definition, and a
-    webhook must not wait on the network to answer. Each worker rewrites only its own file
-    (atomically), when its slots change or its lag verdict flips, and at most once a second
-    otherwise; entries of processes that are gone are ignored and removed.
+    webhook must not wait on the network to answer. Each worker rewrites only its own entry
+    (atomically), when its calls change or its lag verdict flips, and at most once a second
+    otherwise; entries of processes that are gone are ignored and removed. A reservation is
+    removed by the worker whose stream takes the call, or ignored after ``RESERVE_S``.
     """
 
     REFRESH_S = 1.0
@@ -162,47 +184,78 @@ class WorkerBoard:
     def __init__(self, folder: Path, *, pid: int | None = None) -> None:
         self.folder = folder
         self.pid = os.getpid() if pid is None else pid
-        self._written: tuple[int, str] | None = None
+        self._written: tuple[int, bool] | None = None
         self._written_at = 0.0
+        with contextlib.suppress(OSError):
+            (folder / "reserved").mkdir(parents=True, exist_ok=True)
 
     @classmethod
     def from_env(cls) -> WorkerBoard | None:
         folder = os.environ.get("WEB_WORKER_BOARD", "")
         return cls(Path(folder)) if folder else None
 
-    def publish(self, *, active: int, capacity: int, refusing: str, force: bool = False) -> None:
-        state = (active, refusing)
+    def publish(self, state: WorkerState, *, force: bool = False) -> None:
+        key = (state.active, state.lagging)
         now = time.monotonic()
-        if not force and state == self._written and now - self._written_at < self.REFRESH_S:
+        if not force and key == self._written and now - self._written_at < self.REFRESH_S:
             return
-        entry = {"pid": self.pid, "active": active, "capacity": capacity, "refusing": refusing}
         path = self.folder / f"{self.pid}.json"
         tmp = path.with_suffix(".tmp")
+        entry = {"pid": self.pid, "active": state.active, "capacity": state.capacity,
+                 "lagging": state.lagging}  # fmt: skip
         try:
             tmp.write_text(json.dumps(entry))
             os.replace(tmp, path)
         except OSError:  # the folder went away (supervisor stopping): nothing to tell
             return
-        self._written, self._written_at = state, now
+        self._written, self._written_at = key, now
 
-    def others_with_room(self) -> list[dict[str, object]]:
-        """The other live workers of this host that would take a call now."""
+    def others(self) -> list[WorkerState]:
+        """The other live workers of this host, as they last said."""
         found = []
         for path in self.folder.glob("*.json"):
             try:
                 entry = json.loads(path.read_text())
-                pid = int(entry["pid"])
+                state = WorkerState(
+                    pid=int(entry["pid"]),
+                    active=int(entry["active"]),
+                    capacity=int(entry["capacity"]),
+                    lagging=bool(entry["lagging"]),
+                )
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # being replaced right now, or not ours
-            if pid == self.pid:
+            if state.pid == self.pid:
                 continue
-            if not _alive(pid):
+            if not _alive(state.pid):
                 with contextlib.suppress(OSError):
                     path.unlink()
                 continue
-            if not entry.get("refusing"):
-                found.append(entry)
+            found.append(state)
         return found
+
+    def reserve(self, call_id: str) -> None:
+        with contextlib.suppress(OSError):
+            (self.folder / "reserved" / call_id).touch()
+
+    def unreserve(self, call_id: str) -> None:
+        with contextlib.suppress(OSError):
+            (self.folder / "reserved" / call_id).unlink()
+
+    def reserved(self) -> int:
+        """Calls answered on this host whose stream has not started (expired ones removed)."""
+        count, oldest = 0, time.time() - RESERVE_S
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.folder / "reserved"):
+                try:
+                    fresh = entry.stat().st_mtime > oldest
+                except OSError:
+                    continue  # taken by its stream just now
+                if fresh:
+                    count += 1
+                else:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+        return count
 
 
 def _alive(pid: int) -> bool:
@@ -224,6 +277,11 @@ class AdmissionController:
         self.monitor = monitor or LoopLagMonitor()
         self.board = board
         self._slots: set[str] = set()
+        # Calls a webhook of this process answered whose stream has not started yet: a burst
+        # of webhooks would otherwise all find the process empty (slots are taken only when
+        # streams start) and be answered, only to have their streams refused after the
+        # caller was connected. call_id -> when the place expires (monotonic).
+        self._reserved: dict[str, float] = {}
         self._lock = threading.Lock()
         if board is not None:
             self.monitor.on_sample = self.publish
@@ -240,15 +298,28 @@ class AdmissionController:
         """``MAX_CALLS_PER_PROCESS`` (0: no limit)."""
         return max(0, int(settings.MAX_CALLS_PER_PROCESS))
 
-    def refusal(self) -> Refusal | None:
-        """Why a new call would be refused now (None: it would be taken). Any thread."""
+    def reserved(self) -> int:
+        """Places held for streams about to start (expired ones are forgotten here)."""
+        now = time.monotonic()
+        with self._lock:
+            for call_id in [c for c, until in self._reserved.items() if until <= now]:
+                del self._reserved[call_id]
+            return len(self._reserved)
+
+    def refusal(self, *, count_reserved: bool = False) -> Refusal | None:
+        """Why a new call would be refused now (None: it would be taken). Any thread.
+
+        ``count_reserved``: the places held by answered webhooks count too (a webhook's
+        question); a stream's own check (:meth:`admit`) counts only calls that started."""
         if self.draining:
             return Refusal(reason=SHUTTING_DOWN, detail="this process is shutting down")
         limit = self.capacity()
-        if limit and self.active >= limit:
+        reserved = self.reserved() if count_reserved and limit else 0
+        if limit and self.active + reserved >= limit:
+            held = f"{self.active} calls" + (f" + {reserved} starting" if reserved else "")
             return Refusal(
                 reason=CAPACITY,
-                detail=f"{self.active} calls in this process (MAX_CALLS_PER_PROCESS={limit})",
+                detail=f"{held} in this process (MAX_CALLS_PER_PROCESS={limit})",
             )
         max_lag = float(settings.ADMISSION_MAX_LOOP_LAG_MS)
         # p90, not p99: a sustained lag (one sample in ten), not a single hiccup (a garbage
@@ -264,35 +335,67 @@ class AdmissionController:
             )
         return None
 
-    def host_refusal(self) -> Refusal | None:
-        """Why the host would refuse a new call: this worker's refusal, unless another
-        worker on the board has room (webhooks and readiness; the stream checks its own
-        worker with :meth:`admit`). Without a board (one process), the same as :meth:`refusal`."""
+    def state(self) -> WorkerState:
         refused = self.refusal()
-        if refused is None or self.board is None or refused.reason == SHUTTING_DOWN:
-            return refused
-        if self.board.others_with_room():
+        return WorkerState(
+            pid=os.getpid(),
+            active=self.active,
+            capacity=self.capacity(),
+            lagging=refused is not None and refused.reason != CAPACITY,
+        )
+
+    def host_refusal(self) -> Refusal | None:
+        """Why this host would refuse a new call (webhooks and readiness).
+
+        One process: its own refusal, places held for answered calls included. Several
+        workers on a board: the call is taken while the workers' free slots (this one's and
+        the others', lagging ones having none) outnumber the calls answered on this host
+        whose streams have not started yet; the stream then checks the worker it lands on
+        (:meth:`admit`)."""
+        if self.board is None:
+            return self.refusal(count_reserved=True)
+        own = self.refusal()
+        if own is not None and own.reason == SHUTTING_DOWN:
+            return own
+        workers = [self.state(), *self.board.others()]
+        room = sum(w.room for w in workers)
+        reserved = self.board.reserved()
+        if room > reserved:
             return None
-        return Refusal(reason=refused.reason, detail=f"{refused.detail}; no other worker has room")
+        lagging = sum(1 for w in workers if w.lagging)
+        return Refusal(
+            reason=LOOP_LAG if lagging == len(workers) else CAPACITY,
+            detail=(
+                f"no room on this host's {len(workers)} worker(s): "
+                f"{sum(w.active for w in workers)} calls, {reserved} starting, "
+                f"{lagging} lagging (MAX_CALLS_PER_PROCESS={self.capacity()})"
+            ),
+        )
 
     def publish(self, *, force: bool = False) -> None:
         """Tell the host's other workers whether this one has room (no board: nothing)."""
-        if self.board is None:
+        if self.board is not None:
+            self.board.publish(self.state(), force=force)
+
+    def reserve(self, call_id: object) -> None:
+        """A webhook answered ``call_id``: hold a place for its stream (``RESERVE_S`` at most;
+        the stream's :meth:`admit` or the call's :meth:`release` gives it back, on whichever
+        worker of the host the stream lands)."""
+        if self.board is not None:
+            self.board.reserve(str(call_id))
             return
-        refused = self.refusal()
-        self.board.publish(
-            active=self.active,
-            capacity=self.capacity(),
-            refusing=refused.reason if refused is not None else "",
-            force=force,
-        )
+        with self._lock:
+            self._reserved[str(call_id)] = time.monotonic() + RESERVE_S
 
     def admit(self, call_id: str) -> Refusal | None:
         """On the event loop: take a slot for ``call_id``, or say why not.
 
         Check and take happen with no await in between, so two streams starting together
         cannot both take the last slot. Starts the lag monitor with the first call."""
+        if self.board is not None:
+            self.board.unreserve(call_id)
         with self._lock:
+            self._reserved.pop(call_id, None)
             if call_id not in self._slots:
                 refused = self.refusal()
                 if refused is not None:
@@ -304,8 +407,11 @@ class AdmissionController:
 
     async def release(self, call_id: str) -> None:
         """Give ``call_id``'s slot back (idempotent); the monitor stops with the last call."""
+        if self.board is not None:
+            self.board.unreserve(call_id)
         with self._lock:
             self._slots.discard(call_id)
+            self._reserved.pop(call_id, None)
             idle = not self._slots
         if idle:
             await self.monitor.stop()

@@ -73,6 +73,7 @@ def place_call(*, profile: AgentProfile, to: str, carrier: str = carriers.DEFAUL
         raise OutboundError(
             f"all lines busy: this server is full ({refused}); try again later", status=503
         )
+    admission.controller.reserve(call_id)  # a place for its stream, once answered
     token = tokens.mint(call_id=call_id, carrier=carrier)
     try:
         external_id = chosen.rest.dial(

@@ -92,6 +92,7 @@ def _telnyx_initiated(payload: dict[str, Any]) -> None:
             api.reject(control_id, cause="USER_BUSY")
             logger.info("telnyx call %s (%s) rejected: busy", call_id, control_id)
             return
+        admission.controller.reserve(call_id)  # a place for its stream, which starts shortly
         token = tokens.mint(call_id=call_id, carrier=Channel.TELNYX)
         api.answer(
             control_id,

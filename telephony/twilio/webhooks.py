@@ -104,6 +104,7 @@ def twilio_voice(request: HttpRequest) -> HttpResponse:
         if profile.busy_message:  # the profile prefers a spoken "all our lines are busy"
             return _twiml(wire.apology_twiml(text=profile.busy_message, language=language))
         return _twiml(wire.reject_twiml())
+    admission.controller.reserve(call.id)  # a place for its stream, which starts shortly
     token = tokens.mint(call_id=call.id, carrier=Channel.TWILIO)
     logger.info("twilio call %s (%s) -> profile %s", call.id, call_sid, profile.slug)
     return _twiml(

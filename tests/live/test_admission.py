@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 
 import pytest
@@ -72,6 +73,81 @@ def test_a_lagging_loop_refuses_new_calls_and_a_calm_one_takes_them(settings):
     assert refused is not None and refused.reason == admission.LOOP_LAG
     settings.ADMISSION_MAX_LOOP_LAG_MS = 0  # 0: lag is not checked
     assert controller.refusal() is None
+
+
+async def test_webhooks_hold_places_for_streams_about_to_start_and_streams_take_them(settings):
+    """A burst of webhooks must not all find the process empty (slots are taken only when
+    the streams start): each answered webhook holds a place; a stream's own check counts
+    only started calls, and taking or releasing the call gives the place back."""
+    settings.MAX_CALLS_PER_PROCESS = 2
+    settings.ADMISSION_MAX_LOOP_LAG_MS = 0
+    controller = admission.AdmissionController()
+    controller.reserve("a")
+    assert controller.host_refusal() is None
+    controller.reserve("b")
+    refused = controller.host_refusal()
+    assert refused is not None and refused.reason == admission.CAPACITY
+    assert "0 calls + 2 starting" in refused.detail
+    assert controller.admit("a") is None  # the streams themselves are taken
+    assert controller.admit("b") is None
+    assert controller.reserved() == 0 and controller.active == 2
+    await controller.release("a")
+    assert controller.host_refusal() is None
+    await controller.release("b")
+
+
+def test_a_place_whose_stream_never_came_is_given_back(settings, monkeypatch):
+    settings.MAX_CALLS_PER_PROCESS = 1
+    settings.ADMISSION_MAX_LOOP_LAG_MS = 0
+    controller = admission.AdmissionController()
+    controller.reserve("gone")
+    assert controller.host_refusal() is not None
+    monkeypatch.setattr(admission, "RESERVE_S", -1.0)  # as if RESERVE_S had passed
+    controller.reserve("gone")
+    assert controller.reserved() == 0 and controller.host_refusal() is None
+
+
+def worker(pid: int, *, active: int, capacity: int = 1, lagging: bool = False):
+    return admission.WorkerState(pid=pid, active=active, capacity=capacity, lagging=lagging)
+
+
+async def test_workers_of_one_host_admit_at_the_webhook_while_any_of_them_has_room(
+    settings, tmp_path
+):
+    """Several workers on one port (voiceapp/serve.py): the webhook's worker may be full
+    while another has room; calls answered on the host hold places until their streams
+    start, on whichever worker."""
+    settings.MAX_CALLS_PER_PROCESS = 1
+    settings.ADMISSION_MAX_LOOP_LAG_MS = 0
+    me = admission.AdmissionController(board=admission.WorkerBoard(tmp_path))
+    # Another live process of this host (the test runner's parent), with room.
+    other = admission.WorkerBoard(tmp_path, pid=os.getppid())
+    other.publish(worker(os.getppid(), active=0))
+    assert me.admit("mine") is None  # this worker is now full
+    assert me.refusal() is not None
+    assert me.host_refusal() is None  # the other one has room
+
+    me.reserve("next")  # answered: its stream will take the other worker's slot
+    refused = me.host_refusal()
+    assert refused is not None and refused.reason == admission.CAPACITY
+    assert "1 calls, 1 starting" in refused.detail
+    me.board.unreserve("next")  # its stream started on the other worker
+    other.publish(worker(os.getppid(), active=1), force=True)
+    assert me.host_refusal() is not None
+
+    other.publish(worker(os.getppid(), active=0, lagging=True), force=True)
+    assert me.host_refusal() is not None  # a lagging worker has no room
+    other.publish(worker(os.getppid(), active=0), force=True)
+    assert me.host_refusal() is None
+
+    # A worker that is gone is ignored, and its entry removed.
+    dead_pid = 2**22 + 12345
+    admission.WorkerBoard(tmp_path, pid=dead_pid).publish(worker(dead_pid, active=0))
+    (tmp_path / f"{os.getppid()}.json").unlink()
+    assert me.host_refusal() is not None
+    assert not (tmp_path / f"{dead_pid}.json").exists()
+    await me.release("mine")
+    assert me.host_refusal() is None
 
 
 # --- whole calls through the simulator socket -------------------------------------------------
