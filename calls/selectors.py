@@ -426,15 +426,21 @@ class CallsOverview:
         return self.errors / self.calls if self.calls else None
 
 
+def day_bounds(
+    *, since: datetime.date, until: datetime.date
+) -> tuple[datetime.datetime, datetime.datetime]:
+    """The start of ``since`` and the end of ``until`` (the next midnight), server time zone."""
+    zone = timezone.get_current_timezone()
+    start = datetime.datetime.combine(since, datetime.time.min, tzinfo=zone)
+    next_day = until + datetime.timedelta(days=1)
+    return start, datetime.datetime.combine(next_day, datetime.time.min, tzinfo=zone)
+
+
 def calls_in_range(
     *, since: datetime.date, until: datetime.date, profile_id: int | None = None
 ) -> QuerySet[Call]:
     """Calls started from ``since`` to ``until`` (both whole days, the server's time zone)."""
-    zone = timezone.get_current_timezone()
-    start = datetime.datetime.combine(since, datetime.time.min, tzinfo=zone)
-    end = datetime.datetime.combine(
-        until + datetime.timedelta(days=1), datetime.time.min, tzinfo=zone
-    )
+    start, end = day_bounds(since=since, until=until)
     calls = Call.objects.filter(started_at__gte=start, started_at__lt=end)
     return calls.filter(profile_id=profile_id) if profile_id is not None else calls
 

@@ -81,10 +81,11 @@ def overview_page(model_admin: ModelAdmin, request: HttpRequest) -> HttpResponse
         slowest = max((g.p95_ms or 0.0 for g in overview.latency), default=0.0)
         list_url = reverse("admin:calls_call_changelist")
         # The call list's own date filter, so a bar's link lists the calls it counts.
+        start, end = selectors.day_bounds(since=overview.since, until=overview.until)
         span = urlencode(
             {
-                "started_at__gte": overview.since.isoformat(),
-                "started_at__lt": (overview.until + datetime.timedelta(days=1)).isoformat(),
+                "started_at__gte": start.isoformat(sep=" "),
+                "started_at__lt": end.isoformat(sep=" "),
                 **({"profile__id__exact": profile.pk} if profile else {}),
             }
         )

@@ -5,6 +5,7 @@ CI runs these on PostgreSQL (DATABASE_URL); without it on SQLite."""
 from __future__ import annotations
 
 import datetime
+import re
 
 import pytest
 from django.urls import reverse
@@ -121,6 +122,15 @@ def test_the_overview_page_renders_the_figures(admin_client, seeded):
         wrong.status_code == 200
         and "The start date is after the end date." in wrong.content.decode()
     )
+
+
+def test_an_end_reason_links_to_the_call_list_filtered_alike(admin_client, seeded):
+    html = admin_client.get(reverse("admin:calls_call_overview")).content.decode()
+    links = re.findall(r'<a href="(/admin/calls/call/\?[^"]+)">Error</a>', html)
+    assert len(links) == 1 and "started_at__gte=" in links[0]
+    listing = admin_client.get(links[0].replace("&amp;", "&"))
+    assert listing.status_code == 200, "the list accepts the overview's filters"
+    assert listing.context["cl"].result_count == 1
 
 
 def test_the_overview_is_for_staff_with_view_permission(client, django_user_model, db):
