@@ -69,6 +69,8 @@ def global_stop_admin(request: HttpRequest) -> HttpResponse:
         return redirect("global-stop-admin")
     from django.contrib import admin
 
+    from calls.admin.global_stop import readable_detail
+
     state = global_stop.state()
     context = {
         **admin.site.each_context(request),
@@ -77,7 +79,9 @@ def global_stop_admin(request: HttpRequest) -> HttpResponse:
         # Redis keeps unix times; the page shows them in the server's time zone.
         "since": _when(state.since),
         "errors": [{**e, "when": _when(e.get("at"))} for e in state.recent_errors],
-        "events": GlobalStopEvent.objects.all()[:20],
+        "events": [
+            (event, readable_detail(event.detail)) for event in GlobalStopEvent.objects.all()[:20]
+        ],
         "max_errors": settings.GLOBAL_STOP_MAX_ERRORS_IN_WINDOW,
         "window": settings.GLOBAL_STOP_WINDOW_SECONDS,
     }

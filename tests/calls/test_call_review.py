@@ -201,6 +201,7 @@ def test_global_stop_errors_have_readable_times_and_clearing_asks_first(admin_cl
     assert "(unix time)" not in html and "When (unix)" not in html
     assert 'onsubmit="return window.confirm(this.dataset.confirm);"' in html
     assert "Resume calls? New calls will be accepted again" in html
+    assert re.search(r"Stopped</td><td>policy</td><td>at: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", html)
 
     global_stop.reset(actor="staff")
     html = admin_client.get("/admin/global-stop/").content.decode()

@@ -267,3 +267,22 @@ def test_esc_stops_the_simulator_call_and_focus_stays_on_stop(live_server, admin
         )
         assert page.evaluate("window.simulatorStats.status") in ("ending", "ended")
         screenshot(page, "simulator-esc.png")
+
+
+def test_clearing_the_global_stop_asks_first(live_server, admin_user):
+    from calls import global_stop
+
+    for _ in range(3):
+        global_stop.report_critical_error(reason="tts down", channel="twilio")
+    asked: list[str] = []
+    with chromium(live_server) as page:
+        page.goto(f"{live_server.url}/admin/global-stop/")
+        screenshot(page, "global-stop.png")
+        page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+        page.click("#global-stop-reset input[type=submit]")
+        assert "globally stopped" in page.content(), "dismissed: nothing happened"
+        page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+        page.click("#global-stop-reset input[type=submit]")
+        page.wait_for_selector("text=Calls resumed.")
+    assert asked == ["Resume calls? New calls will be accepted again on every server."] * 2
+    assert global_stop.calls_allowed()
