@@ -458,6 +458,11 @@ class Server:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            # The whole tree at once: workers of a killed supervisor would otherwise end
+            # their calls gracefully while the next N already runs.
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(self.process.pid).children(recursive=True):
+                    child.kill()
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=30)
         self.process = None
