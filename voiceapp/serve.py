@@ -72,9 +72,10 @@ def worker_command(server: str, fd: int, *, proxy_headers: bool) -> list[str]:
             # Carriers send 20 ms frames; the simulator's are small too. Larger messages are
             # refused by our own consumers with a reason (telephony/wire.py MAX_MESSAGE_CHARS).
             "--ws-max-size", "1048576",
-            # Our keepalive is the carriers' own traffic; uvicorn's pings are not needed, and
-            # a ping timeout would close a call whose client is merely slow to pong.
-            "--ws-ping-interval", "0",
+            # Keepalive pings find peers that vanished without a close (a half-open TCP
+            # connection). Never 0: the websockets library would then ping on every loop
+            # turn. The timeout is generous: a busy carrier edge may be slow to pong.
+            "--ws-ping-interval", "20", "--ws-ping-timeout", "30",
             "--lifespan", "on",
             "--no-access-log",
             "--timeout-graceful-shutdown", str(_grace_s()),
