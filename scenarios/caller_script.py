@@ -49,19 +49,30 @@ class ScriptedCaller:
     async def run(self) -> ScriptOutcome:
         """Play every step; hang up at the end unless the server ended the call."""
         for index, step in enumerate(self.script):
-            try:
-                await self._play(index, step)
-            except ConnectionClosed as exc:
-                # Sending raced the receiver noticing the close: the same server close.
-                if self.caller.closed is None and not self.caller.stopped:
-                    self.caller.closed = f"closed while sending: {exc}"
-            if self.caller.closed is not None:
+            await self.play(index, step)
+            if self.caller.closed is not None or self.outcome.hung_up:
+                break
+        return await self.finish()
+
+    async def play(self, index: int, step: Step) -> None:
+        """One step (numbered ``index`` in notes); nothing once the call is over."""
+        if self.caller.closed is not None or self.outcome.hung_up:
+            return
+        try:
+            await self._play(index, step)
+        except ConnectionClosed as exc:
+            # Sending raced the receiver noticing the close: the same server close.
+            if self.caller.closed is None and not self.caller.stopped:
+                self.caller.closed = f"closed while sending: {exc}"
+        if self.caller.closed is not None:
+            if self.outcome.closed_at_step is None:
                 self.outcome.closed_at_step = index
                 self.outcome.expected_end = isinstance(step, WaitForEnd)
-                break
-            self.outcome.steps_done = index + 1
-            if self.outcome.hung_up:
-                break
+            return
+        self.outcome.steps_done = index + 1
+
+    async def finish(self) -> ScriptOutcome:
+        """Hang up unless the server ended the call; what happened on the wire."""
         if self.caller.closed is None and not self.outcome.hung_up:
             await self.caller.stop()
             self.outcome.hung_up = True

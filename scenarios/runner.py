@@ -29,6 +29,7 @@ from orchestrator.contracts import EndReason
 from orchestrator.engines import EngineError
 from scenarios.assertions import FAILED, CheckResult, Judge, evaluate
 from scenarios.caller_script import ScriptedCaller, ScriptOutcome
+from scenarios.persona import PersonaCaller
 from scenarios.spec import OverAgent, Say, ScenarioSpec
 from scenarios.stored_call import StoredCall, load, wait_until_finished
 from scenarios.voice import CallerVoice
@@ -264,7 +265,12 @@ async def _place_call(
     receiver = asyncio.create_task(caller.receive(), name=f"scenario-receive-{call_sid}")
     try:
         await caller.open(parameters)
-        outcome = await ScriptedCaller(caller, voice, spec.script).run()
+        player = ScriptedCaller(caller, voice, spec.script)
+        if spec.persona is not None:
+            persona = PersonaCaller(player, spec.persona, language=job.language)
+            outcome = await persona.run()
+        else:
+            outcome = await player.run()
         # The server closes after ``stop``; give it a moment, then close from our side.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(receiver), 5)

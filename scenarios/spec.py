@@ -122,6 +122,18 @@ Step = Say | Pause | WaitForAgent | OverAgent | Dtmf | HangUp | WaitForEnd
 
 
 @dataclass(slots=True, kw_only=True)
+class Persona:
+    """A caller played by an LLM engine of the profile list (scenarios/persona.py)."""
+
+    goal: str
+    facts: list[str] = field(default_factory=list)
+    personality: str = ""
+    engine: str = "local"
+    model: str = ""
+    max_turns: int = 6
+
+
+@dataclass(slots=True, kw_only=True)
 class Check:
     """One assertion: its kind (``transcript_contains``...) and its normalized options."""
 
@@ -143,6 +155,7 @@ class ScenarioSpec:
     line_noise_dbfs: float | None = -60.0
     timeout_s: float = 120.0
     script: list[Step] = field(default_factory=list)
+    persona: Persona | None = None  # instead of a script
     checks: list[Check] = field(default_factory=list)
 
 
@@ -257,10 +270,12 @@ def _parse_spec_into(errors: _Errors, spec: dict[str, Any]) -> ScenarioSpec:
     )
     parsed.timeout_s = errors.number("timeout_s", spec.get("timeout_s", 120), low=5, high=1800)
     caller = errors.mapping("caller", spec.get("caller"), ("script", "persona"))
-    if "persona" in caller:
-        errors.add("caller.persona", "persona callers are not supported yet: use caller.script")
+    if "persona" in caller and "script" in caller:
+        errors.add("caller", "a script or a persona, not both")
+    elif "persona" in caller:
+        parsed.persona = _persona(errors, "caller.persona", caller["persona"])
     elif "script" not in caller and isinstance(spec.get("caller"), dict):
-        errors.add("caller", "needs a script (a list of steps)")
+        errors.add("caller", "needs a script (a list of steps) or a persona")
     script = caller.get("script", [])
     if not isinstance(script, list) or ("script" in caller and not script):
         errors.add("caller.script", "must be a non-empty list of steps")
@@ -280,6 +295,35 @@ def _parse_spec_into(errors: _Errors, spec: dict[str, Any]) -> ScenarioSpec:
         if (check := _parse_check(errors, f"assertions[{i}]", raw)) is not None
     ]
     return parsed
+
+
+def _persona(errors: _Errors, path: str, value: Any) -> Persona:
+    keys = ("goal", "facts", "personality", "engine", "model", "max_turns")
+    opts = errors.mapping(path, value, keys)
+    facts = opts.get("facts", [])
+    if isinstance(facts, dict):  # {name: Anna Lee, party: 2} reads as "name: Anna Lee"
+        facts = [f"{k}: {v}" for k, v in facts.items()]
+    if not isinstance(facts, list) or not all(isinstance(f, str | int | float) for f in facts):
+        errors.add(f"{path}.facts", f"must be a list or a mapping of facts, got {facts!r}")
+        facts = []
+    turns = opts.get("max_turns", 6)
+    if isinstance(turns, bool) or not isinstance(turns, int) or not 1 <= turns <= 30:
+        errors.add(f"{path}.max_turns", f"must be a whole number from 1 to 30, got {turns!r}")
+        turns = 6
+    engine = opts.get("engine", "local")
+    if not isinstance(engine, str) or not SLUG.match(engine):
+        errors.add(
+            f"{path}.engine", f"must be an engine name (local, groq, openai), got {engine!r}"
+        )
+        engine = "local"
+    return Persona(
+        goal=errors.text(f"{path}.goal", opts.get("goal")),
+        facts=[str(f) for f in facts],
+        personality=str(opts.get("personality", "")),
+        engine=engine,
+        model=str(opts.get("model", "")),
+        max_turns=turns,
+    )
 
 
 def _one_key(errors: _Errors, path: str, raw: Any, known: dict[str, Any]) -> tuple[str, Any] | None:

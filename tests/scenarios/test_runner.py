@@ -184,3 +184,34 @@ def test_the_admin_action_runs_the_scenario_through_celery_and_keeps_the_result(
     assert result.scenario == scenario and result.call is not None
     page = staff_client.get(reverse("admin:scenarios_scenarioresult_changelist"))
     assert reverse("admin:calls_call_change", args=[result.call_id]).encode() in page.content
+
+
+async def test_a_persona_caller_says_its_lines_until_it_hangs_up(scripted_server):
+    _, target = scripted_server
+    await database_sync_to_async(scripted_profile)(slug="scripted")
+    persona = {
+        "goal": "Book a table for two.",
+        "facts": {"name": "Anna Lee"},
+        # The persona's LLM, scripted: one line, then it hangs up.
+        "engine": "scripted",
+        "model": "ttft_ms=20;tokens_per_s=500;replies=A table for two, please.||[HANG UP]",
+    }
+    spec = parse_document(
+        {
+            "name": "Persona",
+            "slug": "persona",
+            "profile": "scripted",
+            "voice": "espeak",
+            "timeout_s": 60,
+            "caller": {"persona": persona},
+            "assertions": [
+                {"turns": {"side": "caller", "min": 1, "max": 1}},
+                {"transcript_contains": {"side": "agent", "text": "what time"}},
+                {"end_reason": "caller_hangup"},
+            ],
+        }
+    )
+
+    (result,) = await run_batch([Job(spec=spec, language="en-US")], target)
+
+    assert result.status == "passed", (result.error, result.checks, result.notes)

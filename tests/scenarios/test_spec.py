@@ -96,9 +96,32 @@ def test_it_refuses_invalid_specs_with_specific_errors():
     assert any(e.startswith("caller.script[4]: must be a mapping with one key") for e in errors)
 
 
-def test_a_persona_caller_is_refused_as_not_supported_yet():
-    errors = errors_of({**VALID, "caller": {"persona": {"goal": "book a table"}}})
-    assert errors == ["caller.persona: persona callers are not supported yet: use caller.script"]
+def test_a_persona_caller_is_parsed_and_its_mistakes_refused():
+    spec = parse_document(
+        {
+            **VALID,
+            "caller": {
+                "persona": {
+                    "goal": "Book a table for two on Saturday",
+                    "facts": {"name": "Anna Lee", "party": 2},
+                    "engine": "groq",
+                    "max_turns": 4,
+                }
+            },
+        }
+    )
+    assert spec.script == [] and spec.persona is not None
+    assert spec.persona.facts == ["name: Anna Lee", "party: 2"] and spec.persona.max_turns == 4
+    errors = errors_of(
+        {**VALID, "caller": {"persona": {"goal": "", "max_turns": 0, "mood": "grumpy"}}}
+    )
+    assert any(
+        e.startswith("caller.persona.mood: unknown key (expected one of goal") for e in errors
+    )
+    assert "caller.persona.goal: must be non-empty text, got ''" in errors
+    assert "caller.persona.max_turns: must be a whole number from 1 to 30, got 0" in errors
+    both = {"script": [{"hang_up": True}], "persona": {"goal": "x"}}
+    assert "caller: a script or a persona, not both" in errors_of({**VALID, "caller": both})
 
 
 def test_the_stored_spec_is_validated_without_the_model_fields():
