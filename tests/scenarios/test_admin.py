@@ -123,3 +123,20 @@ def test_the_results_list_links_each_run_to_its_call(staff_client, profile):
     result = ScenarioResult.objects.get()
     detail = staff_client.get(reverse("admin:scenarios_scenarioresult_change", args=[result.pk]))
     assert b"ended by error" in detail.content
+
+
+def test_seed_demo_loads_the_shipped_scenarios_and_keeps_an_edited_one(settings):
+    import io
+
+    from django.core.management import call_command
+
+    settings.DEBUG = False  # no admin user: only the profiles and their scenarios
+    call_command("seed_demo", stdout=io.StringIO())
+    counts = {p: Scenario.objects.filter(profile__slug=p).count() for p in ("demo", "demo-es")}
+    assert counts == {"demo": 7, "demo-es": 6}
+    Scenario.objects.filter(slug="dtmf").update(name="Edited by an operator")
+
+    call_command("seed_demo", stdout=io.StringIO())
+
+    assert Scenario.objects.get(slug="dtmf").name == "Edited by an operator"
+    assert Scenario.objects.count() == 13
