@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from orchestrator.flows.spec import Flow
 from orchestrator.tools import ToolSpec
 
 DEFAULT_APOLOGY = "Lo sentimos, hemos tenido un problema. La llamada terminará."
@@ -106,6 +107,9 @@ class CallConfig:
     # separated by "|" are said in turn while it keeps running (reply.py).
     tool_filler: str = "Un momento, lo compruebo.|Sigo comprobándolo, gracias por esperar."
     tool_filler_after_ms: int = 1000
+    # Conversation flow (orchestrator/flows/): the nodes the agent walks through, each with
+    # its own task prompt, tools and transitions. None: one prompt for the whole call.
+    flow: Flow | None = None
     # Outbound answering-machine detection: the session waits (silent) for the carrier's
     # verdict before greeting; a machine gets voicemail_action.
     await_answer: bool = False

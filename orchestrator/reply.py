@@ -31,6 +31,7 @@ from orchestrator.audio import FRAME_MS, FrameSplitter, frame_bytes, pcm16_durat
 from orchestrator.config import CallConfig
 from orchestrator.contracts import INPUT_SAMPLE_RATE, TurnMetrics
 from orchestrator.engines import EngineError, Engines, supports_tools
+from orchestrator.flows.toolbox import FlowToolBox
 from orchestrator.playout import PacedPlayout, TransportFailed
 from orchestrator.sentences import SentenceSplitter
 from orchestrator.tools import ToolCall, ToolResult, tool_exchange
@@ -118,6 +119,9 @@ class Utterance:
 class ReplyPipeline:
     BACKSTOP_GRACE_S = 1.0  # above a whole chain of engine timeouts
     MAX_TOOL_ROUNDS = 3  # LLM requests answered with tool calls, per reply
+    # With a flow a transition is a round too (move, then answer in the new node): a reply
+    # may take one, use the node's tool and take the next.
+    FLOW_TOOL_ROUNDS = 5
     # Goodbye/apology: synthesis gets one step budget; playing takes ~80 ms a character.
     FINAL_WORDS_PLAY_S_PER_CHAR = 0.08
     FINAL_WORDS_GRACE_S = 5.0
@@ -138,6 +142,8 @@ class ReplyPipeline:
     ) -> None:
         self._config = config
         self._tools = tools if tools is not None else ToolBox(config)
+        # A flow (orchestrator/flows/): the node decides the prompt, tools and history.
+        self._flow = self._tools if isinstance(self._tools, FlowToolBox) else None
         self._tool_runner = ToolRunner(
             config,
             tools=self._tools,
@@ -204,7 +210,13 @@ class ReplyPipeline:
         utt.user_text = text  # (stored if the call ends while we hold for more words)
         await self._hold_if_unfinished(utt, turn, text)
         utt.phase = "llm"
-        messages = self._transcript.messages(self._config.system_prompt, pending_user=text)
+        if self._flow is None:
+            messages = self._transcript.messages(self._config.system_prompt, pending_user=text)
+        else:
+            # Over the node's turn limit: its fallback is taken before the LLM is asked.
+            utt.after = await self._flow.begin_turn(lambda: self.commit_user(utt))
+            pending = "" if utt.user_sequence is not None else text  # (else: recorded)
+            messages = self._flow.messages(pending_user=pending)
         await self.speak(utt, self._llm_sentences(utt, messages))
 
     async def commit_user(self, utt: Utterance) -> None:
@@ -320,13 +332,25 @@ class ReplyPipeline:
         self, utt: Utterance, messages: list[dict[str, Any]]
     ) -> AsyncIterator[str]:
         """The reply's sentences as the LLM streams them, running the tools it calls."""
-        tools = self._tools.schemas() if self._tools and supports_tools(self._engines.llm) else []
-        for round_ in range(self.MAX_TOOL_ROUNDS + 1):
+        can_call = bool(self._tools) and supports_tools(self._engines.llm)
+        rounds = self.MAX_TOOL_ROUNDS if self._flow is None else self.FLOW_TOOL_ROUNDS
+        if self._flow is not None:
+            # A turn-limit fallback (respond): the lines of the nodes it left and entered,
+            # and the end of the reply when it entered a hang-up or transfer node.
+            lines = self._flow.take_lines()
+            async with aclosing(self._lines_or_closing(utt, lines)) as said:
+                async for sentence in said:
+                    yield sentence
+            if utt.after is not None:
+                return
+        for round_ in range(rounds + 1):
             calls: list[ToolCall] = []
             text: list[str] = []
             spoke = False
-            # The last round offers no tools: the LLM must answer in words.
-            offered = tools if round_ < self.MAX_TOOL_ROUNDS else []
+            # The last round offers no tools: the LLM must answer in words. (Asked each
+            # round: with a flow, the node and so its tools may have changed.)
+            offered = self._tools.schemas() if can_call and round_ < rounds else []
+            moves = self._flow.state.moves if self._flow is not None else 0
             # aclosing: a barge-in closes the inner generators (the LLM stream, the
             # tools) at once, not whenever the garbage collector gets to them.
             async with aclosing(self._round(utt, messages, offered, calls, text)) as items:
@@ -340,14 +364,33 @@ class ReplyPipeline:
                 async for filler in fillers:
                     yield filler
             messages = [*messages, *tool_exchange("".join(text), calls, results)]
-            if utt.after is not None:
-                if not spoke:  # the round only called it: say the profile's line
-                    line = self._config.goodbye_message if isinstance(utt.after, HangUp) else (
-                        self._config.transfer_message
-                    )  # fmt: skip
+            if self._flow is not None:
+                lines = self._flow.take_lines()
+                spoke = spoke or bool(lines)
+                for line in lines:
                     async for sentence in sentences_of(line):
                         yield sentence
+                if self._flow.state.moves != moves:  # a transition: ask in the new node
+                    messages = self._flow.messages(round_text="".join(text))
+            if utt.after is not None:
+                if not spoke:  # the round only called it: say the profile's line
+                    async for sentence in sentences_of(self._closing_line(utt.after)):
+                        yield sentence
                 return
+
+    def _closing_line(self, after: AfterReply) -> str:
+        """The profile's line for a hang-up or transfer the LLM asked for without words."""
+        if isinstance(after, HangUp):
+            return self._config.goodbye_message
+        return self._config.transfer_message
+
+    async def _lines_or_closing(self, utt: Utterance, lines: list[str]) -> AsyncIterator[str]:
+        """Fixed lines; none before a hang-up or transfer: the profile's closing line."""
+        if not lines and utt.after is not None:
+            lines = [self._closing_line(utt.after)]
+        for line in lines:
+            async for sentence in sentences_of(line):
+                yield sentence
 
     async def _round(
         self,

@@ -59,6 +59,7 @@ from orchestrator.reply import ReplyPipeline, Utterance
 from orchestrator.stats import CallStats
 from orchestrator.task_reaper import TaskReaper, cancel_all
 from orchestrator.tools.actions import ReplyActions
+from orchestrator.flows.toolbox import FlowToolBox
 from orchestrator.tools.toolbox import ToolBox
 from orchestrator.transcript import Transcript
 from orchestrator.turn_taking import UserTurn
@@ -168,7 +169,7 @@ class CallSession:
         self._transcript = Transcript(
             recorder=recorder, queue=self._recorder_q, stats=self._stats, wall=self._wall
         )
-        self._tools = ToolBox(config)
+        self._tools = self._toolbox(config, engines)
         self._actions = ReplyActions(
             config,
             out=self._out,
@@ -602,6 +603,8 @@ class CallSession:
             logger.warning("call %s: closing the tools' HTTP client failed", self._call_id,
                            exc_info=True, extra=self._log_extra)  # fmt: skip
         metrics = self._stats.summary(self._clock() - self._t0)
+        if isinstance(self._tools, FlowToolBox):  # the node path and the values collected
+            metrics["flow"] = self._tools.summary()
         metrics["audio_health"] = audio_health.summary(
             late_frames=self._playout.late_frames,
             max_agent_gap_s=self._playout.max_gap_s,
@@ -626,6 +629,18 @@ class CallSession:
 
     def _wall(self, t: float) -> datetime:
         return self._wall0 + timedelta(seconds=t - self._t0)
+
+    def _toolbox(self, config: CallConfig, engines: Engines) -> ToolBox:
+        """The profile's tools; with a flow, those of the current node and its transitions."""
+        if config.flow is None:
+            return ToolBox(config)
+        if not supports_tools(engines.llm):
+            # Transitions are function calls: an LLM without them follows the role prompt.
+            logger.warning("call %s: the LLM cannot call tools; the flow is not followed",
+                           self._call_id, extra=self._log_extra)  # fmt: skip
+            return ToolBox(config)
+        return FlowToolBox(config, config.flow, transcript=self._transcript,
+                           emit=self._out.emit, clock=self._clock, wall=self._wall)  # fmt: skip
 
 
 def default_turn_model() -> ScoreFn | None:

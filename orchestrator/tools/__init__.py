@@ -90,6 +90,21 @@ class ToolResult:
 RESULT_MAX_CHARS = 4000  # a tool result the LLM reads is cut to this
 
 
+def schema_problems(schema: dict[str, Any], value: Any, *, limit: int = 5) -> list[str]:
+    """Why ``value`` does not fit the JSON Schema ``schema`` ("party_size: 'four' is not of
+    type 'integer'"), at most ``limit`` reasons; empty when it fits. Shared by HTTP tools and
+    flow transitions, so the LLM reads the same kind of sentence from both."""
+    import jsonschema  # (only where arguments are checked: keeps this module light)
+
+    validator = jsonschema.Draft202012Validator(schema or {"type": "object", "properties": {}})
+    errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    problems = []
+    for error in errors[:limit]:
+        where = ".".join(str(part) for part in error.absolute_path)
+        problems.append(f"{where}: {error.message}" if where else error.message)
+    return problems
+
+
 def tool_exchange(
     text: str, calls: list[ToolCall], results: list[ToolResult]
 ) -> list[dict[str, Any]]:

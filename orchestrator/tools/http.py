@@ -30,9 +30,14 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
-import jsonschema
 
-from orchestrator.tools import RESULT_MAX_CHARS, ToolResult, ToolSpec, ToolStatus
+from orchestrator.tools import (
+    RESULT_MAX_CHARS,
+    ToolResult,
+    ToolSpec,
+    ToolStatus,
+    schema_problems,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,15 +74,9 @@ def compact_json(value: Any) -> str:
 def validate_arguments(spec: ToolSpec, arguments: dict[str, Any]) -> str | None:
     """Why ``arguments`` do not fit the tool's schema (a sentence the LLM can act on), or
     None when they do."""
-    schema = spec.parameters or {"type": "object", "properties": {}}
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
-    if not errors:
+    problems = schema_problems(spec.parameters, arguments)
+    if not problems:
         return None
-    problems = []
-    for error in errors[:5]:
-        where = ".".join(str(part) for part in error.absolute_path)
-        problems.append(f"{where}: {error.message}" if where else error.message)
     return (
         f"Invalid arguments for tool {spec.name}, nothing was sent: "
         + "; ".join(problems)

@@ -49,6 +49,9 @@ class ToolBox:
     def schemas(self) -> list[dict[str, Any]]:
         return [spec.schema() for spec in self._specs.values()]
 
+    def spec(self, name: str) -> ToolSpec | None:
+        return self._specs.get(name)
+
     async def run(self, call: ToolCall) -> tuple[ToolResult, AfterReply | None]:
         """Run one call; never raises for a tool's own failure (it becomes the result)."""
         t = time.monotonic()

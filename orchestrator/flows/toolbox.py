@@ -1,0 +1,191 @@
+"""A call's tools when its profile has a flow: the current node's tools plus its transitions.
+
+    LLM request in node N:  system = role prompt + N's task (+ collected values)
+                            tools  = N's tools ∩ the profile's + N's transitions + globals
+    transition call ─► arguments checked against its schema ─┬─ invalid: an error result,
+                                                              │   the LLM asks and retries
+                                                              └─ ok: values stored, leave /
+                       enter actions (lines to say, hang-up, transfer), node changed; the
+                       reply's next tool round asks the LLM again in the new node (reply.py)
+
+It is a :class:`ToolBox`, so the tool runner, fillers, tool turns and cancellation work as
+for any tool; the reply pipeline additionally asks it for the node's messages, the lines
+to say and the turn-limit fallback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestrator.config import CallConfig
+from orchestrator.flows.spec import Action, ActionKind, Flow, Node, Transition
+from orchestrator.flows.state import FlowState
+from orchestrator.tools import ToolCall, ToolResult, ToolSpec, ToolStatus, schema_problems
+from orchestrator.tools.builtin import AfterReply, HangUp, Transfer
+from orchestrator.tools.toolbox import ToolBox
+from orchestrator.transcript import Transcript
+
+logger = logging.getLogger(__name__)
+
+FALLBACK = "fallback"  # the tool turn's name when a node's turn limit moves the call on
+
+
+class FlowToolBox(ToolBox):
+    def __init__(
+        self,
+        config: CallConfig,
+        flow: Flow,
+        *,
+        transcript: Transcript,
+        emit: Callable[[dict[str, Any]], Awaitable[None]],
+        clock: Callable[[], float],
+        wall: Callable[[float], datetime],
+    ) -> None:
+        super().__init__(config)
+        self._transcript = transcript
+        self._emit = emit
+        self._clock = clock
+        self._wall = wall
+        # (The session's clock starts with the call; the toolbox is built just before.)
+        self.state = FlowState.begin(flow, at=datetime.now(UTC))
+        self._lines: list[str] = []  # enter/leave "say" actions not spoken yet
+
+    # --- what the LLM is offered ---------------------------------------------------------
+
+    def _offered(self) -> tuple[list[ToolSpec], tuple[Transition, ...]]:
+        node = self.state.current
+        tools = [spec for name in node.tools if (spec := self.spec(name)) is not None]
+        return tools, self.state.flow.transitions_of(node.name)
+
+    @property
+    def names(self) -> list[str]:
+        tools, transitions = self._offered()
+        return [spec.name for spec in tools] + [t.name for t in transitions]
+
+    def schemas(self) -> list[dict[str, Any]]:
+        tools, transitions = self._offered()
+        return [spec.schema() for spec in tools] + [
+            ToolSpec(name=t.name, description=t.description, parameters=t.schema,
+                     kind="transition").schema()
+            for t in transitions
+        ]  # fmt: skip
+
+    def messages(self, *, pending_user: str = "", round_text: str = "") -> list[dict[str, Any]]:
+        """What the LLM is sent in the current node: its prompt, and the conversation from
+        where the node's context strategy starts it. ``round_text``: the words of the tool
+        round that just ran, put back on its tool-call message (the transcript keeps them
+        only once they have played)."""
+        prompt = self.state.prompt(self._config.system_prompt)
+        system, *history = self._transcript.messages(prompt, pending_user=pending_user)
+        history = history[self.state.context_from :]
+        if round_text.strip():
+            for message in reversed(history):
+                if message["role"] == "assistant" and message.get("tool_calls"):
+                    message["content"] = round_text
+                    break
+        return [system, *history]
+
+    def take_lines(self) -> list[str]:
+        """The "say" actions of the nodes just left and entered, once."""
+        lines, self._lines = self._lines, []
+        return lines
+
+    def summary(self) -> dict[str, Any]:
+        return self.state.summary()
+
+    # --- running a call --------------------------------------------------------------------
+
+    async def run(self, call: ToolCall) -> tuple[ToolResult, AfterReply | None]:
+        transitions = {t.name: t for t in self.state.flow.transitions_of(self.state.node)}
+        if (transition := transitions.get(call.name)) is not None:
+            return self._transition(call, transition)
+        if call.name not in self.state.current.tools:
+            # Also a transition of another node: one round may call two, the first moved.
+            result = ToolResult(
+                status=ToolStatus.REFUSED,
+                content=f"{call.name} is not available in the current step "
+                f"({self.state.node}). Available: {', '.join(self.names) or 'none'}.",
+            )
+            return result, None
+        return await super().run(call)
+
+    def _transition(
+        self, call: ToolCall, transition: Transition
+    ) -> tuple[ToolResult, AfterReply | None]:
+        try:
+            values = call.parsed_arguments()
+        except ValueError as exc:
+            values, problems = {}, [str(exc)]
+        else:
+            problems = schema_problems(transition.schema, values)
+        if problems:
+            result = ToolResult(
+                status=ToolStatus.ERROR,
+                content=f"Invalid values for {transition.name}: {'; '.join(problems)}. "
+                "Ask the caller for what is missing or fix the values, then call it again.",
+            )
+            return result, None
+        after = self._enter(transition.target, via=transition.name, values=values)
+        node = self.state.current
+        content = {"moved_to": node.name, "collected": self.state.values}
+        if not node.terminal:
+            content["next"] = "Continue with the current step's instructions."
+        result = ToolResult(status=ToolStatus.OK, content=json.dumps(content, ensure_ascii=False))
+        return result, after
+
+    async def begin_turn(self, commit_user: Callable[[], Awaitable[None]]) -> AfterReply | None:
+        """A caller turn is being answered: over the node's turn limit, take its fallback
+        before the LLM is asked (recorded as a ``fallback`` tool turn)."""
+        node = self.state.current
+        if not self.state.count_turn():
+            return None
+        await commit_user()  # the caller's turn comes before the move in the transcript
+        started = self._clock()
+        after = self._enter(node.fallback, via=FALLBACK, values={})
+        logger.info("call %s: node %s over %s turns, fallback to %s", self._config.call_id,
+                    node.name, node.max_turns, node.fallback,
+                    extra={"call_id": self._config.call_id})  # fmt: skip
+        call = ToolCall(
+            id=f"fallback-{self.state.moves}",
+            name=FALLBACK,
+            arguments=json.dumps({"from": node.name, "to": node.fallback,
+                                  "max_turns": node.max_turns}),  # fmt: skip
+        )
+        result = ToolResult(status=ToolStatus.OK, content=f"Moved to {node.fallback}.")
+        # A turn for the record only: the LLM is not told of a tool it was never offered;
+        # the new node's prompt is what it goes on from.
+        turn = self._transcript.tool(call, result, started_at=started, ended_at=self._clock())
+        await self._emit({"type": "tool", **turn.as_dict()})
+        return after
+
+    def _enter(self, target: str, *, via: str, values: dict[str, Any]) -> AfterReply | None:
+        left = self.state.current
+        node: Node = self.state.move(
+            target, via=via, values=values, at=self._wall(self._clock()),
+            history=self._transcript.history,
+        )  # fmt: skip
+        logger.info("call %s: flow %s -> %s via %s", self._config.call_id, left.name, node.name,
+                    via, extra={"call_id": self._config.call_id})  # fmt: skip
+        after: AfterReply | None = None
+        for action in (*left.on_leave, *node.on_enter):
+            after = self._act(action) or after
+        return after
+
+    def _act(self, action: Action) -> AfterReply | None:
+        if action.kind is ActionKind.SAY:
+            self._lines.append(action.text)
+            return None
+        if action.kind is ActionKind.END_CALL:
+            return HangUp()
+        for label, destination in self._config.transfer_targets:
+            if action.text.casefold() == label.casefold():
+                return Transfer(destination=destination, label=label)
+        # Checked when the profile was saved; its destinations changed since.
+        logger.warning("call %s: flow transfer to %r: not a transfer destination",
+                       self._config.call_id, action.text,
+                       extra={"call_id": self._config.call_id})  # fmt: skip
+        return None
