@@ -106,6 +106,14 @@ def test_the_breadcrumb_leads_back_to_the_list_as_it_was_filtered(admin_client, 
     assert '/admin/calls/call/?channel__exact=twilio"' in response.content.decode()
 
 
+def test_the_page_links_to_the_overview_and_to_delete(admin_client, profile):
+    call = review_call(profile)
+    html = _page(admin_client, call)
+    tools = html[html.index('<ul class="object-tools">') :][:600]
+    assert reverse("admin:calls_call_overview") in tools
+    assert reverse("admin:calls_call_delete", args=[call.pk]) in tools
+
+
 def test_a_call_without_a_recording_has_no_player(admin_client, profile):
     html = _page(admin_client, review_call(profile))
     assert "<audio" not in html and "has-recording" not in html
