@@ -304,6 +304,15 @@ class AgentProfile(models.Model):
         blank=True, help_text="Left after the beep when the answering machine option says so."
     )
 
+    # Conversation flow (docs/flows.md): the steps the agent walks through; checked on save.
+    flow = models.JSONField(
+        blank=True,
+        null=True,
+        help_text="Optional conversation flow (JSON, docs/flows.md): nodes with their task, "
+        "tools and transitions. Empty: the system prompt alone drives the call. Needs an LLM "
+        "that calls tools (Groq or OpenAI-compatible); the local model ignores it.",
+    )
+
     # Call recording (docs/recordings.md).
     record_calls = models.BooleanField(
         default=False,
@@ -337,6 +346,22 @@ class AgentProfile(models.Model):
         check_turn_timing(
             {"vad_stop_ms": self.vad_stop_ms, "max_turn_silence_ms": self.max_turn_silence_ms}
         )
+        if self.flow:
+            self._check_flow()
+
+    def _check_flow(self) -> None:
+        """Every problem of the flow, each its own message under the field."""
+        from orchestrator.flows import FlowError, parse_flow
+
+        try:
+            labels = [label for label, _ in transfer_target_list(self.transfer_destinations)]
+        except ValidationError:
+            labels = None  # (the destinations' own error is shown on their field)
+        tools = list(self.tools.values_list("name", flat=True)) if self.pk else []
+        try:
+            parse_flow(self.flow, known_tools=tools, transfer_labels=labels)
+        except FlowError as exc:
+            raise ValidationError({"flow": exc.problems}) from None
 
 
 def backchannel_word_list(value: str) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ from calls.models import (
     validate_overrides,
 )
 from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
+from orchestrator.flows import Flow, FlowError, parse_flow
 from orchestrator.tools import ToolSpec
 
 logger = logging.getLogger(__name__)
@@ -172,7 +173,22 @@ def call_config_for(*, profile: AgentProfile, channel: str, call_id: str = "") -
         voicemail_message=profile.voicemail_message,
         record_calls=profile.record_calls,
         recording_consent_line=profile.recording_consent_line.strip(),
+        flow=profile_flow(profile=profile),
     )
+
+
+def profile_flow(*, profile: AgentProfile) -> Flow | None:
+    """The profile's flow as the orchestrator runs it. Checked on save; one stored
+    otherwise (a script, a later format change) that no longer parses is logged and the
+    call follows the system prompt alone, rather than not being answered."""
+    if not profile.flow:
+        return None
+    try:
+        # Tools are not checked here: one removed since the flow was saved is not offered.
+        return parse_flow(profile.flow)
+    except FlowError as exc:
+        logger.error("profile %s: its flow is invalid, calls ignore it: %s", profile.slug, exc)
+        return None
 
 
 def profile_tool_specs(*, profile: AgentProfile) -> tuple[ToolSpec, ...]:

@@ -94,7 +94,7 @@ class AgentProfileAdmin(admin.ModelAdmin):
     search_fields = ("name", "slug", "phone_numbers")
     prepopulated_fields = {"slug": ("name",)}
     inlines = [ChannelOverlayInline, ProfileToolInline]
-    readonly_fields = ("add_tool",)
+    readonly_fields = ("add_tool", "flow_diagram")
     fieldsets = (
         (None, {"fields": ("name", "slug", "is_active", "is_default", "language")}),
         ("Conversation", {"fields": ("system_prompt", "greeting", "idle_reprompt", "goodbye_message", "apology_message", "busy_message")}),
@@ -133,6 +133,7 @@ class AgentProfileAdmin(admin.ModelAdmin):
                 ),
             },
         ),
+        ("Flow", {"fields": ("flow", "flow_diagram")}),  # docs/flows.md
         ("Telephony", {"fields": ("phone_numbers",)}),  # telephony/admin.py adds its outbound call
         ("Recording", {"fields": ("record_calls", "recording_consent_line")}),  # docs/recordings.md
         ("After the call", {"fields": ("extraction_schema", "webhook_url", "webhook_secret")}),
@@ -145,6 +146,20 @@ class AgentProfileAdmin(admin.ModelAdmin):
     @admin.display(description="STT / LLM / TTS")
     def engines(self, obj: AgentProfile) -> str:
         return f"{obj.stt_engine} / {obj.llm_engine} / {obj.tts_engine}"
+
+    @admin.display(description="diagram")
+    def flow_diagram(self, obj: AgentProfile) -> str:
+        from orchestrator.flows import FlowError, parse_flow
+        from orchestrator.flows.diagram import flow_svg
+
+        if not obj.flow:
+            return "No flow: the system prompt alone drives the call."
+        try:
+            flow = parse_flow(obj.flow)
+        except FlowError:
+            return "The saved flow has errors: fix them above to see its diagram."
+        # flow_svg escapes every name and label it draws.
+        return mark_safe(flow_svg(flow))  # noqa: S308
 
     @admin.display(description="HTTP tools")
     def add_tool(self, obj: AgentProfile) -> str:
