@@ -39,6 +39,7 @@ def run_and_store(
     base_url: str = "",
     repeat: int = 1,
     parallel: int = 1,
+    busy_retries: int = 0,
     on_result: Callable[[RunResult], None] | None = None,
     on_server: Callable[[str], None] | None = None,
 ) -> Batch:
@@ -63,6 +64,7 @@ def run_and_store(
                 parallel=parallel,
                 judge=cloud_judge(),
                 on_result=on_result,
+                busy_retries=busy_retries,
             )
         )
     finally:

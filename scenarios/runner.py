@@ -53,6 +53,7 @@ SERVER_ENDINGS = {
     EndReason.TRANSFERRED,
 }
 STORED_WAIT_S = 20.0  # the call record ends within moments of the socket closing
+BUSY_PAUSE_S = 5.0  # before placing a call again that the server ended as busy
 EXTRACTION_WAIT_S = 90.0  # the offline LLM's post-call analysis takes seconds of CPU
 
 
@@ -97,6 +98,7 @@ class RunResult:
     call_sid: str = ""
     duration_s: float = 0.0
     call_duration_s: float | None = None
+    busy: bool = False  # the server ended the call as overloaded: not the agent's behaviour
 
     @property
     def failed_checks(self) -> list[CheckResult]:
@@ -111,8 +113,13 @@ async def run_batch(
     parallel: int = 1,
     judge: Judge | None = None,
     on_result: Callable[[RunResult], None] | None = None,
+    busy_retries: int = 0,
 ) -> list[RunResult]:
-    """Every job ``repeat`` times, ``parallel`` calls at a time, results in job order."""
+    """Every job ``repeat`` times, ``parallel`` calls at a time, results in job order.
+
+    A run the server ended as busy (its own overload protection: a local model too slow on
+    a loaded machine) says nothing about the agent; with ``busy_retries`` it is placed
+    again, up to that many times, after a pause, and its notes say so."""
     await warm_voices(jobs)
     gate = asyncio.Semaphore(max(1, parallel))
     limits = httpx.Limits(max_connections=max(4, parallel * 2))
@@ -121,8 +128,8 @@ async def run_batch(
         async def one(job: Job, index: int) -> RunResult:
             async with gate:
                 try:
-                    result = await run_scenario(
-                        job, target, http=http, repeat_index=index, judge=judge
+                    result = await _run_with_retries(
+                        job, target, http=http, index=index, judge=judge, retries=busy_retries
                     )
                 except Exception as exc:  # noqa: BLE001 - one run's bug must not lose the batch
                     logger.exception("scenario %s crashed the runner", job.label)
@@ -149,6 +156,26 @@ async def run_batch(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _run_with_retries(
+    job: Job,
+    target: Target,
+    *,
+    http: httpx.AsyncClient,
+    index: int,
+    judge: Judge | None,
+    retries: int,
+) -> RunResult:
+    notes: list[str] = []
+    for attempt in range(retries + 1):
+        result = await run_scenario(job, target, http=http, repeat_index=index, judge=judge)
+        if not result.busy or attempt == retries:
+            break
+        notes.append(f"attempt {attempt + 1} ended busy ({result.error}); placed again")
+        await asyncio.sleep(BUSY_PAUSE_S)  # let the server finish what it was chewing on
+    result.notes = notes + result.notes
+    return result
 
 
 async def warm_voices(jobs: list[Job]) -> None:
@@ -225,6 +252,7 @@ async def run_scenario(
         timeout_s=EXTRACTION_WAIT_S if need_extraction else STORED_WAIT_S,
     )
     result.error = result.error or _call_error(outcome, stored)
+    result.busy = stored is not None and stored.end_reason == EndReason.BUSY
     if stored is not None:
         result.call_id = stored.id
         result.call_duration_s = stored.duration_s

@@ -215,3 +215,18 @@ async def test_a_persona_caller_says_its_lines_until_it_hangs_up(scripted_server
     (result,) = await run_batch([Job(spec=spec, language="en-US")], target)
 
     assert result.status == "passed", (result.error, result.checks, result.notes)
+
+
+async def test_a_call_the_server_ends_as_busy_is_placed_again_and_said_so(scripted_server):
+    _, target = scripted_server
+    # The STT answers as a local model whose queue is full: the server's overload ending.
+    await database_sync_to_async(scripted_profile)(
+        slug="overloaded", stt_model="delay_ms=30;overloaded=1"
+    )
+    busy = job("busy", "overloaded", [{"end_reason": "caller_hangup"}])
+
+    (result,) = await run_batch([busy], target, busy_retries=1)
+
+    assert result.status == "error" and result.busy
+    assert "busy" in result.error and "run fewer scenarios in parallel" in result.error
+    assert len(result.notes) >= 1 and result.notes[0].startswith("attempt 1 ended busy")

@@ -44,6 +44,10 @@ OFFLINE_SERVER = {
 # One call at a time: on a busy 2-core machine two calls already queued replies behind the
 # one local model until the session's stall watchdog ended a call as busy.
 PARALLEL = 1
+# A call the server ends as busy (a local model past its 10 s timeout: this machine was
+# loaded by other test runs) says nothing about the agent: placed again once, and the
+# result's notes say so. A second busy end fails the test.
+BUSY_RETRIES = 1
 
 
 def test_the_shipped_offline_scenarios_of_the_english_demo_pass(profile):
@@ -56,7 +60,9 @@ def test_the_shipped_offline_scenarios_of_the_english_demo_pass(profile):
     server = LocalServer(settings_module="voiceapp.settings", env=OFFLINE_SERVER).start()
     ready_s = time.monotonic() - started
     try:
-        results = asyncio.run(run_batch(jobs, server.target, parallel=PARALLEL))
+        results = asyncio.run(
+            run_batch(jobs, server.target, parallel=PARALLEL, busy_retries=BUSY_RETRIES)
+        )
     finally:
         server.stop()
     total_s = time.monotonic() - started
@@ -64,6 +70,8 @@ def test_the_shipped_offline_scenarios_of_the_english_demo_pass(profile):
     print(f"\nserver ready in {ready_s:.1f} s; {len(jobs)} scenarios in {total_s:.1f} s in all")
     print(report.summary_table(results))
     print(report.problems(results))
+    for result in results:
+        print("\n".join(f"{result.label}: note: {n}" for n in result.notes if "ended busy" in n))
     assert all(r.status == "passed" for r in results), report.problems(results) + (
         "\n" + server.output()[-3000:]
     )

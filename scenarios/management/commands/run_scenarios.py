@@ -31,6 +31,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--repeat", type=int, default=1, help="Run each scenario N times.")
         parser.add_argument("--parallel", type=int, default=1, help="Calls at the same time.")
+        parser.add_argument(
+            "--retry-busy",
+            type=int,
+            default=0,
+            help="Place a call the server ended as busy (overloaded) again, up to N times.",
+        )
         parser.add_argument("--junit", default="", help="Write JUnit XML to this file.")
         parser.add_argument(
             "--base-url",
@@ -62,6 +68,7 @@ class Command(BaseCommand):
             base_url=options["base_url"],
             repeat=options["repeat"],
             parallel=options["parallel"],
+            busy_retries=max(0, options["retry_busy"]),
             on_result=progress,
             on_server=lambda url: self.stdout.write(f"server started at {url}"),
         )
