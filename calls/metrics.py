@@ -1,6 +1,9 @@
-"""Prometheus metrics of this process, exposed at ``/metrics``.
+"""Prometheus metrics, exposed at ``/metrics``.
 
-Each daphne process exposes its own counters; scrape every web process (or run one).
+One process (``make run``, a plain daphne): its own series. Several workers on one port
+(``python -m voiceapp.serve``): the supervisor gives them a ``PROMETHEUS_MULTIPROC_DIR``
+and any worker's ``/metrics`` answers for all of them (counters and histograms summed,
+gauges as their ``multiprocess_mode`` says); calls/views.py.
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ from prometheus_client import Counter, Gauge, Histogram
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
 ACTIVE_CALLS = Gauge(
-    "voiceapp_active_calls", "Calls with a live session in this process", ["channel"]
+    "voiceapp_active_calls",
+    "Calls with a live session (summed over the live workers of a host)",
+    ["channel"],
+    multiprocess_mode="livesum",
 )
 CALLS_STARTED = Counter("voiceapp_calls_started_total", "Calls started", ["channel"])
 CALLS_ENDED = Counter("voiceapp_calls_ended_total", "Calls ended", ["channel", "reason"])
@@ -21,7 +27,9 @@ TURN_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 ENGINE_ERRORS = Counter("voiceapp_engine_errors_total", "Engine failures", ["vendor"])
-GLOBAL_STOP = Gauge("voiceapp_global_stop", "1 while calls are globally stopped")
+GLOBAL_STOP = Gauge(
+    "voiceapp_global_stop", "1 while calls are globally stopped", multiprocess_mode="livemax"
+)
 INTERRUPTIONS = Counter("voiceapp_interruptions_total", "Agent turns cut by barge-in", ["channel"])
 UNANSWERED_TURNS = Counter(
     "voiceapp_unanswered_turns_total",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import hmac
+import os
 
 from django.conf import settings
 from django.contrib import messages
@@ -25,7 +26,13 @@ from django.views.decorators.http import (
     require_POST,
     require_safe,
 )
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
 
 from calls import global_stop, recordings, selectors
 from calls import metrics as prom
@@ -112,7 +119,16 @@ def metrics(request: HttpRequest) -> HttpResponse:
         prom.GLOBAL_STOP.set(0 if global_stop.calls_allowed() else 1)
     except Exception:  # noqa: BLE001 - metrics must answer even when Redis is down
         pass
-    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)
+
+
+def _registry() -> CollectorRegistry:
+    """This process's series, or every worker's when they share a multiprocess folder."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
 
 
 # --- Call recordings (staff only; docs/recordings.md) -----------------------------------------

@@ -268,6 +268,32 @@ def _alive(pid: int) -> bool:
     return True
 
 
+# Prometheus (``/metrics``, next to calls/metrics.py's series). Set when they change (slots,
+# lag samples), not read at scrape time: with several workers (voiceapp/serve.py) a scrape
+# reaches one worker, and prometheus_client's multiprocess mode sums the workers' values
+# from files (calls/views.py), which a scrape-time function cannot feed.
+CALLS_REFUSED = Counter(
+    "voiceapp_calls_refused_total",
+    "New calls refused because this process was full (reason: capacity, loop_lag, shutting_down)",
+    ["channel", "reason"],
+)
+CALL_CAPACITY = Gauge(
+    "voiceapp_call_capacity",
+    "MAX_CALLS_PER_PROCESS (summed over the live workers of a host; 0: no limit)",
+    multiprocess_mode="livesum",
+)
+ADMITTED_CALLS = Gauge(
+    "voiceapp_admitted_calls",
+    "Calls holding an admission slot (summed over the live workers of a host)",
+    multiprocess_mode="livesum",
+)
+LOOP_LAG_P99 = Gauge(
+    "voiceapp_loop_lag_p99_seconds",
+    "Event-loop lag p99 over the last 5 s, the worst worker's (0 while no call is live)",
+    multiprocess_mode="livemax",
+)
+
+
 class AdmissionController:
     """The slots of this process and the loop-lag monitor that runs while any is taken."""
 
@@ -283,8 +309,7 @@ class AdmissionController:
         # caller was connected. call_id -> when the place expires (monotonic).
         self._reserved: dict[str, float] = {}
         self._lock = threading.Lock()
-        if board is not None:
-            self.monitor.on_sample = self.publish
+        self.monitor.on_sample = self._on_lag_sample
         # Set when the server is stopping (live/runtime.py install_signal_drain): live calls
         # are saying goodbye, new ones are refused.
         self.draining = False
@@ -373,9 +398,16 @@ class AdmissionController:
         )
 
     def publish(self, *, force: bool = False) -> None:
-        """Tell the host's other workers whether this one has room (no board: nothing)."""
+        """Tell the host's other workers whether this one has room (no board: nothing),
+        and Prometheus what this worker holds."""
         if self.board is not None:
             self.board.publish(self.state(), force=force)
+        ADMITTED_CALLS.set(self.active)
+        CALL_CAPACITY.set(self.capacity())
+
+    def _on_lag_sample(self) -> None:
+        LOOP_LAG_P99.set((self.monitor.p99_ms() or 0.0) / 1000.0)
+        self.publish()
 
     def reserve(self, call_id: object) -> None:
         """A webhook answered ``call_id``: hold a place for its stream (``RESERVE_S`` at most;
@@ -415,6 +447,7 @@ class AdmissionController:
             idle = not self._slots
         if idle:
             await self.monitor.stop()
+            LOOP_LAG_P99.set(0.0)  # no sampler while idle: no stale figure either
         self.publish()
 
 
@@ -426,24 +459,3 @@ def record_refusal(*, channel: str, refused: Refusal, call_id: object = "") -> N
 
 controller = AdmissionController(board=WorkerBoard.from_env())
 controller.publish(force=True)  # a new worker has room: say so before its first call
-
-# Prometheus (``/metrics``, next to calls/metrics.py's series; kept here because they are
-# read from the controller at scrape time, so nobody has to keep them up to date).
-CALLS_REFUSED = Counter(
-    "voiceapp_calls_refused_total",
-    "New calls refused because this process was full (reason: capacity or loop_lag)",
-    ["channel", "reason"],
-)
-CALL_CAPACITY = Gauge(
-    "voiceapp_call_capacity", "MAX_CALLS_PER_PROCESS of this process (0: no limit)"
-)
-CALL_CAPACITY.set_function(AdmissionController.capacity)
-ADMITTED_CALLS = Gauge(
-    "voiceapp_admitted_calls", "Calls holding an admission slot in this process"
-)
-ADMITTED_CALLS.set_function(lambda: controller.active)
-LOOP_LAG_P99 = Gauge(
-    "voiceapp_loop_lag_p99_seconds",
-    "Event-loop lag p99 over the last 5 s (0 while no call is live)",
-)
-LOOP_LAG_P99.set_function(lambda: (controller.monitor.p99_ms() or 0.0) / 1000.0)

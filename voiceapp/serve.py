@@ -31,14 +31,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import socket
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 logger = logging.getLogger("voiceapp.serve")
 
@@ -135,6 +136,15 @@ class Supervisor:
         # whether it has room, so a webhook answered by a full worker still takes the call
         # when another worker can.
         self.board = tempfile.mkdtemp(prefix="voiceapp-workers-")
+        # Prometheus multiprocess mode: each worker writes its series to files here and any
+        # worker's /metrics answers for all (calls/views.py). A folder of the operator's
+        # own (PROMETHEUS_MULTIPROC_DIR) is emptied first, as prometheus_client requires.
+        self.metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
+            prefix="voiceapp-prometheus-"
+        )
+        self.own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+        for stale in Path(self.metrics_dir).glob("*.db"):
+            stale.unlink()
 
     def spawn(self, index: int, crashes: int = 0) -> Worker:
         fd = self.sock.fileno()
@@ -143,6 +153,7 @@ class Supervisor:
             "WEB_WORKER_INDEX": str(index),
             "WEB_WORKERS": str(self.count),
             "WEB_WORKER_BOARD": self.board,
+            "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
         }
         process = subprocess.Popen(
             worker_command(self.server, fd, proxy_headers=self.proxy_headers),
@@ -169,11 +180,18 @@ class Supervisor:
                     "worker %d (pid %d) exited with %s after %.0f s; restarting in %.0f s",
                     worker.index, worker.process.pid, code, lived, wait,
                 )
+                self._forget_metrics(worker.process.pid)
                 time.sleep(wait)
                 if not self.stopping:
                     self.workers[n] = self.spawn(worker.index, crashes)
             time.sleep(0.5)
         return self.shutdown()
+
+    def _forget_metrics(self, pid: int) -> None:
+        """A dead worker's live gauges (calls held, capacity) stop counting."""
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, self.metrics_dir)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         if self.stopping:  # a second Ctrl-C: do not wait for goodbyes
@@ -198,6 +216,8 @@ class Supervisor:
                 worker.process.wait()
         self.sock.close()
         shutil.rmtree(self.board, ignore_errors=True)
+        if self.own_metrics_dir:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
         return 0
 
 

@@ -124,6 +124,12 @@ def test_two_workers_hold_one_call_each_and_end_them_gracefully_on_sigterm(
         assert ET.fromstring(response.content).find("./Reject") is not None, response.text
         ready = await asyncio.to_thread(httpx.get, workers.base + "/health/ready/", timeout=15)
         assert ready.status_code == 503
+        # Whichever worker answers /metrics, it counts both workers' calls.
+        for _ in range(4):
+            metrics = await asyncio.to_thread(httpx.get, workers.base + "/metrics", timeout=15)
+            assert "voiceapp_admitted_calls 2.0" in metrics.text
+            assert 'voiceapp_active_calls{channel="twilio"} 2.0' in metrics.text
+            assert "voiceapp_call_capacity 2.0" in metrics.text
 
         # SIGTERM to the supervisor: every live call says goodbye and is stored as a
         # server shutdown, in both workers.
