@@ -56,6 +56,7 @@ DEFAULT_NS_LEVEL = 1  # 0-3 = WebRTC's 6, 12, 18, 21 dB targets
 # skip and for Whisper (which heard "for it." in a cleaned "for" with the dither left in).
 _DITHER = np.random.default_rng(0).integers(-1, 2, (100, FRAME_SAMPLES), dtype=np.int16)
 _SILENCE_REACH = 3  # frames
+_ZEROS = bytes(FRAME_BYTES)
 
 _logged: set[str] = set()
 
@@ -132,10 +133,14 @@ class InboundCleaner:
         frames = bytes(self._held[:whole])
         del self._held[:whole]
         rows = np.frombuffer(frames, "<i2").reshape(-1, FRAME_SAMPLES)
-        silent = ~rows.any(axis=1)
+        # Digital silence by comparing bytes (a memcmp): numpy's any() per 10 ms row cost
+        # 4x more, on every frame of every call.
+        flags = [frames[i : i + FRAME_BYTES] == _ZEROS for i in range(0, whole, FRAME_BYTES)]
+        any_silent = any(flags)
+        silent = np.array(flags)
         first = self._frames
         self._frames += len(rows)
-        if silent.any():
+        if any_silent:
             rows = rows.copy()
             rows[silent] = _DITHER[(first + np.flatnonzero(silent)) % len(_DITHER)]
         try:
@@ -149,7 +154,7 @@ class InboundCleaner:
             )
             self._processor = None
             return frames
-        if silent.any():
+        if any_silent:
             out = out.reshape(-1, FRAME_SAMPLES)
             run = self._silent_run
             for i, is_silent in enumerate(silent):
