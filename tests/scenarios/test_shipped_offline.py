@@ -1,8 +1,9 @@
 """The shipped ``offline`` scenarios of the English demo, through the real offline engines
 (local Whisper, Qwen 0.5B, piper) on a server the runner starts: what CI runs.
 
-Slow by nature (real calls in real time): 136 s measured on this 2-core machine while
-other test runs loaded it (44 s of it the server loading the models). Skipped where
+Slow by nature (real calls in real time): 107-180 s measured on this 2-core machine
+while other test runs loaded it (the four calls ~85 s, the server loading the models 8-50 s,
+a call placed again after a busy end up to ~25 s). Skipped where
 the offline engines are not installed.
 """
 
