@@ -58,6 +58,9 @@ logger = logging.getLogger(__name__)
 # A webhook that answers a call holds a place for its stream this long (the stream usually
 # starts within a second or two; a place whose stream never came is given back after it).
 RESERVE_S = 10.0
+# A call answered on the host that lands on a full worker may exceed its capacity by
+# capacity // OVERFLOW_DIVISOR (at least 1): see AdmissionController.admit.
+OVERFLOW_DIVISOR = 10
 SAMPLE_INTERVAL_S = loop_lag.LoopLagMonitor.INTERVAL_S  # how often the loop is measured
 WINDOW_S = 5.0  # the lag figure is the p99 of the samples of the last WINDOW_S
 
@@ -237,9 +240,13 @@ class WorkerBoard:
         with contextlib.suppress(OSError):
             (self.folder / "reserved" / call_id).touch()
 
-    def unreserve(self, call_id: str) -> None:
-        with contextlib.suppress(OSError):
+    def unreserve(self, call_id: str) -> bool:
+        """Take ``call_id``'s reservation away; True if it had one (the host answered it)."""
+        try:
             (self.folder / "reserved" / call_id).unlink()
+        except OSError:
+            return False
+        return True
 
     def reserved(self) -> int:
         """Calls answered on this host whose stream has not started (expired ones removed)."""
@@ -409,6 +416,10 @@ class AdmissionController:
         LOOP_LAG_P99.set((self.monitor.p99_ms() or 0.0) / 1000.0)
         self.publish()
 
+    def _may_overflow(self) -> bool:
+        limit = self.capacity()
+        return self.active < limit + max(1, limit // OVERFLOW_DIVISOR)
+
     def reserve(self, call_id: object) -> None:
         """A webhook answered ``call_id``: hold a place for its stream (``RESERVE_S`` at most;
         the stream's :meth:`admit` or the call's :meth:`release` gives it back, on whichever
@@ -423,14 +434,20 @@ class AdmissionController:
         """On the event loop: take a slot for ``call_id``, or say why not.
 
         Check and take happen with no await in between, so two streams starting together
-        cannot both take the last slot. Starts the lag monitor with the first call."""
-        if self.board is not None:
-            self.board.unreserve(call_id)
+        cannot both take the last slot. Starts the lag monitor with the first call.
+
+        With several workers, a call the host answered (its webhook reserved a place) may
+        land on a worker that is already full while another has room: rather than drop a
+        caller who was already connected, such a call may exceed this worker's capacity by
+        ``OVERFLOW`` (10 %, at least 1). The loop-lag limit still applies."""
+        answered = self.board.unreserve(call_id) if self.board is not None else False
         with self._lock:
             self._reserved.pop(call_id, None)
             if call_id not in self._slots:
                 refused = self.refusal()
-                if refused is not None:
+                if refused is not None and not (
+                    answered and refused.reason == CAPACITY and self._may_overflow()
+                ):
                     return refused
                 self._slots.add(call_id)
         self.monitor.start()
