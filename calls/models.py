@@ -240,9 +240,10 @@ class AgentProfile(models.Model):
         max_length=300,
         blank=True,
         help_text=(
-            "Said to a Twilio caller refused because every line is busy (admission control), "
-            "then hang up. Empty: a busy tone (<Reject reason=\"busy\"/>), which lets Twilio "
-            "or the caller try again. Telnyx callers always get a busy signal."
+            "Said when every line is busy, then hang up: to a Twilio caller refused by "
+            "admission control (empty: a busy tone, <Reject reason=\"busy\"/>; Telnyx callers "
+            "always get a busy signal), and in a call the local models can no longer serve "
+            "(empty: a stock line in the profile's language)."
         ),
     )
 

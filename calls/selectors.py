@@ -157,7 +157,8 @@ def call_config_for(*, profile: AgentProfile, channel: str, call_id: str = "") -
         max_call_seconds=int(v["max_call_seconds"]),
         goodbye_message=str(v["goodbye_message"]),
         apology_message=str(v["apology_message"]),
-        busy_message=busy_message(str(v["language"])),
+        # The profile's own busy line, else the stock one in its language.
+        busy_message=profile.busy_message or busy_message(str(v["language"])),
         recorder_retry_s=float(settings.RECORDER_RETRY_SECONDS),
         tools=profile_tool_specs(profile=profile),
         end_call_enabled=profile.end_call_enabled,

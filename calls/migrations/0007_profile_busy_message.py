@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='agentprofile',
             name='busy_message',
-            field=models.CharField(blank=True, help_text='Said to a Twilio caller refused because every line is busy (admission control), then hang up. Empty: a busy tone (<Reject reason="busy"/>), which lets Twilio or the caller try again. Telnyx callers always get a busy signal.', max_length=300),
+            field=models.CharField(blank=True, help_text='Said when every line is busy, then hang up: to a Twilio caller refused by admission control (empty: a busy tone, <Reject reason="busy"/>; Telnyx callers always get a busy signal), and in a call the local models can no longer serve (empty: a stock line in the profile\'s language).', max_length=300),
         ),
     ]
