@@ -553,6 +553,37 @@ def profile_ensure_demo_es() -> AgentProfile:
     )
 
 
+def profile_ensure_demo_flow() -> AgentProfile:
+    """The English demo driven by the demo booking flow (docs/flows.md). Transitions are
+    tool calls: with the local LLM, which makes none, it answers from its prompt alone."""
+    from calls.demo_flows import DEMO_FLOW_EN
+
+    return _profile_ensure(
+        slug="demo-flow",
+        defaults={
+            "name": "Demo booking flow",
+            "is_default": False,
+            "language": "en-US",
+            "system_prompt": (
+                "You are the receptionist of Casa Lola, a restaurant, on the phone. Answer in "
+                "one short sentence. Opening hours: Tuesday to Sunday, 13:00 to 16:00 and "
+                "20:00 to 23:30. Closed on Mondays."
+            ),
+            "temperature": 0.3,
+            "greeting": "Hello, this is Casa Lola. How can I help you?",
+            "idle_reprompt": "Are you still there?",
+            "goodbye_message": "Thank you for calling. Goodbye!",
+            "apology_message": "Sorry, we are having a problem. The call will end now.",
+            "tool_filler": "One moment, let me check.",
+            "transfer_message": "I'll put you through to a person. One moment, please.",
+            # A placeholder number: set the restaurant's own before taking real calls.
+            "transfer_destinations": "Front desk = +34910000000",
+            "flow": DEMO_FLOW_EN,
+            "extraction_schema": DEMO_EXTRACTION_SCHEMA,
+        },
+    )
+
+
 def _profile_ensure(*, slug: str, defaults: dict[str, Any]) -> AgentProfile:
     profile, created = AgentProfile.objects.get_or_create(slug=slug, defaults=defaults)
     if not created and profile.system_prompt in _OLD_DEMO_PROMPTS:

@@ -56,7 +56,9 @@ def flow_svg(flow: Flow) -> str:
     ]
     if flow.global_transitions:
         listed = ", ".join(f"{t.name} → {t.target}" for t in flow.global_transitions)
-        parts.append(f'<text x="{MARGIN}" y="16" fill="#555">From any node: {escape(listed)}</text>')
+        parts.append(
+            f'<text x="{MARGIN}" y="16" fill="#555">From any node: {escape(listed)}</text>'
+        )
     for source, target, label in flow.edges():
         if target in position:
             parts.append(_edge(position[source], position[target], label))

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-BUILTIN_TOOLS = ("end_call", "transfer_call")
+# Always defined: the session's built-ins, and the demo booking store (demo_booking.py).
+BUILTIN_TOOLS = ("end_call", "transfer_call", "demo_booking")
 # What an LLM function name may be (the OpenAI API's own limit), as for HTTP tools.
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 

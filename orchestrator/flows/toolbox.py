@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.config import CallConfig
+from orchestrator.flows import demo_booking
 from orchestrator.flows.spec import Action, ActionKind, Flow, Node, Transition
 from orchestrator.flows.state import FlowState
 from orchestrator.tools import ToolCall, ToolResult, ToolSpec, ToolStatus, schema_problems
@@ -58,8 +59,15 @@ class FlowToolBox(ToolBox):
 
     def _offered(self) -> tuple[list[ToolSpec], tuple[Transition, ...]]:
         node = self.state.current
-        tools = [spec for name in node.tools if (spec := self.spec(name)) is not None]
+        tools = [spec for name in node.tools if (spec := self._node_tool(name)) is not None]
         return tools, self.state.flow.transitions_of(node.name)
+
+    def _node_tool(self, name: str) -> ToolSpec | None:
+        """The profile's tool, else the demo booking store for ``demo_booking``."""
+        spec = self.spec(name)
+        if spec is None and name == demo_booking.DEMO_BOOKING.name:
+            return demo_booking.DEMO_BOOKING
+        return spec
 
     @property
     def names(self) -> list[str]:
@@ -111,6 +119,13 @@ class FlowToolBox(ToolBox):
                 f"({self.state.node}). Available: {', '.join(self.names) or 'none'}.",
             )
             return result, None
+        if self.spec(call.name) is None and call.name == demo_booking.DEMO_BOOKING.name:
+            try:
+                arguments = call.parsed_arguments()
+            except ValueError as exc:
+                invalid = ToolResult(status=ToolStatus.ERROR, content=f"Invalid arguments: {exc}")
+                return invalid, None
+            return demo_booking.book(self._config.call_id, arguments), None
         return await super().run(call)
 
     def _transition(

@@ -1,5 +1,5 @@
-"""Seed the demo profiles (English ``demo``, Spanish ``demo-es``) and, in DEBUG only, a local
-admin user with printed credentials.
+"""Seed the demo profiles (English ``demo``, Spanish ``demo-es``, the booking flow ``demo-flow``)
+and, in DEBUG only, a local admin user with printed credentials.
 
 ``--if-no-profile`` is for deployments (compose's one-shot ``migrate`` service runs it on
 every start): a new deployment gets the demo profile, so its first call is answered
@@ -14,7 +14,11 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
 from calls import selectors
-from calls.services import profile_ensure_demo, profile_ensure_demo_es
+from calls.services import (
+    profile_ensure_demo,
+    profile_ensure_demo_es,
+    profile_ensure_demo_flow,
+)
 
 
 class Command(BaseCommand):
@@ -31,7 +35,9 @@ class Command(BaseCommand):
         if options["if_no_profile"]:
             self._ensure_a_profile()
             return
-        for profile in (profile_ensure_demo(), profile_ensure_demo_es()):
+        # demo-flow: the same restaurant through the booking flow (docs/flows.md).
+        demos = (profile_ensure_demo(), profile_ensure_demo_es(), profile_ensure_demo_flow())
+        for profile in demos:
             self.stdout.write(f"Demo profile: {profile.name} (slug {profile.slug})")
         if apps.is_installed("scenarios"):
             # By command name: calls/ never imports the scenarios app (scripts/check_imports.py).

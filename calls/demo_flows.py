@@ -1,0 +1,118 @@
+"""The demo booking flow (docs/flows.md), seeded on the ``demo-flow`` profile.
+
+greet → collect (party size, day, time, name; one node that asks only for what is
+missing) → confirm → book (the built-in ``demo_booking`` store) → goodbye and hang up;
+"speak to a person" from any node → transfer to the front desk.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NOTHING: dict[str, Any] = {"type": "object", "properties": {}}
+
+DEMO_FLOW_EN: dict[str, Any] = {
+    "start": "greet",
+    "global_transitions": [
+        {
+            "name": "speak_to_person",
+            "description": "The caller asks to speak to a person, a manager or the staff.",
+            "schema": NOTHING,
+            "target": "transfer",
+        }
+    ],
+    "nodes": [
+        {
+            "name": "greet",
+            "task": "You have greeted the caller. Find out what they want. For a booking, "
+            "call wants_booking. Answer questions about opening hours in one sentence.",
+            "transitions": [
+                {
+                    "name": "wants_booking",
+                    "description": "The caller wants to book a table.",
+                    "schema": NOTHING,
+                    "target": "collect",
+                }
+            ],
+        },
+        {
+            "name": "collect",
+            "task": "Collect the booking: number of people, day, time and name. Ask only for "
+            "the first one still missing, one question at a time, never invent one. When "
+            "you have all four, call set_booking_details.",
+            "max_turns": 8,
+            "fallback": "transfer",
+            "transitions": [
+                {
+                    "name": "set_booking_details",
+                    "description": "All four booking details are known.",
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "party_size": {"type": "integer", "minimum": 1, "maximum": 12},
+                            "day": {"type": "string", "description": "As the caller said it"},
+                            "time": {"type": "string", "description": "e.g. 21:00"},
+                            "name": {"type": "string"},
+                        },
+                        "required": ["party_size", "day", "time", "name"],
+                    },
+                    "target": "confirm",
+                }
+            ],
+        },
+        {
+            "name": "confirm",
+            "task": "Read the booking back in one sentence (people, day, time, name) and ask "
+            "whether it is right. If it is, call confirmed; if something is wrong, call "
+            "change_details.",
+            "max_turns": 3,
+            "fallback": "transfer",
+            "transitions": [
+                {
+                    "name": "confirmed",
+                    "description": "The caller said the booking is right.",
+                    "schema": NOTHING,
+                    "target": "book",
+                },
+                {
+                    "name": "change_details",
+                    "description": "The caller wants to change something.",
+                    "schema": NOTHING,
+                    "target": "collect",
+                },
+            ],
+        },
+        {
+            "name": "book",
+            "task": "Call demo_booking with the collected values now, then call booked with "
+            "the reference it returns.",
+            "tools": ["demo_booking"],
+            "context": "values",
+            "transitions": [
+                {
+                    "name": "booked",
+                    "description": "demo_booking confirmed the booking.",
+                    "schema": {
+                        "type": "object",
+                        "properties": {"ref": {"type": "string"}},
+                        "required": ["ref"],
+                    },
+                    "target": "goodbye",
+                }
+            ],
+        },
+        {
+            "name": "goodbye",
+            "task": "Tell the caller the booking is confirmed with its reference, thank them, "
+            "say goodbye and call end_call in the same reply.",
+            "tools": ["end_call"],
+        },
+        {
+            "name": "transfer",
+            "on_enter": [
+                {"say": "I'll put you through to a person. One moment, please."},
+                {"transfer": "Front desk"},
+            ],
+        },
+    ],
+}
