@@ -561,6 +561,10 @@ def extract_call_data(*, call_id: str, timeout_s: float) -> str:
             )
             return ExtractionStatus.FAILED
         data["engine"] = f"{spec.engine}:{spec.model}"
+    if (flow := (call.metrics or {}).get("flow")) is not None:
+        # A flow's collected values were checked against their schemas during the call: the
+        # call's structured result as it is, beside what the analysis read (docs/flows.md).
+        data["flow"] = {"path": [step["node"] for step in flow["path"]], "values": flow["values"]}
     call_set_extraction(call_id=call.pk, status=ExtractionStatus.DONE, data=data)
     logger.info("extraction done", extra={"call_id": str(call.pk)})
     return ExtractionStatus.DONE

@@ -451,7 +451,15 @@ def metrics_rows(metrics: dict[str, Any] | None) -> list[tuple[str, str]]:
         for k, v in sorted(m.items())
         if k not in METRIC_LABELS and not isinstance(v, dict)
     ]
-    return known + others
+    return known + others + flow_rows(m.get("flow"))
+
+
+def flow_rows(flow: object) -> list[tuple[str, str]]:
+    """A flow call's node path and the values it collected (docs/flows.md)."""
+    if not isinstance(flow, dict) or not isinstance(flow.get("path"), list):
+        return []
+    path = " → ".join(str(step.get("node", "?")) for step in flow["path"])
+    return [("Flow path", path), ("Collected values", _json_text(flow.get("values") or {}))]
 
 
 def extraction_rows(extraction: object) -> list[tuple[str, str]]:

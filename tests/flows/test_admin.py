@@ -77,3 +77,21 @@ def test_a_profile_without_a_flow_says_so_and_runs_without_one(staff_client, pro
     page = staff_client.get(f"/admin/calls/agentprofile/{profile.pk}/change/").content.decode()
     assert "No flow: the system prompt alone drives the call." in page
     assert call_config_for(profile=profile, channel="browser").flow is None
+
+
+def test_a_flow_calls_page_shows_its_node_path_and_collected_values(staff_client, profile):
+    from calls import services
+
+    call = services.call_start(profile=profile, channel="twilio", external_id="CA-flow")
+    flow = {
+        "node": "goodbye",
+        "path": [{"node": "greet", "entered_at": "2026-11-28T12:00:00+00:00", "via": "",
+                  "values": {}},
+                 {"node": "goodbye", "entered_at": "2026-11-28T12:00:09+00:00", "via": "booked",
+                  "values": {"ref": "A1"}}],
+        "values": {"party_size": 4, "ref": "A1"},
+    }  # fmt: skip
+    services.call_end(call_id=call.pk, reason="agent_hangup", metrics={"turns": 3, "flow": flow})
+    page = staff_client.get(f"/admin/calls/call/{call.pk}/change/").content.decode()
+    assert "Flow path" in page and "greet → goodbye" in page
+    assert "Collected values" in page and "&quot;party_size&quot;: 4" in page
