@@ -257,3 +257,67 @@ async def test_a_node_over_its_turn_limit_takes_its_fallback(vendor, fake_carrie
     # The LLM was not asked on the turn over the limit: greet, then collect twice.
     assert [node_of(r) for r in in_call(vendor)] == ["GREET:", "COLLECT:", "COLLECT:"]
     assert json.loads(json.dumps(call.metrics["flow"]["values"])) == {}
+
+
+# --- the shipped demo flow --------------------------------------------------------------
+
+
+def demo_node(request) -> str:
+    """The node named in the request's system prompt ("Current step (collect): …")."""
+    system = request.json["messages"][0]["content"]
+    if "Current step (" not in system:
+        return ""  # the post-call analysis
+    return system.split("Current step (", 1)[1].split(")", 1)[0]
+
+
+def follows_the_demo_flow(request) -> Reply:
+    messages = request.json["messages"]
+    last, node = messages[-1], demo_node(request)
+    step = {
+        "greet": lambda: Reply.tool_call_stream([("wants_booking", {})]),
+        "collect": lambda: (
+            Reply.tool_call_stream([("set_booking_details", BOOKED)]) if last["role"] == "user"
+            else Reply.chat_stream(["How many people, and when?"])
+        ),
+        "confirm": lambda: (
+            Reply.tool_call_stream([("confirmed", {})]) if last["role"] == "user"
+            else Reply.chat_stream(["Four on Friday at nine for Lola, right?"])
+        ),
+        "book": lambda: (
+            Reply.tool_call_stream([("demo_booking", BOOKED)]) if "moved_to" in last["content"]
+            else Reply.tool_call_stream([("booked", {"ref": json.loads(last["content"])["ref"]})])
+        ),
+        "goodbye": lambda: Reply.tool_call_stream([("end_call", {})], text=["Booked. Goodbye!"]),
+    }  # fmt: skip
+    return step[node]() if node else Reply.chat("{}")
+
+
+async def test_the_demo_flow_books_through_its_built_in_store_and_hangs_up(vendor, fake_carrier):
+    import tests.scripted  # noqa: F401
+    from calls.services import profile_ensure_demo_flow
+
+    def demo_profile() -> None:
+        profile = profile_ensure_demo_flow()
+        profile.phone_numbers = "+34910000001"
+        profile.stt_engine = profile.llm_engine = "groq"
+        profile.tts_engine, profile.tts_model = "scripted", "ttfb_ms=20;ms_per_char=15"
+        profile.turn_detection, profile.silence_timeout_ms = "silence", 500
+        profile.stt_partial_interval_ms = 0
+        profile.save()
+
+    vendor.responder["chat"] = follows_the_demo_flow
+    lines = ["I would like a table.", "Four on Friday at nine, Lola.", "Yes, that is right."]
+    vendor.script("transcriptions", *(Reply.transcription(line) for line in lines))
+    await database_sync_to_async(demo_profile)()
+    _, call_id, tail = await call_in(vendor, *lines)
+    assert tail[-1]["event"] == "_close" and tail[-1]["code"] == 1000
+
+    call, turns = await load_call(call_id)
+    assert call.end_reason == EndReason.AGENT_HANGUP
+    assert [t.tool_name for t in turns if t.role == "tool"] == [
+        "wants_booking", "set_booking_details", "confirmed", "demo_booking", "booked", "end_call"
+    ]  # fmt: skip
+    booking = next(t for t in turns if t.tool_name == "demo_booking")
+    ref = json.loads(booking.tool_result)["ref"]
+    assert call.metrics["flow"]["values"] == {**BOOKED, "ref": ref}
+    assert turns[-1].text == "Booked. Goodbye!"
