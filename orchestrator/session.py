@@ -49,6 +49,7 @@ from orchestrator.dtmf import DtmfDigits
 from orchestrator.end_of_turn import EotDecision, ScoreFn
 from orchestrator.engines import Engines, supports_tools
 from orchestrator.failures import Ending, ending_for_error, ending_for_stall
+from orchestrator.flows.toolbox import FlowToolBox
 from orchestrator.listener import Listener
 from orchestrator.loop_lag import LagWindow
 from orchestrator.noise import InboundCleaner
@@ -59,7 +60,6 @@ from orchestrator.reply import ReplyPipeline, Utterance
 from orchestrator.stats import CallStats
 from orchestrator.task_reaper import TaskReaper, cancel_all
 from orchestrator.tools.actions import ReplyActions
-from orchestrator.flows.toolbox import FlowToolBox
 from orchestrator.tools.toolbox import ToolBox
 from orchestrator.transcript import Transcript
 from orchestrator.turn_taking import UserTurn

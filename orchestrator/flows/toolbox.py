@@ -155,6 +155,8 @@ class FlowToolBox(ToolBox):
     async def begin_turn(self, commit_user: Callable[[], Awaitable[None]]) -> AfterReply | None:
         """A caller turn is being answered: over the node's turn limit, take its fallback
         before the LLM is asked (recorded as a ``fallback`` tool turn)."""
+        # Lines of a move whose reply the caller interrupted are not said a turn late.
+        self._lines.clear()
         node = self.state.current
         if not self.state.count_turn():
             return None
