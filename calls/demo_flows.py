@@ -1,8 +1,11 @@
-"""The demo booking flow (docs/flows.md), seeded on the ``demo-flow`` profile.
+"""The demo booking flow (docs/flows.md), seeded on the ``demo-flow`` (English) and
+``demo-flow-es`` (Spanish) profiles.
 
 greet → collect (party size, day, time, name; one node that asks only for what is
 missing) → confirm → book (the built-in ``demo_booking`` store) → goodbye and hang up;
-"speak to a person" from any node → transfer to the front desk.
+"speak to a person" from any node → transfer to the front desk. The Spanish flow is the
+same graph (same node and transition names, which the LLM reads as function names) with
+its tasks and lines in Spanish.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any
 
 NOTHING: dict[str, Any] = {"type": "object", "properties": {}}
 
-DEMO_FLOW_EN: dict[str, Any] = {
+DEMO_FLOW_EN: dict[str, Any] = {  # (the Spanish one is derived from it below)
     "start": "greet",
     "global_transitions": [
         {
@@ -116,3 +119,35 @@ DEMO_FLOW_EN: dict[str, Any] = {
         },
     ],
 }
+
+
+# Node tasks and lines in Spanish, by node name; everything else is DEMO_FLOW_EN's.
+_ES_TASKS = {
+    "greet": "Ya has saludado. Averigua qué quiere la persona. Para una reserva, llama a "
+    "wants_booking. Responde a preguntas sobre el horario en una frase.",
+    "collect": "Recoge la reserva: número de personas, día, hora y nombre. Pregunta solo por el "
+    "primer dato que falte, de uno en uno, y nunca inventes ninguno. Cuando tengas los "
+    "cuatro, llama a set_booking_details.",
+    "confirm": "Repite la reserva en una frase (personas, día, hora, nombre) y pregunta si es "
+    "correcta. Si lo es, llama a confirmed; si algo está mal, llama a change_details.",
+    "book": "Llama ahora a demo_booking con los datos recogidos y después a booked con la "
+    "referencia que devuelva.",
+    "goodbye": "Di que la reserva está confirmada con su referencia, da las gracias, despídete "
+    "y llama a end_call en la misma respuesta.",
+}
+_ES_TRANSFER_LINE = "Le paso con una persona. Un momento, por favor."
+
+
+def _spanish(flow: dict[str, Any]) -> dict[str, Any]:
+    nodes = []
+    for node in flow["nodes"]:
+        node = {**node}
+        if node["name"] in _ES_TASKS:
+            node["task"] = _ES_TASKS[node["name"]]
+        if node["name"] == "transfer":
+            node["on_enter"] = [{"say": _ES_TRANSFER_LINE}, {"transfer": "Recepción"}]
+        nodes.append(node)
+    return {**flow, "nodes": nodes}
+
+
+DEMO_FLOW_ES: dict[str, Any] = _spanish(DEMO_FLOW_EN)

@@ -584,6 +584,35 @@ def profile_ensure_demo_flow() -> AgentProfile:
     )
 
 
+def profile_ensure_demo_flow_es() -> AgentProfile:
+    """The Spanish demo booking flow (es-ES): the same graph, tasks and lines in Spanish."""
+    from calls.demo_flows import DEMO_FLOW_ES
+
+    return _profile_ensure(
+        slug="demo-flow-es",
+        defaults={
+            "name": "Demo flujo de reservas (español)",
+            "is_default": False,
+            "language": "es-ES",
+            "system_prompt": (
+                "Eres la recepcionista del restaurante Casa Lola, al teléfono. Responde siempre "
+                "en español, en una frase corta. Horario: de martes a domingo, de 13:00 a 16:00 "
+                "y de 20:00 a 23:30. Los lunes cerramos."
+            ),
+            "temperature": 0.3,
+            "greeting": "Hola, Casa Lola, ¿en qué puedo ayudarle?",
+            "idle_reprompt": "¿Sigue ahí?",
+            "goodbye_message": "Gracias por llamar. ¡Adiós!",
+            "apology_message": "Lo sentimos, tenemos un problema. La llamada terminará ahora.",
+            "tool_filler": "Un momento, lo compruebo.",
+            "transfer_message": "Le paso con una persona. Un momento, por favor.",
+            "transfer_destinations": "Recepción = +34910000000",  # a placeholder number
+            "flow": DEMO_FLOW_ES,
+            "extraction_schema": DEMO_EXTRACTION_SCHEMA,
+        },
+    )
+
+
 def _profile_ensure(*, slug: str, defaults: dict[str, Any]) -> AgentProfile:
     profile, created = AgentProfile.objects.get_or_create(slug=slug, defaults=defaults)
     if not created and profile.system_prompt in _OLD_DEMO_PROMPTS:

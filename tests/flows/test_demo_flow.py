@@ -7,7 +7,7 @@ import json
 import pytest
 
 from calls.selectors import call_config_for
-from calls.services import profile_ensure_demo_flow
+from calls.services import profile_ensure_demo_flow, profile_ensure_demo_flow_es
 from orchestrator.flows import parse_flow
 from orchestrator.flows.demo_booking import book
 
@@ -39,3 +39,14 @@ def test_the_demo_flow_is_valid_without_any_profile_tool():
     from calls.demo_flows import DEMO_FLOW_EN
 
     parse_flow(DEMO_FLOW_EN, known_tools=[], transfer_labels=["Front desk"])
+
+
+@pytest.mark.django_db
+def test_the_spanish_demo_flow_is_the_same_graph_in_spanish():
+    profile = profile_ensure_demo_flow_es()
+    profile._check_flow()
+    flow = call_config_for(profile=profile, channel="twilio").flow
+    english = parse_flow(profile_ensure_demo_flow().flow)
+    assert flow.edges() == english.edges()
+    assert flow.nodes["collect"].task.startswith("Recoge la reserva")
+    assert flow.nodes["transfer"].on_enter[1].text == "Recepción"

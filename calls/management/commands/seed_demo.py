@@ -1,5 +1,6 @@
-"""Seed the demo profiles (English ``demo``, Spanish ``demo-es``, the booking flow ``demo-flow``)
-and, in DEBUG only, a local admin user with printed credentials.
+"""Seed the demo profiles (English ``demo``, Spanish ``demo-es``, the booking flow
+``demo-flow`` / ``demo-flow-es``) and, in DEBUG only, a local admin user with printed
+credentials.
 
 ``--if-no-profile`` is for deployments (compose's one-shot ``migrate`` service runs it on
 every start): a new deployment gets the demo profile, so its first call is answered
@@ -18,6 +19,7 @@ from calls.services import (
     profile_ensure_demo,
     profile_ensure_demo_es,
     profile_ensure_demo_flow,
+    profile_ensure_demo_flow_es,
 )
 
 
@@ -35,8 +37,13 @@ class Command(BaseCommand):
         if options["if_no_profile"]:
             self._ensure_a_profile()
             return
-        # demo-flow: the same restaurant through the booking flow (docs/flows.md).
-        demos = (profile_ensure_demo(), profile_ensure_demo_es(), profile_ensure_demo_flow())
+        # demo-flow(-es): the same restaurant through the booking flow (docs/flows.md).
+        demos = (
+            profile_ensure_demo(),
+            profile_ensure_demo_es(),
+            profile_ensure_demo_flow(),
+            profile_ensure_demo_flow_es(),
+        )
         for profile in demos:
             self.stdout.write(f"Demo profile: {profile.name} (slug {profile.slug})")
         if apps.is_installed("scenarios"):
