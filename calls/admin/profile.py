@@ -6,8 +6,10 @@ registers them on top of :class:`AgentProfileAdmin`.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import reverse
@@ -33,6 +35,14 @@ TURN_TAKING_HELP = mark_safe(
     "<code>noise_suppression</code>, <code>barge_in_enabled</code>, "
     "<code>barge_in_min_ms</code>, <code>backchannel_words</code>.</p>"
 )
+
+
+class IndentedJSON(json.JSONEncoder):
+    """The profile's flow shown two-space indented (json.dumps passes indent=None)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["indent"] = 2
+        super().__init__(*args, **kwargs)
 
 
 class ChannelOverlayInline(admin.TabularInline):
@@ -138,6 +148,14 @@ class AgentProfileAdmin(admin.ModelAdmin):
         ("Recording", {"fields": ("record_calls", "recording_consent_line")}),  # docs/recordings.md
         ("After the call", {"fields": ("extraction_schema", "webhook_url", "webhook_secret")}),
     )  # fmt: skip
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any):
+        if db_field.name == "flow":  # edited by hand: indented, in a wide monospace box
+            kwargs["encoder"] = IndentedJSON
+            kwargs["widget"] = forms.Textarea(
+                attrs={"rows": 24, "cols": 100, "style": "font-family: monospace"}
+            )
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
         kwargs["help_texts"] = {**(kwargs.get("help_texts") or {}), "llm_model": LLM_MODEL_HELP}

@@ -42,6 +42,8 @@ def test_a_valid_flow_is_saved_drawn_and_reaches_the_call_config(staff_client, b
     for name in ("greet", "collect", "confirm", "book", "goodbye", "transfer", "wants_booking"):
         assert f">{name}<" in svg
     assert "From any node: speak_to_person → transfer" in svg
+    # Indented for editing (in the order the database keeps the keys).
+    assert '\n      &quot;name&quot;: &quot;greet&quot;,\n' in page
 
     config = call_config_for(profile=profile, channel="twilio")
     assert config.flow is not None and config.flow.start == "greet"
