@@ -331,41 +331,57 @@ def recordings_store_leftovers(*, older_than: timedelta) -> list[str]:
     return stored
 
 
-def call_recording_delete(*, call: Call) -> None:
-    """Delete a call's recording (file and waveform cache) and clear its fields."""
+def call_recording_delete(*, call: Call) -> bool:
+    """Delete a call's recording (file and waveform cache) and clear its fields. False
+    when a file could not be deleted: the fields are kept, so the next retention sweep
+    tries again (cleared first, the file would stay in the storage with nothing pointing
+    at it)."""
     name = call.recording.name
     if not name:
-        return
-    recording_files_delete(name=name)
+        return True
+    if not recording_files_delete(name=name):
+        return False
     Call.objects.filter(pk=call.pk).update(
         recording="", recording_duration_s=None, recording_bytes=None
     )
     call.recording.name = ""
+    return True
 
 
-def recording_files_delete(*, name: str) -> None:
-    """The stored file and its waveform cache (a call's ``post_delete`` uses this too)."""
+def recording_files_delete(*, name: str) -> bool:
+    """The stored file and its waveform cache (a call's ``post_delete`` uses this too).
+    True when both are gone; a failure is logged at ERROR and gives False. A file already
+    missing is no failure: Django's storages (local and S3) delete a missing name quietly."""
     from calls import recordings
 
     storage = recordings_storage()
+    deleted = True
     for path in (name, recordings.peaks_name(name)):
         try:
             storage.delete(path)
-        except Exception:  # noqa: BLE001 - a file already gone is what we wanted
-            logger.warning("could not delete recording file %s", path, exc_info=True)
+        except Exception:  # noqa: BLE001 - any storage error: the caller keeps the name to retry
+            logger.error("could not delete recording file %s", path, exc_info=True)
+            deleted = False
+    return deleted
 
 
 def recordings_delete_expired(*, older_than: timedelta, limit: int = 500) -> int:
     """Retention: delete the recordings of calls started more than ``older_than`` ago
-    (at most ``limit`` per run; the sweeper runs every minute)."""
+    (at most ``limit`` per run; the sweeper runs every minute). A recording whose file
+    could not be deleted keeps its fields and is tried again next run. Returns how many
+    were deleted."""
     cutoff = timezone.now() - older_than
     expired = Call.objects.filter(started_at__lt=cutoff).exclude(recording="")
-    count = 0
-    for call in expired.only("id", "recording")[:limit]:
-        call_recording_delete(call=call)
-        count += 1
+    count = failed = 0
+    for call in expired.only("id", "recording").order_by("started_at")[:limit]:
+        if call_recording_delete(call=call):
+            count += 1
+        else:
+            failed += 1
     if count:
         logger.info("retention: deleted %d recording(s) older than %s", count, older_than)
+    if failed:
+        logger.error("retention: %d recording(s) could not be deleted, retried next run", failed)
     return count
 
 

@@ -199,3 +199,31 @@ def test_the_sweeper_stores_what_a_crashed_process_left_in_the_spool(settings, p
     assert 1.5 <= call.recording_duration_s <= 3.0  # up to the last page that reached disk
     assert not path.exists()
     assert being_written.exists()  # a live call's file (fresh, call open) is left alone
+
+
+def test_retention_keeps_the_fields_of_a_recording_it_could_not_delete(
+    settings, profile, monkeypatch, caplog
+):
+    settings.RECORDING_RETENTION_DAYS = 7
+    call = ended_call(profile)
+    Call.objects.filter(pk=call.pk).update(started_at=timezone.now() - timedelta(days=8))
+    services.call_recording_store(call_id=call.pk, spool_path=spool_recording(call.pk))
+    call.refresh_from_db()
+    name = call.recording.name
+    storage = call.recording.storage
+    storage_class = type(storage)
+    real_delete = storage_class.delete
+
+    def failing_delete(self, path: str) -> None:
+        raise OSError("storage unavailable")
+
+    monkeypatch.setattr(storage_class, "delete", failing_delete)
+    assert services.recordings_delete_expired(older_than=timedelta(days=7)) == 0
+    call.refresh_from_db()
+    assert call.recording.name == name  # still known: the next sweep retries
+    assert any(r.levelname == "ERROR" and name in r.getMessage() for r in caplog.records)
+
+    monkeypatch.setattr(storage_class, "delete", real_delete)
+    assert services.recordings_delete_expired(older_than=timedelta(days=7)) == 1
+    call.refresh_from_db()
+    assert not call.recording and not storage.exists(name)
