@@ -65,11 +65,26 @@ def spooled_call_ids() -> list[tuple[str, Path]]:
 # --- reading a recording back (PyAV) -----------------------------------------------------
 
 
+class UnreadableRecording(Exception):
+    """The file holds no readable recording (empty, or not even its header reached disk)."""
+
+
 def probe_duration(path: Path) -> float:
-    """Seconds of audio in a (possibly unfinished) recording."""
+    """Seconds of audio in a (possibly unfinished) recording. Raises
+    ``UnreadableRecording`` when the file's content is not a recording; any other error
+    (PyAV missing, an I/O or permission error) propagates: it says nothing about the file,
+    so the caller must not treat the file as garbage."""
+    import av
+
     samples, last_rate = 0, 0
-    for block, rate in decoded_blocks(str(path)):
-        samples, last_rate = samples + block.shape[1], rate
+    try:
+        for block, rate in decoded_blocks(str(path)):
+            samples, last_rate = samples + block.shape[1], rate
+    # What FFmpeg answers for content that is not a recording: InvalidDataError for bytes
+    # it cannot parse, EOFError for a file that ends before its header (empty, or the
+    # process died before the first page reached disk).
+    except (av.error.InvalidDataError, av.error.EOFError) as exc:
+        raise UnreadableRecording(str(exc)) from exc
     return samples / last_rate if last_rate else 0.0
 
 

@@ -284,10 +284,15 @@ def call_recording_store(
     if duration_s is None:
         try:
             duration_s = recordings.probe_duration(spool_path)
-        except Exception:  # noqa: BLE001 - not even its header made it to disk
+        except recordings.UnreadableRecording:  # not even its header made it to disk
             logger.warning("unreadable recording spool file %s, removed", spool_path,
                            exc_info=True, extra={"call_id": str(call_id)})  # fmt: skip
             duration_s = 0.0
+        except Exception:  # noqa: BLE001 - PyAV missing, EIO, permissions: not the file's fault
+            # The recording may be perfectly good: keep it for the next sweep (or a person).
+            logger.error("could not read recording spool file %s; left in place", spool_path,
+                         exc_info=True, extra={"call_id": str(call_id)})  # fmt: skip
+            return False
     if duration_s <= 0:
         spool_path.unlink(missing_ok=True)
         return False

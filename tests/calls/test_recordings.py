@@ -227,3 +227,31 @@ def test_retention_keeps_the_fields_of_a_recording_it_could_not_delete(
     assert services.recordings_delete_expired(older_than=timedelta(days=7)) == 1
     call.refresh_from_db()
     assert not call.recording and not storage.exists(name)
+
+
+def test_the_sweeper_removes_a_spool_file_that_is_not_a_recording(profile):
+    call = ended_call(profile)
+    path = recordings.spool_path(call.pk)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")  # the process died before the first page reached disk
+    assert not services.call_recording_store(call_id=call.pk, spool_path=path)
+    assert not path.exists()
+
+
+def test_the_sweeper_leaves_a_spool_file_it_could_not_read(profile, monkeypatch, caplog):
+    call = ended_call(profile)
+    path = spool_recording(call.pk, close=False)
+
+    def broken_probe(path: Path) -> float:
+        raise OSError(5, "Input/output error")  # the disk, not the file
+
+    monkeypatch.setattr(recordings, "probe_duration", broken_probe)
+    assert not services.call_recording_store(call_id=call.pk, spool_path=path)
+    assert path.exists()
+    assert any(r.levelname == "ERROR" for r in caplog.records)
+    call.refresh_from_db()
+    assert not call.recording
+
+    monkeypatch.undo()  # the disk is back: the next sweep stores it
+    assert services.call_recording_store(call_id=call.pk, spool_path=path)
+    assert not path.exists()
