@@ -34,7 +34,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -352,10 +352,15 @@ class CallRecording:
         cfg = self.config
         job = round(MAX_JOB_S * RATE)
         writer: OggOpusWriter | None = None
+        opening: Future[OggOpusWriter] | None = None
+        # Set only once writer.close has returned: a cancel while that close (or the last
+        # writes) is awaited must still close the file, whatever _closing says.
+        closed = False
         try:
-            writer = await loop.run_in_executor(
-                pool, lambda: OggOpusWriter(cfg.path, bitrate=cfg.bitrate, page_s=cfg.page_s)
+            opening = pool.submit(
+                lambda: OggOpusWriter(cfg.path, bitrate=cfg.bitrate, page_s=cfg.page_s)
             )
+            writer = await asyncio.wrap_future(opening)
             while True:
                 try:
                     await asyncio.wait_for(self._closing.wait(), cfg.flush_s)
@@ -369,6 +374,7 @@ class CallRecording:
                 if closing:
                     break
             await loop.run_in_executor(pool, writer.close)
+            closed = True
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -378,10 +384,20 @@ class CallRecording:
                              self._call_id, extra={"call_id": self._call_id})  # fmt: skip
             raise
         finally:
-            if writer is not None and (self.failed or not self._closing.is_set()):
+            if writer is not None and not closed:
                 # Cancelled or failed: close what was written (readable up to there);
                 # on the pool, as the write it may still be running there holds the lock.
+                # A close already running there finishes first; this one is then a no-op.
                 pool.submit(writer.close)
+            elif writer is None and opening is not None:
+                # Cancelled while the file was being opened: close it once it is.
+                opening.add_done_callback(_close_opened)
+
+
+def _close_opened(opening: Future[OggOpusWriter]) -> None:
+    """Close a writer whose opening finished after its encoder task was cancelled."""
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 class _TappedTransport:

@@ -3,6 +3,7 @@ timeline, with a fake clock for placement (no timed assertions)."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
@@ -178,3 +179,49 @@ async def test_a_stuck_disk_never_holds_up_the_end_of_the_call(tmp_path):
         disk.set()
         result = await recording.close()
     assert result is not None and result.size_bytes > 0
+
+
+@pytest.mark.parametrize("stuck_call", ["write", "open"])
+async def test_a_recording_cancelled_while_finishing_still_closes_its_file(
+    tmp_path, monkeypatch, stuck_call
+):
+    """The session gives up waiting (close with wait_s), then its task is cancelled while
+    the encoder still awaits the pool: the file is closed all the same."""
+    closed: list[OggOpusWriter] = []
+    real_close = OggOpusWriter.close
+
+    def close(self: OggOpusWriter) -> None:
+        real_close(self)
+        closed.append(self)
+
+    monkeypatch.setattr(OggOpusWriter, "close", close)
+    disk = threading.Event()
+
+    class StuckDisk(ThreadPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            stuck = getattr(fn, "__name__", "") == stuck_call or (
+                stuck_call == "open" and getattr(fn, "__name__", "") == "<lambda>"
+            )
+
+            def run():
+                if stuck:
+                    disk.wait(30)
+                return fn(*args, **kwargs)
+
+            return super().submit(run)
+
+    with StuckDisk(1) as pool:
+        recording = CallRecording(
+            RecordingConfig(path=tmp_path / "call.ogg", flush_s=0.01), executor=pool
+        )
+        recording.start()
+        recording.caller(tone(0.5).tobytes())
+        assert await recording.close(wait_s=0.05) is None  # closing has started
+        task = recording._task
+        assert task is not None
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        disk.set()
+    # The pool has shut down: everything submitted to it has run.
+    assert len(closed) == 1
