@@ -150,18 +150,31 @@ def decoded_blocks(source: str | IO[bytes]) -> Iterator[tuple[np.ndarray, int]]:
 
 
 class _Timeline:
-    """Two int16 channels from sample ``base`` on; what is taken is gone."""
+    """Two int16 channels from sample ``base`` on; what is taken is gone.
+
+    Holds only what is not yet taken (a few seconds): ``take`` moves the rest to the
+    front and gives back memory a burst made it grow by, so neither its size nor the
+    cost of a take grows with the call's length (or an outbound call's ringing lead,
+    which starts ``base`` and is never held here)."""
+
+    MIN_SAMPLES = RATE * 2
 
     def __init__(self, base: int = 0) -> None:
         self.base = base
-        self._buf = np.zeros((RATE * 2, 2), np.int16)
+        self._buf = np.zeros((self.MIN_SAMPLES, 2), np.int16)
+        self._used = 0  # samples from base written (or erased) so far; beyond: zeros
+
+    @property
+    def nbytes(self) -> int:
+        return self._buf.nbytes
 
     def _ensure(self, end: int) -> None:
         need = end - self.base
         if need > len(self._buf):
             grown = np.zeros((max(need, 2 * len(self._buf)), 2), np.int16)
-            grown[: len(self._buf)] = self._buf
+            grown[: self._used] = self._buf[: self._used]
             self._buf = grown
+        self._used = max(self._used, need)
 
     def write(self, channel: int, at: int, samples: np.ndarray) -> None:
         if at < self.base:  # already encoded: the late part is lost
@@ -184,9 +197,15 @@ class _Timeline:
             return np.zeros((0, 2), np.int16)
         self._ensure(until)
         out = self._buf[:n].copy()
-        rest = np.zeros_like(self._buf)
-        rest[: len(self._buf) - n] = self._buf[n:]
-        self._buf = rest
+        rest = self._used - n
+        # Only the part still held moves (numpy copies overlapping slices correctly).
+        self._buf[:rest] = self._buf[n : self._used]
+        self._buf[rest : self._used] = 0
+        self._used = rest
+        if len(self._buf) > max(self.MIN_SAMPLES, 4 * rest):  # a burst is over: shrink
+            smaller = np.zeros((max(self.MIN_SAMPLES, 2 * rest), 2), np.int16)
+            smaller[:rest] = self._buf[:rest]
+            self._buf = smaller
         self.base = until
         return out
 
@@ -252,7 +271,9 @@ class CallRecording:
         started = self.config.call_started_at
         lead_s = min(max(0.0, self._wall() - started), MAX_LEAD_S) if started else 0.0
         self._lead = round(lead_s * RATE)
-        self._timeline = _Timeline()
+        # The lead (silence) is never held in the timeline: the encoder writes it first,
+        # in chunks, so a long ringing time costs neither memory nor loop time.
+        self._timeline = _Timeline(self._lead)
         self._caller_next = self._agent_next = self._agent_write = self._lead
         self._running = True
         self._task = asyncio.create_task(self._encode(), name=f"recording-{self._call_id}")
@@ -361,6 +382,12 @@ class CallRecording:
                 lambda: OggOpusWriter(cfg.path, bitrate=cfg.bitrate, page_s=cfg.page_s)
             )
             writer = await asyncio.wrap_future(opening)
+            lead = self._lead  # the silence before the session started, off the timeline
+            while lead > 0:
+                silence = np.zeros((min(lead, job), 2), np.int16)
+                await loop.run_in_executor(pool, writer.write, silence)
+                self._written += len(silence)
+                lead -= len(silence)
             while True:
                 try:
                     await asyncio.wait_for(self._closing.wait(), cfg.flush_s)

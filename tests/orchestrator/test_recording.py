@@ -225,3 +225,31 @@ async def test_a_recording_cancelled_while_finishing_still_closes_its_file(
         disk.set()
     # The pool has shut down: everything submitted to it has run.
     assert len(closed) == 1
+
+
+async def test_an_outbound_calls_ringing_lead_is_never_held_in_memory(tmp_path):
+    """60 s of ringing before the session: the file starts with 60 s of silence, but the
+    timeline only ever holds the unsettled seconds (a buffer of the whole lead would be
+    3.8 MB, copied on the event loop at every flush)."""
+    clock = FakeClock()
+    config = RecordingConfig(
+        path=tmp_path / "call.ogg", call_started_at=1000.0, flush_s=0.01, settle_s=0.0
+    )
+    recording = CallRecording(config, clock=clock, wall=lambda: 1060.0)
+    recording.start()
+    largest = 0
+    caller = tone(2.0, hz=300)
+    for i in range(0, len(caller), 320):
+        clock.now += 0.02
+        recording.caller(caller[i : i + 320].tobytes())
+        if i % 3200 == 0:
+            await asyncio.sleep(0.02)  # let the encoder take what settled
+        largest = max(largest, recording._timeline.nbytes)
+    assert largest <= 16000 * 4 * 4  # at most a few seconds of two int16 channels
+
+    result = await recording.close()
+    assert result is not None and result.duration_s == pytest.approx(62.0, abs=0.05)
+    audio, rate = decode(config.path)
+    assert audio.shape[1] / rate == pytest.approx(62.0, abs=0.05)
+    assert rms(audio[0, : round(59.9 * rate)]) < 0.01  # the ringing: silence
+    assert rms(audio[0, round(60.2 * rate) : round(61.8 * rate)]) > 0.1  # then the caller
