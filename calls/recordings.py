@@ -154,12 +154,19 @@ def recording_peaks(call: Call) -> dict[str, Any]:
 # --- serving byte ranges ------------------------------------------------------------------
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# The most one 206 answers. Under ASGI Django reads a sync StreamingHttpResponse body
+# into a list before sending it, so an open-ended ``bytes=0-`` (what a player asks first)
+# would hold the rest of the file in memory; a shorter 206 is valid, and the player asks
+# again from where it ends.
+MAX_RANGE_BYTES = 1024 * 1024
 
 
-def byte_range(header: str, size: int) -> tuple[int, int] | None:
-    """``(first, last)`` (inclusive) of a single-range ``Range`` header; None for none or
-    one we do not serve (several ranges: the whole file is the valid answer). Raises
+def byte_range(header: str, size: int, *, limit: int | None = None) -> tuple[int, int] | None:
+    """``(first, last)`` (inclusive) of a single-range ``Range`` header, at most ``limit``
+    bytes; None for none, or one we do not serve or that is invalid (several ranges, or
+    ``bytes=5-3``: RFC 9110 says to ignore it, and the whole file is the answer). Raises
     ``ValueError`` when the range cannot be satisfied (416)."""
+    limit = MAX_RANGE_BYTES if limit is None else limit
     match = _RANGE.match(header.strip()) if header else None
     if match is None:
         return None
@@ -170,12 +177,17 @@ def byte_range(header: str, size: int) -> tuple[int, int] | None:
         length = int(last)
         if length == 0:
             raise ValueError("empty suffix range")
-        return max(0, size - length), size - 1
+        start = max(0, size - length)
+        if start >= size:  # an empty file has no last N bytes
+            raise ValueError(f"range {header} of an empty file")
+        return start, min(size - 1, start + limit - 1)
     start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
-    if start >= size or end < start:
+    if last and int(last) < start:  # invalid, not unsatisfiable: ignored
+        return None
+    if start >= size:
         raise ValueError(f"range {header} outside 0-{size - 1}")
-    return start, end
+    end = min(int(last), size - 1) if last else size - 1
+    return start, min(end, start + limit - 1)
 
 
 def read_range(fh: IO[bytes], first: int, last: int, block: int = 64 * 1024) -> Iterator[bytes]:

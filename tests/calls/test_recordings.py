@@ -255,3 +255,55 @@ def test_the_sweeper_leaves_a_spool_file_it_could_not_read(profile, monkeypatch,
     monkeypatch.undo()  # the disk is back: the next sweep stores it
     assert services.call_recording_store(call_id=call.pk, spool_path=path)
     assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("header", "span"),
+    [
+        ("", None),
+        ("bytes=5-3", None),  # invalid: ignored, the whole file (RFC 9110)
+        ("bytes=0-1,5-9", None),  # several ranges: not served, the whole file
+        ("bytes=0-99", (0, 99)),
+        ("bytes=10-", (10, 999)),
+        ("bytes=-10", (990, 999)),
+        ("bytes=900-5000", (900, 999)),
+    ],
+)
+def test_byte_range_answers(header, span):
+    assert recordings.byte_range(header, 1000) == span
+
+
+@pytest.mark.parametrize("header", ["bytes=1000-", "bytes=1000-1200", "bytes=-0"])
+def test_byte_range_outside_the_file_cannot_be_satisfied(header):
+    with pytest.raises(ValueError):
+        recordings.byte_range(header, 1000)
+
+
+def test_byte_range_answers_at_most_the_limit_per_response():
+    """An open-ended seek gets one bounded part (Django's ASGI handler holds a 206's body
+    in memory); the player asks again from its end."""
+    assert recordings.byte_range("bytes=0-", 10_000_000) == (0, recordings.MAX_RANGE_BYTES - 1)
+    assert recordings.byte_range("bytes=-5000000", 10_000_000) == (
+        5_000_000,
+        5_000_000 + recordings.MAX_RANGE_BYTES - 1,
+    )
+    assert recordings.byte_range("bytes=100-", 1000, limit=300) == (100, 399)
+
+
+def test_an_invalid_range_gets_the_whole_recording(staff_client, recorded_call):
+    url = reverse("calls:recording", args=[recorded_call.pk])
+    response = staff_client.get(url, HTTP_RANGE="bytes=5-3")
+    assert response.status_code == 200
+    assert len(b"".join(response.streaming_content)) == recorded_call.recording_bytes
+
+
+def test_an_open_ended_range_is_answered_in_bounded_parts(
+    staff_client, recorded_call, monkeypatch
+):
+    monkeypatch.setattr(recordings, "MAX_RANGE_BYTES", 1000)
+    url = reverse("calls:recording", args=[recorded_call.pk])
+    size = recorded_call.recording_bytes
+    part = staff_client.get(url, HTTP_RANGE="bytes=0-")
+    assert part.status_code == 206
+    assert part["Content-Range"] == f"bytes 0-999/{size}" and part["Content-Length"] == "1000"
+    assert len(b"".join(part.streaming_content)) == 1000
