@@ -27,9 +27,7 @@ TURN_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 ENGINE_ERRORS = Counter("voiceapp_engine_errors_total", "Engine failures", ["vendor"])
-GLOBAL_STOP = Gauge(
-    "voiceapp_global_stop", "1 while calls are globally stopped", multiprocess_mode="livemax"
-)
+# voiceapp_global_stop is read at scrape time from the shared stop state (calls/views.py).
 INTERRUPTIONS = Counter("voiceapp_interruptions_total", "Agent turns cut by barge-in", ["channel"])
 UNANSWERED_TURNS = Counter(
     "voiceapp_unanswered_turns_total",

@@ -48,6 +48,15 @@ def start_in_background() -> threading.Thread | None:
         return _thread
 
 
+def wait(timeout: float) -> bool:
+    """Block until the preload is over (loaded or failed); False if still loading."""
+    thread = _thread
+    if thread is None:
+        return True
+    thread.join(timeout)
+    return not thread.is_alive()
+
+
 def readiness() -> tuple[bool, str]:
     """(ready, detail) for /health/ready/."""
     if STATE.status == "loading":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import hmac
 import os
+from collections.abc import Iterator
 
 from django.conf import settings
 from django.contrib import messages
@@ -33,9 +34,9 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 from calls import global_stop, recordings, selectors
-from calls import metrics as prom
 from calls.auth import bearer_token, require_api_key
 from calls.models import Call, GlobalStopEvent
 
@@ -115,11 +116,26 @@ def metrics(request: HttpRequest) -> HttpResponse:
             status=404,
             content_type="text/plain",
         )
-    try:
-        prom.GLOBAL_STOP.set(0 if global_stop.calls_allowed() else 1)
-    except Exception:  # noqa: BLE001 - metrics must answer even when Redis is down
-        pass
-    return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)
+    body = generate_latest(_registry()) + generate_latest(_GLOBAL_STOP_REGISTRY)
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+
+
+class _GlobalStopCollector:
+    """``voiceapp_global_stop``, read from the shared stop state at scrape time. Not a gauge
+    a worker sets: with several workers, one that answered a scrape while calls were
+    stopped would keep reporting 1 after a reset until it happened to be scraped again."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("voiceapp_global_stop", "1 while calls are globally stopped")
+        try:
+            family.add_metric([], 0 if global_stop.calls_allowed() else 1)
+        except Exception:  # noqa: BLE001 - metrics must answer even when Redis is down
+            return
+        yield family
+
+
+_GLOBAL_STOP_REGISTRY = CollectorRegistry()
+_GLOBAL_STOP_REGISTRY.register(_GlobalStopCollector())
 
 
 def _registry() -> CollectorRegistry:

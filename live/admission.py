@@ -236,9 +236,13 @@ class WorkerBoard:
             found.append(state)
         return found
 
-    def reserve(self, call_id: str) -> None:
+    def reserve(self, call_id: str, ttl_s: float) -> None:
+        # The file's modification time is when the place expires (a time in the future).
+        path = self.folder / "reserved" / call_id
         with contextlib.suppress(OSError):
-            (self.folder / "reserved" / call_id).touch()
+            path.touch()
+            until = time.time() + ttl_s
+            os.utime(path, (until, until))
 
     def unreserve(self, call_id: str) -> bool:
         """Take ``call_id``'s reservation away; True if it had one (the host answered it)."""
@@ -250,11 +254,11 @@ class WorkerBoard:
 
     def reserved(self) -> int:
         """Calls answered on this host whose stream has not started (expired ones removed)."""
-        count, oldest = 0, time.time() - RESERVE_S
+        count, now = 0, time.time()
         with contextlib.suppress(OSError):
             for entry in os.scandir(self.folder / "reserved"):
                 try:
-                    fresh = entry.stat().st_mtime > oldest
+                    fresh = entry.stat().st_mtime > now
                 except OSError:
                     continue  # taken by its stream just now
                 if fresh:
@@ -416,19 +420,33 @@ class AdmissionController:
         LOOP_LAG_P99.set((self.monitor.p99_ms() or 0.0) / 1000.0)
         self.publish()
 
+    def forget_reservations(self) -> None:
+        """Drop every held place (a test starting from an empty process)."""
+        with self._lock:
+            self._reserved.clear()
+
     def _may_overflow(self) -> bool:
         limit = self.capacity()
         return self.active < limit + max(1, limit // OVERFLOW_DIVISOR)
 
-    def reserve(self, call_id: object) -> None:
-        """A webhook answered ``call_id``: hold a place for its stream (``RESERVE_S`` at most;
-        the stream's :meth:`admit` or the call's :meth:`release` gives it back, on whichever
-        worker of the host the stream lands)."""
+    def reserve(self, call_id: object, *, ttl_s: float | None = None) -> None:
+        """A webhook answered ``call_id``: hold a place for its stream for ``ttl_s``
+        (default ``RESERVE_S``; an outbound dial holds it while the phone rings). The
+        stream's :meth:`admit`, the call's :meth:`release` or :meth:`unreserve` gives it
+        back, on whichever worker of the host."""
+        ttl = RESERVE_S if ttl_s is None else ttl_s
         if self.board is not None:
-            self.board.reserve(str(call_id))
+            self.board.reserve(str(call_id), ttl)
             return
         with self._lock:
-            self._reserved[str(call_id)] = time.monotonic() + RESERVE_S
+            self._reserved[str(call_id)] = time.monotonic() + ttl
+
+    def unreserve(self, call_id: object) -> None:
+        """The call will not stream after all (a dial or an answer failed)."""
+        if self.board is not None:
+            self.board.unreserve(str(call_id))
+        with self._lock:
+            self._reserved.pop(str(call_id), None)
 
     def admit(self, call_id: str) -> Refusal | None:
         """On the event loop: take a slot for ``call_id``, or say why not.

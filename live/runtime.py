@@ -257,7 +257,7 @@ def install_signal_drain() -> bool:
     shutdown event: a call would be cut mid-sentence and stored as a hang-up. So the
     signal is taken first: new calls are refused (admission ``shutting_down``), live ones
     say their goodbye and are stored ``server_shutdown`` (``shutdown_all``), then uvicorn's
-    own handler runs. A second signal during the drain goes to uvicorn at once.
+    own handler runs. A second SIGINT during the drain goes to uvicorn at once.
     Returns False when there is no handler to wrap (not the main thread's loop).
     """
     loop = asyncio.get_running_loop()
@@ -269,10 +269,16 @@ def install_signal_drain() -> bool:
 
         def _on_signal(signum: int = signum, previous: Any = previous) -> None:
             if admission.controller.draining:
-                previous(signum, None)
+                # Only a second Ctrl-C hurries (uvicorn's own rule); a repeated SIGTERM
+                # (e.g. systemd signalling the supervisor and the workers) waits for the
+                # goodbyes already under way.
+                if signum == signal.SIGINT:
+                    previous(signum, None)
                 return
             admission.controller.draining = True
-            logger.warning("%s: ending live calls before the server stops", signal.Signals(signum).name)
+            logger.warning(
+                "%s: ending live calls before the server stops", signal.Signals(signum).name
+            )
             task = loop.create_task(shutdown_all())
             _drain_tasks.add(task)
             task.add_done_callback(_drain_tasks.discard)
@@ -301,6 +307,8 @@ def _install_shutdown_hook() -> None:
     from twisted.internet import defer, reactor
 
     def _before_shutdown() -> defer.Deferred:
+        # twisted closes the listening port only later: refuse what still arrives meanwhile.
+        admission.controller.draining = True
         return defer.Deferred.fromFuture(asyncio.ensure_future(shutdown_all()))
 
     reactor.addSystemEventTrigger("before", "shutdown", _before_shutdown)

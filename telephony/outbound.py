@@ -30,6 +30,9 @@ from telephony import carriers, tokens
 
 logger = logging.getLogger(__name__)
 
+# How long an outbound call holds its admission place while the callee's phone rings.
+RINGING_RESERVE_S = 90.0
+
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
@@ -73,7 +76,8 @@ def place_call(*, profile: AgentProfile, to: str, carrier: str = carriers.DEFAUL
         raise OutboundError(
             f"all lines busy: this server is full ({refused}); try again later", status=503
         )
-    admission.controller.reserve(call_id)  # a place for its stream, once answered
+    # A place for its stream while the phone rings (carriers give up after ~60 s).
+    admission.controller.reserve(call_id, ttl_s=RINGING_RESERVE_S)
     token = tokens.mint(call_id=call_id, carrier=carrier)
     try:
         external_id = chosen.rest.dial(
@@ -86,6 +90,7 @@ def place_call(*, profile: AgentProfile, to: str, carrier: str = carriers.DEFAUL
         )
     except carriers.REST_ERRORS as exc:
         logger.error("outbound %s call to %s failed: %s", carrier, to, exc)
+        admission.controller.unreserve(call_id)
         services.call_end(
             call_id=call_id, reason=EndReason.NOT_CONNECTED, error=f"dial failed: {exc}"
         )

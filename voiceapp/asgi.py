@@ -9,6 +9,7 @@ refused with HTTP 403 and one log line. Channels' ``URLRouter`` would raise a
 ``ValueError`` instead: a traceback and an HTTP 500 per attempt, a cheap way to flood logs.
 """
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -46,6 +47,20 @@ websocket_app = URLRouter(
 
 
 
+PRELOAD_WAIT_S = 300.0
+
+
+async def _models_warm() -> None:
+    """Accept no connection before the local models are loaded: uvicorn starts accepting
+    only once startup completes, so with several workers on one socket (voiceapp/serve.py)
+    a worker that is (re)starting leaves new calls to the warm ones instead of making its
+    first callers wait through the load. Bounded: a load this slow serves calls anyway."""
+    from calls import preload
+
+    if settings.PRELOAD_ENGINES and not await asyncio.to_thread(preload.wait, PRELOAD_WAIT_S):
+        logger.warning("engines still loading after %.0f s; taking calls anyway", PRELOAD_WAIT_S)
+
+
 async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """ASGI lifespan (uvicorn sends it, daphne does not): graceful call endings on SIGTERM.
 
@@ -57,6 +72,7 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
         message = await receive()
         if message["type"] == "lifespan.startup":
             runtime.install_signal_drain()
+            await _models_warm()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             # Normally the signal drain has ended every call already; this covers a

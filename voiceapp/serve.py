@@ -21,7 +21,8 @@ daphne (bench/README.md, "Which ASGI server"); ``daphne`` stays supported and is
 
 Signals: SIGTERM/SIGINT to the supervisor -> SIGTERM to every worker, whose shutdown ends its
 live calls gracefully (goodbye, stored ``server_shutdown``; ``live/runtime.py``); the
-supervisor waits up to ``SHUTDOWN_GRACE_SECONDS`` + 5 s, then kills what is left. A worker
+supervisor waits up to twice ``SHUTDOWN_GRACE_SECONDS`` + 5 s (goodbyes, then turn writes
+still retrying), then kills what is left. A worker
 that dies on its own (OOM, crash) is started again on the same socket after a short
 backoff; its calls are ended ``orphaned`` by the sweeper.
 """
@@ -30,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import threading
 import shutil
 import signal
 import socket
@@ -51,11 +54,31 @@ STABLE_AFTER_S = 60.0  # a worker that lived this long starts its backoff from t
 
 
 def default_workers() -> int:
-    """The cores this process may run on (a container's CPU set, not the host's count)."""
+    """The cores this process may use: its CPU set, capped by a cgroup CPU quota
+    (``docker --cpus``, a Kubernetes CPU limit), not the host's count."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    return max(1, cores)
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs allowed by the cgroup's quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), or None."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
 
 
 def worker_command(server: str, fd: int, *, proxy_headers: bool) -> list[str]:
@@ -90,7 +113,13 @@ def worker_command(server: str, fd: int, *, proxy_headers: bool) -> list[str]:
 def _grace_s() -> int:
     # Settings are not imported here (the supervisor never loads Django); the env var is the
     # same one settings.py reads, with the same default.
-    return int(float(os.environ.get("SHUTDOWN_GRACE_SECONDS", "10")))
+    return math.ceil(float(os.environ.get("SHUTDOWN_GRACE_SECONDS") or 8))
+
+
+def stop_deadline_s() -> float:
+    """How long a worker may take to stop: its calls' goodbyes (one grace period), then the
+    turn writes still retrying after a database blip (another), plus uvicorn's own close."""
+    return 2 * _grace_s() + 5.0
 
 
 def _die_with_parent() -> None:
@@ -120,6 +149,7 @@ class Worker:
     process: subprocess.Popen[bytes]
     started_at: float = field(default_factory=time.monotonic)
     crashes: int = 0
+    restart_at: float | None = None  # dead, to be started again then
 
 
 class Supervisor:
@@ -132,6 +162,7 @@ class Supervisor:
         self.proxy_headers = proxy_headers
         self.workers: list[Worker] = []
         self.stopping = False
+        self._wake = threading.Event()  # set by a signal: the loop's waits end at once
         # The host's worker board (live/admission.py WorkerBoard): each worker says there
         # whether it has room, so a webhook answered by a full worker still takes the call
         # when another worker can.
@@ -143,6 +174,7 @@ class Supervisor:
             prefix="voiceapp-prometheus-"
         )
         self.own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+        os.makedirs(self.metrics_dir, exist_ok=True)
         for stale in Path(self.metrics_dir).glob("*.db"):
             stale.unlink()
 
@@ -160,6 +192,10 @@ class Supervisor:
             pass_fds=(fd,),
             env=env,
             preexec_fn=_die_with_parent,
+            # Its own session: a terminal's Ctrl-C (sent to the whole foreground group)
+            # reaches only the supervisor, which stops the workers in order; a worker that
+            # got the signal too would take the supervisor's as a second, impatient one.
+            start_new_session=True,
         )
         logger.info("worker %d started (pid %d, %s)", index, process.pid, self.server)
         return Worker(index=index, process=process, crashes=crashes)
@@ -169,29 +205,34 @@ class Supervisor:
             signal.signal(signum, self._on_signal)
         self.workers = [self.spawn(i) for i in range(self.count)]
         while not self.stopping:
+            now = time.monotonic()
             for n, worker in enumerate(self.workers):
-                code = worker.process.poll()
-                if code is None or self.stopping:
+                if worker.restart_at is not None:
+                    if now >= worker.restart_at and not self.stopping:
+                        self.workers[n] = self.spawn(worker.index, worker.crashes)
                     continue
-                lived = time.monotonic() - worker.started_at
-                crashes = 0 if lived >= STABLE_AFTER_S else worker.crashes + 1
-                wait = RESTART_BACKOFF_S[min(crashes, len(RESTART_BACKOFF_S) - 1)]
+                code = worker.process.poll()
+                if code is None:
+                    continue
+                lived = now - worker.started_at
+                worker.crashes = 0 if lived >= STABLE_AFTER_S else worker.crashes + 1
+                wait = RESTART_BACKOFF_S[min(worker.crashes, len(RESTART_BACKOFF_S) - 1)]
                 logger.error(
                     "worker %d (pid %d) exited with %s after %.0f s; restarting in %.0f s",
                     worker.index, worker.process.pid, code, lived, wait,
                 )
-                self._forget_metrics(worker.process.pid)
-                time.sleep(wait)
-                if not self.stopping:
-                    self.workers[n] = self.spawn(worker.index, crashes)
-            time.sleep(0.5)
+                self._forget(worker.process.pid)
+                worker.restart_at = now + wait
+            self._wake.wait(0.5)
         return self.shutdown()
 
-    def _forget_metrics(self, pid: int) -> None:
-        """A dead worker's live gauges (calls held, capacity) stop counting."""
+    def _forget(self, pid: int) -> None:
+        """A dead worker's live gauges (calls held, capacity) stop counting, and its board
+        entry goes (a reused pid must not bring its "room" back)."""
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid, self.metrics_dir)
+        Path(self.board, f"{pid}.json").unlink(missing_ok=True)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         if self.stopping:  # a second Ctrl-C: do not wait for goodbyes
@@ -200,13 +241,14 @@ class Supervisor:
                     worker.process.kill()
             return
         self.stopping = True
+        self._wake.set()
         logger.warning("%s: stopping %d worker(s)", signal.Signals(signum).name, self.count)
 
     def shutdown(self) -> int:
         for worker in self.workers:
-            if worker.process.poll() is None:
+            if worker.restart_at is None and worker.process.poll() is None:
                 worker.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + _grace_s() + 5.0
+        deadline = time.monotonic() + stop_deadline_s()
         for worker in self.workers:
             try:
                 worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))

@@ -101,6 +101,7 @@ def _telnyx_initiated(payload: dict[str, Any]) -> None:
         )
     except rest.CallControlError as exc:
         logger.error("telnyx answer of %s failed: %s", control_id, exc)
+        admission.controller.unreserve(call_id)
         end_call(call_id=call_id, reason=EndReason.ERROR, error=f"answer failed: {exc}")
         return
     logger.info("telnyx call %s (%s) answered -> profile %s", call_id, control_id, profile.slug)

@@ -167,8 +167,10 @@ pytestmark_db = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(autouse=True)
 def calm_loop():
-    """Lag another test caused in the last 5 s (e.g. its database flush) is not ours."""
+    """Lag another test caused in the last 5 s (e.g. its database flush) is not ours, nor
+    are the places other tests' webhooks held."""
     admission.controller.monitor.clear()
+    admission.controller.forget_reservations()
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ def limit_two(settings):
     settings.MAX_CALLS_PER_PROCESS = 2
     settings.ADMISSION_MAX_LOOP_LAG_MS = 0
     admission.controller.monitor.clear()
+    admission.controller.forget_reservations()  # places other tests' webhooks held
     return settings
 
 
