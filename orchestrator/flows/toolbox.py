@@ -69,6 +69,12 @@ class FlowToolBox(ToolBox):
             return demo_booking.DEMO_BOOKING
         return spec
 
+    def __bool__(self) -> bool:
+        # What the node offers, not the profile's own tools: a flow on a profile with no
+        # built-in or HTTP tool still has transitions, and the reply only lets the LLM call
+        # tools when its box is truthy (reply.py).
+        return bool(self.names)
+
     @property
     def names(self) -> list[str]:
         tools, transitions = self._offered()

@@ -78,3 +78,16 @@ async def test_entering_a_transfer_node_says_its_line_and_asks_for_the_transfer(
     assert result.ok and box.state.node == "transfer"
     assert after == Transfer(destination="+34910000000", label="Front desk")
     assert box.take_lines() == ["Putting you through."] and box.take_lines() == []
+
+
+def test_a_flow_on_a_profile_with_no_tools_still_offers_its_transitions():
+    """No end_call, no transfer targets, no HTTP tools: the box must still be truthy, or the
+    reply never lets the LLM call a transition and the flow is never followed."""
+    config = CallConfig(call_id="c-2", system_prompt="ROLE.", end_call_enabled=False)
+    transcript = Transcript(recorder=Recorder(), queue=RecorderQueue("c-2"), stats=CallStats(),
+                            wall=lambda t: datetime.now(UTC))  # fmt: skip
+    box = FlowToolBox(config, parse_flow(FLOW), transcript=transcript, emit=emit,
+                      clock=lambda: 0.0, wall=lambda t: datetime.now(UTC))  # fmt: skip
+    assert not box._specs  # the profile itself offers nothing
+    assert box.names == ["wants_booking", "speak_to_person"]
+    assert bool(box)
