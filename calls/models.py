@@ -584,8 +584,10 @@ class Turn(models.Model):
         return f"{self.role}: {self.text[:60]}"
 
 
+# The flows' NAME_RE rule (orchestrator/flows/spec.py). \Z, not $: "$" also matches before a
+# trailing newline, and RegexValidator only searches, so "book\n" would pass.
 tool_name_validator = RegexValidator(
-    r"^[a-zA-Z][a-zA-Z0-9_-]{0,63}$",
+    r"^[a-zA-Z][a-zA-Z0-9_-]{0,63}\Z",
     "Letters, digits, _ and -, starting with a letter (at most 64): the LLM calls it by this name.",
 )
 

@@ -25,8 +25,10 @@ from typing import Any
 
 # Always defined: the session's built-ins, and the demo booking store (demo_booking.py).
 BUILTIN_TOOLS = ("end_call", "transfer_call", "demo_booking")
-# What an LLM function name may be (the OpenAI API's own limit), as for HTTP tools.
-NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+# What an LLM function name may be (the OpenAI API's own limit), as for HTTP tools
+# (calls/models.py tool_name_validator). Used with fullmatch and \Z: a "$" also matches
+# before a trailing newline, and "book\n" is no name the LLM can call.
+NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
 
 
 class FlowError(ValueError):
@@ -145,6 +147,10 @@ class _Parser:
         start = data.get("start")
         if not start:
             self.problems.append("The flow has no start node (“start”).")
+        elif not isinstance(start, str):
+            # (A list or object is unhashable: "in nodes" would raise, a 500 in the admin.)
+            self.problems.append("The start node (“start”) must be a node's name.")
+            start = ""
         elif start not in nodes:
             self.problems.append(f"The start node “{start}” is not a node.")
         self._check_links(nodes, globals_)
@@ -160,7 +166,7 @@ class _Parser:
             return None
         name = raw["name"]
         where = f"node “{name}”"
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             self.problems.append(f"The name of {where} must be letters, digits, _ or -.")
         task = raw.get("task", "")
         if not isinstance(task, str):
@@ -182,6 +188,11 @@ class _Parser:
             context = ContextStrategy.KEEP
         max_turns = raw.get("max_turns")
         fallback = raw.get("fallback", "") or ""
+        if not isinstance(fallback, str):
+            # (str() of a list would name a node that cannot exist, in brackets.)
+            self.problems.append(f"The fallback of {where} must be a node's name.")
+            fallback = ""
+            max_turns = None  # (one problem is enough, not "needs both" as well)
         if max_turns is not None and (
             not isinstance(max_turns, int) or isinstance(max_turns, bool) or max_turns < 1
         ):
@@ -206,7 +217,7 @@ class _Parser:
             on_leave=self._actions(raw.get("on_leave", []), f"on_leave of {where}"),
             context=context,
             max_turns=max_turns,
-            fallback=str(fallback),
+            fallback=fallback,
         )
 
     def _transitions(self, raw: object, where: str) -> tuple[Transition, ...]:
@@ -222,7 +233,7 @@ class _Parser:
                 continue
             name = item["name"]
             label = f"transition “{name}” of {where}"
-            if not NAME_RE.match(name):
+            if not NAME_RE.fullmatch(name):
                 self.problems.append(f"The name of {label} must be letters, digits, _ or -.")
             if any(t.name == name for t in found):
                 self.problems.append(f"Two transitions of {where} are named “{name}”.")

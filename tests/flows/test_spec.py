@@ -102,3 +102,32 @@ def test_it_lists_every_problem_at_once():
     assert any(p.startswith("Unknown action 'dance' in the on_enter of node “goodbye”")
                for p in found)  # fmt: skip
     assert str(FlowError(found)) == "; ".join(found)
+
+
+@pytest.mark.parametrize("start", [["greet"], {"node": "greet"}, 7])
+def test_a_start_that_is_not_text_is_a_problem_not_a_crash(start):
+    # (A list or object is unhashable: "start in nodes" used to raise, a 500 in the admin.)
+    assert "The start node (“start”) must be a node's name." in problems(flow(start=start))
+
+
+@pytest.mark.parametrize("fallback", [["transfer"], {"node": "transfer"}, 3])
+def test_a_fallback_that_is_not_text_is_a_problem(fallback):
+    data = flow()
+    data["nodes"][1]["fallback"] = fallback
+    found = problems(data)
+    assert "The fallback of node “collect” must be a node's name." in found
+    assert not any("needs both" in p or "unknown node" in p for p in found)
+
+
+def test_a_name_with_a_trailing_newline_is_refused_for_nodes_transitions_and_http_tools():
+    from django.core.exceptions import ValidationError
+
+    from calls.models import tool_name_validator
+
+    data = flow()
+    data["nodes"][0]["transitions"][0]["name"] = "wants_booking\n"
+    assert ("The name of transition “wants_booking\n” of node “greet” must be letters, "
+            "digits, _ or -.") in problems(data)  # fmt: skip
+    tool_name_validator("book_table")
+    with pytest.raises(ValidationError):
+        tool_name_validator("book_table\n")
