@@ -359,8 +359,15 @@ class AgentProfile(models.Model):
         except ValidationError:
             labels = None  # (the destinations' own error is shown on their field)
         tools = list(self.tools.values_list("name", flat=True)) if self.pk else []
+        # Only the built-ins this profile turns on (orchestrator/tools/builtin.py): a node
+        # listing end_call with hang-up off would otherwise save and silently lack it.
+        builtins = ["demo_booking"]
+        if self.end_call_enabled:
+            builtins.append("end_call")
+        if labels is None or labels:  # (invalid destinations: their own error suffices)
+            builtins.append("transfer_call")
         try:
-            parse_flow(self.flow, known_tools=tools, transfer_labels=labels)
+            parse_flow(self.flow, known_tools=tools, transfer_labels=labels, builtins=builtins)
         except FlowError as exc:
             raise ValidationError({"flow": exc.problems}) from None
 

@@ -114,17 +114,32 @@ def parse_flow(
     *,
     known_tools: Iterable[str] | None = None,
     transfer_labels: Iterable[str] | None = None,
+    builtins: Iterable[str] | None = None,
 ) -> Flow:
     """A checked :class:`Flow` from its JSON form; raises :class:`FlowError` listing every
     problem. ``known_tools``: the profile's HTTP tool names (None: not checked, e.g. at call
     time, where a tool removed since is just not offered); ``transfer_labels``: the profile's
-    transfer destinations (None: not checked)."""
-    return _Parser(known_tools, transfer_labels).parse(data)
+    transfer destinations (None: not checked); ``builtins``: the built-in tools the profile
+    has on (None: all of :data:`BUILTIN_TOOLS`)."""
+    return _Parser(known_tools, transfer_labels, builtins).parse(data)
+
+
+# Why a built-in may be off on a profile: said in the problem, so the fix is plain.
+_BUILTIN_OFF = {
+    "end_call": "“agent may hang up” is off",
+    "transfer_call": "the profile has no transfer destinations",
+}
 
 
 class _Parser:
-    def __init__(self, known_tools: Iterable[str] | None, labels: Iterable[str] | None) -> None:
-        self._tools = None if known_tools is None else {*BUILTIN_TOOLS, *known_tools}
+    def __init__(
+        self,
+        known_tools: Iterable[str] | None,
+        labels: Iterable[str] | None,
+        builtins: Iterable[str] | None = None,
+    ) -> None:
+        on = BUILTIN_TOOLS if builtins is None else tuple(builtins)
+        self._tools = None if known_tools is None else {*on, *known_tools}
         self._labels = None if labels is None else {label.casefold() for label in labels}
         self.problems: list[str] = []
 
@@ -177,7 +192,16 @@ class _Parser:
             self.problems.append(f"The tools of {where} must be a list of tool names.")
             tools = []
         for tool in tools:
-            if self._tools is not None and tool not in self._tools:
+            if self._tools is None or tool in self._tools:
+                continue
+            if tool in _BUILTIN_OFF:
+                # (At call time a turned-off built-in is just not offered: the node would
+                # silently lack it, so the profile page refuses it instead.)
+                self.problems.append(
+                    f"Tool “{tool}” in {where} is turned off on the profile "
+                    f"({_BUILTIN_OFF[tool]})."
+                )
+            else:
                 self.problems.append(f"Tool “{tool}” in {where} is not defined on the profile.")
         try:
             context = ContextStrategy(raw.get("context", "keep"))

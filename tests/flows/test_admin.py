@@ -97,3 +97,19 @@ def test_a_flow_calls_page_shows_its_node_path_and_collected_values(staff_client
     page = staff_client.get(f"/admin/calls/call/{call.pk}/change/").content.decode()
     assert "Flow path" in page and "greet → goodbye" in page
     assert "Collected values" in page and "&quot;party_size&quot;: 4" in page
+
+
+def test_a_node_listing_a_built_in_the_profile_turned_off_is_refused(
+    staff_client, booking_profile
+):
+    url, form = profile_form_data(staff_client, booking_profile)
+    form.pop("end_call_enabled", None)  # "agent may hang up" unticked
+    form["flow"] = json.dumps(FLOW)  # its goodbye node lists end_call
+    form["transfer_destinations"] = booking_profile.transfer_destinations
+    response = staff_client.post(url, form)
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["flow"] == [
+        "Tool “end_call” in node “goodbye” is turned off on the profile "
+        "(“agent may hang up” is off)."
+    ]
+    assert AgentProfile.objects.get(pk=booking_profile.pk).flow is None
