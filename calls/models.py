@@ -549,6 +549,9 @@ class Call(models.Model):
     class Meta:
         ordering = ["-started_at"]
         indexes = [models.Index(fields=["status", "last_heartbeat_at"])]
+        # Re-running the analysis re-sends the profile's webhook and rewrites the call's
+        # extraction: more than viewing, yet no edit of the call (which has no change form).
+        permissions = [("rerun_extraction", "Can re-run a call's post-call extraction")]
 
     def __str__(self) -> str:
         return f"{self.get_channel_display()} call {self.external_id or self.id}"

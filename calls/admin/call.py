@@ -229,6 +229,12 @@ class CallAdmin(admin.ModelAdmin):
         # Read-only detail page, but staff with view permission can still open it.
         return False
 
+    def has_rerun_extraction_permission(self, request: HttpRequest) -> bool:
+        """The custom ``calls.rerun_extraction`` permission (superusers have it): view-only
+        staff must not re-send webhooks or rewrite extractions."""
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.rerun_extraction")
+
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
@@ -311,6 +317,7 @@ class CallAdmin(admin.ModelAdmin):
             "extraction_json": pretty_json(call.extraction),
             "config_json": pretty_json(call.config_snapshot),
             "has_delete_permission": self.has_delete_permission(request, call),
+            "has_rerun_extraction_permission": self.has_rerun_extraction_permission(request),
             "overview_url": reverse("admin:calls_call_overview"),
             # Back to the list as it was filtered when the call was opened from it.
             "preserved_filters": self.get_preserved_filters(request),
@@ -342,6 +349,8 @@ class CallAdmin(admin.ModelAdmin):
         """The review page's "Re-run analysis" button: the list's action for one call."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
+        if not self.has_rerun_extraction_permission(request):
+            raise PermissionDenied  # (before the look-up: says nothing of which calls exist)
         call = self._call_or_none(request, object_id)
         if call is None:
             raise Http404("no such call")
@@ -447,7 +456,9 @@ class CallAdmin(admin.ModelAdmin):
             return "–"
         return "ok" if obj.audio_issues == 0 else _count(obj.audio_issues, "issue", "issues")
 
-    @admin.action(description="Re-run post-call extraction")
+    @admin.action(
+        description="Re-run post-call extraction", permissions=["rerun_extraction"]
+    )
     def rerun_extraction(self, request: HttpRequest, queryset: QuerySet[Call]) -> None:
         pks = queryset.values_list("pk", flat=True)
         queued = sum(services.call_rerun_extraction(call_id=pk) for pk in pks)

@@ -172,6 +172,34 @@ def test_re_run_analysis_from_the_review_page(admin_client, profile):
     assert Call.objects.get(pk=call.pk).extraction_status in ("done", "pending")
 
 
+def _staff(django_user_model, username: str, *codenames: str):  # type: ignore[no-untyped-def]
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(username, password="x", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="calls",
+                                                        codename__in=codenames))  # fmt: skip
+    return user
+
+
+def test_view_only_staff_cannot_re_run_the_analysis(client, django_user_model, profile):
+    """Re-running re-sends the webhook: it needs calls.rerun_extraction, not just view_call."""
+    call = review_call(profile)
+    Call.objects.filter(pk=call.pk).update(extraction_status="done")
+    client.force_login(_staff(django_user_model, "viewer", "view_call"))
+    url = reverse("admin:calls_call_rerun_extraction", args=[call.pk])
+    assert url not in _page(client, call)  # no button
+    assert client.post(url).status_code == 403
+    listing = client.get(reverse("admin:calls_call_changelist")).content.decode()
+    assert 'value="rerun_extraction"' not in listing  # nor the list action
+    client.post(reverse("admin:calls_call_changelist"),
+                {"action": "rerun_extraction", "_selected_action": [str(call.pk)]})  # fmt: skip
+    assert Call.objects.get(pk=call.pk).extraction_status == "done"  # nothing queued
+
+    client.force_login(_staff(django_user_model, "analyst", "view_call", "rerun_extraction"))
+    assert url in _page(client, call)
+    assert client.post(url).status_code == 302
+
+
 # --- Small things ---------------------------------------------------------------------------
 
 
