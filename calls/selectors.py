@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 from django.conf import settings
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db import connections
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.fields.json import KT
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -462,16 +463,87 @@ def calls_in_range(
     return calls.filter(profile_id=profile_id) if profile_id is not None else calls
 
 
+_DELETED_PROFILE = "(deleted profile)"
+
+
+def _latency_group(profile_name: str, channel: str, replies: int, p50: float | None,
+                   p95: float | None) -> LatencyGroup:  # fmt: skip
+    return LatencyGroup(
+        profile=profile_name, channel=channel, replies=replies,
+        p50_ms=None if p50 is None else round(p50, 1),
+        p95_ms=None if p95 is None else round(p95, 1),
+    )  # fmt: skip
+
+
+def _latency_groups_python(replies: QuerySet[Turn]) -> list[LatencyGroup]:
+    """SQLite: every reply's figure read here (no percentile function in SQL)."""
+    from orchestrator.stats import percentile
+
+    rows = replies.values_list("call__profile__name", "call__channel", "metrics__voice_to_voice_ms")
+    groups: dict[tuple[str, str], list[float]] = {}
+    every: list[float] = []
+    for profile_name, channel, value in rows.iterator(chunk_size=2000):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        every.append(float(value))
+        groups.setdefault((profile_name or _DELETED_PROFILE, channel), []).append(float(value))
+
+    def group(profile_name: str, channel: str, values: list[float]) -> LatencyGroup:
+        return _latency_group(profile_name, channel, len(values),
+                              percentile(values, 50), percentile(values, 95))  # fmt: skip
+
+    latency = [group("All profiles", "all channels", every)] if every else []
+    return latency + [group(p, c, v) for (p, c), v in sorted(groups.items())]
+
+
+def _latency_groups_sql(replies: QuerySet[Turn]) -> list[LatencyGroup]:
+    """PostgreSQL: p50/p95 per profile and channel, and over all, in one query.
+
+    percentile_disc(q) is the first value whose rank / n >= q, i.e. rank ceil(q * n): the
+    nearest-rank percentile of orchestrator.stats.percentile. Only JSON numbers count (as
+    the Python path's isinstance check); GROUPING() tells the overall row from a group of a
+    deleted profile (whose name is NULL as well)."""
+    inner, params = (
+        replies.values(pname=F("call__profile__name"), chan=F("call__channel"),
+                       j=F("metrics__voice_to_voice_ms"))  # fmt: skip
+        .order_by()
+        .query.sql_with_params()
+    )
+    sql = f"""
+        WITH r AS (
+            SELECT pname, chan,
+                   CASE WHEN jsonb_typeof(j) = 'number' THEN (j #>> '{{}}')::float8 END AS v
+            FROM ({inner}) AS i
+        )
+        SELECT GROUPING(pname, chan) AS overall, pname, chan, count(v),
+               percentile_disc(0.5) WITHIN GROUP (ORDER BY v),
+               percentile_disc(0.95) WITHIN GROUP (ORDER BY v)
+        FROM r WHERE v IS NOT NULL
+        GROUP BY GROUPING SETS ((), (pname, chan))
+    """
+    with connections[replies.db].cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    latency: list[LatencyGroup] = []
+    groups: list[LatencyGroup] = []
+    for overall, pname, chan, n, p50, p95 in rows:
+        if not n:
+            continue  # (the overall row of an empty range)
+        if overall:
+            latency.append(_latency_group("All profiles", "all channels", n, p50, p95))
+        else:
+            groups.append(_latency_group(pname or _DELETED_PROFILE, chan, n, p50, p95))
+    return latency + sorted(groups, key=lambda g: (g.profile, g.channel))
+
+
 def calls_overview(
     *, since: datetime.date, until: datetime.date, profile_id: int | None = None
 ) -> CallsOverview:
     """Calls per day, end reasons, error rate, voice-to-voice p50/p95 per profile and
     channel and the analysed intents, aggregated in the database where SQL can do it the
-    same on SQLite and PostgreSQL (counts, GROUP BY day/reason/intent). Percentiles are taken
-    here from the replies' values: SQLite has no percentile function, and the numbers must
-    match CallStats' nearest-rank percentiles stored on each call."""
-    from orchestrator.stats import percentile
-
+    same on SQLite and PostgreSQL (counts, GROUP BY day/reason/intent). Percentiles: in SQL
+    on PostgreSQL (a month of replies is too many rows to load), in Python on SQLite, which
+    has no percentile function; both nearest-rank, as CallStats' stored on each call."""
     calls = calls_in_range(since=since, until=until, profile_id=profile_id)
     error = Q(status=CallStatus.FAILED) | Q(end_reason=EndReason.ERROR)
     totals = calls.aggregate(n=Count("pk"), errors=Count("pk", filter=error))
@@ -505,23 +577,11 @@ def calls_overview(
     ]
     replies = Turn.objects.filter(
         call__in=calls, role="assistant", metrics__has_key="voice_to_voice_ms"
-    ).values_list("call__profile__name", "call__channel", "metrics__voice_to_voice_ms")
-    groups: dict[tuple[str, str], list[float]] = {}
-    every: list[float] = []
-    for profile_name, channel, value in replies.iterator(chunk_size=2000):
-        if not isinstance(value, (int, float)):
-            continue
-        every.append(float(value))
-        groups.setdefault((profile_name or "(deleted profile)", channel), []).append(float(value))
-
-    def group(profile_name: str, channel: str, values: list[float]) -> LatencyGroup:
-        return LatencyGroup(
-            profile=profile_name, channel=channel, replies=len(values),
-            p50_ms=percentile(values, 50), p95_ms=percentile(values, 95),
-        )  # fmt: skip
-
-    latency = [group("All profiles", "all channels", every)] if every else []
-    latency += [group(p, c, v) for (p, c), v in sorted(groups.items())]
+    )
+    if connections[replies.db].vendor == "postgresql":
+        latency = _latency_groups_sql(replies)
+    else:
+        latency = _latency_groups_python(replies)
     return CallsOverview(
         since=since,
         until=until,

@@ -139,3 +139,27 @@ def test_the_overview_is_for_staff_with_view_permission(client, django_user_mode
     django_user_model.objects.create_user("plain", password="pw-12345-abc", is_staff=True)
     client.login(username="plain", password="pw-12345-abc")
     assert client.get(url).status_code == 403
+
+
+def test_sql_percentiles_match_the_python_ones(seeded):
+    """PostgreSQL takes p50/p95 in SQL (percentile_disc), SQLite in Python: the same groups
+    and numbers, a deleted profile's group and non-numeric figures included."""
+    from django.db import connection
+
+    gone = AgentProfile.objects.create(name="Gone", slug="gone", language="en-US")
+    _call(gone, "browser", [321.25, 123.45, 999])
+    gone.delete()
+    odd = _call(seeded["demo"], "twilio", reason="idle_timeout")
+    for n, value in enumerate(["fast", True, None], 1):
+        services.turn_record(call_id=odd.pk, role="assistant", text="x", started_at=timezone.now(),
+                             ended_at=timezone.now(), sequence=n,
+                             metrics={"voice_to_voice_ms": value})  # fmt: skip
+    replies = selectors.Turn.objects.filter(role="assistant",
+                                            metrics__has_key="voice_to_voice_ms")  # fmt: skip
+    python = selectors._latency_groups_python(replies)
+    assert ("(deleted profile)", "browser", 3, 321.2, 999.0) in [
+        (g.profile, g.channel, g.replies, g.p50_ms, g.p95_ms) for g in python
+    ]
+    assert python[0].replies == 19  # 15 in range + 1 older + the deleted profile's 3
+    if connection.vendor == "postgresql":
+        assert selectors._latency_groups_sql(replies) == python
