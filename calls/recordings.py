@@ -145,7 +145,14 @@ def recording_peaks(call: Call) -> dict[str, Any]:
     with storage.open(call.recording.name, "rb") as fh:
         peaks = compute_peaks(fh)
     try:
-        storage.save(cache, ContentFile(json.dumps(peaks, separators=(",", ":")).encode()))
+        # Two first-time requests both decode; whichever saves second must not leave a
+        # second file: the storage would save it under another name (``…_AbCd123.json``)
+        # that nothing points at and that a deletion never removes.
+        if not storage.exists(cache):
+            body = ContentFile(json.dumps(peaks, separators=(",", ":")).encode())
+            saved = storage.save(cache, body)
+            if saved != cache:  # the other one saved between the check and our save
+                storage.delete(saved)
     except Exception:  # noqa: BLE001 - a cache that cannot be written is recomputed next time
         logger.warning("could not cache the waveform of call %s", call.pk, exc_info=True)
     return peaks

@@ -307,3 +307,32 @@ def test_an_open_ended_range_is_answered_in_bounded_parts(
     assert part.status_code == 206
     assert part["Content-Range"] == f"bytes 0-999/{size}" and part["Content-Length"] == "1000"
     assert len(b"".join(part.streaming_content)) == 1000
+
+
+@pytest.mark.parametrize("blind_looks", [1, 2])
+def test_two_first_waveform_requests_leave_one_cache_file(
+    recorded_call, monkeypatch, blind_looks
+):
+    """The other request saved the cache after this one looked for it (once: before
+    decoding; twice: also just before saving, the race inside the save): no second copy
+    is left under another name."""
+    storage = recorded_call.recording.storage
+    cache = recordings.peaks_name(recorded_call.recording.name)
+    first = recordings.recording_peaks(recorded_call)  # the other request, done
+    assert storage.exists(cache)
+    real_exists = type(storage).exists
+    looked = 0
+
+    def exists_before_the_other_saved(self, name: str) -> bool:
+        nonlocal looked
+        if name == cache and looked < blind_looks:  # this request's looks: not there yet
+            looked += 1
+            return False
+        return real_exists(self, name)
+
+    monkeypatch.setattr(type(storage), "exists", exists_before_the_other_saved)
+    assert recordings.recording_peaks(recorded_call) == first
+    folder = Path(storage.path(cache)).parent
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [Path(cache).name, Path(recorded_call.recording.name).name]
+    )
