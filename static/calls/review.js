@@ -123,19 +123,34 @@
 
   // A live call: fetch the transcript fragment every 2 s; once the call has ended, load
   // the page once more for its final figures (analysis, audio health) and stop.
+  // A setTimeout chain, not setInterval: the next fetch is scheduled only once this one is
+  // done, so a slow answer never overlaps the next. A network error is a blip (try again);
+  // a non-OK answer (403 once the session expired or the permission went, 404 once the call
+  // was deleted) or one that is not JSON (a login page) will not get better: stop polling.
   if (root.dataset.live === "1" && root.dataset.liveUrl) {
     let last = transcript.innerHTML;
-    const timer = window.setInterval(async () => {
-      let data;
+    const poll = async () => {
+      let response;
       try {
-        const response = await fetch(root.dataset.liveUrl, {
+        response = await fetch(root.dataset.liveUrl, {
           credentials: "same-origin",
           headers: { Accept: "application/json" },
         });
-        if (!response.ok) return;
+      } catch (error) {
+        window.reviewLiveTimer = window.setTimeout(poll, 2000);
+        return;
+      }
+      const type = response.headers.get("Content-Type") || "";
+      if (!response.ok || !type.includes("application/json")) {
+        window.reviewLiveTimer = null;
+        return;
+      }
+      let data;
+      try {
         data = await response.json();
       } catch (error) {
-        return; // a blip: the next tick tries again
+        window.reviewLiveTimer = null; // a cut or malformed body: no better next time
+        return;
       }
       if (data.html !== last) {
         transcript.innerHTML = data.html;
@@ -143,10 +158,12 @@
         draw();
       }
       if (!data.live) {
-        window.clearInterval(timer);
+        window.reviewLiveTimer = null;
         window.location.reload();
+        return;
       }
-    }, 2000);
-    window.reviewLiveTimer = timer;
+      window.reviewLiveTimer = window.setTimeout(poll, 2000);
+    };
+    window.reviewLiveTimer = window.setTimeout(poll, 2000);
   }
 })();

@@ -143,6 +143,32 @@ def test_a_live_call_page_refreshes_its_transcript_until_the_call_ends(
         screenshot(page, "call-review-after-live.png")
 
 
+@pytest.mark.parametrize(
+    ("status", "content_type", "body"),
+    [(403, "text/html", "<h1>403 Forbidden</h1>"), (200, "text/html", "<form>Log in</form>")],
+)  # fmt: skip
+def test_a_live_call_page_stops_polling_on_an_error_or_a_page_that_is_not_json(
+    live_server, admin_user, profile, status, content_type, body
+):
+    """A 403/404 or a login page will not get better: one request, then no more (and no
+    overlapping requests: the next is only scheduled once one is answered)."""
+    call = review_call(profile, external_id=f"CA-stop-{status}", end=False)
+    live_url = reverse("admin:calls_call_live", args=[call.pk])
+    hits: list[str] = []
+
+    def answer(route) -> None:  # type: ignore[no-untyped-def]
+        hits.append(route.request.url)
+        route.fulfill(status=status, content_type=content_type, body=body)
+
+    with chromium(live_server) as page:
+        page.route(f"**{live_url}*", answer)
+        page.goto(live_server.url + reverse("admin:calls_call_change", args=[call.pk]))
+        page.wait_for_function("window.reviewLiveTimer === null", timeout=10_000, polling=250)
+        page.wait_for_timeout(4_500)  # two more 2 s ticks, were it still polling
+        assert len(hits) == 1
+        assert page.locator(".live-dot").count() == 1  # the page stays as it was
+
+
 def _two_channel_opus(seconds: float, caller: list[float], agent: list[float]) -> bytes:
     """Ogg/Opus, 48 kHz stereo: a 300 Hz tone on the left from each ``caller`` offset and a
     600 Hz one on the right from each ``agent`` offset, 1.5 s each, silence between."""
