@@ -4,7 +4,9 @@
 Slow by nature (real calls in real time): 107-180 s measured on this 2-core machine
 while other test runs loaded it (the four calls ~85 s, the server loading the models 8-50 s,
 a call placed again after a busy end up to ~25 s). Skipped where
-the offline engines are not installed.
+the offline engines are not installed. The server never uses a cloud engine (their keys are
+blanked in its environment) and the whole test is bounded (OVERALL_TIMEOUT_S), so CI cannot
+hang on it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pytest
 
 from scenarios import report, selectors, services
 from scenarios.local_server import LocalServer
-from scenarios.runner import run_batch
+from scenarios.runner import Job, RunResult, run_batch
 from tests.speech import have_piper
 
 pytestmark = [
@@ -41,6 +43,13 @@ OFFLINE_SERVER = {
     "EXTRACTION_OFFLINE_ENGINE": "heuristic",
     "ADMISSION_MAX_LOOP_LAG_MS": "0",
     "LOG_LEVEL": "INFO",
+    # Never a cloud engine, whatever the CI or developer environment holds: "auto" would
+    # pick Groq/OpenAI/Azure when a key is set, and this test is about the offline ones
+    # (and must not spend or hang on the network). Empty is "not configured" (settings.py).
+    "GROQ_API_KEY": "",
+    "AZURE_SPEECH_KEY": "",
+    "OPENAI_API_KEY": "",
+    "OPENAI_BASE_URL": "",
 }
 # One call at a time: on a busy 2-core machine two calls already queued replies behind the
 # one local model until the session's stall watchdog ended a call as busy.
@@ -49,6 +58,16 @@ PARALLEL = 1
 # loaded by other test runs) says nothing about the agent: placed again once, and the
 # result's notes say so. A second busy end fails the test.
 BUSY_RETRIES = 1
+# The whole test, the server's start included, is bounded: CI must never hang on it (there
+# is no pytest-timeout). 107-180 s measured; past this it fails with the server's output.
+OVERALL_TIMEOUT_S = 600.0
+
+
+async def _bounded_batch(
+    jobs: list[Job], server: LocalServer, *, seconds: float
+) -> list[RunResult]:
+    async with asyncio.timeout(seconds):
+        return await run_batch(jobs, server.target, parallel=PARALLEL, busy_retries=BUSY_RETRIES)
 
 
 def test_the_shipped_offline_scenarios_of_the_english_demo_pass(profile):
@@ -58,12 +77,19 @@ def test_the_shipped_offline_scenarios_of_the_english_demo_pass(profile):
     jobs = [services.scenario_job(scenario=s) for s in scenarios]
 
     started = time.monotonic()
-    server = LocalServer(settings_module="voiceapp.settings", env=OFFLINE_SERVER).start()
+    server = LocalServer(settings_module="voiceapp.settings", env=OFFLINE_SERVER).start(
+        timeout_s=300  # (within OVERALL_TIMEOUT_S: the batch gets what is left)
+    )
     ready_s = time.monotonic() - started
     try:
-        results = asyncio.run(
-            run_batch(jobs, server.target, parallel=PARALLEL, busy_retries=BUSY_RETRIES)
-        )
+        left_s = max(1.0, OVERALL_TIMEOUT_S - ready_s)
+        try:
+            results = asyncio.run(_bounded_batch(jobs, server, seconds=left_s))
+        except TimeoutError:
+            pytest.fail(
+                f"the batch did not finish within {OVERALL_TIMEOUT_S:g} s in all:\n"
+                + server.output()[-3000:]
+            )
     finally:
         server.stop()
     total_s = time.monotonic() - started
