@@ -77,7 +77,9 @@ class DaphneServer:
                 if httpx.get(f"{self.base}/health/", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
+        self.stop()  # a server that never came up must not outlive the test (nor its workers)
         raise RuntimeError(f"daphne did not answer /health/ in {timeout}s:\n{self.output()}")
 
     def output(self) -> str:
