@@ -15,9 +15,11 @@ single-use stream tokens, call records and the admission board (``live/admission
 webhook answered by one worker refuses a call only when no worker of the host has room).
 
 Servers (``--server``, env ``WEB_SERVER``): ``uvicorn`` (uvloop + httptools + websockets) is
-the default because it carries the same Twilio-shaped load with less CPU per frame than
-daphne (bench/README.md, "Which ASGI server"); ``daphne`` stays supported and is what
-``make run`` serves. Both run behind this supervisor the same way.
+the default: on our load it costs a little less CPU than daphne (measured, bench/README.md
+"Which ASGI server": within a few percent, the audio processing dominates), and its ASGI
+lifespan lets a (re)starting worker accept calls only once its models are warm and drain
+its calls before the server closes sockets; close reasons reach the client. ``daphne``
+stays supported and is what ``make run`` serves. Both run behind this supervisor alike.
 
 Signals: SIGTERM/SIGINT to the supervisor -> SIGTERM to every worker, whose shutdown ends its
 live calls gracefully (goodbye, stored ``server_shutdown``; ``live/runtime.py``); the
