@@ -972,6 +972,35 @@ def _json_grammar(schema: dict[str, Any]) -> Any:
         raise EngineError(f"no grammar for this JSON schema: {exc!r}", vendor="local") from exc
 
 
+PREFILL_CHUNK = 32  # prompt tokens evaluated between two looks at the live calls' queue
+
+
+def _prefill(
+    model: Any, prompt: str, stop: threading.Event, wanted_elsewhere: Callable[[], bool]
+) -> None:
+    """Evaluate the analysis prompt a few tokens at a time, giving way to a live call
+    between chunks. ``create_completion`` evaluates the whole prompt before its first token
+    and cannot be interrupted: a call transcript's prompt took seconds on a slow CPU, during
+    which a caller's turn waited past its queue limit and the call ended busy (measured on
+    the clean-clone run of issue 17). The completion that follows finds these tokens in
+    llama.cpp's cache (prefix match) and evaluates only the last one. Anything unexpected in
+    the library's internals: skip, the completion then evaluates the prompt itself."""
+    try:
+        tokens = model.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        if model._model.add_bos_token() and model.token_bos() >= 0:
+            tokens = [model.token_bos(), *tokens]
+        done = min(model.longest_token_prefix(model._input_ids, tokens), len(tokens) - 1)
+    except (AttributeError, TypeError, RuntimeError):
+        return
+    model.n_tokens = max(done, 0)
+    for start in range(max(done, 0), len(tokens) - 1, PREFILL_CHUNK):
+        if stop.is_set():
+            return
+        if wanted_elsewhere():
+            raise _GaveWay
+        model.eval(tokens[start : min(start + PREFILL_CHUNK, len(tokens) - 1)])
+
+
 def _complete_json(
     model: Any,
     stop: threading.Event,
@@ -980,6 +1009,7 @@ def _complete_json(
     max_tokens: int,
     wanted_elsewhere: Callable[[], bool],
 ) -> str:
+    _prefill(model, prompt, stop, wanted_elsewhere)
     completion = model.create_completion(
         prompt, max_tokens=max_tokens, temperature=0.0, grammar=grammar, stream=True
     )
