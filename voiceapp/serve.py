@@ -35,13 +35,13 @@ import argparse
 import logging
 import math
 import os
-import threading
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

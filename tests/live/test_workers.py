@@ -25,7 +25,7 @@ from calls import global_stop
 from calls.models import EndReason
 from tests.scripted import scripted_profile
 from tests.server_process import WorkersServer
-from tests.telephony.conftest import PUBLIC, TWILIO_TOKEN, payload, twilio_signature
+from tests.telephony.conftest import PUBLIC, payload, twilio_signature
 from tests.telephony.test_socket_faults import (
     SERVER_ENV,
     TwilioStream,
