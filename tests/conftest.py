@@ -120,3 +120,14 @@ def release_leftover_db_sessions(django_db_setup, django_db_blocker):
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+
+
+@pytest.fixture
+def groq_vendor(settings):
+    """The local fake vendor server (tests/fake_vendor.py), as the Groq engines' endpoint."""
+    from tests.fake_vendor import FakeVendor
+
+    with FakeVendor() as fake:
+        settings.GROQ_API_KEY = "gsk-test"
+        settings.GROQ_BASE_URL = fake.groq_base_url
+        yield fake

@@ -6,7 +6,7 @@ from django.utils import timezone
 from calls import inline_tasks, services
 from calls.models import Call, ExtractionStatus
 from calls.webhooks import sign
-from tests.fake_vendor import FakeVendor, Reply
+from tests.fake_vendor import Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,11 +23,8 @@ GOOD = {
 
 
 @pytest.fixture
-def vendor(settings):
-    with FakeVendor() as fake:
-        settings.GROQ_API_KEY = "gsk-test"
-        settings.GROQ_BASE_URL = fake.groq_base_url
-        yield fake
+def vendor(groq_vendor):
+    return groq_vendor
 
 
 def _ended_call(profile, *, user_text="A table for two tomorrow at eight, please. I'm Ana."):

@@ -82,11 +82,8 @@ def walks_the_booking(request) -> Reply:
 
 
 @pytest.fixture
-def vendor(settings):
-    with FakeVendor() as fake:
-        settings.GROQ_API_KEY = "gsk-test"
-        settings.GROQ_BASE_URL = fake.groq_base_url
-        yield fake
+def vendor(groq_vendor):
+    return groq_vendor
 
 
 def flow_profile(tool_url: str, flow: dict | None = None) -> AgentProfile:

@@ -15,7 +15,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from calls.models import AgentProfile, CallStatus, EndReason, ProfileTool
-from tests.fake_vendor import FakeVendor, Reply
+from tests.fake_vendor import Reply
 from tests.speech import have_speech_tools
 from tests.telephony.conftest import twilio_signature
 from tests.telephony.test_streams import Twilio, is_mark, load_call, socket, until
@@ -56,11 +56,8 @@ def llm_answers(request) -> Reply:
 
 
 @pytest.fixture
-def vendor(settings):
-    with FakeVendor() as fake:
-        settings.GROQ_API_KEY = "gsk-test"
-        settings.GROQ_BASE_URL = fake.groq_base_url
-        yield fake
+def vendor(groq_vendor):
+    return groq_vendor
 
 
 def booking_profile(tool_url: str) -> AgentProfile:
