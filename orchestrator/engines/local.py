@@ -975,7 +975,7 @@ def _json_grammar(schema: dict[str, Any]) -> Any:
 PREFILL_CHUNK = 32  # prompt tokens evaluated between two looks at the live calls' queue
 
 
-def _prefill(
+def _prefill_giving_way(
     model: Any, prompt: str, stop: threading.Event, wanted_elsewhere: Callable[[], bool]
 ) -> None:
     """Evaluate the analysis prompt a few tokens at a time, giving way to a live call
@@ -1009,7 +1009,7 @@ def _complete_json(
     max_tokens: int,
     wanted_elsewhere: Callable[[], bool],
 ) -> str:
-    _prefill(model, prompt, stop, wanted_elsewhere)
+    _prefill_giving_way(model, prompt, stop, wanted_elsewhere)
     completion = model.create_completion(
         prompt, max_tokens=max_tokens, temperature=0.0, grammar=grammar, stream=True
     )
