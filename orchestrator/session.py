@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from orchestrator import audio_health
+from orchestrator.answering import ANSWER_VERDICTS, opening_line, voicemail_line
 from orchestrator.audio import FRAME_MS
 from orchestrator.call_output import CallOutput
 from orchestrator.caller_audio import CallerAudio
@@ -49,7 +50,7 @@ from orchestrator.dtmf import DtmfDigits
 from orchestrator.end_of_turn import EotDecision, ScoreFn
 from orchestrator.engines import Engines, supports_tools
 from orchestrator.failures import Ending, ending_for_error, ending_for_stall
-from orchestrator.flows.toolbox import FlowToolBox
+from orchestrator.flows.toolbox import toolbox_for
 from orchestrator.listener import Listener
 from orchestrator.loop_lag import LagWindow
 from orchestrator.noise import InboundCleaner
@@ -60,7 +61,6 @@ from orchestrator.reply import ReplyPipeline, Utterance
 from orchestrator.stats import CallStats
 from orchestrator.task_reaper import TaskReaper, cancel_all
 from orchestrator.tools.actions import ReplyActions
-from orchestrator.tools.toolbox import ToolBox
 from orchestrator.transcript import Transcript
 from orchestrator.turn_taking import UserTurn
 from orchestrator.vad import TurnDetector, TurnEvent, TurnEventKind, new_vad
@@ -113,8 +113,6 @@ class _Wake:
 
 
 _Control = _Vad | _Dtmf | _UtteranceDone | _Heard | _Answered | _Wake
-
-ANSWER_VERDICTS = ("human", "machine", "unknown")
 
 
 class CallSession:
@@ -169,7 +167,8 @@ class CallSession:
         self._transcript = Transcript(
             recorder=recorder, queue=self._recorder_q, stats=self._stats, wall=self._wall
         )
-        self._tools = self._toolbox(config, engines)
+        self._tools = toolbox_for(config, engines, transcript=self._transcript,
+                                  emit=self._out.emit, clock=clock, wall=self._wall)  # fmt: skip
         self._actions = ReplyActions(
             config,
             out=self._out,
@@ -245,10 +244,7 @@ class CallSession:
             self._events.put_nowait(_Dtmf(digit=digit))
 
     def answered_by(self, verdict: str) -> None:
-        """Outbound answering-machine detection: ``human``, ``machine`` or ``unknown``.
-
-        With ``config.await_answer`` the session stays silent until this verdict (or
-        ``answer_wait_s``): a person gets the greeting, a machine the voicemail action."""
+        """The answering-machine verdict of an outbound call (answering.py)."""
         if verdict not in ANSWER_VERDICTS:
             raise ValueError(f"unknown answer verdict {verdict!r}")
         if not self._closed and self._end_reason is None:
@@ -347,9 +343,7 @@ class CallSession:
     def _greet(self) -> None:
         if self._utt_task is not None:  # (nothing speaks before the verdict; defensive)
             return
-        # A recorded call first says the profile's consent line, then the greeting.
-        consent = self._config.recording_consent_line if self._recording is not None else ""
-        opening = " ".join(text for text in (consent, self._config.greeting) if text)
+        opening = opening_line(self._config, recorded=self._recording is not None)
         if opening and self._end_reason is None:
             self._start_utterance("greeting", text=opening)
         else:
@@ -366,9 +360,7 @@ class CallSession:
         if verdict != "machine":
             self._greet()
             return
-        cfg = self._config
-        say = cfg.voicemail_message if cfg.voicemail_action == "leave_message" else None
-        self._end(EndReason.VOICEMAIL, say=say)
+        self._end(EndReason.VOICEMAIL, say=voicemail_line(self._config))
 
     def _end(self, reason: EndReason, *, say: str | None = None, error: str = "") -> bool:
         """First end request wins; later ones (e.g. a hang-up after an error) are ignored."""
@@ -597,14 +589,10 @@ class CallSession:
             await self._recording.close(wait_s=self.RECORDER_FLUSH_WAIT_S)
         # Utterances stuck past their cancellation get one last bounded chance to exit.
         await self._reaper.drain(wait_s=self.CANCEL_WAIT_S)
-        try:
-            await self._tools.aclose()
-        except Exception:  # noqa: BLE001 - a connection that fails to close loses nothing
-            logger.warning("call %s: closing the tools' HTTP client failed", self._call_id,
-                           exc_info=True, extra=self._log_extra)  # fmt: skip
+        await self._tools.aclose()
         metrics = self._stats.summary(self._clock() - self._t0)
-        if isinstance(self._tools, FlowToolBox):  # the node path and the values collected
-            metrics["flow"] = self._tools.summary()
+        if (flow := self._tools.summary()) is not None:  # a flow's path and values
+            metrics["flow"] = flow
         metrics["audio_health"] = audio_health.summary(
             late_frames=self._playout.late_frames,
             max_agent_gap_s=self._playout.max_gap_s,
@@ -629,19 +617,6 @@ class CallSession:
 
     def _wall(self, t: float) -> datetime:
         return self._wall0 + timedelta(seconds=t - self._t0)
-
-    def _toolbox(self, config: CallConfig, engines: Engines) -> ToolBox:
-        """The profile's tools; with a flow, those of the current node and its transitions."""
-        if config.flow is None:
-            return ToolBox(config)
-        if not supports_tools(engines.llm):
-            # Transitions are function calls: an LLM without them follows the role prompt.
-            logger.warning("call %s: the LLM cannot call tools; the flow is not followed",
-                           self._call_id, extra=self._log_extra)  # fmt: skip
-            return ToolBox(config)
-        return FlowToolBox(config, config.flow, transcript=self._transcript,
-                           emit=self._out.emit, clock=self._clock, wall=self._wall)  # fmt: skip
-
 
 def default_turn_model() -> ScoreFn | None:
     """Smart Turn, when its model file is installed (requirements-turn.txt)."""

@@ -145,11 +145,11 @@ async def run_batch(
                 on_result(result)
             return result
 
-        tasks = [
-            asyncio.create_task(one(job, index), name=f"scenario-{job.label}-{index}")
-            for job in jobs
-            for index in range(repeat)
-        ]
+        tasks: list[asyncio.Task[RunResult]] = []  # kept: gathered, or cancelled below
+        for job in jobs:
+            for index in range(repeat):
+                task = asyncio.create_task(one(job, index), name=f"scenario-{job.label}-{index}")
+                tasks.append(task)
         try:
             return list(await asyncio.gather(*tasks))
         finally:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.config import CallConfig
+from orchestrator.engines import Engines, supports_tools
 from orchestrator.flows import demo_booking
 from orchestrator.flows.spec import Action, ActionKind, Flow, Node, Transition
 from orchestrator.flows.state import FlowState
@@ -33,6 +34,27 @@ from orchestrator.transcript import Transcript
 logger = logging.getLogger(__name__)
 
 FALLBACK = "fallback"  # the tool turn's name when a node's turn limit moves the call on
+
+
+def toolbox_for(
+    config: CallConfig,
+    engines: Engines,
+    *,
+    transcript: Transcript,
+    emit: Callable[[dict[str, Any]], Awaitable[None]],
+    clock: Callable[[], float],
+    wall: Callable[[float], datetime],
+) -> ToolBox:
+    """The call's tools: the profile's, or with a flow those of the current node and its
+    transitions (only for an LLM that calls tools: transitions are function calls)."""
+    if config.flow is None:
+        return ToolBox(config)
+    if not supports_tools(engines.llm):
+        logger.warning("call %s: the LLM cannot call tools; the flow is not followed",
+                       config.call_id, extra={"call_id": config.call_id})  # fmt: skip
+        return ToolBox(config)
+    return FlowToolBox(config, config.flow, transcript=transcript, emit=emit, clock=clock,
+                       wall=wall)  # fmt: skip
 
 
 class FlowToolBox(ToolBox):

@@ -35,9 +35,18 @@ class ToolBox:
             return self._client
 
     async def aclose(self) -> None:
+        """Close the call's HTTP client; never raises (a client that fails to close loses
+        nothing, and the call's end must go on)."""
         if self._client is not None:
             client, self._client = self._client, None
-            await client.aclose()
+            try:
+                await client.aclose()
+            except Exception:  # noqa: BLE001
+                logger.warning("closing the tools' HTTP client failed", exc_info=True)
+
+    def summary(self) -> dict[str, Any] | None:
+        """What the call's record keeps of the tools beyond their turns (a flow: its path)."""
+        return None
 
     def __bool__(self) -> bool:
         return bool(self._specs)
