@@ -117,13 +117,10 @@ _Control = _Vad | _Dtmf | _UtteranceDone | _Heard | _Answered | _Wake
 
 class CallSession:
     HEARTBEAT_S = 10.0
-    # After the call: how long the session waits for its recorder writes before leaving
-    # them to flush in the background (a database outage must not hold the socket open).
+    # Wait for the recorder's writes this long, then let them flush in the background.
     RECORDER_FLUSH_WAIT_S = 3.0
-    # Reply watchdog: an utterance with no first frame within a whole step budget plus
-    # this margin of its start (the end of the user's turn), or whose frames stop for as
-    # long, is stuck: the caller hears the busy message (local engines: our CPU is
-    # saturated) or the apology, never silence.
+    # Reply watchdog: no first frame within the step budget + this margin, or frames that
+    # stop as long: stuck; the caller hears the busy message or the apology, never silence.
     WATCHDOG_MARGIN_S = 2.0
     CANCEL_WAIT_S = 2.0  # a cancelled utterance that does not finish by then is abandoned
 
