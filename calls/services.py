@@ -412,6 +412,51 @@ def profile_keep_one_default(*, profile: AgentProfile) -> None:
         AgentProfile.objects.filter(is_default=True).exclude(pk=profile.pk).update(is_default=False)
 
 
+COPY_SLUG_MAX = AgentProfile._meta.get_field("slug").max_length
+
+
+@transaction.atomic
+def profile_duplicate(*, profile: AgentProfile) -> AgentProfile:
+    """A copy of ``profile`` to try a variant: every setting, its channel overlays and HTTP
+    tools, under a free ``<slug>-copy[-N]`` slug and ``<name> (copy)``.
+
+    The copy answers no calls until someone says so: it is not the default and has no phone
+    numbers (a number routes to one profile; two claiming it would be ambiguous). Scenarios
+    stay with the original (they test that profile; ``scenarios`` copies them if asked).
+    """
+    overlays = list(profile.overlays.all())
+    tools = list(profile.tools.all())
+    copy = AgentProfile.objects.get(pk=profile.pk)
+    copy.pk = copy.id = None
+    copy._state.adding = True
+    copy.slug = _free_slug(profile.slug)
+    copy.name = f"{profile.name} (copy)"[: AgentProfile._meta.get_field("name").max_length]
+    copy.is_default = False
+    copy.phone_numbers = ""
+    copy.save()
+    for related in (*overlays, *tools):
+        related.pk = related.id = None
+        related._state.adding = True
+        related.profile = copy
+        related.save()
+    logger.info("profile %s duplicated as %s", profile.slug, copy.slug)
+    return copy
+
+
+def _free_slug(slug: str) -> str:
+    taken = set(
+        AgentProfile.objects.filter(slug__startswith=slug[: COPY_SLUG_MAX - 10]).values_list(
+            "slug", flat=True
+        )
+    )
+    for n in range(1, 1000):
+        tail = "-copy" if n == 1 else f"-copy-{n}"
+        candidate = slug[: COPY_SLUG_MAX - len(tail)] + tail
+        if candidate not in taken:
+            return candidate
+    raise ValidationError(f"no free slug for a copy of {slug!r}")
+
+
 def global_stop_event_record(*, action: str, actor: str, detail: dict[str, Any]) -> None:
     """Audit trail of the global stop: ``action`` is "stop" or "reset"."""
     GlobalStopEvent.objects.create(action=action, actor=actor, detail=detail)

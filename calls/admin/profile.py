@@ -9,14 +9,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import yaml
 from django import forms
-from django.contrib import admin
-from django.http import HttpRequest
-from django.urls import reverse
-from django.utils.html import format_html
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from calls.models import AgentProfile, ChannelOverlay, ProfileTool
+from calls.services import profile_duplicate
 
 # The admin renders a fieldset description as HTML.
 TURN_TAKING_HELP = mark_safe(
@@ -43,6 +48,67 @@ class IndentedJSON(json.JSONEncoder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["indent"] = 2
         super().__init__(*args, **kwargs)
+
+
+FLOW_FILE_MAX_BYTES = 256 * 1024
+
+
+def flow_from_text(text: str) -> Any:
+    """A flow written as JSON or YAML (YAML is a superset of JSON, so one parser reads both)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "unreadable"
+        raise ValidationError(f"Not valid JSON or YAML: {problem}{where}.") from None
+
+
+class FlowField(forms.JSONField):
+    """The flow box accepts JSON or YAML; it is saved (and shown again) as JSON."""
+
+    def to_python(self, value: Any) -> Any:
+        if self.disabled or not isinstance(value, str):
+            return super().to_python(value)
+        if value.strip() == "":
+            return None
+        return flow_from_text(value)
+
+
+class ProfileForm(forms.ModelForm):
+    flow_file = forms.FileField(
+        required=False,
+        label="Import a flow file",
+        help_text="A .yaml or .json flow (e.g. one downloaded from another profile): it "
+        "replaces the flow above when you save, checked like a typed one.",
+    )
+
+    class Meta:
+        model = AgentProfile
+        fields = "__all__"
+
+    def clean_flow_file(self) -> Any:
+        upload = self.cleaned_data.get("flow_file")
+        if not upload:
+            return None
+        if upload.size > FLOW_FILE_MAX_BYTES:
+            raise ValidationError(f"The file is larger than {FLOW_FILE_MAX_BYTES // 1024} KiB.")
+        try:
+            text = upload.read().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValidationError("The file is not UTF-8 text.") from None
+        flow = flow_from_text(text)
+        if not isinstance(flow, dict):
+            raise ValidationError("A flow file holds one object (start, nodes, …).")
+        return flow
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if cleaned.get("flow_file") is not None:
+            # The model's own check (AgentProfile.clean) then reports its problems under
+            # the flow box, the same messages as for a typed flow.
+            cleaned["flow"] = cleaned["flow_file"]
+        return cleaned
 
 
 class ChannelOverlayInline(admin.TabularInline):
@@ -99,12 +165,14 @@ LLM_MODEL_HELP = (
 
 @admin.register(AgentProfile)
 class AgentProfileAdmin(admin.ModelAdmin):
+    form = ProfileForm
+    actions = ["duplicate"]
     list_display = ("name", "slug", "language", "is_active", "is_default", "engines", "updated_at")
     list_filter = ("is_active", "language")
     search_fields = ("name", "slug", "phone_numbers")
     prepopulated_fields = {"slug": ("name",)}
     inlines = [ChannelOverlayInline, ProfileToolInline]
-    readonly_fields = ("add_tool", "flow_diagram")
+    readonly_fields = ("add_tool", "flow_diagram", "flow_download")
     fieldsets = (
         (None, {"fields": ("name", "slug", "is_active", "is_default", "language")}),
         ("Conversation", {"fields": ("system_prompt", "greeting", "idle_reprompt", "goodbye_message", "apology_message", "busy_message")}),
@@ -143,7 +211,8 @@ class AgentProfileAdmin(admin.ModelAdmin):
                 ),
             },
         ),
-        ("Flow", {"fields": ("flow", "flow_diagram")}),  # docs/flows.md
+        # docs/flows.md
+        ("Flow", {"fields": ("flow", "flow_file", "flow_download", "flow_diagram")}),
         ("Telephony", {"fields": ("phone_numbers",)}),  # telephony/admin.py adds its outbound call
         ("Recording", {"fields": ("record_calls", "recording_consent_line")}),  # docs/recordings.md
         ("After the call", {"fields": ("extraction_schema", "webhook_url", "webhook_secret")}),
@@ -151,6 +220,7 @@ class AgentProfileAdmin(admin.ModelAdmin):
 
     def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any):
         if db_field.name == "flow":  # edited by hand: indented, in a wide monospace box
+            kwargs["form_class"] = FlowField
             kwargs["encoder"] = IndentedJSON
             kwargs["widget"] = forms.Textarea(
                 attrs={"rows": 24, "cols": 100, "style": "font-family: monospace"}
@@ -160,6 +230,62 @@ class AgentProfileAdmin(admin.ModelAdmin):
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
         kwargs["help_texts"] = {**(kwargs.get("help_texts") or {}), "llm_model": LLM_MODEL_HELP}
         return super().get_form(request, obj, change, **kwargs)
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view(self.flow_export_view)
+        export = path("<int:pk>/flow.<str:fmt>", view, name="calls_agentprofile_flow_export")
+        return [export, *super().get_urls()]
+
+    def flow_export_view(self, request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
+        """The saved flow as a file, to keep in a repository or import into another profile."""
+        profile = get_object_or_404(AgentProfile, pk=pk)
+        if not self.has_view_permission(request, profile):
+            raise PermissionDenied
+        if fmt not in ("yaml", "json") or not profile.flow:
+            return HttpResponse(status=404)
+        if fmt == "yaml":
+            body = yaml.safe_dump(profile.flow, sort_keys=False, allow_unicode=True, width=100)
+            kind = "application/yaml"
+        else:
+            body = json.dumps(profile.flow, indent=2, ensure_ascii=False) + "\n"
+            kind = "application/json"
+        response = HttpResponse(body, content_type=f"{kind}; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{profile.slug}-flow.{fmt}"'
+        return response
+
+    @admin.action(description="Duplicate the selected profiles (to try a variant)")
+    def duplicate(self, request: HttpRequest, queryset: QuerySet[AgentProfile]) -> Any:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        copies = [profile_duplicate(profile=profile) for profile in queryset]
+        if len(copies) == 1:  # the usual case: straight to the copy, to change it
+            self.message_user(
+                request,
+                f"“{copies[0].name}” is a copy of “{queryset.first().name}”: no phone "
+                "numbers and not the default, so it takes no calls until you say so.",
+                messages.SUCCESS,
+            )
+            return redirect("admin:calls_agentprofile_change", copies[0].pk)
+        links = format_html_join(
+            ", ",
+            '<a href="{}">{}</a>',
+            ((reverse("admin:calls_agentprofile_change", args=[c.pk]), c.slug) for c in copies),
+        )
+        self.message_user(request, format_html("Copies (no phone numbers, not default): {}", links))
+        return None
+
+    @admin.display(description="download")
+    def flow_download(self, obj: AgentProfile) -> str:
+        if not obj.pk or not obj.flow:
+            return "Save a flow to download it."
+        yaml_url = reverse("admin:calls_agentprofile_flow_export", args=[obj.pk, "yaml"])
+        json_url = reverse("admin:calls_agentprofile_flow_export", args=[obj.pk, "json"])
+        return format_html(
+            '<a href="{}" download>{}-flow.yaml</a> · <a href="{}" download>JSON</a>',
+            yaml_url,
+            obj.slug,
+            json_url,
+        )
 
     @admin.display(description="STT / LLM / TTS")
     def engines(self, obj: AgentProfile) -> str:
