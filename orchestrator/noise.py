@@ -25,6 +25,12 @@ suppressor 10 ms of silence), so :meth:`InboundCleaner.process` keeps the remain
 the next chunk: every sample that goes in comes out, less than 10 ms later (plus the
 suppressor's own 6 ms delay inside the audio). With 20 ms carrier frames nothing is held.
 
+Only lines that need it (:class:`LineGate`): most phone and browser lines are quiet (comfort
+noise around -70..-55 dBFS, or digital silence), where the VAD's own quiet skip and Whisper
+cope, and suppression would only spend CPU (~10 % of a loaded server's, bench/load.py with
+py-spy). A call starts suppressed; 200 ms in a row under -50 dBFS switch it off; a steady
+level over -50 dBFS for a second switches it back on for the rest of the call.
+
 Nothing here may raise into the audio path: without the library, or if it fails, audio
 passes through unchanged and the reason is logged once.
 """
@@ -60,6 +66,52 @@ _ZEROS = bytes(FRAME_BYTES)
 
 _logged: set[str] = set()
 
+QUIET_LINE_RMS = 32768 * 10 ** (-50 / 20)  # -50 dBFS: 10 dB under the VAD's quiet skip
+QUIET_FRAMES = 20  # 200 ms under it in a row: the line is quiet
+NOISY_FRAMES = 100  # 1 s over it, steady: the line has become noisy
+STEADY_SPREAD = 4.0  # max / min RMS (12 dB) within those frames: noise, not speech
+
+
+class LineGate:
+    """Whether a call's line needs noise suppression, decided per 10 ms frame of its input.
+
+    On at the start (a noisy line is suppressed from its first frame). Off once the line
+    has been under ``QUIET_LINE_RMS`` for ``QUIET_FRAMES`` in a row: there is no steady
+    noise to remove. Back on, for good, after ``NOISY_FRAMES`` in a row over it within a
+    12 dB spread: a fan or a TV started. Speech alone never turns it back on: its level
+    swings far more than 12 dB within a second, and a quiet line's pauses fall under it.
+    The switches happen on quiet or steady frames, where the suppressor's 6 ms delay
+    appearing or going is inaudible.
+    """
+
+    __slots__ = ("suppressing", "settled", "_run", "_low", "_high")
+
+    def __init__(self) -> None:
+        self.suppressing = True
+        self.settled = False  # switched back on: stays on
+        self._run = 0
+        self._low = self._high = 0.0
+
+    def step(self, rms: float) -> bool:
+        if self.settled:
+            return True
+        if self.suppressing:
+            self._run = self._run + 1 if rms < QUIET_LINE_RMS else 0
+            if self._run >= QUIET_FRAMES:
+                self.suppressing, self._run = False, 0
+            return self.suppressing
+        if rms < QUIET_LINE_RMS:
+            self._run = 0
+            return False
+        if self._run == 0 or max(self._high, rms) > STEADY_SPREAD * min(self._low, rms):
+            self._run, self._low, self._high = 1, rms, rms  # a new run starts here
+        else:
+            self._run += 1
+            self._low, self._high = min(self._low, rms), max(self._high, rms)
+        if self._run >= NOISY_FRAMES:
+            self.suppressing = self.settled = True
+        return self.suppressing
+
 
 def _log_once(key: str, message: str, *args: object, exc_info: bool = False) -> None:
     if key not in _logged:
@@ -87,13 +139,21 @@ class InboundCleaner:
     """Noise suppression + high-pass over one call's 16 kHz mono PCM16, any chunk length.
 
     ``active`` is False when the library is missing or failed: ``process`` then returns
-    its input unchanged (with whatever it still held).
+    its input unchanged (with whatever it still held). ``only_when_needed`` (the default)
+    passes a quiet line's audio through unchanged (:class:`LineGate`); False suppresses
+    every frame.
     """
 
     def __init__(
-        self, *, ns_level: int = DEFAULT_NS_LEVEL, high_pass: bool = True, call_id: str = ""
+        self,
+        *,
+        ns_level: int = DEFAULT_NS_LEVEL,
+        high_pass: bool = True,
+        call_id: str = "",
+        only_when_needed: bool = True,
     ) -> None:
         self._call_id = call_id
+        self.gate = LineGate() if only_when_needed else None
         self._held = bytearray()  # less than one 10 ms frame, waiting for the rest
         self._frames = 0  # 10 ms frames processed: the dither sequence's position
         self._silent_run = 0  # silent input frames in a row, up to the last one processed
@@ -132,6 +192,37 @@ class InboundCleaner:
             return b""
         frames = bytes(self._held[:whole])
         del self._held[:whole]
+        if self.gate is None:
+            return self._suppress(frames)
+        rows = np.frombuffer(frames, "<i2").reshape(-1, FRAME_SAMPLES).astype(np.float32)
+        levels = np.sqrt(np.einsum("ij,ij->i", rows, rows) / FRAME_SAMPLES).tolist()
+        gate, out, start = self.gate, [], 0
+        was = gate.suppressing
+        for i, rms in enumerate(levels):  # runs of frames with the same verdict
+            now = gate.step(rms)
+            if now != was:
+                out.append(self._through(frames[start * FRAME_BYTES : i * FRAME_BYTES], was))
+                start, was = i, now
+                self._silent_run = 0  # (the frames passed through were never suppressed)
+                logger.log(
+                    logging.INFO if now else logging.DEBUG,
+                    "call %s: noise suppression %s (line at %.0f dBFS)",
+                    self._call_id,
+                    "on: steady line noise" if now else "off: quiet line",
+                    20 * np.log10(max(rms, 1.0) / 32768),
+                    extra={"call_id": self._call_id},
+                )
+        out.append(self._through(frames[start * FRAME_BYTES :], was))
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _through(self, frames: bytes, suppressing: bool) -> bytes:
+        if not frames or not suppressing or self._processor is None:
+            return frames
+        return self._suppress(frames)
+
+    def _suppress(self, frames: bytes) -> bytes:
+        """Whole 10 ms frames through the suppressor."""
+        whole = len(frames)
         rows = np.frombuffer(frames, "<i2").reshape(-1, FRAME_SAMPLES)
         # Digital silence by comparing bytes (a memcmp): numpy's any() per 10 ms row cost
         # 4x more, on every frame of every call.

@@ -30,8 +30,14 @@ needs_speech = pytest.mark.skipif(not have_speech_tools(), reason="espeak-ng and
 SPEECH = "Hello there, I would like to book a table for two people tonight, please."
 
 
+def always() -> InboundCleaner:
+    """A cleaner that suppresses every frame: what these tests check is the suppressor's
+    effect (a call's cleaner skips quiet lines: the LineGate tests below)."""
+    return InboundCleaner(only_when_needed=False)
+
+
 def cleaned(pcm: bytes, cleaner: InboundCleaner | None = None, chunk: int = CHUNK) -> bytes:
-    cleaner = cleaner or InboundCleaner()
+    cleaner = cleaner or always()
     return b"".join(cleaner.process(pcm[i : i + chunk]) for i in range(0, len(pcm), chunk))
 
 
@@ -83,7 +89,7 @@ def test_ten_seconds_of_line_noise_start_no_turn_and_stop_reaching_the_model(kin
     pcm = line_noise(kind, 10_000, -35, seed=1)
     if phone:
         pcm = phone_line(pcm)
-    kinds, model_calls = through_the_vad(pcm, InboundCleaner())
+    kinds, model_calls = through_the_vad(pcm, always())
     assert TurnEventKind.SPEECH_STARTED not in kinds
     windows = len(pcm) // 1024
     assert model_calls < windows * 0.05
@@ -101,7 +107,7 @@ def test_speech_on_a_noisy_line_still_makes_one_turn(phone) -> None:
     pcm = mix(speech, line_noise("white+hum", 9000, -35, seed=2))
     if phone:
         pcm = phone_line(pcm)
-    kinds, _ = through_the_vad(pcm, InboundCleaner())
+    kinds, _ = through_the_vad(pcm, always())
     turn = (TurnEventKind.SPEECH_STARTED, TurnEventKind.TURN_ENDED)
     assert [k for k in kinds if k in turn] == list(turn)
 
@@ -119,7 +125,7 @@ def test_a_short_phrase_on_a_digitally_silent_phone_line_still_makes_its_own_tur
         + speech_pcm16("a birthday party.", speed=speed)
         + silence_pcm16(1000)
     )
-    kinds, _ = through_the_vad(pcm, InboundCleaner(), silence_timeout_ms=250)
+    kinds, _ = through_the_vad(pcm, always(), silence_timeout_ms=250)
     assert kinds.count(TurnEventKind.SPEECH_STARTED) == 2
     assert kinds.count(TurnEventKind.TURN_ENDED) == 2
 
@@ -139,7 +145,7 @@ def test_any_chunking_gives_the_same_audio_and_holds_back_less_than_a_frame() ->
     pcm = line_noise("white+hum", 3000, -30, seed=4)
     expected = cleaned(pcm, chunk=FRAME_BYTES)
     rng = random.Random(5)
-    cleaner, fed, out = InboundCleaner(), 0, bytearray()
+    cleaner, fed, out = always(), 0, bytearray()
     while fed < len(pcm):
         size = rng.choice([0, 1, 3, 159, 161, 319, 320, 321, 640, 1001])
         out += cleaner.process(pcm[fed : fed + size])
@@ -150,10 +156,74 @@ def test_any_chunking_gives_the_same_audio_and_holds_back_less_than_a_frame() ->
 
 @needs_webrtc
 def test_empty_input_gives_empty_output() -> None:
-    cleaner = InboundCleaner()
+    cleaner = always()
     assert cleaner.process(b"") == b""
     assert cleaner.process(b"\x01\x00" * 10) == b""  # held: less than 10 ms
     assert cleaner.process(b"") == b""
+
+
+# A call's cleaner suppresses only lines that need it (orchestrator.noise.LineGate).
+
+QUIET_LINE = -60  # dBFS: a phone line's comfort noise
+
+
+@needs_webrtc
+@needs_speech
+def test_a_quiet_line_passes_through_unchanged_and_still_makes_its_turns() -> None:
+    speech = (
+        silence_pcm16(300) + speech_pcm16("It's for") + silence_pcm16(1200)
+        + speech_pcm16("a birthday party.") + silence_pcm16(1000)
+    )  # fmt: skip
+    pcm = phone_line(mix(speech, line_noise("white", 4000, QUIET_LINE, seed=7)))
+    cleaner = InboundCleaner()
+    out = cleaned(pcm, cleaner)
+    quiet_after = 20 * FRAME_BYTES  # QUIET_FRAMES of the line under -50 dBFS
+    assert out[quiet_after:] == pcm[quiet_after : len(out)]
+    assert not cleaner.gate.suppressing  # speech did not turn it back on
+    kinds, _ = through_the_vad(pcm, InboundCleaner(), silence_timeout_ms=250)
+    assert kinds.count(TurnEventKind.SPEECH_STARTED) == kinds.count(TurnEventKind.TURN_ENDED) == 2
+
+
+@needs_webrtc
+@needs_speech
+def test_a_long_sentence_on_a_quiet_line_does_not_turn_suppression_back_on() -> None:
+    sentence = "I would like to book a table for four people on Friday evening at eight, " * 2
+    pcm = phone_line(
+        mix(silence_pcm16(500) + speech_pcm16(sentence) + silence_pcm16(500),
+            line_noise("white", 20_000, QUIET_LINE, seed=8))
+    )  # fmt: skip
+    cleaner = InboundCleaner()
+    assert cleaned(pcm, cleaner)[20 * FRAME_BYTES :] == pcm[20 * FRAME_BYTES : len(pcm) // 320 * 320]
+    assert not cleaner.gate.suppressing
+
+
+@needs_webrtc
+def test_a_noisy_line_is_suppressed_from_its_first_frame() -> None:
+    pcm = line_noise("white+hum", 3000, -35, seed=9)
+    cleaner = InboundCleaner()
+    out = cleaned(pcm, cleaner)
+    assert cleaner.gate.suppressing and out == cleaned(pcm)  # the same as always-on
+    assert dbfs(pcm[32000:]) - dbfs(out[32000:]) > 10.0
+
+
+@needs_webrtc
+@pytest.mark.parametrize("level", [-45, -35])
+def test_noise_that_starts_mid_call_turns_suppression_on_within_about_a_second(level, caplog):
+    quiet, noisy = 1000, 4000  # ms
+    pcm = mix(
+        line_noise("white", quiet + noisy, QUIET_LINE, seed=10),
+        silence_pcm16(quiet) + line_noise("white+hum", noisy, level, seed=11),
+    )
+    cleaner = InboundCleaner(call_id="c9")
+    with caplog.at_level(logging.INFO, logger="orchestrator.noise"):
+        out = b"".join(cleaner.process(pcm[i : i + CHUNK]) for i in range(0, len(pcm), CHUNK))
+    assert cleaner.gate.suppressing and cleaner.gate.settled
+    assert out[20 * FRAME_BYTES : 32 * quiet] == pcm[20 * FRAME_BYTES : 32 * quiet]
+    on = 32 * (quiet + 1100)  # bytes: one second of steady noise, and a little margin
+    assert out[on:] != pcm[on : len(out)]
+    last_second = slice(len(out) - 32000, len(out))
+    assert dbfs(pcm[last_second]) - dbfs(out[last_second]) > 6.0
+    assert "c9: noise suppression on: steady line noise" in caplog.text
 
 
 @pytest.fixture
@@ -245,7 +315,7 @@ async def _feed_all(caller: CallerAudio, pcm: bytes, expected_bytes: int) -> byt
 @needs_webrtc
 async def test_caller_audio_runs_its_cleaner_before_the_vad() -> None:
     pcm = line_noise("white+hum", 1000, -35, seed=6)
-    expected = cleaned(pcm, chunk=333)
+    expected = cleaned(pcm, InboundCleaner(), chunk=333)
     caller = CallerAudio("c1", cleaner=InboundCleaner(call_id="c1"))
     assert await _feed_all(caller, pcm, len(expected)) == expected
     assert expected != pcm[: len(expected)]
