@@ -31,7 +31,7 @@ from orchestrator.audio import FRAME_MS, FrameSplitter, frame_bytes, pcm16_durat
 from orchestrator.config import CallConfig
 from orchestrator.contracts import INPUT_SAMPLE_RATE, TurnMetrics
 from orchestrator.engines import EngineError, Engines, supports_tools
-from orchestrator.flows.toolbox import FlowToolBox
+from orchestrator.flows.toolbox import FlowToolBox, follows_flows
 from orchestrator.playout import PacedPlayout, TransportFailed
 from orchestrator.sentences import SentenceSplitter
 from orchestrator.tools import ToolCall, ToolResult, tool_exchange
@@ -332,7 +332,11 @@ class ReplyPipeline:
         self, utt: Utterance, messages: list[dict[str, Any]]
     ) -> AsyncIterator[str]:
         """The reply's sentences as the LLM streams them, running the tools it calls."""
-        can_call = bool(self._tools) and supports_tools(self._engines.llm)
+        llm = self._engines.llm
+        # The local model calls tools by grammar only in a flow (follows_flows).
+        can_call = bool(self._tools) and (
+            follows_flows(llm) if self._flow is not None else supports_tools(llm)
+        )
         rounds = self.MAX_TOOL_ROUNDS if self._flow is None else self.FLOW_TOOL_ROUNDS
         if self._flow is not None:
             # A turn-limit fallback (respond): the lines of the nodes it left and entered,

@@ -707,6 +707,10 @@ class LocalLLM:
 
     name = "local"
     runs_locally = True
+    # No free-text tool calls (``supports_tools`` stays false: a plain profile keeps its
+    # streaming path), but a *flow's* transitions and tools by a JSON grammar
+    # (local_tools.py): reply.py passes ``tools`` for a flow's tool box only.
+    calls_tools_by_grammar = True
 
     def __init__(
         self,
@@ -735,8 +739,26 @@ class LocalLLM:
             log.info("local llm: system prompt not prefilled (%s)", exc)
 
     async def stream(
-        self, messages: list[dict[str, Any]], *, temperature: float, max_tokens: int
-    ) -> AsyncIterator[str]:
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        temperature: float,
+        max_tokens: int,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> AsyncIterator[Any]:
+        fallback = FALLBACK_REPLIES.get(language_code(self.language), FALLBACK_REPLIES["en"])
+        if tools:
+            from orchestrator.engines import local_tools  # (it imports this module)
+
+            calls = local_tools.stream_calls(
+                MODELS[self.model], messages, tools, rule=self._rule(), language=self.language,
+                temperature=temperature, max_tokens=max_tokens, fallback=fallback,
+                queue_timeout_s=self.queue_timeout_s,
+            )  # fmt: skip
+            async with aclosing(calls) as items:
+                async for item in items:
+                    yield item
+            return
         prompt = chat_prompt(messages, rule=self._rule())
         deltas = MODELS[self.model].iterate(
             _complete,
@@ -746,7 +768,6 @@ class LocalLLM:
             max_tokens,
             queue_timeout_s=self.queue_timeout_s,
         )
-        fallback = FALLBACK_REPLIES.get(language_code(self.language), FALLBACK_REPLIES["en"])
         async with aclosing(usable_or_fallback(deltas, fallback)) as replies:
             async for delta in replies:
                 yield delta
@@ -966,9 +987,9 @@ def _json_grammar(schema: dict[str, Any]) -> Any:
         raise EngineError(f"llama-cpp-python is not installed: {exc}", vendor="local") from exc
     try:
         return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+    except (ValueError, KeyError, TypeError, RuntimeError, AssertionError) as exc:
         # An admin-written schema may use JSON Schema features llama.cpp cannot turn into
-        # a grammar; no retry will change that.
+        # a grammar (its converter *asserts* on some patterns); no retry will change that.
         raise EngineError(f"no grammar for this JSON schema: {exc!r}", vendor="local") from exc
 
 

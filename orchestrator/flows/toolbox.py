@@ -49,12 +49,19 @@ def toolbox_for(
     transitions (only for an LLM that calls tools: transitions are function calls)."""
     if config.flow is None:
         return ToolBox(config)
-    if not supports_tools(engines.llm):
+    if not follows_flows(engines.llm):
         logger.warning("call %s: the LLM cannot call tools; the flow is not followed",
                        config.call_id, extra={"call_id": config.call_id})  # fmt: skip
         return ToolBox(config)
     return FlowToolBox(config, config.flow, transcript=transcript, emit=emit, clock=clock,
                        wall=wall)  # fmt: skip
+
+
+def follows_flows(llm: object) -> bool:
+    """Whether ``llm`` can take a flow's transitions: it calls tools, or it is the local
+    model answering by a JSON grammar (engines/local_tools.py), which it does *only* for a
+    flow (reply.py), so a plain profile keeps its free-text path."""
+    return supports_tools(llm) or bool(getattr(llm, "calls_tools_by_grammar", False))
 
 
 class FlowToolBox(ToolBox):
