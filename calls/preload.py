@@ -10,6 +10,7 @@ Cloud engines are not touched here: readiness must not depend on a vendor being 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -70,7 +71,30 @@ def readiness() -> tuple[bool, str]:
     return True, "preload disabled"
 
 
+def freeze_startup_heap() -> None:
+    """Collect once, then move every object alive now (Django, the models, the imported
+    modules: ~150k+) out of the garbage collector's reach. A full collection walks them
+    all: 40-75 ms measured here, a pause in every live call's audio (a late frame at the
+    carrier) whenever the oldest generation's turn came during calls. What calls create
+    afterwards is still collected as usual."""
+    started = time.perf_counter()
+    gc.collect()
+    gc.freeze()
+    logger.info(
+        "startup heap frozen: %d objects out of the collector's walks (%.0f ms)",
+        gc.get_freeze_count(),
+        (time.perf_counter() - started) * 1000,
+    )
+
+
 def _run() -> None:
+    try:
+        _load()
+    finally:
+        freeze_startup_heap()  # loaded or not, what the process keeps is in memory now
+
+
+def _load() -> None:
     try:
         try:
             wanted = _local_engines_of_active_profiles()

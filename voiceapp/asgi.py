@@ -59,6 +59,8 @@ async def _models_warm() -> None:
 
     if settings.PRELOAD_ENGINES and not await asyncio.to_thread(preload.wait, PRELOAD_WAIT_S):
         logger.warning("engines still loading after %.0f s; taking calls anyway", PRELOAD_WAIT_S)
+    elif not settings.PRELOAD_ENGINES:
+        preload.freeze_startup_heap()  # (the preload does it when it runs)
 
 
 async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
