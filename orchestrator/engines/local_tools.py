@@ -51,7 +51,11 @@ CALL_TOKENS = 80
 # ``pattern``, which it asserts on, ``minimum``/``maximum``, which it ignores, ``format``).
 # The arguments are still checked against the full schema when the call runs, and the
 # model is told why they were refused (flows/toolbox.py).
-_KEPT = ("type", "properties", "required", "items", "enum", "const", "anyOf", "oneOf")
+_KEPT = ("type", "properties", "required", "items", "enum", "const", "anyOf", "oneOf",
+         "minLength", "maxLength")  # fmt: skip
+# A string argument without a maxLength gets this one: the 0.5B once wrote a booking
+# reference "Lola_9PM9PM9PM…" until max_tokens cut the answer (and its call) off.
+ARGUMENT_MAX_CHARS = 60
 _PRIMITIVES = ("string", "integer", "number", "boolean", "null", "object", "array")
 
 INSTRUCTION = {
@@ -112,6 +116,8 @@ def _plain(schema: dict[str, Any], *, top: bool = False) -> dict[str, Any]:
         kept["type"] = [t for t in kind if t in _PRIMITIVES] or "string"
     elif kind is not None and kind not in _PRIMITIVES:
         kept.pop("type")
+    if kept.get("type") == "string" and not {"enum", "const"} & kept.keys():
+        kept.setdefault("maxLength", ARGUMENT_MAX_CHARS)
     if isinstance(kept.get("properties"), dict):
         kept["properties"] = {k: _plain(v) for k, v in kept["properties"].items()}
         # Every property is written: an optional one the converter would let the model skip
@@ -148,7 +154,8 @@ def tool_prompt(messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, 
                 language: str, turns: int) -> str:  # fmt: skip
     """ChatML for an answer by grammar: the system block (the flow's prompt, the language
     rule, the functions), then the last ``turns`` messages with the tool exchanges the
-    free-text prompt drops: the model's own earlier calls in the JSON it writes, and each
+    free-text prompt drops: the model's own earlier calls in the JSON it writes (its words
+    as plain text), and each
     result as a ``<tool_response>`` user turn (Qwen2.5's own chat template does the same),
     so it sees what its call did (a refusal and why, the booking reference)."""
     system = "\n".join(
@@ -170,8 +177,12 @@ def tool_prompt(messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, 
             calls = message.get("tool_calls") or []
             for call in calls:
                 names[call.get("id")] = call["function"]["name"]
-            if calls or _text(message):
+            if calls:
                 dialogue.append(("assistant", _as_answer(_text(message), calls)))
+            elif _text(message):
+                # Plain words, not {"call": null, …}: the 0.5B copied an earlier null
+                # answer and never took greet's transition (0 of 3, against 3 of 3).
+                dialogue.append(("assistant", _text(message)))
         elif role == "tool":
             result = " ".join(str(message.get("content", "")).split())
             name = names.get(message.get("tool_call_id"), "")
@@ -357,6 +368,13 @@ async def stream_calls(
     say, call = answer.finish()
     if call is not None:
         call = heard_only(call, messages)
+        if _repeated(call, messages):
+            # The same call again in one reply gets the same result: the 0.5B repeated a
+            # refused set_booking_details round after round (seconds each) instead of
+            # asking. Its words are said; the next turn is the caller's.
+            log.info("local llm (grammar): %s repeated with the same arguments; dropped",
+                     call.name)  # fmt: skip
+            call = None
     if call is None and not said.strip():
         log.warning("local llm (grammar) answered nothing usable: %r", answer.raw[:200])
         yield fallback
@@ -421,6 +439,25 @@ def heard_only(call: ToolCall, messages: list[dict[str, Any]]) -> ToolCall:
     log.info("local llm (grammar): %s without values nobody said: %s", call.name,
              sorted(set(arguments) - set(kept)))  # fmt: skip
     return ToolCall(id=call.id, name=call.name, arguments=json.dumps(kept, ensure_ascii=False))
+
+
+def _repeated(call: ToolCall, messages: list[dict[str, Any]]) -> bool:
+    """``call`` was already made, with the same arguments, since the caller last spoke."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return False
+        for earlier in message.get("tool_calls") or ():
+            fn = earlier.get("function", {})
+            if fn.get("name") == call.name and _same_json(fn.get("arguments"), call.arguments):
+                return True
+    return False
+
+
+def _same_json(a: str | None, b: str | None) -> bool:
+    try:
+        return json.loads(a or "{}") == json.loads(b or "{}")
+    except ValueError:
+        return a == b
 
 
 def _heard_tokens(messages: list[dict[str, Any]]) -> set[str]:

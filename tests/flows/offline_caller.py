@@ -37,6 +37,7 @@ LINES = {
     "name": "My name is Lola.",
 }
 YES = "Yes, that is right."
+ALL_AT_ONCE = "Four people on Friday at nine in the evening, my name is Lola."
 # What an agent's question asks for, by its words (English demo).
 ASKS = [
     ("party_size", re.compile(r"how many|people|guests|party|number of", re.I)),
@@ -45,6 +46,17 @@ ASKS = [
     ("name", re.compile(r"\bname\b", re.I)),
 ]
 CONFIRMING = re.compile(r"\bright\b|\bcorrect\b|confirm|is that ok|shall i book", re.I)
+
+
+class CarrierTransport(RecordingTransport):
+    """A carrier that can transfer (the demo flow's transfer node ends the call so)."""
+
+    def __init__(self) -> None:
+        super().__init__(16000)
+        self.transfers: list[str] = []
+
+    async def transfer(self, destination: str) -> None:
+        self.transfers.append(destination)
 
 
 class HeardSTT:
@@ -82,10 +94,14 @@ class FlowCallResult:
         return None
 
 
-def next_line(agent_text: str, given: set[str]) -> str:
-    """What the caller says to the agent's last words."""
+def next_line(agent_text: str, given: set[str], *, all_at_once: bool = False) -> str:
+    """What the caller says to the agent's last words: what it asks for (or the first
+    detail not given yet), or every detail at once the first time with ``all_at_once``."""
     if CONFIRMING.search(agent_text) and len(given) == len(LINES):
         return YES
+    if all_at_once and not given:
+        given.update(LINES)
+        return ALL_AT_ONCE
     asked = [key for key, pattern in ASKS if pattern.search(agent_text) and key not in given]
     missing = [key for key in LINES if key not in given]
     key = (asked or missing or [None])[0]
@@ -103,10 +119,15 @@ def offline_config(config: CallConfig) -> CallConfig:
 
 
 async def book_by_phone(
-    config: CallConfig, *, max_caller_turns: int = 10, timeout_s: float = 240.0
+    config: CallConfig,
+    *,
+    max_caller_turns: int = 10,
+    timeout_s: float = 240.0,
+    all_at_once: bool = False,
 ) -> FlowCallResult:
-    """One call: the caller opens with a booking request, then answers what is asked,
-    until the agent hangs up, ``max_caller_turns`` are said, or ``timeout_s`` passes."""
+    """One call: the caller opens with a booking request, then answers what is asked (all
+    four details in its second line with ``all_at_once``), until the agent hangs up,
+    ``max_caller_turns`` are said, or ``timeout_s`` passes."""
     config = offline_config(config)
     stt = HeardSTT()
     llm = create_engine("llm", config.llm[0], EngineCredentials(), config=config)
@@ -115,7 +136,7 @@ async def book_by_phone(
     await llm.warmup()
     tts = ScriptedTTS(ttfb_ms=20, ms_per_char=8, chunk_ms=40, realtime=0)
     recorder = RecordingRecorder()
-    transport = RecordingTransport(16000)
+    transport = CarrierTransport()
     session = CallSession(config, engines=Engines(stt=stt, llm=llm, tts=tts),
                           transport=transport, recorder=recorder)  # fmt: skip
     started = time.monotonic()
@@ -130,7 +151,8 @@ async def book_by_phone(
                 if task.done():
                     break
                 if line is None:
-                    line = next_line(recorder.by_role("assistant")[-1].text, given)
+                    agent_said = recorder.by_role("assistant")[-1].text
+                    line = next_line(agent_said, given, all_at_once=all_at_once)
                 stt.current = line
                 session.push_audio(silence_pcm16(200) + speech_pcm16(line) + silence_pcm16(900))
                 line = None

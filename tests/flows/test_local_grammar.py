@@ -51,7 +51,7 @@ def test_the_answer_schema_offers_only_the_nodes_tools_call_first():
     assert person["properties"]["arguments"] == {"type": "object", "properties": {}, "required": []}
     # What llama.cpp's converter cannot compile is left to the schema check at run time.
     day = details["properties"]["arguments"]["properties"]["day"]
-    assert day == {"type": "string"}
+    assert day == {"type": "string", "maxLength": 60}
     assert "minimum" not in details["properties"]["arguments"]["properties"]["party_size"]
     grammar_for(json.dumps(schema))  # compiles
 
@@ -92,6 +92,19 @@ def test_values_nobody_said_are_left_out_of_the_call():
     assert call.parsed_arguments() == {
         "party_size": 4, "time": "21:00", "name": "Sofia Smith", "ref": "CL-3F2A1"
     }  # fmt: skip
+
+
+def test_a_call_repeated_in_one_reply_is_dropped_but_its_words_are_said():
+    from orchestrator.engines.local_tools import _repeated
+
+    asked = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function",
+         "function": {"name": "set_details", "arguments": '{"party_size": 4}'}}]}  # fmt: skip
+    again = ToolCall(id="c2", name="set_details", arguments='{"party_size":4}')
+    refused = {"role": "tool", "tool_call_id": "c1", "content": "Invalid values"}
+    assert _repeated(again, [{"role": "user", "content": "Four."}, asked, refused])
+    # Once the caller has spoken again, the same call is a new attempt.
+    assert not _repeated(again, [asked, refused, {"role": "user", "content": "Friday."}])
 
 
 def test_the_prompt_lists_the_functions_and_shows_earlier_calls_and_results():
