@@ -220,15 +220,17 @@ class SayStream:
         self._pos = 0  # next index of ``raw`` to look at
         self._in_say = False
         self._say_done = False
+        self._key_at: int | None = None  # where the "say" key starts, once seen
 
     def push(self, chunk: str) -> str:
         self.raw += chunk
         out: list[str] = []
         raw = self.raw
         if not self._in_say and not self._say_done:
-            start = _say_value_at(raw)
-            if start is None:
+            found = _say_value_at(raw)
+            if found is None:
                 return ""
+            self._key_at, start = found
             self._in_say, self._pos = True, start
         while self._in_say and self._pos < len(raw):
             ch = raw[self._pos]
@@ -258,9 +260,11 @@ class SayStream:
         try:
             answer = json.loads(self.raw)
         except ValueError:
-            answer = None
+            answer = self._call_only()
         if not isinstance(answer, dict):
             return self._streamed(), None
+        if "say" not in answer:  # stopped while speaking: the words are those streamed
+            answer["say"] = self._streamed()
         say = answer.get("say") if isinstance(answer.get("say"), str) else ""
         call = answer.get("call")
         if not isinstance(call, dict) or not isinstance(call.get("name"), str):
@@ -272,17 +276,30 @@ class SayStream:
             arguments=json.dumps(arguments, ensure_ascii=False),
         )
 
+    def _call_only(self) -> dict[str, Any] | None:
+        """The object without its ``say``: the call is complete once ``say`` has begun
+        (it comes first), so an answer stopped while speaking still has it."""
+        if self._key_at is None:
+            return None
+        try:
+            answer = json.loads(self.raw[: self._key_at].rstrip().removesuffix(",") + "}")
+        except ValueError:
+            return None
+        return answer if isinstance(answer, dict) else None
+
     def _streamed(self) -> str:
         partial = SayStream()
         return partial.push(self.raw)
 
 
 _SAY_KEY = re.compile(r'"say" ?: ?"')
+MAX_SAY_SENTENCES = 2  # the instruction asks for one; a second is tolerated
+_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s|$)")
 
 
-def _say_value_at(raw: str) -> int | None:
-    """Where the text of the top-level ``say`` string starts in ``raw`` (after its opening
-    quote), once written; a ``"say"`` inside the call's arguments is not it."""
+def _say_value_at(raw: str) -> tuple[int, int] | None:
+    """Where the top-level ``say`` key starts in ``raw`` and where its text starts (after
+    the opening quote), once written; a ``"say"`` inside the call's arguments is not it."""
     depth, in_string, escaped = 0, False, False
     for i, ch in enumerate(raw):
         if in_string:
@@ -294,7 +311,7 @@ def _say_value_at(raw: str) -> int | None:
                 in_string = False
         elif ch == '"':
             if depth == 1 and (match := _SAY_KEY.match(raw, i)):
-                return match.end()
+                return i, match.end()
             in_string = True
         elif ch in "{[":
             depth += 1
@@ -360,11 +377,19 @@ async def stream_calls(
             words = answer.push(chunk)
             # (leading blanks held back: the first delta is what TTS starts on)
             words = words if said else words.lstrip()
+            ends = list(_SENTENCE_END.finditer(said + words))
+            enough = len(ends) >= MAX_SAY_SENTENCES
+            if enough:
+                # Enough said: the 0.5B looped "Please call for a booking." until
+                # max_tokens (measured). The call, written first, is already complete.
+                words = words[: max(0, ends[MAX_SAY_SENTENCES - 1].end() - len(said))]
             said += words
             # "" while the call is written: the reply's per-step timeout sees the model
             # working (a slow CPU takes seconds over the call's tokens), yet nothing is
             # said and the first-token time is the first word's (reply.py skips "").
             yield words
+            if enough:
+                break
     say, call = answer.finish()
     if call is not None:
         call = heard_only(call, messages)

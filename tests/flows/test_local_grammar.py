@@ -80,6 +80,42 @@ def test_an_answer_cut_short_keeps_its_words_and_calls_nothing():
     assert answer.finish() == ("For how many peo", None)
 
 
+class ChunkModel:
+    """Stands for a model's thread: ``iterate`` yields the scripted raw text in chunks."""
+
+    def __init__(self, raw: str) -> None:
+        self.raw = raw
+        self.closed_at: int | None = None
+
+    async def iterate(self, produce, *args, queue_timeout_s=None):
+        sent = 0
+        try:
+            for i in range(0, len(self.raw), 4):
+                sent = i + 4
+                yield self.raw[i : i + 4]
+        finally:
+            self.closed_at = sent  # closed early = the generation was stopped
+
+
+async def test_the_stream_says_two_sentences_at_most_then_stops_with_the_call_whole():
+    from orchestrator.engines.local_tools import stream_calls
+
+    looping = " ".join(["Please call for a booking."] * 20)
+    raw = ('{"call": {"name": "set_details", "arguments": {"party_size": 4, "day": "Friday",'
+           ' "name": "Lola"}}, "say": "' + looping + '"}')  # fmt: skip
+    model = ChunkModel(raw)
+    messages = [{"role": "user", "content": "Four on Friday, I am Lola."}]
+    items = [item async for item in stream_calls(
+        model, messages, TOOLS, rule="", language="en-US", temperature=0.0, max_tokens=50,
+        fallback="Sorry?", queue_timeout_s=None)]  # fmt: skip
+    words = "".join(i for i in items if isinstance(i, str))
+    assert words.strip() == "Please call for a booking. Please call for a booking."
+    assert model.closed_at is not None and model.closed_at < len(raw) // 2  # stopped early
+    call = items[-1]
+    assert isinstance(call, ToolCall) and call.name == "set_details"
+    assert call.parsed_arguments() == {"party_size": 4, "day": "Friday", "name": "Lola"}
+
+
 def test_values_nobody_said_are_left_out_of_the_call():
     messages = [
         {"role": "assistant", "content": "Is that for Tuesday, John?"},  # the agent's words
