@@ -371,25 +371,20 @@ async def stream_calls(
         queue_timeout_s=queue_timeout_s,
     )
     answer = SayStream()
-    said = ""
+    words = _Words(already_said=_said_since_caller(messages))
     async with aclosing(raw) as chunks:
         async for chunk in chunks:
-            words = answer.push(chunk)
-            # (leading blanks held back: the first delta is what TTS starts on)
-            words = words if said else words.lstrip()
-            ends = list(_SENTENCE_END.finditer(said + words))
-            enough = len(ends) >= MAX_SAY_SENTENCES
-            if enough:
-                # Enough said: the 0.5B looped "Please call for a booking." until
-                # max_tokens (measured). The call, written first, is already complete.
-                words = words[: max(0, ends[MAX_SAY_SENTENCES - 1].end() - len(said))]
-            said += words
             # "" while the call is written: the reply's per-step timeout sees the model
             # working (a slow CPU takes seconds over the call's tokens), yet nothing is
             # said and the first-token time is the first word's (reply.py skips "").
-            yield words
-            if enough:
+            yield words.push(answer.push(chunk))
+            if words.enough:
+                # The 0.5B looped "Please call for a booking." until max_tokens
+                # (measured). The call, written first, is already complete.
                 break
+    if tail := words.flush():
+        yield tail
+    said = words.said
     say, call = answer.finish()
     if call is not None:
         call = heard_only(call, messages)
@@ -464,6 +459,83 @@ def heard_only(call: ToolCall, messages: list[dict[str, Any]]) -> ToolCall:
     log.info("local llm (grammar): %s without values nobody said: %s", call.name,
              sorted(set(arguments) - set(kept)))  # fmt: skip
     return ToolCall(id=call.id, name=call.name, arguments=json.dumps(kept, ensure_ascii=False))
+
+
+class _Words:
+    """The words of ``say`` to pass on: streamed as they come, at most
+    ``MAX_SAY_SENTENCES`` sentences, and without a sentence already said in this reply (a
+    reply of several rounds repeated "Thank you for your booking." in each). A sentence
+    that starts like one already said is held until it is complete, then dropped if it is
+    the same; any other streams at once."""
+
+    def __init__(self, *, already_said: set[str]) -> None:
+        self._seen = set(already_said)
+        self._text = ""
+        self._sent = 0  # characters of _text passed on (or dropped)
+        self._start = 0  # where the current sentence starts
+        self._sentences = 0
+        self.said = ""
+
+    @property
+    def enough(self) -> bool:
+        return self._sentences >= MAX_SAY_SENTENCES
+
+    def push(self, words: str) -> str:
+        self._text += words
+        if not self._sent:
+            self._text = self._text.lstrip()  # the first delta is what TTS starts on
+        out = []
+        while not self.enough:
+            end = next((m.end() for m in _SENTENCE_END.finditer(self._text, self._start)
+                        if m.end() > self._start), None)  # fmt: skip
+            key = _normal(self._text[self._start : end])
+            if end is None:
+                if not (key and any(seen.startswith(key) for seen in self._seen)):
+                    out.append(self._text[self._sent :])
+                    self._sent = len(self._text)
+                break
+            self._sentences += 1
+            if key in self._seen and self._sent <= self._start:
+                self._sent = end  # a repeat not begun: dropped
+            else:
+                out.append(self._text[self._sent : end])
+                self._sent = end
+            self._seen.add(key)
+            self._start = end
+        text = "".join(out)
+        self.said += text
+        return text
+
+    def flush(self) -> str:
+        """What is left when the answer ends: its last sentence, unless a repeat."""
+        if self.enough:
+            return ""
+        rest = self._text[self._sent :]
+        if _normal(self._text[self._start :]) in self._seen and self._sent <= self._start:
+            rest = ""
+        self._sent = len(self._text)
+        self.said += rest
+        return rest
+
+
+def _said_since_caller(messages: list[dict[str, Any]]) -> set[str]:
+    """The sentences the agent said since the caller last spoke (earlier rounds)."""
+    said: set[str] = set()
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            break
+        if message.get("role") == "assistant" and (text := _text(message)):
+            start = 0
+            for match in _SENTENCE_END.finditer(text):
+                said.add(_normal(text[start : match.end()]))
+                start = match.end()
+            said.add(_normal(text[start:]))
+    said.discard("")
+    return said
+
+
+def _normal(sentence: str) -> str:
+    return " ".join(_WORD.findall(sentence.casefold()))
 
 
 def _repeated(call: ToolCall, messages: list[dict[str, Any]]) -> bool:

@@ -97,7 +97,7 @@ class ChunkModel:
             self.closed_at = sent  # closed early = the generation was stopped
 
 
-async def test_the_stream_says_two_sentences_at_most_then_stops_with_the_call_whole():
+async def test_a_looping_answer_is_cut_short_and_its_call_kept_whole():
     from orchestrator.engines.local_tools import stream_calls
 
     looping = " ".join(["Please call for a booking."] * 20)
@@ -109,11 +109,28 @@ async def test_the_stream_says_two_sentences_at_most_then_stops_with_the_call_wh
         model, messages, TOOLS, rule="", language="en-US", temperature=0.0, max_tokens=50,
         fallback="Sorry?", queue_timeout_s=None)]  # fmt: skip
     words = "".join(i for i in items if isinstance(i, str))
-    assert words.strip() == "Please call for a booking. Please call for a booking."
+    assert words.strip() == "Please call for a booking."  # said once, the loop cut short
     assert model.closed_at is not None and model.closed_at < len(raw) // 2  # stopped early
     call = items[-1]
     assert isinstance(call, ToolCall) and call.name == "set_details"
     assert call.parsed_arguments() == {"party_size": 4, "day": "Friday", "name": "Lola"}
+
+
+async def test_a_sentence_said_earlier_in_the_reply_is_not_said_again():
+    from orchestrator.engines.local_tools import stream_calls
+
+    raw = '{"call": null, "say": "Thank you for your booking. At what time?"}'
+    messages = [
+        {"role": "user", "content": "Four on Friday."},
+        {"role": "assistant", "content": "Thank you for your booking.", "tool_calls": [
+            {"id": "c1", "type": "function",
+             "function": {"name": "wants_booking", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": '{"moved_to": "collect"}'},
+    ]  # fmt: skip
+    items = [item async for item in stream_calls(
+        ChunkModel(raw), messages, TOOLS, rule="", language="en-US", temperature=0.0,
+        max_tokens=50, fallback="Sorry?", queue_timeout_s=None)]  # fmt: skip
+    assert "".join(items).strip() == "At what time?"
 
 
 def test_values_nobody_said_are_left_out_of_the_call():
