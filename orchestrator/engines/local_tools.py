@@ -360,7 +360,7 @@ async def stream_calls(
     """One answer by grammar: the words of ``say`` as they are generated, then the
     :class:`ToolCall` if the answer has one. Runs on the model's thread like every other
     job (``_Model.iterate``): closing this iterator stops the generation between tokens.
-    An answer with neither words nor a call says ``fallback``, as the free-text path does."""
+    A reply with neither words nor a call says ``fallback``, as the free-text path does."""
     prompt = tool_prompt(messages, tools, rule=rule, language=language, turns=PROMPT_TURNS)
     raw = model.iterate(
         complete_by_grammar,
@@ -371,7 +371,8 @@ async def stream_calls(
         queue_timeout_s=queue_timeout_s,
     )
     answer = SayStream()
-    words = _Words(already_said=_said_since_caller(messages))
+    earlier = _said_since_caller(messages)
+    words = _Words(already_said=earlier)
     async with aclosing(raw) as chunks:
         async for chunk in chunks:
             # "" while the call is written: the reply's per-step timeout sees the model
@@ -395,7 +396,7 @@ async def stream_calls(
             log.info("local llm (grammar): %s repeated with the same arguments; dropped",
                      call.name)  # fmt: skip
             call = None
-    if call is None and not said.strip():
+    if call is None and not said.strip() and not earlier:  # (else this round adds nothing)
         log.warning("local llm (grammar) answered nothing usable: %r", answer.raw[:200])
         yield fallback
         return
