@@ -36,10 +36,8 @@ import functools
 import hashlib
 import importlib
 import importlib.util
-import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import threading
@@ -57,6 +55,16 @@ from orchestrator.audio import StreamResampler
 from orchestrator.config import CallConfig, EngineCredentials, EngineSpec
 from orchestrator.engines import EngineError, moonshine
 from orchestrator.engines._pcm import language_code, split_wav_header
+from orchestrator.engines.chatml import (  # noqa: F401 (kept importable from here)
+    ASSISTANT_START,
+    CHAT_STOPS,
+    PROMPT_TURNS,
+    QWEN_DEFAULT_SYSTEM,
+    chat_prompt,
+    split_example,
+)
+from orchestrator.engines.local_tools import json_grammar as _json_grammar
+from orchestrator.engines.local_tools import stream_calls
 from orchestrator.engines.pico import PICO2WAVE, pico_command, pico_language, pico_pcm
 
 log = logging.getLogger(__name__)
@@ -85,7 +93,6 @@ LANGUAGE_RULES = {
     "es": "Responde siempre en español.",
     "en": "Always answer in English.",
 }
-PROMPT_TURNS = 12  # latest messages kept in the prompt (n_ctx is 2048 tokens)
 LLM_CONTEXT = 2048
 QUEUE_SHARE = 0.5  # of engine_timeout_s a request may wait for a model's thread
 WARMUP_SILENCE = b"\x00\x00" * (WHISPER_RATE // 2)  # 0.5 s
@@ -748,9 +755,7 @@ class LocalLLM:
     ) -> AsyncIterator[Any]:
         fallback = FALLBACK_REPLIES.get(language_code(self.language), FALLBACK_REPLIES["en"])
         if tools:
-            from orchestrator.engines import local_tools  # (it imports this module)
-
-            calls = local_tools.stream_calls(
+            calls = stream_calls(
                 MODELS[self.model], messages, tools, rule=self._rule(), language=self.language,
                 temperature=temperature, max_tokens=max_tokens, fallback=fallback,
                 queue_timeout_s=self.queue_timeout_s,
@@ -793,84 +798,6 @@ async def usable_or_fallback(deltas: AsyncIterator[str], fallback: str) -> Async
     if pending is not None:
         log.warning("local llm produced nothing usable; answering with the fallback reply")
         yield fallback
-
-
-# ChatML, the chat template of the Qwen2.5 GGUFs (checked at load; a test renders the
-# GGUF's own Jinja template and compares).
-ASSISTANT_START = "<|im_start|>assistant\n"
-# A blank line ends the reply too: a spoken answer has no paragraphs (the 0.5B starts
-# markdown lists and tables after one).
-CHAT_STOPS = ["<|im_end|>", "<|im_start|>", "<|endoftext|>", "\n\n"]
-QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
-
-
-def chat_prompt(messages: list[dict[str, Any]], *, rule: str = "") -> str:
-    """``messages`` in ChatML, ending with the assistant's turn opened for the model.
-
-    System texts are joined into the one system block (plus ``rule``, e.g. the reply
-    language), then the last ``PROMPT_TURNS`` user/assistant messages, each on one line.
-    Only text is kept: the history also holds OpenAI tool-call messages (an assistant
-    message with ``tool_calls`` and no content, ``tool`` results) that this engine does
-    not use; an assistant message with both keeps its text."""
-    system = "\n".join(
-        m["content"].strip()
-        for m in messages
-        if m.get("role") == "system" and isinstance(m.get("content"), str) and m["content"].strip()
-    )
-    system, example = split_example(system)
-    system = "\n".join(part for part in (system, rule) if part) or QWEN_DEFAULT_SYSTEM
-    parts = [f"<|im_start|>system\n{system}<|im_end|>\n"]
-    dialogue = [m for m in messages if m.get("role") in ("user", "assistant") and _text(m)]
-    for message in [*example, *dialogue[-PROMPT_TURNS:]]:
-        parts.append(f"<|im_start|>{message['role']}\n{_text(message)}<|im_end|>\n")
-    parts.append(ASSISTANT_START)
-    return "".join(parts)
-
-
-_EXAMPLE_HEADER = re.compile(r"^(?:example|ejemplo)s?\s*:\s*$", re.I)
-_EXAMPLE_LINE = re.compile(
-    r"^(?:(?P<user>caller|user|customer|cliente|usuario)|"
-    r"(?P<assistant>you|agent|assistant|receptionist|t[úu]|agente|asistente|recepcionista))"
-    r"\s*:\s*(?P<text>\S.*)$",
-    re.I,
-)
-
-
-def split_example(system: str) -> tuple[str, list[dict[str, str]]]:
-    """(system text, example turns): a system prompt that *ends* with an example exchange,
-
-        Example:
-        Caller: A table for two on Saturday, please.
-        You: Of course. At what time on Saturday?
-
-    (``Ejemplo:`` / ``Cliente:`` / ``Tú:`` in Spanish) gives the exchange as real chat turns
-    after the system block: a 0.5B model imitates turns, while an example described in the
-    system text was answered with the same sentence on every turn. Anything else (no
-    header, a line that is not ``<speaker>: <text>``) is left in the system text as is;
-    other engines always get the text as written."""
-    lines = system.splitlines()
-    headers = [i for i, line in enumerate(lines) if _EXAMPLE_HEADER.match(line.strip())]
-    if not headers:
-        return system, []
-    turns = []
-    for line in (line.strip() for line in lines[headers[-1] + 1 :]):
-        if not line:
-            continue
-        match = _EXAMPLE_LINE.match(line)
-        if match is None:
-            return system, []
-        role = "user" if match["user"] else "assistant"
-        turns.append({"role": role, "content": " ".join(match["text"].split())})
-    if len(turns) < 2:
-        return system, []
-    return "\n".join(lines[: headers[-1]]).strip(), turns
-
-
-def _text(message: dict[str, Any]) -> str:
-    """A message's text on one line; "" when it has none (content None, missing, or a
-    list of parts)."""
-    content = message.get("content")
-    return " ".join(content.split()) if isinstance(content, str) else ""
 
 
 def _complete(
@@ -978,19 +905,6 @@ def _generate_json_alone(
         vendor="local",
         retryable=True,
     )
-
-
-def _json_grammar(schema: dict[str, Any]) -> Any:
-    try:
-        from llama_cpp import LlamaGrammar
-    except ImportError as exc:
-        raise EngineError(f"llama-cpp-python is not installed: {exc}", vendor="local") from exc
-    try:
-        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-    except (ValueError, KeyError, TypeError, RuntimeError, AssertionError) as exc:
-        # An admin-written schema may use JSON Schema features llama.cpp cannot turn into
-        # a grammar (its converter *asserts* on some patterns); no retry will change that.
-        raise EngineError(f"no grammar for this JSON schema: {exc!r}", vendor="local") from exc
 
 
 PREFILL_CHUNK = 32  # prompt tokens evaluated between two looks at the live calls' queue

@@ -29,16 +29,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
-from orchestrator.engines.errors import EngineError
-from orchestrator.engines.local import (
+from orchestrator.engines.chatml import (
     ASSISTANT_START,
     PROMPT_TURNS,
     QWEN_DEFAULT_SYSTEM,
-    _json_grammar,
-    _Model,
-    _text,
     split_example,
 )
+from orchestrator.engines.chatml import message_text as _text
+from orchestrator.engines.errors import EngineError
 from orchestrator.tools import ToolCall
 
 log = logging.getLogger(__name__)
@@ -346,7 +344,7 @@ def complete_by_grammar(
 
 
 async def stream_calls(
-    model: _Model,
+    model: Any,  # local._Model: its ``iterate`` runs the job on the model's thread
     messages: list[dict[str, Any]],
     tools: list[dict[str, Any]],
     *,
@@ -411,13 +409,13 @@ def grammar_for(schema_json: str) -> Any:
     when the call runs."""
     schema = json.loads(schema_json)
     try:
-        return _json_grammar(schema)
+        return json_grammar(schema)
     except EngineError as exc:
         log.warning("local llm: a tool's parameters have no grammar (%s); any object instead",
                     exc)  # fmt: skip
     for option in schema["properties"]["call"]["anyOf"][1:]:
         option["properties"]["arguments"] = {"type": "object"}
-    return _json_grammar(schema)
+    return json_grammar(schema)
 
 
 # --- what the caller said: a small model's invented values are left out ----------------
@@ -595,3 +593,17 @@ def _fold(word: str) -> str:
 
 def _has_letter(word: str) -> bool:
     return any(ch.isalpha() for ch in word)
+
+
+def json_grammar(schema: dict[str, Any]) -> Any:
+    """The llama.cpp grammar of ``schema`` (also the post-call extraction's, local.py)."""
+    try:
+        from llama_cpp import LlamaGrammar
+    except ImportError as exc:
+        raise EngineError(f"llama-cpp-python is not installed: {exc}", vendor="local") from exc
+    try:
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    except (ValueError, KeyError, TypeError, RuntimeError, AssertionError) as exc:
+        # An admin-written schema may use JSON Schema features llama.cpp cannot turn into
+        # a grammar (its converter *asserts* on some patterns); no retry will change that.
+        raise EngineError(f"no grammar for this JSON schema: {exc!r}", vendor="local") from exc
