@@ -309,9 +309,10 @@ class AgentProfile(models.Model):
     flow = models.JSONField(
         blank=True,
         null=True,
-        help_text="Optional conversation flow (JSON, docs/flows.md): nodes with their task, "
-        "tools and transitions. Empty: the system prompt alone drives the call. Needs an LLM "
-        "that calls tools (Groq or OpenAI-compatible); the local model ignores it.",
+        help_text="Optional conversation flow (JSON or YAML, docs/flows.md): nodes with their "
+        "task, tools and transitions. Empty: the system prompt alone drives the call. Needs an LLM "
+        "that calls tools (Groq or OpenAI-compatible); the local model follows it by a JSON "
+        "grammar, demo quality.",
     )
 
     # Call recording (docs/recordings.md).

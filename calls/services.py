@@ -621,7 +621,8 @@ def profile_ensure_demo_es() -> AgentProfile:
 
 def profile_ensure_demo_flow() -> AgentProfile:
     """The English demo driven by the demo booking flow (docs/flows.md). Transitions are
-    tool calls: with the local LLM, which makes none, it answers from its prompt alone."""
+    tool calls; the local LLM follows it by a per-node JSON grammar (demo quality,
+    docs/flows.md)."""
     from calls.demo_flows import DEMO_FLOW_EN
 
     return _profile_ensure(

@@ -123,7 +123,9 @@ TOOLS_HELP = mark_safe(
     "below.</p>"
     "<p><b>The local offline LLM cannot call tools.</b> HTTP tools and transfer need a Groq "
     "or OpenAI-compatible LLM; with the local model, <i>agent may hang up</i> still works: "
-    "the agent's goodbye in its own words ends the call.</p>"
+    "the agent's goodbye in its own words ends the call. In a <i>flow</i> (below) the local "
+    "model does call the node's tools and transitions, through a JSON grammar: demo "
+    "quality (docs/flows.md).</p>"
 )
 
 
