@@ -87,7 +87,28 @@ class ScenarioAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list[Any]:
         view = self.admin_site.admin_view(self.import_view)
-        return [path("import/", view, name="scenarios_scenario_import"), *super().get_urls()]
+        run_profile = self.admin_site.admin_view(self.run_profile_view)
+        return [
+            path("import/", view, name="scenarios_scenario_import"),
+            path(
+                "run-profile/<int:profile_id>/",
+                run_profile,
+                name="scenarios_scenario_run_profile",
+            ),
+            *super().get_urls(),
+        ]
+
+    def run_profile_view(self, request: HttpRequest, profile_id: int) -> HttpResponse:
+        """The profile page's "Run scenarios" button: its enabled scenarios, through the
+        same Celery task as the list's action; then its results list."""
+        if request.method != "POST":
+            return HttpResponse(status=405)
+        if not request.user.has_perm("scenarios.change_scenario"):
+            return HttpResponse(status=403)
+        queryset = Scenario.objects.filter(profile_id=profile_id)
+        self.run_selected(request, queryset)
+        results = reverse("admin:scenarios_scenarioresult_changelist")
+        return redirect(f"{results}?scenario__profile__id__exact={profile_id}")
 
     def import_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_add_permission(request) or not self.has_change_permission(request):

@@ -140,3 +140,30 @@ def test_seed_demo_loads_the_shipped_scenarios_and_keeps_an_edited_one(settings)
 
     assert Scenario.objects.get(slug="dtmf").name == "Edited by an operator"
     assert Scenario.objects.count() == 13
+
+
+@pytest.mark.django_db
+def test_the_profile_page_runs_its_scenarios_and_shows_their_results(
+    staff_client, profile, django_capture_on_commit_callbacks
+):
+    scenario_import(documents=yaml_documents(YAML))
+    page = staff_client.get(reverse("admin:calls_agentprofile_change", args=[profile.pk]))
+    run_url = reverse("admin:scenarios_scenario_run_profile", args=[profile.pk])
+    assert run_url in page.content.decode()
+    assert staff_client.get(run_url).status_code == 405
+    # Not executed: the queued task places real calls (tests/scenarios/test_runner.py).
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        response = staff_client.post(run_url)
+    assert len(queued) == 1
+    assert response.status_code == 302
+    assert response["Location"].endswith(f"?scenario__profile__id__exact={profile.pk}")
+    assert "queued" in str(list(response.wsgi_request._messages))
+
+
+def test_staff_without_the_scenario_permission_cannot_run_a_profile(
+    client, django_user_model, profile
+):
+    clerk = django_user_model.objects.create_user(username="clerk", is_staff=True)
+    client.force_login(clerk)
+    run_url = reverse("admin:scenarios_scenario_run_profile", args=[profile.pk])
+    assert client.post(run_url).status_code == 403
