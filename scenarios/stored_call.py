@@ -14,9 +14,12 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from calls import selectors
-from calls.models import CallStatus, Channel, ExtractionStatus
+from calls.models import CallStatus, Channel, EndReason, ExtractionStatus
 
 FINISHED = (CallStatus.ENDED, CallStatus.FAILED)
+# Endings whose error detail is worth waiting a moment for (it may be written second).
+DETAILED_ENDINGS = (EndReason.BUSY, EndReason.ERROR)
+DETAIL_GRACE_S = 2.0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -90,14 +93,25 @@ async def wait_until_finished(
     """The stored call once it ended (and, if asked, its extraction is no longer pending);
     the last state read if ``timeout_s`` passes first (None: never stored)."""
     deadline = time.monotonic() + timeout_s
+    ended_seen: float | None = None
     # Not thread-sensitive: the runner may run inside a sync view's thread (the admin's
     # eager Celery task), whose thread-sensitive executor is busy waiting for it.
     read = database_sync_to_async(load, thread_sensitive=False)
     while True:
         stored = await read(call_sid)
+        ended = stored is not None and stored.finished and bool(stored.end_reason)
+        if ended and ended_seen is None:
+            ended_seen = time.monotonic()
         settled = (
             stored is not None
-            and stored.finished
+            and ended
+            # Whoever ends a call first sets its reason; the session's error detail (a busy
+            # refusal's) may follow in a second write: judged without it, the report lies.
+            and (
+                stored.error_detail
+                or stored.end_reason not in DETAILED_ENDINGS
+                or time.monotonic() - (ended_seen or 0.0) > DETAIL_GRACE_S
+            )
             and (not extraction or stored.extraction_status != ExtractionStatus.PENDING)
         )
         if settled or time.monotonic() > deadline:
