@@ -45,7 +45,9 @@ SAID_NUMBERS = {4, 9}
 SAID_WORDS = {"four", "people", "friday", "nine", "evening", "lola", "name"}
 
 
-@pytest.mark.django_db
+# transaction=True: sync_to_async writes on another thread's connection, outside a test
+# transaction, and the profile would outlive the test (an active profile in other tests).
+@pytest.mark.django_db(transaction=True)
 async def test_the_demo_flow_runs_keyless_on_the_local_model(settings):
     settings.GROQ_API_KEY = ""  # "auto" engines resolve to local, whatever the environment
     settings.OPENAI_API_KEY = ""
