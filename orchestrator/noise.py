@@ -62,6 +62,8 @@ DEFAULT_NS_LEVEL = 1  # 0-3 = WebRTC's 6, 12, 18, 21 dB targets
 # skip and for Whisper (which heard "for it." in a cleaned "for" with the dither left in).
 _DITHER = np.random.default_rng(0).integers(-1, 2, (100, FRAME_SAMPLES), dtype=np.int16)
 _SILENCE_REACH = 3  # frames
+NS_DELAY = 96  # samples: the suppressor's output lags its input by this (overlap-add)
+NS_DELAY_BYTES = NS_DELAY * 2
 _ZEROS = bytes(FRAME_BYTES)
 
 _logged: set[str] = set()
@@ -80,8 +82,8 @@ class LineGate:
     noise to remove. Back on, for good, after ``NOISY_FRAMES`` in a row over it within a
     12 dB spread: a fan or a TV started. Speech alone never turns it back on: its level
     swings far more than 12 dB within a second, and a quiet line's pauses fall under it.
-    The switches happen on quiet or steady frames, where the suppressor's 6 ms delay
-    appearing or going is inaudible.
+    Either way every input sample comes out once, in order, 6 ms later (the suppressor's
+    delay, which a passed-through line keeps too).
     """
 
     __slots__ = ("suppressing", "settled", "_run", "_low", "_high")
@@ -158,15 +160,18 @@ class InboundCleaner:
         self._frames = 0  # 10 ms frames processed: the dither sequence's position
         self._silent_run = 0  # silent input frames in a row, up to the last one processed
         self._processor: Any = None
+        # The last NS_DELAY input samples: a quiet line's audio passes through delayed by
+        # exactly the suppressor's own delay, so switching either way neither drops nor
+        # repeats a sample (and the output never jumps 6 ms).
+        self._tail = bytes(NS_DELAY_BYTES)
+        self._stale = False  # audio passed by the suppressor: its inner state is old
+        self._options = {"ns_level": ns_level, "high_pass_filter": high_pass}
         cls = _processor_class()
         if cls is None:
             return
         try:
             self._processor = cls(
-                sample_rate=INPUT_SAMPLE_RATE,
-                noise_suppression=True,
-                ns_level=ns_level,
-                high_pass_filter=high_pass,
+                sample_rate=INPUT_SAMPLE_RATE, noise_suppression=True, **self._options
             )
         except Exception:  # a bad build must not stop calls
             # The same failure would repeat for every call: say it once, and run uncleaned.
@@ -216,9 +221,34 @@ class InboundCleaner:
         return out[0] if len(out) == 1 else b"".join(out)
 
     def _through(self, frames: bytes, suppressing: bool) -> bytes:
-        if not frames or not suppressing or self._processor is None:
+        if not frames:
             return frames
-        return self._suppress(frames)
+        held = self._tail + frames
+        self._tail = held[-NS_DELAY_BYTES:]
+        if not suppressing or self._processor is None:
+            self._stale = True
+            return held[: len(frames)]  # delayed like the suppressor's output
+        if not self._stale:
+            return self._suppress(frames)
+        # Back on after passing audio by: a fresh suppressor (the old one's 6 ms delay line
+        # holds audio from before the pause), whose first NS_DELAY output samples, its
+        # empty delay line, are the raw samples that precede these frames.
+        self._stale = False
+        try:
+            self._processor = _processor_class()(
+                sample_rate=INPUT_SAMPLE_RATE, noise_suppression=True, **self._options
+            )
+        except Exception:  # a bad build must not stop calls
+            logger.warning(
+                "call %s: noise suppression failed to restart, off for this call",
+                self._call_id,
+                exc_info=True,
+                extra={"call_id": self._call_id},
+            )
+            self._processor = None
+            return held[: len(frames)]
+        cleaned = self._suppress(frames)
+        return held[:NS_DELAY_BYTES] + cleaned[NS_DELAY_BYTES:]
 
     def _suppress(self, frames: bytes) -> bytes:
         """Whole 10 ms frames through the suppressor."""

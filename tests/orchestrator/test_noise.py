@@ -165,6 +165,12 @@ def test_empty_input_gives_empty_output() -> None:
 # A call's cleaner suppresses only lines that need it (orchestrator.noise.LineGate).
 
 QUIET_LINE = -60  # dBFS: a phone line's comfort noise
+DELAY = noise.NS_DELAY_BYTES  # a passed-through line keeps the suppressor's delay
+
+
+def delayed(out: bytes, start: int) -> bytes:
+    """``out`` from where input byte ``start`` comes out."""
+    return out[start + DELAY :]
 
 
 @needs_webrtc
@@ -178,7 +184,7 @@ def test_a_quiet_line_passes_through_unchanged_and_still_makes_its_turns() -> No
     cleaner = InboundCleaner()
     out = cleaned(pcm, cleaner)
     quiet_after = 20 * FRAME_BYTES  # QUIET_FRAMES of the line under -50 dBFS
-    assert out[quiet_after:] == pcm[quiet_after : len(out)]
+    assert delayed(out, quiet_after) == pcm[quiet_after : len(out) - DELAY]
     assert not cleaner.gate.suppressing  # speech did not turn it back on
     kinds, _ = through_the_vad(pcm, InboundCleaner(), silence_timeout_ms=250)
     assert kinds.count(TurnEventKind.SPEECH_STARTED) == kinds.count(TurnEventKind.TURN_ENDED) == 2
@@ -194,7 +200,7 @@ def test_a_long_sentence_on_a_quiet_line_does_not_turn_suppression_back_on() -> 
     )  # fmt: skip
     cleaner = InboundCleaner()
     out, after = cleaned(pcm, cleaner), 20 * FRAME_BYTES
-    assert out[after:] == pcm[after : len(out)]
+    assert delayed(out, after) == pcm[after : len(out) - DELAY]
     assert not cleaner.gate.suppressing
 
 
@@ -219,12 +225,47 @@ def test_noise_that_starts_mid_call_turns_suppression_on_within_about_a_second(l
     with caplog.at_level(logging.INFO, logger="orchestrator.noise"):
         out = b"".join(cleaner.process(pcm[i : i + CHUNK]) for i in range(0, len(pcm), CHUNK))
     assert cleaner.gate.suppressing and cleaner.gate.settled
-    assert out[20 * FRAME_BYTES : 32 * quiet] == pcm[20 * FRAME_BYTES : 32 * quiet]
+    assert delayed(out, 20 * FRAME_BYTES)[: 32 * quiet - 20 * FRAME_BYTES] == pcm[
+        20 * FRAME_BYTES : 32 * quiet
+    ]
     on = 32 * (quiet + 1100)  # bytes: one second of steady noise, and a little margin
     assert out[on:] != pcm[on : len(out)]
     last_second = slice(len(out) - 32000, len(out))
     assert dbfs(pcm[last_second]) - dbfs(out[last_second]) > 6.0
     assert "c9: noise suppression on: steady line noise" in caplog.text
+
+
+def tone(ms: int, dbfs_level: float) -> bytes:
+    t = np.arange(16 * ms) / 16000
+    amplitude = 32768 * 10 ** (dbfs_level / 20) * np.sqrt(2)
+    return (amplitude * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes()
+
+
+@needs_webrtc
+def test_switching_either_way_keeps_every_sample_once_and_in_order() -> None:
+    """A passed-through line is delayed by the suppressor's own 6 ms: no sample is dropped
+    when it switches off, none repeated (and no stale audio) when it switches back on."""
+    quiet = line_noise("white", 1000, QUIET_LINE, seed=12)
+    pcm = quiet + tone(2000, -20)
+    cleaner = InboundCleaner()
+    out = cleaned(pcm, cleaner)
+    assert len(out) == len(pcm) and cleaner.gate.settled
+    x = np.frombuffer(pcm, "<i2").astype(np.int32)
+    y = np.frombuffer(out, "<i2").astype(np.int32)
+    d = noise.NS_DELAY
+    # Off after 200 ms: from there on, the input 96 samples later, exactly.
+    off = 20 * 160
+    assert np.array_equal(y[off + d : 16000 + d], x[off : 16000])
+    # On again a second into the tone: around the switch the tone never drops out.
+    on = 16000 + (noise.NOISY_FRAMES - 1) * 160  # the frame that completes the steady run
+    assert np.array_equal(y[16000 + d : on], x[16000 : on - d])  # passed by until then
+    window = 80  # 5 ms
+    # (then the suppressor slowly takes a steady tone for noise: -7 dB within 0.1 s)
+    near = range(on - 400, on + 240, window)
+    levels = [np.sqrt(np.mean(y[i : i + window] ** 2.0)) for i in near]
+    assert min(levels) > 0.5 * 32768 * 10 ** (-20 / 20)
+    # and its first 96 samples are the raw ones before them, not a stale delay line
+    assert np.array_equal(y[on : on + d], x[on - d : on])
 
 
 @pytest.fixture
