@@ -292,7 +292,10 @@ class SayStream:
 
 _SAY_KEY = re.compile(r'"say" ?: ?"')
 MAX_SAY_SENTENCES = 2  # the instruction asks for one; a second is tolerated
-_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s|$)")
+_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s|$)")  # in a whole text
+# While ``say`` streams, a stop ends a sentence only once a space follows: the model writes
+# "8.30" as "8" "." "30", and "8." at the end of what came so far is not a sentence yet.
+_SENTENCE_END_STREAMING = re.compile(r"[.!?…]+[\"')\]]*(?=\s)")
 
 
 def _say_value_at(raw: str) -> tuple[int, int] | None:
@@ -485,8 +488,8 @@ class _Words:
             self._text = self._text.lstrip()  # the first delta is what TTS starts on
         out = []
         while not self.enough:
-            end = next((m.end() for m in _SENTENCE_END.finditer(self._text, self._start)
-                        if m.end() > self._start), None)  # fmt: skip
+            ends = _SENTENCE_END_STREAMING.finditer(self._text, self._start)
+            end = next((m.end() for m in ends if m.end() > self._start), None)
             key = _normal(self._text[self._start : end])
             if end is None:
                 if not (key and any(seen.startswith(key) for seen in self._seen)):

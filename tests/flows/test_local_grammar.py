@@ -242,3 +242,13 @@ async def test_the_real_model_answers_in_the_grammar_words_first_then_one_offere
     for call in calls:
         assert call.name in {"wants_booking", "speak_to_person"}
         assert call.parsed_arguments() == {}
+
+
+def test_a_stop_inside_a_number_is_not_the_end_of_a_sentence():
+    """Qwen writes "8.30" as "8" "." "30": "8." at the end of what came so far is not a
+    finished sentence (it once counted as one, and the two-sentence cap cut "30 pm")."""
+    from orchestrator.engines.local_tools import _Words
+
+    words = _Words(already_said=set())
+    streamed = [words.push(t) for t in ["Great", ".", " Booked at 8", ".", "3", "0 pm", "."]]
+    assert "".join(streamed) + words.flush() == "Great. Booked at 8.30 pm."
