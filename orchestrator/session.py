@@ -48,9 +48,9 @@ from orchestrator.contracts import (
 )
 from orchestrator.dtmf import DtmfDigits
 from orchestrator.end_of_turn import EotDecision, ScoreFn
-from orchestrator.engines import Engines, supports_tools
+from orchestrator.engines import Engines
 from orchestrator.failures import Ending, ending_for_error, ending_for_stall
-from orchestrator.flows.toolbox import toolbox_for
+from orchestrator.flows.toolbox import goodbye_hangs_up, toolbox_for
 from orchestrator.listener import Listener
 from orchestrator.loop_lag import LagWindow
 from orchestrator.noise import InboundCleaner
@@ -117,10 +117,9 @@ _Control = _Vad | _Dtmf | _UtteranceDone | _Heard | _Answered | _Wake
 
 class CallSession:
     HEARTBEAT_S = 10.0
-    # Wait for the recorder's writes this long, then let them flush in the background.
-    RECORDER_FLUSH_WAIT_S = 3.0
-    # Reply watchdog: no first frame within the step budget + this margin, or frames that
-    # stop as long: stuck; the caller hears the busy message or the apology, never silence.
+    RECORDER_FLUSH_WAIT_S = 3.0  # then the recorder's writes flush in the background
+    # Reply watchdog: no first frame within the step budget + this margin (or a stop as
+    # long): stuck; the caller hears the busy message or the apology, never silence.
     WATCHDOG_MARGIN_S = 2.0
     CANCEL_WAIT_S = 2.0  # a cancelled utterance that does not finish by then is abandoned
 
@@ -135,8 +134,8 @@ class CallSession:
         recording: CallRecording | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``turn_model`` scores end of turn (Smart Turn by default, if installed);
-        ``recording`` records both sides of the call (recording.py)."""
+        """``turn_model`` scores end of turn (Smart Turn by default); ``recording`` records
+        both sides of the call (recording.py)."""
         self._config = config
         self._recording = recording
         if recording is not None:
@@ -154,8 +153,7 @@ class CallSession:
             cleaner=InboundCleaner(call_id=config.call_id) if config.noise_suppression else None,
         )
         self._dtmf = DtmfDigits()
-        # Audio health (audio_health.py): caller frames' arrival here, the playout's late
-        # frames and gaps, the loop's lag while the call runs.
+        # Audio health (audio_health.py): caller frame arrival, late frames, gaps, loop lag.
         self._inbound = audio_health.InboundTiming()
         self._loop_lag = LagWindow()
         self._reaper = TaskReaper()
@@ -170,9 +168,7 @@ class CallSession:
             config,
             out=self._out,
             transcript=self._transcript,
-            # An LLM that cannot call tools still hangs up: on a goodbye in its own words.
-            goodbye_hangs_up=config.end_call_enabled
-            and not (self._tools and supports_tools(engines.llm)),
+            goodbye_hangs_up=goodbye_hangs_up(config, self._tools, engines.llm),
             clock=clock,
         )
         self._pipeline = ReplyPipeline(

@@ -103,6 +103,11 @@ class FallbackLLM(_Chain):
         # serves the turn with text only (it is not passed them).
         return bool(getattr(self.engines[0], "supports_tools", False))
 
+    @property
+    def calls_tools_by_grammar(self) -> bool:
+        # A local primary follows a flow by grammar (engines/local_tools.py) in a chain too.
+        return bool(getattr(self.engines[0], "calls_tools_by_grammar", False))
+
     def stream(
         self,
         messages: list[dict[str, Any]],
@@ -112,7 +117,10 @@ class FallbackLLM(_Chain):
         tools: list[dict[str, Any]] | None = None,
     ) -> AsyncIterator[str | ToolCall]:
         def open_stream(engine: object) -> AsyncIterator[str | ToolCall]:
-            extra = {"tools": tools} if tools and getattr(engine, "supports_tools", False) else {}
+            calls = getattr(engine, "supports_tools", False) or getattr(
+                engine, "calls_tools_by_grammar", False
+            )
+            extra = {"tools": tools} if tools and calls else {}
             return engine.stream(
                 messages, temperature=temperature, max_tokens=max_tokens, **extra
             )

@@ -64,6 +64,17 @@ def follows_flows(llm: object) -> bool:
     return supports_tools(llm) or bool(getattr(llm, "calls_tools_by_grammar", False))
 
 
+def goodbye_hangs_up(config: CallConfig, tools: ToolBox, llm: object) -> bool:
+    """Whether a goodbye in the agent's own words ends the call: only when hanging up is on
+    and the LLM has no ``end_call`` to call (no tools; in a flow, the local model calls
+    them by grammar and the flow ends the call)."""
+    if not config.end_call_enabled or not tools:
+        return config.end_call_enabled
+    if isinstance(tools, FlowToolBox):
+        return not follows_flows(llm)
+    return not supports_tools(llm)
+
+
 class FlowToolBox(ToolBox):
     def __init__(
         self,
