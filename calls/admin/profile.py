@@ -7,6 +7,7 @@ registers them on top of :class:`AgentProfileAdmin`.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import yaml
@@ -53,10 +54,46 @@ class IndentedJSON(json.JSONEncoder):
 FLOW_FILE_MAX_BYTES = 256 * 1024
 
 
+class _FlowLoader(yaml.SafeLoader):
+    """YAML as plain data: no aliases (a few lines of nested ``*refs`` expand to gigabytes),
+    and only JSON's scalars: ``yes``/``on``/``2024-05-01`` stay strings (YAML 1.1 would
+    make them booleans and dates, turning a flow's ``enum: [yes, no]`` into true/false)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a flow", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+_FlowLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (
+        "tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}  # fmt: skip
+_FlowLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|false)$"), list("tf")
+)
+
+
+class _FlowDumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # a repeated schema is written out again: the loader refuses aliases
+
+
+def flow_to_yaml(flow: Any) -> str:
+    """The flow as the YAML :func:`flow_from_text` reads back (no aliases, keys in order)."""
+    return yaml.dump(flow, Dumper=_FlowDumper, sort_keys=False, allow_unicode=True, width=100)
+
+
 def flow_from_text(text: str) -> Any:
     """A flow written as JSON or YAML (YAML is a superset of JSON, so one parser reads both)."""
+    if len(text) > FLOW_FILE_MAX_BYTES:
+        raise ValidationError(f"The flow is longer than {FLOW_FILE_MAX_BYTES // 1024} KiB.")
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_FlowLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -105,6 +142,7 @@ class ProfileForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         if cleaned.get("flow_file") is not None:
+            self._errors.pop("flow", None)  # the box's text is replaced, errors and all
             # The model's own check (AgentProfile.clean) then reports its problems under
             # the flow box, the same messages as for a typed flow.
             cleaned["flow"] = cleaned["flow_file"]
@@ -246,7 +284,7 @@ class AgentProfileAdmin(admin.ModelAdmin):
         if fmt not in ("yaml", "json") or not profile.flow:
             return HttpResponse(status=404)
         if fmt == "yaml":
-            body = yaml.safe_dump(profile.flow, sort_keys=False, allow_unicode=True, width=100)
+            body = flow_to_yaml(profile.flow)
             kind = "application/yaml"
         else:
             body = json.dumps(profile.flow, indent=2, ensure_ascii=False) + "\n"
@@ -255,16 +293,17 @@ class AgentProfileAdmin(admin.ModelAdmin):
         response["Content-Disposition"] = f'attachment; filename="{profile.slug}-flow.{fmt}"'
         return response
 
-    @admin.action(description="Duplicate the selected profiles (to try a variant)")
+    @admin.action(description="Duplicate the selected profiles (to try a variant)",
+                  permissions=["add"])  # fmt: skip
     def duplicate(self, request: HttpRequest, queryset: QuerySet[AgentProfile]) -> Any:
-        if not self.has_add_permission(request):
-            raise PermissionDenied
         copies = [profile_duplicate(profile=profile) for profile in queryset]
         if len(copies) == 1:  # the usual case: straight to the copy, to change it
             self.message_user(
                 request,
                 f"“{copies[0].name}” is a copy of “{queryset.first().name}”: no phone "
-                "numbers and not the default, so it takes no calls until you say so.",
+                "numbers and not the default, so it takes no calls until you say so. It "
+                "keeps the webhook and HTTP tools (and their secrets): its test calls reach "
+                "them too.",
                 messages.SUCCESS,
             )
             return redirect("admin:calls_agentprofile_change", copies[0].pk)

@@ -9,6 +9,7 @@ import yaml
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from calls.admin.profile import flow_to_yaml
 from calls.models import AgentProfile, ChannelOverlay, ProfileTool
 from tests.calls.test_admin_pages import profile_form_data
 from tests.flows.booking import FLOW, flow
@@ -132,7 +133,7 @@ def test_an_imported_flow_with_a_problem_is_refused_with_the_specific_error(
     broken["start"] = "lobby"
     form_url, form = profile_form_data(staff_client, booking_profile)
     form["transfer_destinations"] = booking_profile.transfer_destinations
-    form["flow_file"] = SimpleUploadedFile("f.yaml", yaml.safe_dump(broken).encode())
+    form["flow_file"] = SimpleUploadedFile("f.yaml", flow_to_yaml(broken).encode())
     response = staff_client.post(form_url, form)
     assert response.status_code == 200
     assert response.context["adminform"].form.errors["flow"] == [
@@ -149,7 +150,30 @@ def test_an_imported_flow_with_a_problem_is_refused_with_the_specific_error(
 def test_the_flow_box_takes_yaml_and_saves_it_as_json(staff_client, booking_profile):
     form_url, form = profile_form_data(staff_client, booking_profile)
     form["transfer_destinations"] = booking_profile.transfer_destinations
-    form["flow"] = yaml.safe_dump(FLOW, sort_keys=False)
+    form["flow"] = flow_to_yaml(FLOW)
     response = staff_client.post(form_url, form)
     assert response.status_code == 302, response.context["adminform"].form.errors
     assert AgentProfile.objects.get(pk=booking_profile.pk).flow == FLOW
+
+
+def test_flow_yaml_is_plain_data_no_aliases_and_yes_stays_a_word(staff_client, booking_profile):
+    form_url, form = profile_form_data(staff_client, booking_profile)
+    form["transfer_destinations"] = booking_profile.transfer_destinations
+    # A few lines of nested aliases would expand to gigabytes: refused where they start.
+    form["flow"] = "a: &a [x, x, x]\nb: &b [*a, *a, *a]\nstart: greet\n"
+    response = staff_client.post(form_url, form)
+    errors = response.context["adminform"].form.errors["flow"]
+    assert "aliases (*name) are not allowed" in errors[0]
+
+    with_words = flow()
+    with_words["nodes"][2]["transitions"][0]["schema"] = {
+        "type": "object", "properties": {"answer": {"enum": ["yes", "no"]}},
+    }  # fmt: skip
+    form["flow"] = flow_to_yaml(with_words).replace("'yes'", "yes")
+    assert "- yes" in form["flow"]  # unquoted: YAML 1.1 would read a boolean
+    response = staff_client.post(form_url, form)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    saved = AgentProfile.objects.get(pk=booking_profile.pk).flow
+    assert saved["nodes"][2]["transitions"][0]["schema"]["properties"]["answer"]["enum"] == [
+        "yes", "no"
+    ]  # fmt: skip
