@@ -14,6 +14,7 @@ import gc
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.db import close_old_connections
@@ -37,14 +38,19 @@ _lock = threading.Lock()
 _thread: threading.Thread | None = None
 
 
-def start_in_background() -> threading.Thread | None:
-    """Start the preload once per process (a daemon thread with its own event loop)."""
+def start_in_background(
+    on_done: Callable[[], None] | None = None,
+) -> threading.Thread | None:
+    """Start the preload once per process (a daemon thread with its own event loop);
+    ``on_done`` runs in that thread when it is over (loaded or failed)."""
     global _thread
     with _lock:
         if _thread is not None:
             return _thread
         STATE.status, STATE.started_at = "loading", time.monotonic()
-        _thread = threading.Thread(target=_run, name="engine-preload", daemon=True)
+        _thread = threading.Thread(
+            target=_run, args=(on_done,), name="engine-preload", daemon=True
+        )
         _thread.start()
         return _thread
 
@@ -76,7 +82,8 @@ def freeze_startup_heap() -> None:
     modules: ~150k+) out of the garbage collector's reach. A full collection walks them
     all: 40-75 ms measured here, a pause in every live call's audio (a late frame at the
     carrier) whenever the oldest generation's turn came during calls. What calls create
-    afterwards is still collected as usual."""
+    afterwards is still collected as usual. Only before calls are taken: a live call's
+    objects frozen with the rest would never be collected (voiceapp/asgi.py decides)."""
     started = time.perf_counter()
     gc.collect()
     gc.freeze()
@@ -87,11 +94,12 @@ def freeze_startup_heap() -> None:
     )
 
 
-def _run() -> None:
+def _run(on_done: Callable[[], None] | None = None) -> None:
     try:
         _load()
     finally:
-        freeze_startup_heap()  # loaded or not, what the process keeps is in memory now
+        if on_done is not None:
+            on_done()
 
 
 def _load() -> None:

@@ -92,7 +92,20 @@ application = ProtocolTypeRouter(
 # (/health/ready/ answers 503 until they are ready; PRELOAD_ENGINES=false turns it off).
 from django.conf import settings  # noqa: E402
 
+
+def _freeze_startup_heap_if_idle() -> None:
+    """Once the models are loaded (calls/preload.freeze_startup_heap), unless calls are
+    already live (daphne accepts during the preload; uvicorn waits for it, _models_warm)."""
+    from calls import preload
+    from live import runtime
+
+    if runtime.ACTIVE:
+        logger.info("startup heap not frozen: %d call(s) already live", len(runtime.ACTIVE))
+    else:
+        preload.freeze_startup_heap()
+
+
 if settings.PRELOAD_ENGINES:
     from calls import preload  # noqa: E402
 
-    preload.start_in_background()
+    preload.start_in_background(on_done=_freeze_startup_heap_if_idle)
