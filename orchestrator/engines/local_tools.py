@@ -326,13 +326,15 @@ def complete_by_grammar(
     emit: Callable[[str], None],
     stop: threading.Event,
     prompt: str,
-    grammar: Any,
+    schema_json: str,
     temperature: float,
     max_tokens: int,
 ) -> None:
     """The job on the model's thread (``_Model.iterate``): raw JSON text as it is generated,
     stopping between tokens once ``stop`` is set (barge-in, timeout), as the free-text
-    ``_complete`` does."""
+    ``_complete`` does. The grammar is compiled here too (cached per node): compiling
+    takes milliseconds that the event loop, serving every call, must not spend."""
+    grammar = grammar_for(schema_json)
     completion = model.create_completion(
         prompt, max_tokens=max_tokens, temperature=temperature, grammar=grammar, stream=True
     )
@@ -366,7 +368,7 @@ async def stream_calls(
     raw = model.iterate(
         complete_by_grammar,
         prompt,
-        grammar_for(json.dumps(grammar_schema(tools), sort_keys=False)),
+        json.dumps(grammar_schema(tools), sort_keys=False),  # compiled on the model's thread
         temperature,
         max_tokens + CALL_TOKENS,
         queue_timeout_s=queue_timeout_s,
