@@ -35,6 +35,7 @@ from orchestrator import audio_health
 from orchestrator.answering import ANSWER_VERDICTS, opening_line, voicemail_line
 from orchestrator.audio import FRAME_MS
 from orchestrator.call_output import CallOutput
+from orchestrator.call_timers import IdleTimer, ReplyWatchdog
 from orchestrator.caller_audio import CallerAudio
 from orchestrator.config import CallConfig
 from orchestrator.contracts import (
@@ -118,9 +119,6 @@ _Control = _Vad | _Dtmf | _UtteranceDone | _Heard | _Answered | _Wake
 class CallSession:
     HEARTBEAT_S = 10.0
     RECORDER_FLUSH_WAIT_S = 3.0  # then the recorder's writes flush in the background
-    # Reply watchdog: no first frame within the step budget + this margin (or a stop as
-    # long): stuck; the caller hears the busy message or the apology, never silence.
-    WATCHDOG_MARGIN_S = 2.0
     CANCEL_WAIT_S = 2.0  # a cancelled utterance that does not finish by then is abandoned
 
     def __init__(
@@ -183,6 +181,8 @@ class CallSession:
             take_dtmf_note=self._dtmf.take_note,
             clock=clock,
         )
+        self._watchdog = ReplyWatchdog(self._pipeline.step_budget_s,
+                                       paused=lambda: self._playout.paused)  # fmt: skip
         self._listener = Listener(
             config,
             stt=engines.stt,
@@ -206,8 +206,7 @@ class CallSession:
         self._utt_seq = 0
         self._t0 = 0.0
         self._wall0 = datetime.now(UTC)
-        self._last_activity = 0.0
-        self._reprompted = False
+        self._idle = IdleTimer(config.idle_timeout_s, config.idle_reprompt)
         # Outbound with answering-machine detection: silent until a person is confirmed.
         self._answered = not config.await_answer
         self._transferred_to = ""
@@ -258,7 +257,8 @@ class CallSession:
         if self._started:
             raise RuntimeError("CallSession.run() may only be called once")
         self._started = True
-        self._t0 = self._last_activity = self._clock()
+        self._t0 = self._clock()
+        self._idle.touch(self._t0)
         self._wall0 = datetime.now(UTC)
         if self._recording is not None:
             self._recording.start()
@@ -321,7 +321,7 @@ class CallSession:
                 await self._on_vad(event.event)
             elif isinstance(event, _Dtmf):
                 self._dtmf.press(event.digit, now=self._clock())
-                self._last_activity, self._reprompted = self._clock(), False
+                self._idle.touch(self._clock(), new_turn=True)
                 await self._out.emit({"type": "dtmf", "digit": event.digit})
             elif isinstance(event, _UtteranceDone) and event.task is self._utt_task:
                 await self._finish_utterance(interrupt=False)
@@ -348,7 +348,7 @@ class CallSession:
                         self._call_id, verdict, extra=self._log_extra)  # fmt: skip
             return
         self._answered = True
-        self._last_activity = self._clock()
+        self._idle.touch(self._clock())
         logger.info("call %s: answered by %s", self._call_id, verdict, extra=self._log_extra)
         if verdict != "machine":
             self._greet()
@@ -368,9 +368,7 @@ class CallSession:
 
     async def _on_vad(self, event: TurnEvent) -> None:
         if event.kind not in (TurnEventKind.VOICE_ONSET, TurnEventKind.FALSE_START):
-            self._last_activity = self._clock()
-        if event.kind is TurnEventKind.TURN_ENDED:
-            self._reprompted = False
+            self._idle.touch(self._clock(), new_turn=event.kind is TurnEventKind.TURN_ENDED)
         if await self._listener.on_vad(event, self._utt):
             await self._finish_utterance(interrupt=True)
         self._answer_pending()
@@ -385,21 +383,17 @@ class CallSession:
     def _next_deadline(self) -> float:
         deadlines = [self._t0 + self._config.max_call_seconds, self._clock() + 1.0]
         if self._idle_counting():
-            deadlines.append(self._last_activity + self._config.idle_timeout_s)
+            deadlines.append(self._idle.deadline)
         if self._dtmf.deadline is not None:
             deadlines.append(self._dtmf.deadline)
-        if self._utt is not None and self._utt_task is not None and self._watched(self._utt):
-            deadlines.append(self._utt.progress_at + self._watchdog_s())
+        if self._utt is not None and self._utt_task is not None:
+            if (stuck_at := self._watchdog.deadline(self._utt)) is not None:
+                deadlines.append(stuck_at)
         if (eot := self._listener.deadline()) is not None:
             deadlines.append(eot)
         if not self._answered:
             deadlines.append(self._t0 + self._config.answer_wait_s)
         return min(deadlines)
-
-    def _watched(self, utt: Utterance) -> bool:
-        """The watchdog skips a reply held for the caller's next words or paused by them,
-        and one waiting for its tools (each bounded by its own timeout)."""
-        return utt.phase not in ("held", "tool") and not self._playout.paused
 
     def _idle_counting(self) -> bool:
         return (
@@ -420,8 +414,8 @@ class CallSession:
         elif self._listener.poll():
             self._answer_pending()
         elif self._utt is not None and self._utt_task is not None:
-            if self._watched(self._utt) and now >= self._utt.progress_at + self._watchdog_s():
-                await self._utterance_stalled(self._utt)
+            if stall := self._watchdog.stall(self._utt, now):
+                await self._utterance_stalled(self._utt, stall)
         elif self._answered and not self._listener.turns.user_speaking and self._dtmf.due(now):
             self._start_utterance(
                 "reply",
@@ -429,22 +423,14 @@ class CallSession:
                     audio=b"", started_at=now, speech_end_at=None, eot=EotDecision(reason="dtmf")
                 ),
             )
-        elif self._idle_counting() and now >= self._last_activity + cfg.idle_timeout_s:
-            if not self._reprompted and cfg.idle_reprompt:
-                self._reprompted = True
+        elif self._idle_counting() and (silence := self._idle.due(now)):
+            if silence == "reprompt":
                 logger.info("call %s: idle, reprompting", self._call_id, extra=self._log_extra)
                 self._start_utterance("reprompt", text=cfg.idle_reprompt)
             else:
                 self._end(EndReason.IDLE_TIMEOUT, say=cfg.goodbye_message)
 
-    def _watchdog_s(self) -> float:
-        budgets = (self._pipeline.step_budget_s(role) for role in ("stt", "llm", "tts"))
-        return max(budgets) + self.WATCHDOG_MARGIN_S
-
-    async def _utterance_stalled(self, utt: Utterance) -> None:
-        stalled_s = self._clock() - utt.progress_at
-        where = "before its first audio" if utt.first_frame_at is None else "mid-utterance"
-        error = f"reply stalled in {utt.phase} {where} for {stalled_s:.1f}s"
+    async def _utterance_stalled(self, utt: Utterance, error: str) -> None:
         role = utt.phase if utt.phase in ("stt", "llm") else "tts"
         local = self._pipeline.runs_locally(role)
         self._apply(ending_for_stall(error, local=local, config=self._config))
@@ -514,7 +500,7 @@ class CallSession:
                            utt.user_sequence, reason, extra=self._log_extra)  # fmt: skip
             self._transcript.unanswered(utt.user_sequence, reason)
         if self._end_reason is None:
-            self._last_activity = self._clock()
+            self._idle.touch(self._clock())
             await self._out.set_state("listening")
             self._listener.utterance_ended(dropped_turn=utt.turn if merged else None)
             if notice:
