@@ -170,9 +170,7 @@ class InboundCleaner:
         if cls is None:
             return
         try:
-            self._processor = cls(
-                sample_rate=INPUT_SAMPLE_RATE, noise_suppression=True, **self._options
-            )
+            self._processor = self._build()
         except Exception:  # a bad build must not stop calls
             # The same failure would repeat for every call: say it once, and run uncleaned.
             _log_once(
@@ -199,6 +197,8 @@ class InboundCleaner:
         del self._held[:whole]
         if self.gate is None:
             return self._suppress(frames)
+        if self.gate.settled:  # on for good: no levels to measure on the hot path
+            return self._through(frames, True)
         rows = np.frombuffer(frames, "<i2").reshape(-1, FRAME_SAMPLES).astype(np.float32)
         levels = np.sqrt(np.einsum("ij,ij->i", rows, rows) / FRAME_SAMPLES).tolist()
         gate, out, start = self.gate, [], 0
@@ -235,20 +235,23 @@ class InboundCleaner:
         # empty delay line, are the raw samples that precede these frames.
         self._stale = False
         try:
-            self._processor = _processor_class()(
-                sample_rate=INPUT_SAMPLE_RATE, noise_suppression=True, **self._options
-            )
+            self._processor = self._build()
         except Exception:  # a bad build must not stop calls
-            logger.warning(
-                "call %s: noise suppression failed to restart, off for this call",
-                self._call_id,
-                exc_info=True,
-                extra={"call_id": self._call_id},
-            )
-            self._processor = None
+            self._give_up("failed to restart")
             return held[: len(frames)]
         cleaned = self._suppress(frames)
         return held[:NS_DELAY_BYTES] + cleaned[NS_DELAY_BYTES:]
+
+    def _build(self) -> Any:
+        return _processor_class()(
+            sample_rate=INPUT_SAMPLE_RATE, noise_suppression=True, **self._options
+        )
+
+    def _give_up(self, what: str) -> None:
+        """Off for the rest of the call (logged with the exception being handled)."""
+        logger.warning("call %s: noise suppression %s, off for this call", self._call_id, what,
+                       exc_info=True, extra={"call_id": self._call_id})  # fmt: skip
+        self._processor = None
 
     def _suppress(self, frames: bytes) -> bytes:
         """Whole 10 ms frames through the suppressor."""
@@ -267,13 +270,7 @@ class InboundCleaner:
         try:
             out = self._processor.process(rows.ravel())
         except Exception:  # the caller's audio matters more than its cleaning
-            logger.warning(
-                "call %s: noise suppression failed, off for this call",
-                self._call_id,
-                exc_info=True,
-                extra={"call_id": self._call_id},
-            )
-            self._processor = None
+            self._give_up("failed")
             return frames
         if any_silent:
             out = out.reshape(-1, FRAME_SAMPLES)

@@ -64,7 +64,7 @@ from orchestrator.engines.chatml import (  # noqa: F401 (kept importable from he
     split_example,
 )
 from orchestrator.engines.local_tools import json_grammar as _json_grammar
-from orchestrator.engines.local_tools import stream_calls
+from orchestrator.engines.local_tools import stream_calls, stream_completion
 from orchestrator.engines.pico import PICO2WAVE, pico_command, pico_language, pico_pcm
 
 log = logging.getLogger(__name__)
@@ -812,14 +812,7 @@ def _complete(
     completion = model.create_completion(
         prompt, max_tokens=max_tokens, temperature=temperature, stop=stops, stream=True
     )
-    try:
-        for chunk in completion:
-            if stop.is_set():
-                return
-            if text := chunk["choices"][0]["text"]:
-                emit(text)
-    finally:
-        completion.close()
+    stream_completion(completion, emit, stop)
 
 
 # --- structured output (post-call extraction) --------------------------------------------

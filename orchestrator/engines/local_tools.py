@@ -321,6 +321,19 @@ def _say_value_at(raw: str) -> tuple[int, int] | None:
     return None
 
 
+def stream_completion(completion: Any, emit: Callable[[str], None], stop: threading.Event) -> None:
+    """A streamed llama.cpp completion's text to ``emit``, stopping between tokens once
+    ``stop`` is set (barge-in, timeout); the generator is closed either way."""
+    try:
+        for chunk in completion:
+            if stop.is_set():
+                return
+            if text := chunk["choices"][0]["text"]:
+                emit(text)
+    finally:
+        completion.close()
+
+
 def complete_by_grammar(
     model: Any,
     emit: Callable[[str], None],
@@ -338,14 +351,7 @@ def complete_by_grammar(
     completion = model.create_completion(
         prompt, max_tokens=max_tokens, temperature=temperature, grammar=grammar, stream=True
     )
-    try:
-        for chunk in completion:
-            if stop.is_set():
-                return
-            if text := chunk["choices"][0]["text"]:
-                emit(text)
-    finally:
-        completion.close()
+    stream_completion(completion, emit, stop)
 
 
 async def stream_calls(
