@@ -19,7 +19,8 @@ DEMO_FLOW_EN: dict[str, Any] = {  # (the Spanish one is derived from it below)
     "global_transitions": [
         {
             "name": "speak_to_person",
-            "description": "The caller asks to speak to a person, a manager or the staff.",
+            "description": "The caller asks to speak or talk to a person, a human, a manager or "
+            "the staff.",
             "schema": NOTHING,
             "target": "transfer",
         }
@@ -32,7 +33,7 @@ DEMO_FLOW_EN: dict[str, Any] = {  # (the Spanish one is derived from it below)
             "transitions": [
                 {
                     "name": "wants_booking",
-                    "description": "The caller wants to book a table.",
+                    "description": "The caller wants to book or reserve a table.",
                     "schema": NOTHING,
                     "target": "collect",
                 }
@@ -136,18 +137,34 @@ _ES_TASKS = {
     "y llama a end_call en la misma respuesta.",
 }
 _ES_TRANSFER_LINE = "Le paso con una persona. Un momento, por favor."
+# Transition descriptions in Spanish, by name: the LLM reads them to decide, and the local
+# model's guide (orchestrator/flows/guide.py) matches the caller's words against them.
+_ES_DESCRIPTIONS = {
+    "speak_to_person": "Pide hablar con una persona, un humano, el encargado o el personal.",
+    "wants_booking": "Quiere reservar una mesa o hacer una reserva.",
+    "set_booking_details": "Se conocen los cuatro datos de la reserva.",
+    "confirmed": "Ha dicho que la reserva es correcta.",
+    "change_details": "Quiere cambiar algún dato.",
+    "booked": "demo_booking ha confirmado la reserva.",
+}
 
 
 def _spanish(flow: dict[str, Any]) -> dict[str, Any]:
+    def described(transitions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**t, "description": _ES_DESCRIPTIONS.get(t["name"], t["description"])}
+                for t in transitions]  # fmt: skip
+
     nodes = []
     for node in flow["nodes"]:
         node = {**node}
+        if "transitions" in node:
+            node["transitions"] = described(node["transitions"])
         if node["name"] in _ES_TASKS:
             node["task"] = _ES_TASKS[node["name"]]
         if node["name"] == "transfer":
             node["on_enter"] = [{"say": _ES_TRANSFER_LINE}, {"transfer": "Recepción"}]
         nodes.append(node)
-    return {**flow, "nodes": nodes}
+    return {**flow, "nodes": nodes, "global_transitions": described(flow["global_transitions"])}
 
 
 DEMO_FLOW_ES: dict[str, Any] = _spanish(DEMO_FLOW_EN)

@@ -10,7 +10,7 @@ Without either, offline (``EXTRACTION_OFFLINE_ENGINE``):
   template) writes JSON under a grammar built from the schema, so the answer always
   parses; two example exchanges in the call's language (es/en) keep the summary in that
   language. The small model can get facts wrong, so explicit
-  booking phrasings found by ``calls/extraction_rules.py`` override its party size, time
+  booking phrasings found by ``orchestrator/caller_facts.py`` override its party size, time
   and name, and a summary not in the call's language is replaced by a template. The
   result says where each field came from (``"_sources"``). If the model fails or runs out
   of time, the heuristic below is used and the reason logged and stored.
@@ -30,9 +30,10 @@ from typing import Any
 import jsonschema
 from django.conf import settings
 
-from calls import extraction_rules, selectors
+from calls import selectors
 from calls.models import Call, ExtractionStatus
 from calls.services import call_set_extraction
+from orchestrator import caller_facts
 from orchestrator.config import EngineSpec
 from orchestrator.engines import EngineError
 from orchestrator.engines._pcm import language_code
@@ -191,9 +192,9 @@ def heuristic_extraction(call: Call, schema: dict[str, Any]) -> dict[str, Any]:
     for name in schema["properties"]:
         result.setdefault(name, None)
     sources = dict.fromkeys(result, "heuristic")
-    facts = extraction_rules.booking_facts(user_text)
+    facts = caller_facts.booking_facts(user_text)
     for name, prop in schema["properties"].items():
-        fact = extraction_rules.fact_for_field(facts, name, prop)
+        fact = caller_facts.fact_for_field(facts, name, prop)
         if fact is not None and name not in BASE_SCHEMA["properties"]:
             result[name], sources[name] = fact, "rules"
     result["engine"] = "offline-heuristic"
@@ -245,7 +246,7 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
                     ("assistant", "Yes, from seven to eleven."),
                     ("user", "Great, thanks. Bye."),
                 ],
-                "facts": extraction_rules.BookingFacts(),
+                "facts": caller_facts.BookingFacts(),
                 "answer": {
                     "summary": "The caller asked whether the restaurant opens on Sunday "
                     "evening and was told from seven to eleven.",
@@ -262,7 +263,7 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
                     ("user", "Nine pm, please. My name is Maria Lopez."),
                     ("assistant", "Done, see you on Saturday."),
                 ],
-                "facts": extraction_rules.BookingFacts(2, "Saturday 21:00", "Maria Lopez"),
+                "facts": caller_facts.BookingFacts(2, "Saturday 21:00", "Maria Lopez"),
                 "answer": {
                     "summary": "Maria Lopez booked a table for two on Saturday at 9 pm.",
                     "intent": "book_table",
@@ -288,7 +289,7 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
                     ("assistant", "Sí, de siete a once."),
                     ("user", "Perfecto, gracias. Adiós."),
                 ],
-                "facts": extraction_rules.BookingFacts(),
+                "facts": caller_facts.BookingFacts(),
                 "answer": {
                     "summary": "El cliente preguntó si el restaurante abre el domingo por la "
                     "noche y se le dijo que de siete a once.",
@@ -305,7 +306,7 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
                     ("user", "A las nueve de la noche. Me llamo María López."),
                     ("assistant", "Hecho, les esperamos el sábado."),
                 ],
-                "facts": extraction_rules.BookingFacts(2, "sábado 21:00", "María López"),
+                "facts": caller_facts.BookingFacts(2, "sábado 21:00", "María López"),
                 "answer": {
                     "summary": "María López ha reservado una mesa para dos el sábado a las "
                     "nueve de la noche.",
@@ -393,7 +394,7 @@ def _example_answer(shot: dict[str, Any], schema: dict[str, Any]) -> dict[str, A
         if name in shot["answer"]:
             answer[name] = shot["answer"][name]
         else:
-            answer[name] = extraction_rules.fact_for_field(shot["facts"], name, prop)
+            answer[name] = caller_facts.fact_for_field(shot["facts"], name, prop)
     return answer
 
 
@@ -463,15 +464,15 @@ def local_llm_extraction(call: Call, schema: dict[str, Any], *, timeout_s: float
             data[name] = " ".join(value.split())
     sources = dict.fromkeys(schema["properties"], "llm")
     caller_text = " ".join(text for role, text in turns if role == "user")
-    facts = extraction_rules.booking_facts(caller_text)
+    facts = caller_facts.booking_facts(caller_text)
     for name, prop in schema["properties"].items():
-        kind = extraction_rules.field_kind(name, prop)
+        kind = caller_facts.field_kind(name, prop)
         if kind is None or name in BASE_SCHEMA["properties"]:
             continue
         fact = getattr(facts, kind)
         if fact is not None:
             data[name], sources[name] = fact, "rules"
-        elif data.get(name) is not None and not extraction_rules.grounded(
+        elif data.get(name) is not None and not caller_facts.grounded(
             kind, data[name], " ".join(text for _role, text in turns)
         ):
             # Not said in the call: copied from the example or made up. A field that may
@@ -496,7 +497,7 @@ def _template_summary(data: dict[str, Any], schema: dict[str, Any], lang: str) -
     intent = str(data.get("intent") or "unknown").replace("_", " ")
     parts = [template["intro"].format(intent=intent)]
     for name, prop in schema["properties"].items():
-        kind = extraction_rules.field_kind(name, prop)
+        kind = caller_facts.field_kind(name, prop)
         if kind and data.get(name) is not None:
             parts.append(template[kind].format(value=data[name]))
     return " ".join(parts)

@@ -353,11 +353,12 @@ class ReplyPipeline:
             spoke = False
             # The last round offers no tools: the LLM must answer in words. (Asked each
             # round: with a flow, the node and so its tools may have changed.)
-            offered = self._tools.schemas() if can_call and round_ < rounds else []
+            offered, choice = self._offer(messages) if can_call and round_ < rounds else ([], "")
             moves = self._flow.state.moves if self._flow is not None else 0
             # aclosing: a barge-in closes the inner generators (the LLM stream, the
             # tools) at once, not whenever the garbage collector gets to them.
-            async with aclosing(self._round(utt, messages, offered, calls, text)) as items:
+            round_items = self._round(utt, messages, offered, calls, text, tool_choice=choice)
+            async with aclosing(round_items) as items:
                 async for item in items:
                     spoke = True
                     yield item
@@ -382,6 +383,16 @@ class ReplyPipeline:
                         yield sentence
                 return
 
+    def _offer(self, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+        """The round's tools and ``tool_choice`` ("" = the engine's default). The local
+        model in a flow is guided (flows/guide.py): fewer functions, values pinned, and
+        sometimes a call it must make; every other engine gets the box's tools."""
+        llm = self._engines.llm
+        if self._flow is not None and not supports_tools(llm) and follows_flows(llm):
+            guided = self._flow.guided(messages)
+            return guided.schemas, "required" if guided.required and guided.schemas else ""
+        return self._tools.schemas(), ""
+
     def _closing_line(self, after: AfterReply) -> str:
         """The profile's line for a hang-up or transfer the LLM asked for without words."""
         if isinstance(after, HangUp):
@@ -403,13 +414,16 @@ class ReplyPipeline:
         tools: list[dict[str, Any]],
         calls: list[ToolCall],
         text: list[str],
+        *,
+        tool_choice: str = "",
     ) -> AsyncIterator[str]:
         """One LLM request. A model that botches its tool call (Groq answers 400
         ``tool_use_failed``) gets the round again without tools: the caller hears an
         answer, and a generation fault never counts as a provider failure."""
         yielded = False
+        first = self._llm_round(utt, messages, tools, calls, text, tool_choice=tool_choice)
         try:
-            async with aclosing(self._llm_round(utt, messages, tools, calls, text)) as items:
+            async with aclosing(first) as items:
                 async for item in items:
                     yielded = True
                     yield item
@@ -435,10 +449,14 @@ class ReplyPipeline:
         tools: list[dict[str, Any]],
         calls: list[ToolCall],
         text: list[str],
+        *,
+        tool_choice: str = "",
     ) -> AsyncIterator[str]:
         """One LLM request: yields sentences, collects tool calls and the raw text."""
         llm = self._engines.llm
         extra: dict[str, Any] = {"tools": tools} if tools else {}
+        if tools and tool_choice:
+            extra["tool_choice"] = tool_choice  # (only a guided grammar engine is given one)
         stream = llm.stream(
             messages,
             temperature=self._config.temperature,

@@ -115,12 +115,14 @@ class FallbackLLM(_Chain):
         temperature: float,
         max_tokens: int,
         tools: list[dict[str, Any]] | None = None,
+        tool_choice: str = "",
     ) -> AsyncIterator[str | ToolCall]:
         def open_stream(engine: object) -> AsyncIterator[str | ToolCall]:
-            calls = getattr(engine, "supports_tools", False) or getattr(
-                engine, "calls_tools_by_grammar", False
-            )
-            extra = {"tools": tools} if tools and calls else {}
+            by_grammar = getattr(engine, "calls_tools_by_grammar", False)
+            calls = getattr(engine, "supports_tools", False) or by_grammar
+            extra: dict[str, Any] = {"tools": tools} if tools and calls else {}
+            if extra and tool_choice and by_grammar:
+                extra["tool_choice"] = tool_choice  # the guide's (reply.py), for grammar only
             return engine.stream(
                 messages, temperature=temperature, max_tokens=max_tokens, **extra
             )

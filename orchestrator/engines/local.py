@@ -752,13 +752,14 @@ class LocalLLM:
         temperature: float,
         max_tokens: int,
         tools: list[dict[str, Any]] | None = None,
+        tool_choice: str = "",
     ) -> AsyncIterator[Any]:
         fallback = FALLBACK_REPLIES.get(language_code(self.language), FALLBACK_REPLIES["en"])
         if tools:
             calls = stream_calls(
                 MODELS[self.model], messages, tools, rule=self._rule(), language=self.language,
                 temperature=temperature, max_tokens=max_tokens, fallback=fallback,
-                queue_timeout_s=self.queue_timeout_s,
+                queue_timeout_s=self.queue_timeout_s, must_call=tool_choice == "required",
             )  # fmt: skip
             async with aclosing(calls) as items:
                 async for item in items:

@@ -73,8 +73,9 @@ INSTRUCTION = {
 FUNCTIONS_HEADER = {"en": "Functions you can call:", "es": "Funciones que puedes llamar:"}
 
 
-def grammar_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
-    """The JSON Schema of one answer when ``tools`` (OpenAI ``tools`` entries) are offered."""
+def grammar_schema(tools: list[dict[str, Any]], *, must_call: bool = False) -> dict[str, Any]:
+    """The JSON Schema of one answer when ``tools`` (OpenAI ``tools`` entries) are offered;
+    with ``must_call`` (OpenAI's ``tool_choice="required"``) "no call" is not an answer."""
     calls = [
         {
             "type": "object",
@@ -97,7 +98,7 @@ def grammar_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
         # of two or three silent rounds on a slow CPU ran past the session's stall
         # watchdog (13 s without audio) and ended the call as busy (measured, 1.5B).
         "properties": {
-            "call": {"anyOf": [{"type": "null"}, *calls]},
+            "call": {"anyOf": calls if must_call else [{"type": "null"}, *calls]},
             "say": {"type": "string", "minLength": 1},
         },
         "required": ["say", "call"],
@@ -144,6 +145,8 @@ def functions_note(tools: list[dict[str, Any]], language: str) -> str:
 
 
 def _type_name(spec: Any) -> str:
+    if isinstance(spec, dict) and "const" in spec:  # pinned by the flow guide (flows/guide.py)
+        return json.dumps(spec["const"], ensure_ascii=False)
     kind = spec.get("type", "string") if isinstance(spec, dict) else "string"
     return "/".join(kind) if isinstance(kind, list) else str(kind)
 
@@ -365,6 +368,7 @@ async def stream_calls(
     max_tokens: int,
     fallback: str,
     queue_timeout_s: float | None,
+    must_call: bool = False,
 ) -> AsyncIterator[str | ToolCall]:
     """One answer by grammar: the words of ``say`` as they are generated, then the
     :class:`ToolCall` if the answer has one. Runs on the model's thread like every other
@@ -374,7 +378,8 @@ async def stream_calls(
     raw = model.iterate(
         complete_by_grammar,
         prompt,
-        json.dumps(grammar_schema(tools), sort_keys=False),  # compiled on the model's thread
+        # (compiled on the model's thread)
+        json.dumps(grammar_schema(tools, must_call=must_call), sort_keys=False),
         temperature,
         max_tokens + CALL_TOKENS,
         queue_timeout_s=queue_timeout_s,
@@ -424,8 +429,9 @@ def grammar_for(schema_json: str) -> Any:
     except EngineError as exc:
         log.warning("local llm: a tool's parameters have no grammar (%s); any object instead",
                     exc)  # fmt: skip
-    for option in schema["properties"]["call"]["anyOf"][1:]:
-        option["properties"]["arguments"] = {"type": "object"}
+    for option in schema["properties"]["call"]["anyOf"]:
+        if "properties" in option:  # (not the null option)
+            option["properties"]["arguments"] = {"type": "object"}
     return json_grammar(schema)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from orchestrator.config import CallConfig
 from orchestrator.engines import Engines, supports_tools
-from orchestrator.flows import demo_booking
+from orchestrator.flows import demo_booking, guide
 from orchestrator.flows.spec import Action, ActionKind, Flow, Node, Transition
 from orchestrator.flows.state import FlowState
 from orchestrator.tools import ToolCall, ToolResult, ToolSpec, ToolStatus, schema_problems
@@ -127,6 +127,19 @@ class FlowToolBox(ToolBox):
                      kind="transition").schema()
             for t in transitions
         ]  # fmt: skip
+
+    def guided(self, messages: list[dict[str, Any]]) -> guide.Offer:
+        """The node's functions for a model that answers by grammar, narrowed to what the
+        caller's words support (flows/guide.py): the local model's way through a flow."""
+        tools, transitions = self._offered()
+        return guide.offer(
+            tools,
+            transitions,
+            global_names={t.name for t in self.state.flow.global_transitions},
+            collected=self.state.values,
+            caller_spoke_in_node=self.state.turns_in_node > 0,
+            messages=messages,
+        )
 
     def messages(self, *, pending_user: str = "", round_text: str = "") -> list[dict[str, Any]]:
         """What the LLM is sent in the current node: its prompt, and the conversation from

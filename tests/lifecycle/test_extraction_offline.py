@@ -15,7 +15,7 @@ import pytest
 from django.utils import timezone
 
 from calls import extraction, inline_tasks, services
-from calls.extraction_rules import BookingFacts, booking_facts, grounded
+from orchestrator.caller_facts import BookingFacts, booking_facts, grounded
 from calls.models import ExtractionStatus
 from orchestrator.engines import EngineError
 
@@ -92,7 +92,10 @@ def _ended_call(profile, turns):
     ],
 )  # fmt: skip
 def test_the_rules_read_explicit_booking_phrasings(said, party, time, name):
-    assert booking_facts(said) == BookingFacts(party_size=party, time=time, name=name)
+    facts = booking_facts(said)
+    assert (facts.party_size, facts.time, facts.name) == (party, time, name)
+    # The day alone is the day word of the time ("Friday" of "Friday 20:00").
+    assert facts.day == (time.rsplit(" ", 1)[0] if time and " " in time else None)
 
 
 def test_a_model_value_the_call_never_mentions_is_not_grounded():

@@ -1,11 +1,13 @@
-"""Deterministic booking facts from the caller's own words: party size, time, name.
+"""Deterministic booking facts from the caller's own words: party size, day, time, name.
 
 The offline extraction's small local LLM writes well-formed JSON but often the wrong
 number or hour (it copies its few-shot example, or turns "eight in the evening" into
 "10:00"). These rules catch only explicit phrasings ("a table for four", "at eight in
 the evening", "8 pm", "a las ocho de la tarde", "my name is John Smith", "me llamo Ana")
 and, where they match, win over the model (calls/extraction.py labels each field's
-source). Anything subtler ("the same as last time", "make it five instead of four" said
+source); the offline flow guide (flows/guide.py) pins a transition's values to them. A
+short answer to the agent's question ("Four." after "How many people?") is read by what
+the question asked (:func:`answer_facts`). Anything subtler ("the same as last time", "make it five instead of four" said
 in another order) is beyond them.
 
 English and Spanish only. Pure functions on text: no Django.
@@ -91,6 +93,7 @@ class BookingFacts:
     party_size: int | None = None
     time: str | None = None  # "Friday 20:00", "20:00", "tomorrow 8:00" (hour as said)
     name: str | None = None
+    day: str | None = None  # the last day word, as said ("Friday", "mañana")
 
 
 def _fold(text: str) -> str:
@@ -138,10 +141,11 @@ def _clock(match: re.Match[str]) -> str | None:
     return f"{hour}:{minutes:02d}"
 
 
-def booking_time(text: str) -> str | None:
+def booking_time(text: str, *, with_day: bool = True) -> str | None:
     """The last explicit clock time in ``text``: 24 h when am/pm/evening says which half
     of the day ("8 pm" -> "20:00"), else as said ("at eight" -> "8:00"); prefixed with the
-    last day word as the caller said it ("Friday 20:00", "viernes 20:30")."""
+    last day word as the caller said it ("Friday 20:00", "viernes 20:30") unless
+    ``with_day`` is false (a schema with a field of its own for the day)."""
     folded = _fold(text)
     matches = [
         (rank, match) for rank, pattern in enumerate(_TIMES) for match in pattern.finditer(folded)
@@ -159,9 +163,14 @@ def booking_time(text: str) -> str | None:
     ]
     if not kept:
         return None
-    days = [m.group(0) for m in _DAY.finditer(folded)]
-    day = _day_as_said(text, days[-1]) if days else ""
-    return f"{day} {max(kept)[1]}".strip()
+    day = booking_day(text) if with_day else None
+    return f"{day or ''} {max(kept)[1]}".strip()
+
+
+def booking_day(text: str) -> str | None:
+    """The last day word in ``text`` as the caller said it ("Friday", "mañana")."""
+    days = [m.group(0) for m in _DAY.finditer(_fold(text))]
+    return _day_as_said(text, days[-1]) if days else None
 
 
 def _day_as_said(text: str, folded_day: str) -> str:
@@ -192,11 +201,64 @@ def booking_facts(caller_text: str) -> BookingFacts:
         party_size=party_size(caller_text),
         time=booking_time(caller_text),
         name=customer_name(caller_text),
+        day=booking_day(caller_text),
     )
+
+
+# What the agent's question asks for, by its words (en, es): a short answer is read so.
+_ASKS = (
+    ("party_size", re.compile(r"how many|people|guests|party|personas|cuant[oa]s|comensales")),
+    ("name", re.compile(r"\bname\b|nombre|\bllama|who is|a quien")),
+    ("time", re.compile(r"what time|which time|\btime\b|\bhora\b|a que hora")),
+    ("day", re.compile(r"which day|what day|\bday\b|\bdate\b|\bwhen\b|que dia|\bdia\b|cuando")),
+)
+SHORT_ANSWER_WORDS = 5
+_FILLER = {
+    "it's", "its", "it", "is", "that's", "thats", "for", "at", "on", "the", "just", "um", "uh",
+    "oh", "well", "es", "para", "somos", "el", "pues", "a", "las", "la", "of", "us",
+}  # fmt: skip
+
+
+def answer_facts(question: str, answer: str) -> dict[str, Any]:
+    """Facts of a short ``answer`` (≤ 5 words) read by what ``question`` asked: "Four." to
+    "How many people?" is a party of four, "Lola." to "What name…?" is the name, "Nine."
+    to "What time?" is 9:00. A question asking several things is read in its own order,
+    the first that fits wins. Empty when nothing fits."""
+    words = [w for w in re.findall(r"[\w'-]+", answer) if _fold(w) not in _FILLER]
+    if not words or len(answer.split()) > SHORT_ANSWER_WORDS:
+        return {}
+    folded_question = _fold(question)
+    asked = sorted(
+        (match.start(), kind)
+        for kind, pattern in _ASKS
+        if (match := pattern.search(folded_question))
+    )
+    numbers = [n for w in words if (n := _number(w)) is not None]
+    for _, kind in asked:
+        if fact := _short_answer(kind, answer, words, numbers):
+            return fact
+    return {}
+
+
+def _short_answer(kind: str, answer: str, words: list[str], numbers: list[int]) -> dict[str, Any]:
+    if kind == "party_size" and len(numbers) == 1 and 1 <= numbers[0] <= 30:
+        return {"party_size": numbers[0]}
+    if kind == "time" and numbers and numbers[0] <= 23:
+        return {"time": booking_time(answer, with_day=False) or f"{numbers[0]}:00"}
+    if kind == "day" and (day := booking_day(answer)):
+        return {"day": day}
+    if kind == "name" and not numbers and len(words) <= 3 and not booking_day(answer):
+        if name := customer_name(answer):
+            return {"name": name}
+        kept = [w for w in words if _fold(w) not in _NOT_NAMES]
+        if kept and len(kept) == len(words):
+            return {"name": " ".join(w[:1].upper() + w[1:] for w in kept)}
+    return {}
 
 
 # Which profile field each fact fills, by the field's name and JSON type.
 _FIELD_KINDS = (
+    ("day", re.compile(r"^(?:day|dia|weekday|booking_day|dia_reserva)$", re.I), "string"),
     ("party_size", re.compile(r"party|people|guests|persons|personas|comensales|pax", re.I),
      "integer"),
     ("time", re.compile(r"time|hora|when|date|fecha|slot", re.I), "string"),
@@ -205,7 +267,8 @@ _FIELD_KINDS = (
 
 
 def field_kind(name: str, prop: dict[str, Any]) -> str | None:
-    """Which fact fills the schema field ``name``: "party_size", "time", "name" or None."""
+    """Which fact fills the schema field ``name``: "party_size", "day", "time", "name" or
+    None."""
     declared = prop.get("type")
     types = set(declared) if isinstance(declared, list) else {declared}
     for kind, pattern, json_type in _FIELD_KINDS:
@@ -231,6 +294,9 @@ def grounded(kind: str, value: Any, transcript: str) -> bool:
     if kind == "name":
         words = _fold(str(value)).split()
         return bool(words) and all(re.search(rf"\b{re.escape(w)}\b", folded) for w in words)
+    if kind == "day":
+        day = _fold(str(value)).strip()
+        return bool(day) and re.search(rf"\b{re.escape(day)}\b", folded) is not None
     if kind == "party_size":
         numbers = [value] if isinstance(value, int) else []
     else:

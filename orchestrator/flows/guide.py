@@ -1,0 +1,273 @@
+"""The local model's guide through a flow: what it may call this round, with which values,
+and whether it must call something.
+
+The offline models answer by grammar (engines/local_tools.py), so every answer is a
+well-formed call, but a 0.5B or 1.5B model picks the *wrong* one: measured on the demo
+flow (docs/flows.md), 0 of 8 scripted calls completed a booking: "speak to a person"
+taken unasked, ``confirmed`` before the caller heard the read-back, the booking tool
+skipped and a reference made up. The guide narrows the grammar to what the caller's own
+words support, and the model writes the words:
+
+1. **Values.** A parameter of a known kind (``caller_facts.field_kind``: party size, day,
+   time, name) is pinned (``const``) to what the caller said — the last mention wins, and
+   a short answer ("Four.") is read by the question it answers — else to a value a tool
+   returned in this reply (the booking reference), else to one the flow collected. A
+   function missing a *required* value of a known kind is not offered: the model asks.
+2. **Intents.** A transition without parameters ("wants_booking", "confirmed") is offered
+   only once the caller has spoken in the node, and only when their last words show it:
+   a word shared with its name or description (stems of 4 letters, common words aside;
+   two words for a global transition, which every node offers), or a yes / no where it is
+   about confirming / changing.
+3. **Must call.** The grammar drops "no call" when a function has every value pinned and
+   was not called with them yet in this reply (the transition that collected everything,
+   the booking tool with the collected values, ``booked`` with its reference); else when
+   exactly one intent is shown; else ``end_call`` in a node with nothing else to do.
+
+Only for a model that answers by grammar: a cloud model with tool calling is offered the
+node's functions as they are (flows/toolbox.py). Plain data in, plain data out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator import caller_facts
+from orchestrator.flows.spec import Transition
+from orchestrator.tools import ToolSpec
+
+END_CALL = "end_call"
+STEM = 4
+# Words of a description that say nothing about what the caller wants.
+_COMMON = {
+    "the", "caller", "callers", "asks", "ask", "wants", "want", "said", "says", "say",
+    "that", "this", "with", "from", "into", "about", "would", "like", "something", "someone",
+    "some", "them", "they", "their", "there", "when", "what", "which", "have", "has", "been",
+    "will", "shall", "should", "could", "other", "else", "more", "also", "just", "then",
+    "quiere", "pide", "dice", "dicho", "algo", "alguien", "para", "como", "esta",
+    "este", "todo", "toda", "quien", "cuando", "donde", "llama", "llamada",
+}  # fmt: skip
+# A transition about confirming is shown by a yes, one about changing by a no.
+_ABOUT_YES = re.compile(r"\b(?:confirm\w*|right|correct|yes|agree\w*|ok|okay|correct[oa]|si|"
+                        r"conforme|de acuerdo|vale)\b")  # fmt: skip
+_ABOUT_NO = re.compile(r"\b(?:change\w*|wrong|fix\w*|not right|cambi\w*|mal|incorrect[oa]?|"
+                       r"no)\b")  # fmt: skip
+_YES = {
+    "yes", "yeah", "yep", "yup", "right", "correct", "sure", "perfect", "ok", "okay", "fine",
+    "exactly", "great", "good", "absolutely", "si", "vale", "claro", "correcto", "perfecto",
+    "exacto", "bien", "conforme", "eso",
+}  # fmt: skip
+_NO = {
+    "no", "nope", "wrong", "change", "not", "incorrect", "actually", "instead", "cambiar",
+    "cambia", "mal", "incorrecto", "error", "equivocado",
+}  # fmt: skip
+
+
+@dataclass(slots=True, kw_only=True)
+class Offer:
+    """What one round of a model answering by grammar may do."""
+
+    schemas: list[dict[str, Any]]  # OpenAI ``tools`` entries, values pinned by ``const``
+    required: bool = False  # a call is due: the grammar has no "no call"
+
+
+@dataclass(slots=True, kw_only=True)
+class Conversation:
+    """What the guide reads of the messages the model is about to be sent."""
+
+    # Every caller turn the model sees, oldest first, with the agent's words just before it
+    # (the question a short answer answers).
+    answers: list[tuple[str, str]]
+    tool_values: dict[str, Any]  # what tools returned since the caller last spoke
+    calls: list[tuple[str, dict[str, Any]]]  # (name, arguments) since the caller last spoke
+
+    @property
+    def last_line(self) -> str:
+        return self.answers[-1][1] if self.answers else ""
+
+    @classmethod
+    def of(cls, messages: list[dict[str, Any]]) -> Conversation:
+        answers: list[tuple[str, str]] = []
+        agent = ""
+        tool_values: dict[str, Any] = {}
+        calls: list[tuple[str, dict[str, Any]]] = []
+        for message in messages:
+            role, content = message.get("role"), message.get("content")
+            text = content if isinstance(content, str) else ""
+            if role == "user":
+                answers.append((agent, text))
+                agent, tool_values, calls = "", {}, []
+            elif role == "assistant":
+                agent = text or agent
+                for call in message.get("tool_calls") or ():
+                    fn = call.get("function", {})
+                    calls.append((fn.get("name", ""), _json_object(fn.get("arguments"))))
+            elif role == "tool":
+                tool_values.update(_json_object(text))
+        return cls(answers=answers, tool_values=tool_values, calls=calls)
+
+
+def offer(
+    tools: list[ToolSpec],
+    transitions: tuple[Transition, ...],
+    *,
+    global_names: set[str],
+    collected: dict[str, Any],
+    caller_spoke_in_node: bool,
+    messages: list[dict[str, Any]],
+) -> Offer:
+    """The round's functions for a model answering by grammar (see the module docstring)."""
+    talk = Conversation.of(messages)
+    facts = _facts(talk)
+    ready: list[dict[str, Any]] = []  # every value pinned, not called with them yet
+    offered: list[dict[str, Any]] = []
+    intents: list[dict[str, Any]] = []
+    functions = [(t.name, t.description, t.schema, True) for t in transitions]
+    functions += [(s.name, s.description, s.parameters, False) for s in tools]
+    for name, description, schema, is_transition in functions:
+        properties = (schema or {}).get("properties") or {}
+        if not properties:
+            if not is_transition:
+                offered.append(_entry(name, description, schema))
+            elif caller_spoke_in_node and _shown(
+                name, description, [talk.last_line], words=2 if name in global_names else 1
+            ):
+                intents.append(_entry(name, description, schema))
+            continue
+        pinned = _pinned(schema, facts=facts, tool_values=talk.tool_values, collected=collected)
+        if pinned is None:
+            continue  # a required value nobody gave: the model asks for it
+        values, entry_schema = pinned
+        entry = _entry(name, description, entry_schema)
+        offered.append(entry)
+        required = set(schema.get("required") or ())
+        if required <= values.keys() and (name, values) not in talk.calls:
+            ready.append(entry)
+    if ready:
+        return Offer(schemas=ready, required=True)
+    if len(intents) == 1:
+        return Offer(schemas=intents, required=True)
+    offered += intents
+    # A node whose only way on is hanging up (global transitions aside): the goodbye.
+    closing = all(t.name in global_names for t in transitions) and [
+        e["function"]["name"] for e in offered
+    ] == [END_CALL]
+    return Offer(schemas=offered, required=closing)
+
+
+def _facts(talk: Conversation) -> dict[str, Any]:
+    """Each kind of fact the caller gave, the latest winning: line by line, an explicit
+    phrasing ("a table for four", "my name is Lola"), then the line as a short answer to
+    the agent's question before it ("Four." to "How many people?")."""
+    facts: dict[str, Any] = {}
+    for question, line in talk.answers:
+        found = caller_facts.booking_facts(line)
+        explicit = {
+            "party_size": found.party_size,
+            "day": found.day,
+            "time": caller_facts.booking_time(line, with_day=False),
+            "name": found.name,
+        }
+        facts.update({kind: value for kind, value in explicit.items() if value is not None})
+        facts.update(caller_facts.answer_facts(question, line))
+    if "time" in facts:  # for a schema without a day field of its own: "Friday 21:00"
+        facts["time_with_day"] = f"{facts.get('day', '')} {facts['time']}".strip()
+    return facts
+
+
+def _pinned(
+    schema: dict[str, Any],
+    *,
+    facts: dict[str, Any],
+    tool_values: dict[str, Any],
+    collected: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The values known for ``schema``'s properties and the schema with them as ``const``;
+    None when a required one of a known kind (or one a tool or the flow could give, by
+    name) is missing."""
+    properties: dict[str, Any] = dict(schema.get("properties") or {})
+    required = set(schema.get("required") or ())
+    values: dict[str, Any] = {}
+    has_day = any(caller_facts.field_kind(n, p) == "day" for n, p in properties.items()
+                  if isinstance(p, dict))  # fmt: skip
+    for name, prop in list(properties.items()):
+        prop = prop if isinstance(prop, dict) else {}
+        kind = caller_facts.field_kind(name, prop)
+        fact_kind = "time_with_day" if kind == "time" and not has_day else kind
+        value = facts.get(fact_kind) if kind else None
+        if value is None:
+            value = tool_values.get(name, collected.get(name))
+        if value is not None and _fits(prop, value):
+            values[name] = value
+            properties[name] = {"const": value}
+        elif name in required and (kind or name in tool_values or name in collected):
+            return None
+    return values, {**schema, "properties": properties}
+
+
+def _fits(prop: dict[str, Any], value: Any) -> bool:
+    """``value`` is of the property's type and in its enum / bounds (else it is not pinned:
+    the schema check tells the model why when it calls)."""
+    kind = prop.get("type")
+    kinds = set(kind) if isinstance(kind, list) else {kind} if kind else set()
+    if kinds and not any(_is_type(value, k) for k in kinds):
+        return False
+    if "enum" in prop and value not in prop["enum"]:
+        return False
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if "minimum" in prop and value < prop["minimum"]:
+            return False
+        if "maximum" in prop and value > prop["maximum"]:
+            return False
+    return True
+
+
+def _is_type(value: Any, kind: str) -> bool:
+    checks = {
+        "string": lambda v: isinstance(v, str),
+        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        "boolean": lambda v: isinstance(v, bool),
+    }
+    return checks.get(kind, lambda v: True)(value)
+
+
+def _shown(name: str, description: str, lines: list[str], *, words: int) -> bool:
+    """The caller's ``lines`` show the intent ``name`` / ``description`` describes."""
+    said = _words(" ".join(lines))
+    if not said:
+        return False
+    about = f"{name.replace('_', ' ')} {description}"
+    folded_about = _fold(about)
+    no = bool(said & _NO)
+    if _ABOUT_NO.search(folded_about) and no:
+        return True
+    if _ABOUT_YES.search(folded_about) and said & _YES and not no:
+        return True
+    stems = {w[:STEM] for w in _words(about) if len(w) >= STEM and w not in _COMMON}
+    heard = {w[:STEM] for w in said if len(w) >= STEM and w not in _COMMON}
+    return len(stems & heard) >= words
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", _fold(text)))
+
+
+def _fold(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def _entry(name: str, description: str, schema: dict[str, Any] | None) -> dict[str, Any]:
+    return ToolSpec(name=name, description=description, parameters=schema or {}).schema()
+
+
+def _json_object(text: Any) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if isinstance(text, str) and text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
