@@ -5,6 +5,7 @@ run batches through :func:`run_and_store`."""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from scenarios.judge import cloud_judge
 from scenarios.local_server import LocalServer
 from scenarios.models import Scenario
 from scenarios.runner import RunResult, Target, run_batch
+from scenarios.telnyx_api import TelnyxRig
 
 
 @dataclass(slots=True, kw_only=True)
@@ -25,11 +27,15 @@ class Batch:
 
 
 def target_for(base_url: str) -> Target:
-    """A running server: signed with this process's Twilio token, over its public URL."""
+    """A running server: signed with this process's Twilio token, over its public URL; its
+    Telnyx calls go through the rig it was configured for (docs/scenarios.md), if any."""
     return Target(
         base_url=base_url,
         auth_token=settings.TWILIO_AUTH_TOKEN,
         public_base_url=settings.PUBLIC_BASE_URL or base_url,
+        # Read here, not in settings.py: the runner's own Telnyx is a test rig of this
+        # command, never configuration of the server.
+        telnyx=TelnyxRig.from_env(os.environ),
     )
 
 

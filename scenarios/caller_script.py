@@ -1,5 +1,6 @@
-"""Plays a scripted caller on a Twilio media socket: each step of the scenario's script,
-with line silence (noise) sent whenever the caller is not speaking, as a phone line does.
+"""Plays a scripted caller on a media socket of any channel (``scenarios/caller_line.py``):
+each step of the scenario's script, with line silence (noise) sent whenever the caller is
+not speaking, as a phone line does.
 
 The caller never decides anything from what the agent says (it cannot hear words); it
 only follows the agent's audio: started speaking, done speaking, hung up.
@@ -22,8 +23,8 @@ from scenarios.spec import (
     WaitForAgent,
     WaitForEnd,
 )
+from scenarios.caller_line import CallerLine, Payload, Reply
 from scenarios.voice import CallerVoice
-from scenarios.wire_client import Reply, TwilioCaller
 
 
 @dataclass(slots=True)
@@ -31,7 +32,7 @@ class ScriptOutcome:
     """What happened on the wire: steps played, who ended the call, and notes for the report."""
 
     steps_done: int = 0
-    hung_up: bool = False  # the caller sent ``stop``
+    hung_up: bool = False  # the caller hung up (``stop``)
     server_closed: str | None = None  # close code and reason, when the server ended the socket
     closed_at_step: int | None = None  # the step that was running when it did
     expected_end: bool = False  # it closed during ``wait_for_end``
@@ -40,7 +41,7 @@ class ScriptOutcome:
 
 
 class ScriptedCaller:
-    def __init__(self, caller: TwilioCaller, voice: CallerVoice, script: list[Step]) -> None:
+    def __init__(self, caller: CallerLine, voice: CallerVoice, script: list[Step]) -> None:
         self.caller = caller
         self.voice = voice
         self.script = script
@@ -117,7 +118,7 @@ class ScriptedCaller:
         )
 
     async def _say(self, step: Say) -> None:
-        frames: list[str] = []
+        frames: list[Payload] = []
         for part in step.parts:
             frames += (
                 await self.voice.speech(part) if isinstance(part, str) else self.voice.pause(part)
@@ -146,7 +147,7 @@ class ScriptedCaller:
         end = await self._send(frames)
         caller.reply = Reply(speech_end=end)
 
-    async def _send(self, frames: list[str]) -> float:
+    async def _send(self, frames: list[Payload]) -> float:
         end = self.caller.loop.time()
         for payload in frames:
             if self.caller.closed is not None:

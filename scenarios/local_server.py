@@ -1,6 +1,7 @@
 """A server for the runner to call when it is given no ``--base-url``: daphne in a
 subprocess on a free loopback port, on this process's database and settings module, with
-a Twilio auth token of its own so the webhooks are signed as in production."""
+a Twilio auth token of its own so the webhooks are signed as in production, and the
+runner's own Telnyx (``scenarios/telnyx_api.py``: its webhook key and Call Control API)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from django.conf import settings
 from django.db import connection
 
 from scenarios.runner import Target
+from scenarios.telnyx_api import TelnyxRig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,6 +44,7 @@ class LocalServer:
             self.port = s.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_hex(16)
+        self.telnyx = TelnyxRig()
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": settings_module
@@ -53,6 +56,7 @@ class LocalServer:
             "TWILIO_AUTH_TOKEN": self.token,
             "TWILIO_ACCOUNT_SID": "",  # never reach the real Twilio REST API from a test call
             "TELEPHONY_ALLOW_UNSIGNED": "false",
+            **self.telnyx.server_env(),
             **(env or {}),
         }
         self.log = Path(tempfile.gettempdir()) / f"voiceapp-scenarios-{self.port}.log"
@@ -60,7 +64,12 @@ class LocalServer:
 
     @property
     def target(self) -> Target:
-        return Target(base_url=self.base_url, auth_token=self.token, public_base_url=self.base_url)
+        return Target(
+            base_url=self.base_url,
+            auth_token=self.token,
+            public_base_url=self.base_url,
+            telnyx=self.telnyx,
+        )
 
     def start(self, timeout_s: float = 300) -> LocalServer:
         """Started and ready (``/health/ready/``: with the preload on, the models are warm)."""

@@ -94,7 +94,7 @@ class PersonaCaller:
 
     async def _next_line(self, llm: Any) -> str:
         stored = await database_sync_to_async(load, thread_sensitive=False)(
-            self.player.caller.call_sid
+            self.player.caller.ref
         )
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": persona_prompt(self.persona)}

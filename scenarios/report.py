@@ -29,11 +29,11 @@ def summary_table(results: list[RunResult]) -> str:
 
 
 def problems(results: list[RunResult]) -> str:
-    """Each failed check and each error, with its evidence, for the reader to act on."""
+    """Each failed check, each error and each skip's reason, for the reader to act on."""
     out = []
     for result in results:
-        if result.status == "error":
-            out.append(f"{as_row(result)['scenario']}: ERROR {result.error}")
+        if result.status in ("error", "skipped"):
+            out.append(f"{as_row(result)['scenario']}: {result.status.upper()} {result.error}")
         for check in result.failed_checks:
             out.append(f"{as_row(result)['scenario']}: FAILED {check.check}: {check.message}")
             if check.evidence:

@@ -1,5 +1,7 @@
-"""Runs scenarios as real calls: for each one, the signed Twilio voice webhook, the media
-socket driven by the scripted caller, then the checks on the call as the server stored it.
+"""Runs scenarios as real calls: for each one, the call placed on its channel as that
+channel's callers place it (``scenarios/dialing.py``: Twilio, Telnyx or the browser
+simulator), the media socket driven by the scripted caller, then the checks on the call as
+the server stored it.
 
     results = await run_batch(jobs, target, repeat=2, parallel=3, on_result=print)
 
@@ -15,36 +17,31 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from channels.db import database_sync_to_async
-from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
 from orchestrator.contracts import EndReason
 from orchestrator.engines import EngineError
-from scenarios.assertions import FAILED, CheckResult, Judge, evaluate
+from scenarios.assertions import FAILED, Judge, evaluate
+from scenarios.caller_line import CallRef
 from scenarios.caller_script import ScriptedCaller, ScriptOutcome
+from scenarios.dialing import NotPlaceable, dial
+# The batch's data types live in jobs.py (services reads them without the runner); they
+# are this module's API too.
+from scenarios.jobs import Job, RunResult, Target  # noqa: F401 - re-exported
 from scenarios.persona import PersonaCaller
-from scenarios.spec import OverAgent, Say, ScenarioSpec
+from scenarios.spec import OverAgent, Say
 from scenarios.stored_call import StoredCall, load, wait_until_finished
-from scenarios.voice import CallerVoice
-from scenarios.wire_client import (
-    VOICE_PATH,
-    CallResult,
-    TwilioCaller,
-    caller_form,
-    parse_twiml,
-    post_voice_webhook,
-    reachable_stream_url,
-)
+from scenarios.telnyx_api import TelnyxRig
+from scenarios.voice import LINE_FORMATS, CallerVoice
 
 logger = logging.getLogger(__name__)
-PASSED, ERROR = "passed", "error"
+PASSED, ERROR, SKIPPED = "passed", "error", "skipped"
 # The server ending the call itself is part of a conversation, not a crash.
 SERVER_ENDINGS = {
     EndReason.AGENT_HANGUP,
@@ -55,54 +52,7 @@ SERVER_ENDINGS = {
 STORED_WAIT_S = 20.0  # the call record ends within moments of the socket closing
 BUSY_PAUSE_S = 5.0  # before placing a call again that the server ended as busy
 EXTRACTION_WAIT_S = 90.0  # the offline LLM's post-call analysis takes seconds of CPU
-
-
-@dataclass(slots=True, kw_only=True)
-class Target:
-    """Where calls go. ``public_base_url`` is the URL Twilio would sign (the server's
-    ``PUBLIC_BASE_URL``); it differs from ``base_url`` behind a tunnel or proxy."""
-
-    base_url: str
-    auth_token: str
-    public_base_url: str = ""
-
-    def voice_urls(self, profile: str) -> tuple[str, str]:
-        path = f"{VOICE_PATH}?profile={profile}"
-        return self.base_url.rstrip("/") + path, (self.public_base_url or self.base_url).rstrip(
-            "/"
-        ) + path
-
-
-@dataclass(slots=True, kw_only=True)
-class Job:
-    spec: ScenarioSpec
-    language: str  # the profile's, for the caller's voice
-    scenario_id: int | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.spec.profile}/{self.spec.slug}"
-
-
-@dataclass(slots=True, kw_only=True)
-class RunResult:
-    label: str
-    scenario_id: int | None
-    repeat_index: int
-    status: str  # passed | failed | error | skipped
-    started_at: datetime
-    checks: list[CheckResult] = field(default_factory=list)
-    error: str = ""
-    notes: list[str] = field(default_factory=list)
-    call_id: str | None = None
-    call_sid: str = ""
-    duration_s: float = 0.0
-    call_duration_s: float | None = None
-    busy: bool = False  # the server ended the call as overloaded: not the agent's behaviour
-
-    @property
-    def failed_checks(self) -> list[CheckResult]:
-        return [c for c in self.checks if c.status == FAILED]
+CARRIER_ID_PREFIXES = {"twilio": "CA", "telnyx": "v3:"}  # CallSid, call_control_id
 
 
 async def run_batch(
@@ -123,7 +73,7 @@ async def run_batch(
     await warm_voices(jobs)
     gate = asyncio.Semaphore(max(1, parallel))
     limits = httpx.Limits(max_connections=max(4, parallel * 2))
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+    async with httpx.AsyncClient(timeout=30, limits=limits) as http, _serving(target.telnyx):
 
         async def one(job: Job, index: int) -> RunResult:
             async with gate:
@@ -156,6 +106,19 @@ async def run_batch(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def _serving(rig: TelnyxRig | None) -> AsyncIterator[None]:
+    """The runner's Telnyx Call Control API, served for the batch."""
+    if rig is None:
+        yield
+        return
+    await rig.start()
+    try:
+        yield
+    finally:
+        await rig.close()
 
 
 async def _run_with_retries(
@@ -200,7 +163,12 @@ async def _speak_all(job: Job, voice: CallerVoice) -> None:
 
 def _voice(job: Job) -> CallerVoice:
     spec = job.spec
-    return CallerVoice(language=job.language, voice=spec.voice, noise_dbfs=spec.line_noise_dbfs)
+    return CallerVoice(
+        language=job.language,
+        voice=spec.voice,
+        noise_dbfs=spec.line_noise_dbfs,
+        line=LINE_FORMATS[spec.channel],
+    )
 
 
 async def run_scenario(
@@ -213,18 +181,27 @@ async def run_scenario(
 ) -> RunResult:
     spec = job.spec
     started, clock = datetime.now(UTC), time.monotonic()
+    # The carrier's id for the call, made up as the carrier would (the simulator names its
+    # calls itself: the caller learns the id from the socket).
+    prefix = CARRIER_ID_PREFIXES.get(spec.channel)
+    ref = CallRef(
+        channel=spec.channel, external_id="" if prefix is None else prefix + uuid.uuid4().hex
+    )
     result = RunResult(
         label=job.label,
         scenario_id=job.scenario_id,
         repeat_index=repeat_index,
         status=ERROR,
         started_at=started,
-        call_sid="CA" + uuid.uuid4().hex,
+        call_sid=ref.external_id,
     )
     outcome: ScriptOutcome | None = None
     try:
         async with asyncio.timeout(spec.timeout_s):
-            outcome = await _place_call(job, target, http, result.call_sid)
+            outcome = await _place_call(job, target, http, ref)
+    except NotPlaceable as exc:
+        result.status, result.error = SKIPPED, str(exc)
+        return result
     except TimeoutError:
         result.error = f"the scenario did not finish within timeout_s={spec.timeout_s:g} s"
     except (
@@ -239,15 +216,12 @@ async def run_scenario(
         result.error = f"{type(exc).__name__}: {exc}"
     if outcome is not None:
         result.notes = outcome.notes
-    if (
-        outcome is None
-        and await database_sync_to_async(load, thread_sensitive=False)(result.call_sid) is None
-    ):
+    if outcome is None and await database_sync_to_async(load, thread_sensitive=False)(ref) is None:
         result.duration_s = time.monotonic() - clock  # never placed: nothing stored to wait for
         return result
     need_extraction = any(c.kind == "extraction" for c in spec.checks)
     stored = await wait_until_finished(
-        result.call_sid,
+        ref,
         extraction=need_extraction,
         timeout_s=EXTRACTION_WAIT_S if need_extraction else STORED_WAIT_S,
     )
@@ -255,6 +229,7 @@ async def run_scenario(
     result.busy = stored is not None and stored.end_reason == EndReason.BUSY
     if stored is not None:
         result.call_id = stored.id
+        result.call_sid = stored.external_id
         result.call_duration_s = stored.duration_s
         if not result.error:
             result.checks = await evaluate(spec.checks, stored, judge=judge)
@@ -265,55 +240,23 @@ async def run_scenario(
 
 
 async def _place_call(
-    job: Job, target: Target, http: httpx.AsyncClient, call_sid: str
+    job: Job, target: Target, http: httpx.AsyncClient, ref: CallRef
 ) -> ScriptOutcome:
     spec = job.spec
     # The voice first: a missing TTS fails here, before a call is placed for nothing.
     voice = _voice(job)
     await _speak_all(job, voice)
-    url, signed_url = target.voice_urls(spec.profile)
-    form = caller_form(call_sid, from_number="+15550100" + f"{hash(call_sid) % 1000:03d}")
-    try:
-        twiml = await post_voice_webhook(
-            http, url=url, form=form, auth_token=target.auth_token, signed_url=signed_url
-        )
-        stream_url, parameters = parse_twiml(twiml)
-    except (httpx.HTTPError, RuntimeError, ValueError) as exc:
-        raise RuntimeError(f"voice webhook: {exc}") from exc
-    ws = await connect(
-        reachable_stream_url(stream_url, target.base_url),
-        compression=None,
-        open_timeout=15,
-        ping_interval=None,
-        max_size=2**20,
-    )
-    caller = TwilioCaller(
-        ws, stream_sid="MZ" + uuid.uuid4().hex, call_sid=call_sid, result=CallResult()
-    )
-    receiver = asyncio.create_task(caller.receive(), name=f"scenario-receive-{call_sid}")
-    try:
-        await caller.open(parameters)
+    async with dial(spec, target, http, ref) as caller:
         player = ScriptedCaller(caller, voice, spec.script)
         if spec.persona is not None:
-            persona = PersonaCaller(player, spec.persona, language=job.language)
-            outcome = await persona.run()
-        else:
-            outcome = await player.run()
-        # The server closes after ``stop``; give it a moment, then close from our side.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(receiver), 5)
-        return outcome
-    finally:
-        await ws.close()
-        receiver.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await receiver
+            return await PersonaCaller(player, spec.persona, language=job.language).run()
+        return await player.run()
 
 
 def _call_error(outcome: ScriptOutcome | None, stored: StoredCall | None) -> str:
     """Why this run cannot be judged ("" when it can)."""
     if stored is None:
-        return "the server stored no call for this CallSid"
+        return "the server stored no call for this call id"
     if not stored.finished:
         return f"the stored call did not end (status {stored.status})"
     if stored.end_reason == EndReason.BUSY:

@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import yaml
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.auth.hashers import make_password
 from django.db import transaction
 
 from calls.models import AgentProfile
 from scenarios.models import Scenario, ScenarioResult
-from scenarios.runner import Job, RunResult
+from scenarios.jobs import Job, RunResult
 from scenarios.spec import SpecError, parse_document, parse_spec, split_document
 
 SHIPPED = Path(__file__).resolve().parent / "shipped"
+# The staff user the runner logs in as on the browser simulator (no password: it cannot
+# log in anywhere else; deactivate it to refuse the runner browser calls).
+RUNNER_USERNAME = "scenario-runner"
 
 
 def yaml_documents(text: str, *, source: str = "YAML") -> list[dict[str, Any]]:
@@ -146,3 +153,29 @@ def result_record(*, result: RunResult, batch: uuid.UUID) -> ScenarioResult:
         duration_s=round(result.duration_s, 3),
         call_duration_s=result.call_duration_s,
     )
+
+
+def runner_session_open() -> tuple[str, str]:
+    """A logged-in session of the ``scenario-runner`` staff user, in the database the
+    server shares: (cookie name, session key), the cookie the simulator socket checks."""
+    # Created whole in one write: a password set afterwards would change the session hash
+    # under a parallel call's session.
+    user, _ = get_user_model().objects.get_or_create(
+        username=RUNNER_USERNAME,
+        defaults={"is_staff": True, "is_active": True, "password": make_password(None)},
+    )
+    if not (user.is_active and user.is_staff):
+        raise RuntimeError(
+            f"the user {RUNNER_USERNAME!r} is not active staff: browser scenarios log in as it"
+        )
+    store = import_module(settings.SESSION_ENGINE).SessionStore()
+    store[SESSION_KEY] = str(user.pk)
+    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    store.create()
+    return settings.SESSION_COOKIE_NAME, store.session_key
+
+
+def runner_session_close(*, session_key: str) -> None:
+    """The call is over: its session is of no further use."""
+    import_module(settings.SESSION_ENGINE).SessionStore(session_key=session_key).delete()

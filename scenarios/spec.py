@@ -8,7 +8,7 @@ One document is one scenario::
     profile: demo
     tags: [offline]
     enabled: true
-    channel: twilio                   # the rest is the stored ``spec``
+    channel: twilio                   # the rest is the stored ``spec`` (telnyx, browser)
     voice: joe
     line_noise_dbfs: -60
     timeout_s: 90
@@ -47,8 +47,8 @@ SPEC_KEYS = (
     "assertions",
 )
 SIDES = ("caller", "agent", "any")
-CHANNELS_SUPPORTED = ("twilio",)
-CHANNELS_LATER = ("telnyx", "browser")
+CHANNELS = ("twilio", "telnyx", "browser")
+KEYPADLESS = ("browser",)  # the simulator page has no keypad: its socket takes no DTMF
 SLUG = re.compile(r"^[-a-zA-Z0-9_]+$")
 DTMF_DIGITS = re.compile(r"^[0-9*#A-Da-d]+$")
 
@@ -255,10 +255,8 @@ def _parse_spec_into(errors: _Errors, spec: dict[str, Any]) -> ScenarioSpec:
     parsed = ScenarioSpec(name="", slug="", profile="")
     parsed.description = str(spec.get("description", ""))
     channel = spec.get("channel", "twilio")
-    if channel in CHANNELS_LATER:
-        errors.add("channel", f"{channel!r} is not supported yet (only twilio)")
-    elif channel not in CHANNELS_SUPPORTED:
-        errors.add("channel", f"unknown channel {channel!r} (twilio)")
+    if channel not in CHANNELS:
+        errors.add("channel", f"unknown channel {channel!r} ({', '.join(CHANNELS)})")
     parsed.channel = str(channel)
     voice = spec.get("voice", "")
     if not isinstance(voice, str) or not (voice in ("", "joe") or voice.startswith("espeak")):
@@ -280,20 +278,20 @@ def _parse_spec_into(errors: _Errors, spec: dict[str, Any]) -> ScenarioSpec:
     if not isinstance(script, list) or ("script" in caller and not script):
         errors.add("caller.script", "must be a non-empty list of steps")
         script = []
-    parsed.script = [
-        step
-        for i, raw in enumerate(script)
-        if (step := _parse_step(errors, f"caller.script[{i}]", raw)) is not None
-    ]
+    steps = [(i, _parse_step(errors, f"caller.script[{i}]", raw)) for i, raw in enumerate(script)]
+    parsed.script = [step for _, step in steps if step is not None]
+    for i, step in steps:
+        if isinstance(step, Dtmf) and channel in KEYPADLESS:
+            errors.add(f"caller.script[{i}].dtmf", f"the {channel} channel has no keypad (DTMF)")
     assertions = spec.get("assertions", [])
     if not isinstance(assertions, list):
         errors.add("assertions", "must be a list")
         assertions = []
-    parsed.checks = [
-        check
-        for i, raw in enumerate(assertions)
-        if (check := _parse_check(errors, f"assertions[{i}]", raw)) is not None
-    ]
+    checks = [(i, _parse_check(errors, f"assertions[{i}]", r)) for i, r in enumerate(assertions)]
+    parsed.checks = [check for _, check in checks if check is not None]
+    for i, check in checks:
+        if check is not None and check.kind == "dtmf_received" and channel in KEYPADLESS:
+            errors.add(f"assertions[{i}].dtmf_received", f"the {channel} channel has no keypad")
     return parsed
 
 

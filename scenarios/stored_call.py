@@ -14,7 +14,8 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from calls import selectors
-from calls.models import CallStatus, Channel, EndReason, ExtractionStatus
+from calls.models import CallStatus, EndReason, ExtractionStatus
+from scenarios.caller_line import CallRef
 
 FINISHED = (CallStatus.ENDED, CallStatus.FAILED)
 # Endings whose error detail is worth waiting a moment for (it may be written second).
@@ -37,6 +38,7 @@ class StoredTurn:
 @dataclass(slots=True, kw_only=True)
 class StoredCall:
     id: str
+    external_id: str = ""
     status: str
     end_reason: str
     error_detail: str = ""
@@ -52,8 +54,13 @@ class StoredCall:
         return self.status in FINISHED
 
 
-def load(call_sid: str) -> StoredCall | None:
-    call = selectors.call_by_external_id(channel=Channel.TWILIO, external_id=call_sid)
+def load(ref: CallRef) -> StoredCall | None:
+    """The call ``ref`` names: by its id once known (the simulator tells the caller), else by
+    the carrier's id for it on its channel (Twilio CallSid, Telnyx call_control_id)."""
+    if ref.call_id:
+        call = selectors.call_get(call_id=ref.call_id)
+    else:
+        call = selectors.call_by_external_id(channel=ref.channel, external_id=ref.external_id)
     if call is None:
         return None
     duration = (
@@ -63,6 +70,7 @@ def load(call_sid: str) -> StoredCall | None:
     )
     return StoredCall(
         id=str(call.id),
+        external_id=call.external_id,
         status=call.status,
         end_reason=call.end_reason,
         error_detail=call.error_detail,
@@ -88,7 +96,7 @@ def load(call_sid: str) -> StoredCall | None:
 
 
 async def wait_until_finished(
-    call_sid: str, *, extraction: bool, timeout_s: float
+    ref: CallRef, *, extraction: bool, timeout_s: float
 ) -> StoredCall | None:
     """The stored call once it ended (and, if asked, its extraction is no longer pending);
     the last state read if ``timeout_s`` passes first (None: never stored)."""
@@ -98,7 +106,7 @@ async def wait_until_finished(
     # eager Celery task), whose thread-sensitive executor is busy waiting for it.
     read = database_sync_to_async(load, thread_sensitive=False)
     while True:
-        stored = await read(call_sid)
+        stored = await read(ref)
         ended = stored is not None and stored.finished and bool(stored.end_reason)
         if ended and ended_seen is None:
             ended_seen = time.monotonic()

@@ -7,7 +7,8 @@ client -> server  {"event": "start", "profile": "<slug>", "channel": "browser"}
                   {"event": "stop"}
 server -> client  {"type": "audio", "data": "<base64>", "sample_rate": N} (binary when the
                   client asked for it with "audio": "binary" in start), "transcript", "clear",
-                  "state", "metrics", "started", "ended", "error" messages, and
+                  "state", "metrics", "started", "ended", "error" messages (with the
+                  "call_id" once the call exists), and
                   {"type": "transfer", "destination": "<E.164 or SIP URI>"} when the agent
                   transfers the call (simulated: the call then ends as "transferred").
 
@@ -234,8 +235,13 @@ class SimulatorConsumer(CallSocket):
         await self.close_socket(code, message)
 
     async def send_error(self, message: str) -> None:
+        error: dict[str, Any] = {"type": "error", "message": message}
+        if self.call_id:
+            # Once the call exists: a client refused after it (busy, engines) can still
+            # find its record (the scenario runner reads it).
+            error["call_id"] = self.call_id
         with contextlib.suppress(Exception):
-            await self.send_json({"type": "error", "message": message})
+            await self.send_json(error)
 
     async def send_json(self, data: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(data, ensure_ascii=False))

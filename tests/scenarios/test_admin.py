@@ -133,13 +133,13 @@ def test_seed_demo_loads_the_shipped_scenarios_and_keeps_an_edited_one(settings)
     settings.DEBUG = False  # no admin user: only the profiles and their scenarios
     call_command("seed_demo", stdout=io.StringIO())
     counts = {p: Scenario.objects.filter(profile__slug=p).count() for p in ("demo", "demo-es")}
-    assert counts == {"demo": 7, "demo-es": 6}
+    assert counts == {"demo": 9, "demo-es": 6}
     Scenario.objects.filter(slug="dtmf").update(name="Edited by an operator")
 
     call_command("seed_demo", stdout=io.StringIO())
 
     assert Scenario.objects.get(slug="dtmf").name == "Edited by an operator"
-    assert Scenario.objects.count() == 13
+    assert Scenario.objects.count() == 15
 
 
 @pytest.mark.django_db

@@ -55,7 +55,7 @@ def test_it_refuses_invalid_specs_with_specific_errors():
     document = {
         **VALID,
         "slug": "no spaces allowed",
-        "channel": "telnyx",
+        "channel": "fax",
         "voice": "alloy",
         "caller": {
             "script": [
@@ -77,7 +77,7 @@ def test_it_refuses_invalid_specs_with_specific_errors():
     errors = errors_of(document)
     expected = [
         "slug: must be letters, digits, - and _, got 'no spaces allowed'",
-        "channel: 'telnyx' is not supported yet (only twilio)",
+        "channel: unknown channel 'fax' (twilio, telnyx, browser)",
         "voice: must be joe (piper), espeak or espeak:<voice>, got 'alloy'",
         "caller.script[0].say: must be non-empty text, got ''",
         "caller.script[1]: unknown script 'dance' (say, pause, wait_for_agent, say_over_agent, "
@@ -94,6 +94,31 @@ def test_it_refuses_invalid_specs_with_specific_errors():
     for line in expected:
         assert any(error.startswith(line) for error in errors), (line, errors)
     assert any(e.startswith("caller.script[4]: must be a mapping with one key") for e in errors)
+
+
+@pytest.mark.parametrize("channel", ["twilio", "telnyx", "browser"])
+def test_every_channel_is_accepted_with_a_script_that_fits_it(channel):
+    script = [s for s in VALID["caller"]["script"] if "dtmf" not in s or channel != "browser"]
+    spec = parse_document({**VALID, "channel": channel, "caller": {"script": script}})
+    assert spec.channel == channel
+    assert any(isinstance(step, Dtmf) for step in spec.script) == (channel != "browser")
+
+
+def test_a_browser_scenario_with_key_presses_is_refused_at_each_of_them():
+    document = {
+        **VALID,
+        "channel": "browser",
+        "assertions": [{"end_reason": "caller_hangup"}, {"dtmf_received": "12#"}],
+    }
+    assert errors_of(document) == [
+        "caller.script[4].dtmf: the browser channel has no keypad (DTMF)",
+        "assertions[1].dtmf_received: the browser channel has no keypad",
+    ]
+
+
+def test_key_presses_are_fine_on_telnyx():
+    document = {**VALID, "channel": "telnyx", "assertions": [{"dtmf_received": "12#"}]}
+    assert parse_document(document).checks[0].options == {"digits": "12#"}
 
 
 def test_a_persona_caller_is_parsed_and_its_mistakes_refused():

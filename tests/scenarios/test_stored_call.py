@@ -9,6 +9,7 @@ from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from calls.models import Call, CallStatus, Channel, EndReason
+from scenarios.caller_line import CallRef
 from scenarios.stored_call import wait_until_finished
 
 
@@ -28,7 +29,8 @@ async def test_a_status_saved_before_its_end_reason_is_waited_for(profile):
         )(end_reason=EndReason.BUSY, error_detail="too many calls", ended_at=timezone.now())
 
     writer = asyncio.create_task(finish_later())
-    stored = await wait_until_finished("CAwait16", extraction=False, timeout_s=10)
+    ref = CallRef(channel="twilio", external_id="CAwait16")
+    stored = await wait_until_finished(ref, extraction=False, timeout_s=10)
     await writer
     assert stored is not None
     assert stored.end_reason == EndReason.BUSY
@@ -52,6 +54,7 @@ async def test_a_busy_ending_waits_a_moment_for_its_detail(profile):
         )(error_detail="refused, process busy")
 
     writer = asyncio.create_task(detail_later())
-    stored = await wait_until_finished("CAdetail16", extraction=False, timeout_s=10)
+    ref = CallRef(channel="twilio", external_id="CAdetail16")
+    stored = await wait_until_finished(ref, extraction=False, timeout_s=10)
     await writer
     assert stored is not None and stored.error_detail == "refused, process busy"

@@ -1,4 +1,5 @@
-"""Run scenario tests: each a real call over Twilio's wire protocol, judged on the stored call.
+"""Run scenario tests: each a real call over its channel's wire protocol (Twilio, Telnyx or
+the browser simulator), judged on the stored call.
 
     manage.py run_scenarios --profile demo --tag offline --repeat 3 --junit out.xml
 
@@ -42,7 +43,8 @@ class Command(BaseCommand):
             "--base-url",
             default="",
             help="A running server (same database; signed with TWILIO_AUTH_TOKEN over "
-            "PUBLIC_BASE_URL). Default: start one for the run.",
+            "PUBLIC_BASE_URL; telnyx scenarios need SCENARIO_TELNYX_SEED/PORT, see "
+            "docs/scenarios.md). Default: start one for the run.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
