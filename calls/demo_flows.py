@@ -66,9 +66,15 @@ DEMO_FLOW_EN: dict[str, Any] = {  # (the Spanish one is derived from it below)
         },
         {
             "name": "confirm",
-            "task": "Read the booking back in one sentence (people, day, time, name) and ask "
-            "whether it is right. If it is, call confirmed; if something is wrong, call "
-            "change_details.",
+            # The read-back is a fixed line with the collected values: every engine says it
+            # right, and the caller's answer is the next request (respond_immediately).
+            "on_enter": [
+                {"say": "So that is a table for {party_size} on {day} at {time}, under the "
+                 "name {name}. Is that right?"}
+            ],
+            "respond_immediately": False,
+            "task": "The booking was read back to the caller. If they say it is right, call "
+            "confirmed; if something is wrong, call change_details.",
             "max_turns": 3,
             "fallback": "transfer",
             "transitions": [
@@ -107,9 +113,13 @@ DEMO_FLOW_EN: dict[str, Any] = {  # (the Spanish one is derived from it below)
         },
         {
             "name": "goodbye",
-            "task": "Tell the caller the booking is confirmed with its reference, thank them, "
-            "say goodbye and call end_call in the same reply.",
-            "tools": ["end_call"],
+            # Fixed lines: the reference said exactly, and no LLM request between the
+            # booking and the goodbye (the 0.5B took over 10 s there on a busy CPU).
+            "on_enter": [
+                {"say": "Your table is booked, the reference is {ref}. Thank you for calling, "
+                 "goodbye!"},
+                "end_call",
+            ],
         },
         {
             "name": "transfer",
@@ -129,14 +139,24 @@ _ES_TASKS = {
     "collect": "Recoge la reserva: número de personas, día, hora y nombre. Pregunta solo por el "
     "primer dato que falte, de uno en uno, y nunca inventes ninguno. Cuando tengas los "
     "cuatro, llama a set_booking_details.",
-    "confirm": "Repite la reserva en una frase (personas, día, hora, nombre) y pregunta si es "
-    "correcta. Si lo es, llama a confirmed; si algo está mal, llama a change_details.",
+    "confirm": "Se ha leído la reserva a la persona. Si dice que es correcta, llama a "
+    "confirmed; si algo está mal, llama a change_details.",
     "book": "Llama ahora a demo_booking con los datos recogidos y después a booked con la "
     "referencia que devuelva.",
-    "goodbye": "Di que la reserva está confirmada con su referencia, da las gracias, despídete "
-    "y llama a end_call en la misma respuesta.",
 }
-_ES_TRANSFER_LINE = "Le paso con una persona. Un momento, por favor."
+# Fixed lines in Spanish, by node name.
+_ES_LINES = {
+    "confirm": [
+        {"say": "Entonces es una mesa para {party_size} el {day} a las {time}, a nombre de "
+         "{name}. ¿Es correcto?"}
+    ],
+    "goodbye": [
+        {"say": "Su mesa está reservada, la referencia es {ref}. Gracias por llamar, ¡adiós!"},
+        "end_call",
+    ],
+    "transfer": [{"say": "Le paso con una persona. Un momento, por favor."},
+                 {"transfer": "Recepción"}],
+}  # fmt: skip
 # Transition descriptions in Spanish, by name: the LLM reads them to decide, and the local
 # model's guide (orchestrator/flows/guide.py) matches the caller's words against them.
 _ES_DESCRIPTIONS = {
@@ -161,8 +181,8 @@ def _spanish(flow: dict[str, Any]) -> dict[str, Any]:
             node["transitions"] = described(node["transitions"])
         if node["name"] in _ES_TASKS:
             node["task"] = _ES_TASKS[node["name"]]
-        if node["name"] == "transfer":
-            node["on_enter"] = [{"say": _ES_TRANSFER_LINE}, {"transfer": "Recepción"}]
+        if node["name"] in _ES_LINES:
+            node["on_enter"] = _ES_LINES[node["name"]]
         nodes.append(node)
     return {**flow, "nodes": nodes, "global_transitions": described(flow["global_transitions"])}
 

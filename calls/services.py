@@ -6,6 +6,8 @@ the admin and a crash loses at most the turn being spoken.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -680,8 +682,21 @@ def profile_ensure_demo_flow_es() -> AgentProfile:
     )
 
 
+# Fingerprints (sha256 of the canonical JSON, first 16 hex digits) of demo flows an earlier
+# version seeded: a demo-flow profile still holding one was never edited and gets the
+# current flow (a flow an operator changed is kept).
+_OLD_DEMO_FLOWS = frozenset({"32100136e4a22b6f", "b1c2f0241a3c820b"})
+
+
+def _flow_fingerprint(flow: Any) -> str:
+    return hashlib.sha256(json.dumps(flow, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _profile_ensure(*, slug: str, defaults: dict[str, Any]) -> AgentProfile:
     profile, created = AgentProfile.objects.get_or_create(slug=slug, defaults=defaults)
+    if not created and "flow" in defaults and _flow_fingerprint(profile.flow) in _OLD_DEMO_FLOWS:
+        profile.flow = defaults["flow"]
+        profile.save(update_fields=["flow", "updated_at"])
     if not created and profile.system_prompt in _OLD_DEMO_PROMPTS:
         # The prompt was never edited: the current one, and the settings written with it
         # where they still hold the earlier seed's values (an operator's choice is kept).

@@ -21,6 +21,7 @@ work of one utterance and keeps what the caller heard on the :class:`Utterance`.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -162,6 +163,7 @@ class ReplyPipeline:
         self._set_state = set_state
         self._take_dtmf_note = take_dtmf_note
         self._clock = clock
+        self._guided_calls = 0  # ids of the calls the flow guide makes (``guide-<n>``)
 
     # --- budgets -------------------------------------------------------------------------
 
@@ -345,7 +347,7 @@ class ReplyPipeline:
             async with aclosing(self._lines_or_closing(utt, lines)) as said:
                 async for sentence in said:
                     yield sentence
-            if utt.after is not None:
+            if utt.after is not None or (lines and not self._flow.state.current.respond_immediately):
                 return
         for round_ in range(rounds + 1):
             calls: list[ToolCall] = []
@@ -353,15 +355,20 @@ class ReplyPipeline:
             spoke = False
             # The last round offers no tools: the LLM must answer in words. (Asked each
             # round: with a flow, the node and so its tools may have changed.)
-            offered, choice = self._offer(messages) if can_call and round_ < rounds else ([], "")
+            asked, offered, choice = (
+                self._offer(messages) if can_call and round_ < rounds else (messages, [], "")
+            )
             moves = self._flow.state.moves if self._flow is not None else 0
-            # aclosing: a barge-in closes the inner generators (the LLM stream, the
-            # tools) at once, not whenever the garbage collector gets to them.
-            round_items = self._round(utt, messages, offered, calls, text, tool_choice=choice)
-            async with aclosing(round_items) as items:
-                async for item in items:
-                    spoke = True
-                    yield item
+            if isinstance(choice, ToolCall):
+                calls.append(choice)  # the flow guide's due call: no model round for it
+            else:
+                # aclosing: a barge-in closes the inner generators (the LLM stream, the
+                # tools) at once, not whenever the garbage collector gets to them.
+                round_items = self._round(utt, asked, offered, calls, text, tool_choice=choice)
+                async with aclosing(round_items) as items:
+                    async for item in items:
+                        spoke = True
+                        yield item
             if not calls:
                 return
             results: list[ToolResult] = []
@@ -376,6 +383,8 @@ class ReplyPipeline:
                     async for sentence in sentences_of(line):
                         yield sentence
                 if self._flow.state.moves != moves:  # a transition: ask in the new node
+                    if lines and not self._flow.state.current.respond_immediately:
+                        return  # its entering lines are the reply; the caller answers them
                     messages = self._flow.messages(round_text="".join(text))
             if utt.after is not None:
                 if not spoke:  # the round only called it: say the profile's line
@@ -383,15 +392,28 @@ class ReplyPipeline:
                         yield sentence
                 return
 
-    def _offer(self, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
-        """The round's tools and ``tool_choice`` ("" = the engine's default). The local
-        model in a flow is guided (flows/guide.py): fewer functions, values pinned, and
-        sometimes a call it must make; every other engine gets the box's tools."""
+    def _offer(
+        self, messages: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | ToolCall]:
+        """The round's messages, tools and ``tool_choice`` ("" = the engine's default), or
+        instead of a choice the call to make without asking the model. The local model in
+        a flow is guided (flows/guide.py): fewer functions, values pinned, calls made for
+        it when they are due, and a note of what is still to ask on its system prompt;
+        every other engine gets the box's tools and the messages as they are."""
         llm = self._engines.llm
-        if self._flow is not None and not supports_tools(llm) and follows_flows(llm):
-            guided = self._flow.guided(messages)
-            return guided.schemas, "required" if guided.required and guided.schemas else ""
-        return self._tools.schemas(), ""
+        if self._flow is None or supports_tools(llm) or not follows_flows(llm):
+            return messages, self._tools.schemas(), ""
+        guided = self._flow.guided(messages)
+        if (due := guided.due) is not None:
+            name, arguments = due
+            self._guided_calls += 1
+            call = ToolCall(id=f"guide-{self._guided_calls}", name=name,
+                            arguments=json.dumps(arguments, ensure_ascii=False))  # fmt: skip
+            return messages, guided.schemas, call
+        if guided.note and messages and messages[0].get("role") == "system":
+            system = {**messages[0], "content": f"{messages[0]['content']}\n\n{guided.note}"}
+            messages = [system, *messages[1:]]
+        return messages, guided.schemas, "required" if guided.required and guided.schemas else ""
 
     def _closing_line(self, after: AfterReply) -> str:
         """The profile's line for a hang-up or transfer the LLM asked for without words."""

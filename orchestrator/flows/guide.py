@@ -18,10 +18,12 @@ words support, and the model writes the words:
    a word shared with its name or description (stems of 4 letters, common words aside;
    two words for a global transition, which every node offers), or a yes / no where it is
    about confirming / changing.
-3. **Must call.** The grammar drops "no call" when a function has every value pinned and
-   was not called with them yet in this reply (the transition that collected everything,
-   the booking tool with the collected values, ``booked`` with its reference); else when
-   exactly one intent is shown; else ``end_call`` in a node with nothing else to do.
+3. **Must call.** A function with every value pinned and not called with them yet in
+   this reply (the transition that collected everything, the booking tool with the
+   collected values, ``booked`` with its reference) is due; else the one intent the
+   caller's words show. A due call is made without a model round (:attr:`Offer.due`):
+   the next node's round says the words. ``end_call`` in a node with nothing else to do
+   is due too, with the model's goodbye: the grammar there has no "no call".
 
 Only for a model that answers by grammar: a cloud model with tool calling is offered the
 node's functions as they are (flows/toolbox.py). Plain data in, plain data out.
@@ -72,6 +74,24 @@ class Offer:
 
     schemas: list[dict[str, Any]]  # OpenAI ``tools`` entries, values pinned by ``const``
     required: bool = False  # a call is due: the grammar has no "no call"
+    # For the system prompt: what the caller has given of the node's values and what is
+    # still to ask, so a small model asks for the next missing one ("" when nothing is).
+    note: str = ""
+
+    @property
+    def due(self) -> tuple[str, dict[str, Any]] | None:
+        """The call to make without asking the model: a required one whose values are all
+        pinned (words are the next node's to say), except ``end_call``, whose goodbye the
+        model writes. Each model round costs seconds of CPU; a reply of four of them
+        (confirmed, the booking, booked, goodbye) ran past the session's 13 s stall
+        watchdog on a loaded machine (measured)."""
+        if not self.required or len(self.schemas) != 1:
+            return None
+        function = self.schemas[0]["function"]
+        properties = function["parameters"].get("properties") or {}
+        if function["name"] == END_CALL or any("const" not in p for p in properties.values()):
+            return None
+        return function["name"], {name: p["const"] for name, p in properties.items()}
 
 
 @dataclass(slots=True, kw_only=True)
@@ -110,6 +130,12 @@ class Conversation:
         return cls(answers=answers, tool_values=tool_values, calls=calls)
 
 
+NOTE = {
+    "en": ("The caller has given: {given}.", "Still to ask for, one at a time: {missing}."),
+    "es": ("La persona ya ha dicho: {given}.", "Falta preguntar, de uno en uno: {missing}."),
+}
+
+
 def offer(
     tools: list[ToolSpec],
     transitions: tuple[Transition, ...],
@@ -118,10 +144,12 @@ def offer(
     collected: dict[str, Any],
     caller_spoke_in_node: bool,
     messages: list[dict[str, Any]],
+    language: str = "en",
 ) -> Offer:
     """The round's functions for a model answering by grammar (see the module docstring)."""
     talk = Conversation.of(messages)
     facts = _facts(talk)
+    note = _note(transitions, global_names, facts=facts, language=language)
     ready: list[dict[str, Any]] = []  # every value pinned, not called with them yet
     offered: list[dict[str, Any]] = []
     intents: list[dict[str, Any]] = []
@@ -147,15 +175,50 @@ def offer(
         if required <= values.keys() and (name, values) not in talk.calls:
             ready.append(entry)
     if ready:
-        return Offer(schemas=ready, required=True)
+        return Offer(schemas=ready[:1], required=True)
     if len(intents) == 1:
-        return Offer(schemas=intents, required=True)
+        return Offer(schemas=intents, required=True, note=note)
     offered += intents
     # A node whose only way on is hanging up (global transitions aside): the goodbye.
     closing = all(t.name in global_names for t in transitions) and [
         e["function"]["name"] for e in offered
     ] == [END_CALL]
-    return Offer(schemas=offered, required=closing)
+    return Offer(schemas=offered, required=closing, note=note)
+
+
+def _note(
+    transitions: tuple[Transition, ...],
+    global_names: set[str],
+    *,
+    facts: dict[str, Any],
+    language: str,
+) -> str:
+    """What the caller gave of the node's own transitions' values of a known kind, and
+    which are still missing (in the schema's order), e.g. "The caller has given:
+    party_size=4. Still to ask for, one at a time: day, time, name." """
+    given: dict[str, Any] = {}
+    missing: list[str] = []
+    for transition in transitions:
+        if transition.name in global_names:
+            continue
+        properties = (transition.schema or {}).get("properties") or {}
+        required = set(transition.schema.get("required") or ())
+        has_day = any(caller_facts.field_kind(n, p) == "day" for n, p in properties.items()
+                      if isinstance(p, dict))  # fmt: skip
+        for name, prop in properties.items():
+            kind = caller_facts.field_kind(name, prop if isinstance(prop, dict) else {})
+            if kind is None or name not in required:
+                continue
+            value = facts.get("time_with_day" if kind == "time" and not has_day else kind)
+            if value is not None:
+                given[name] = value
+            elif name not in missing:
+                missing.append(name)
+    if not missing:
+        return ""
+    has, ask = NOTE["es" if language.lower().startswith("es") else "en"]
+    parts = [has.format(given=", ".join(f"{k}={v}" for k, v in given.items()))] if given else []
+    return " ".join([*parts, ask.format(missing=", ".join(missing))])
 
 
 def _facts(talk: Conversation) -> dict[str, Any]:

@@ -18,6 +18,7 @@ naming the node or transition it is about.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -81,6 +82,10 @@ class Node:
     context: ContextStrategy = ContextStrategy.KEEP
     max_turns: int | None = None  # caller turns answered here before the fallback is taken
     fallback: str = ""  # node taken after max_turns
+    # Whether the LLM is asked again as soon as the node is entered (Pipecat Flows' name).
+    # False: the reply ends with the entering lines (a read-back that asks "is that
+    # right?"), and the node's first request waits for the caller's answer.
+    respond_immediately: bool = True
 
     @property
     def terminal(self) -> bool:
@@ -226,6 +231,10 @@ class _Parser:
             self.problems.append(
                 f"{where.capitalize()} needs both max_turns and fallback, or neither."
             )
+        respond = raw.get("respond_immediately", True)
+        if not isinstance(respond, bool):
+            self.problems.append(f"respond_immediately of {where} must be true or false.")
+            respond = True
         transitions = self._transitions(raw.get("transitions", []), where)
         for transition in transitions:
             if transition.name in tools or transition.name in BUILTIN_TOOLS:
@@ -242,6 +251,7 @@ class _Parser:
             context=context,
             max_turns=max_turns,
             fallback=fallback,
+            respond_immediately=respond,
         )
 
     def _transitions(self, raw: object, where: str) -> tuple[Transition, ...]:
@@ -309,6 +319,8 @@ class _Parser:
                     '"end_call" or {"transfer": "<destination label>"}.'
                 )
                 continue
+            if action.kind is ActionKind.SAY and (bad := _placeholder_problem(action.text)):
+                self.problems.append(f"The line “{action.text}” in the {where} {bad}.")
             if (
                 action.kind is ActionKind.TRANSFER
                 and self._labels is not None
@@ -365,3 +377,30 @@ class _Parser:
         for name in nodes:
             if name not in seen:
                 self.problems.append(f"Node “{name}” cannot be reached from the start node.")
+
+
+class _Missing(dict):  # type: ignore[type-arg]
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"  # a value not collected (yet) stays as written
+
+
+def fill_line(text: str, values: dict[str, Any]) -> str:
+    """A "say" line with ``{name}`` placeholders filled from the collected values ("So
+    that is {party_size} people on {day}"); ``{{`` and ``}}`` are literal braces. A name
+    not collected stays as written."""
+    try:
+        return string.Formatter().vformat(text, (), _Missing(values))
+    except (ValueError, IndexError, KeyError, AttributeError):
+        return text  # (checked when the flow was saved: _placeholder_problem)
+
+
+def _placeholder_problem(text: str) -> str:
+    """Why ``text``'s placeholders cannot be filled ("" when they can)."""
+    try:
+        fields = [name for _, name, spec, conv in string.Formatter().parse(text) if name is not None]
+    except ValueError as exc:
+        return f"has a broken placeholder ({exc}; write {{{{ and }}}} for a brace)"
+    for name in fields:
+        if not NAME_RE.fullmatch(name or "-"):
+            return f"has a placeholder “{{{name}}}” that is not a value's name"
+    return ""

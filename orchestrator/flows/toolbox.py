@@ -24,7 +24,7 @@ from typing import Any
 from orchestrator.config import CallConfig
 from orchestrator.engines import Engines, supports_tools
 from orchestrator.flows import demo_booking, guide
-from orchestrator.flows.spec import Action, ActionKind, Flow, Node, Transition
+from orchestrator.flows.spec import Action, ActionKind, Flow, Node, Transition, fill_line
 from orchestrator.flows.state import FlowState
 from orchestrator.tools import ToolCall, ToolResult, ToolSpec, ToolStatus, schema_problems
 from orchestrator.tools.builtin import AfterReply, HangUp, Transfer
@@ -139,6 +139,7 @@ class FlowToolBox(ToolBox):
             collected=self.state.values,
             caller_spoke_in_node=self.state.turns_in_node > 0,
             messages=messages,
+            language=self._config.language,
         )
 
     def messages(self, *, pending_user: str = "", round_text: str = "") -> list[dict[str, Any]]:
@@ -253,7 +254,7 @@ class FlowToolBox(ToolBox):
 
     def _act(self, action: Action) -> AfterReply | None:
         if action.kind is ActionKind.SAY:
-            self._lines.append(action.text)
+            self._lines.append(fill_line(action.text, self.state.values))
             return None
         if action.kind is ActionKind.END_CALL:
             return HangUp()

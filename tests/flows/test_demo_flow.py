@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +51,19 @@ def test_the_spanish_demo_flow_is_the_same_graph_in_spanish():
     assert flow.edges() == english.edges()
     assert flow.nodes["collect"].task.startswith("Recoge la reserva")
     assert flow.nodes["transfer"].on_enter[1].text == "Recepción"
+
+
+@pytest.mark.django_db
+def test_seeding_again_updates_an_unedited_earlier_demo_flow_and_keeps_an_edited_one():
+    from calls.demo_flows import DEMO_FLOW_EN
+
+    profile = profile_ensure_demo_flow()
+    # The demo flow as the first version seeded it (its fingerprint is in calls/services.py).
+    profile.flow = json.loads((Path(__file__).parent / "data" / "demo_flow_en_v1.json").read_text())
+    profile.save()
+    assert profile_ensure_demo_flow().flow == DEMO_FLOW_EN
+
+    edited = {**DEMO_FLOW_EN, "start": "collect"}
+    profile.flow = edited
+    profile.save()
+    assert profile_ensure_demo_flow().flow == edited

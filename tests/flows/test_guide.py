@@ -56,11 +56,12 @@ def pinned(result: guide.Offer, name: str) -> dict[str, Any]:
 def test_a_caller_asking_to_book_makes_the_booking_transition_due():
     result = offer("greet", [("user", "Hi, I would like to book a table, please.")])
     assert names(result) == ["wants_booking"] and result.required
+    assert result.due == ("wants_booking", {})  # made without a model round
 
 
 def test_a_question_about_opening_hours_offers_no_transition():
     result = offer("greet", [("user", "What time do you open on Sunday?")])
-    assert names(result) == [] and not result.required
+    assert names(result) == [] and not result.required and result.due is None
 
 
 def test_nothing_is_offered_in_a_node_the_caller_has_not_spoken_in_yet():
@@ -78,7 +79,13 @@ def test_the_details_transition_waits_until_every_value_was_said():
         ("assistant", "Which day?"),
         ("user", "On Friday."),
     ]
-    assert "set_booking_details" not in names(offer("collect", lines))
+    result = offer("collect", lines)
+    assert "set_booking_details" not in names(result)
+    # The model is told what it has and what to ask next.
+    assert result.note == (
+        "The caller has given: party_size=4, day=Friday. "
+        "Still to ask for, one at a time: time, name."
+    )
 
 
 def test_short_answers_are_read_by_the_question_and_fill_the_details_pinned():
@@ -95,9 +102,9 @@ def test_short_answers_are_read_by_the_question_and_fill_the_details_pinned():
     ]
     result = offer("collect", lines)
     assert names(result) == ["set_booking_details"] and result.required
-    assert pinned(result, "set_booking_details") == {
-        "party_size": 4, "day": "Friday", "time": "21:00", "name": "Lola",
-    }  # fmt: skip
+    details = {"party_size": 4, "day": "Friday", "time": "21:00", "name": "Lola"}
+    assert pinned(result, "set_booking_details") == details
+    assert result.due == ("set_booking_details", details) and not result.note
 
 
 def test_a_later_correction_wins():
@@ -152,9 +159,18 @@ def test_the_booking_tool_is_due_with_the_collected_values_then_booked_with_its_
     assert pinned(second, "booked") == {"ref": "CL-1A2B3"}
 
 
-def test_the_goodbye_node_must_hang_up():
-    result = offer("goodbye", [("user", "Yes.")], spoke=False)
+def test_a_node_whose_only_way_on_is_hanging_up_must_hang_up():
+    closing = parse_flow({
+        "start": "goodbye",
+        "global_transitions": DEMO_FLOW_EN["global_transitions"],
+        "nodes": [
+            {"name": "goodbye", "task": "Say goodbye and call end_call.", "tools": ["end_call"]},
+            {"name": "transfer", "on_enter": [{"transfer": "Front desk"}]},
+        ],
+    })  # fmt: skip
+    result = offer("goodbye", [("user", "Yes.")], flow=closing, spoke=False)
     assert names(result) == ["end_call"] and result.required
+    assert result.due is None  # the model writes the goodbye that goes with it
 
 
 def test_spanish_callers_book_and_ask_for_a_person():

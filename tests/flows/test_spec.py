@@ -131,3 +131,30 @@ def test_a_name_with_a_trailing_newline_is_refused_for_nodes_transitions_and_htt
     tool_name_validator("book_table")
     with pytest.raises(ValidationError):
         tool_name_validator("book_table\n")
+
+
+def test_say_lines_fill_collected_values_and_broken_placeholders_are_refused():
+    from orchestrator.flows.spec import fill_line
+
+    line = "A table for {party_size} on {day}, {{ref}} {ref}."
+    assert fill_line(line, {"party_size": 4, "day": "Friday"}) == (
+        "A table for 4 on Friday, {ref} {ref}."  # a value not collected stays as written
+    )
+    data = flow()
+    data["nodes"][2]["on_enter"] = [{"say": "For {party_size"}, {"say": "Ref {0}."}]
+    found = problems(data)
+    assert found[0].startswith("The line “For {party_size” in the on_enter of node “confirm” "
+                               "has a broken placeholder")  # fmt: skip
+    assert found[1] == (
+        "The line “Ref {0}.” in the on_enter of node “confirm” has a placeholder “{0}” that "
+        "is not a value's name."
+    )
+
+
+def test_respond_immediately_is_read_and_must_be_a_boolean():
+    data = flow()
+    data["nodes"][2]["respond_immediately"] = False
+    assert parse_flow(data).nodes["confirm"].respond_immediately is False
+    assert parse_flow(flow()).nodes["confirm"].respond_immediately is True
+    data["nodes"][2]["respond_immediately"] = "no"
+    assert problems(data) == ["respond_immediately of node “confirm” must be true or false."]

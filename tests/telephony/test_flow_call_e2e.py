@@ -284,8 +284,7 @@ def follows_the_demo_flow(request) -> Reply:
             Reply.tool_call_stream([("demo_booking", BOOKED)]) if "moved_to" in last["content"]
             else Reply.tool_call_stream([("booked", {"ref": json.loads(last["content"])["ref"]})])
         ),
-        "goodbye": lambda: Reply.tool_call_stream([("end_call", {})], text=["Booked. Goodbye!"]),
-    }  # fmt: skip
+    }  # fmt: skip  (confirm reads back and goodbye hangs up by fixed lines: no request)
     return step[node]() if node else Reply.chat("{}")
 
 
@@ -312,9 +311,17 @@ async def test_the_demo_flow_books_through_its_built_in_store_and_hangs_up(vendo
     call, turns = await load_call(call_id)
     assert call.end_reason == EndReason.AGENT_HANGUP
     assert [t.tool_name for t in turns if t.role == "tool"] == [
-        "wants_booking", "set_booking_details", "confirmed", "demo_booking", "booked", "end_call"
+        "wants_booking", "set_booking_details", "confirmed", "demo_booking", "booked"
     ]  # fmt: skip
     booking = next(t for t in turns if t.tool_name == "demo_booking")
     ref = json.loads(booking.tool_result)["ref"]
     assert call.metrics["flow"]["values"] == {**BOOKED, "ref": ref}
-    assert turns[-1].text == "Booked. Goodbye!"
+    # The read-back and the goodbye are the flow's lines with the collected values, and the
+    # read-back is the whole reply: the caller's "yes" answers it.
+    agent = [t.text for t in turns if t.role == "assistant"]
+    assert any(
+        "a table for 4 on Friday at 21:00, under the name Lola. Is that right?" in text
+        and text.rstrip().endswith("Is that right?")
+        for text in agent
+    )
+    assert agent[-1] == f"Your table is booked, the reference is {ref}. Thank you for calling, goodbye!"
