@@ -47,16 +47,6 @@ class TelnyxLeg:
     call_session_id: str = ""
     client_state: str | None = None  # what the server asked Telnyx to echo (set at answer)
 
-    @classmethod
-    def new(cls, *, from_number: str, to_number: str) -> TelnyxLeg:
-        return cls(
-            call_control_id="v3:" + uuid.uuid4().hex,
-            from_number=from_number,
-            to_number=to_number,
-            call_leg_id=str(uuid.uuid4()),
-            call_session_id=str(uuid.uuid4()),
-        )
-
     def payload(self, **extra: Any) -> dict[str, Any]:
         return {
             "call_control_id": self.call_control_id,

@@ -10,8 +10,10 @@ import pytest
 from channels.db import database_sync_to_async
 
 from calls.models import Call, Channel, EndReason
+from scenarios.dialing import telnyx_setup_hint
 from scenarios.runner import Job, Target, run_batch
 from scenarios.spec import parse_document
+from scenarios.telnyx_api import TelnyxRig
 from tests.scripted import scripted_profile
 from tests.speech import have_speech_tools
 
@@ -127,3 +129,14 @@ async def test_a_telnyx_scenario_is_skipped_with_the_setup_where_the_server_lack
     for setting in ("SCENARIO_TELNYX_SEED=", "TELNYX_PUBLIC_KEY=", "TELNYX_API_BASE_URL="):
         assert setting in result.error
     assert not await database_sync_to_async(Call.objects.exists)()
+
+
+def test_the_telnyx_setup_a_skip_prints_configures_both_ends():
+    reason = telnyx_setup_hint("http://voice.example.com")
+    env = dict(word.split("=", 1) for word in reason.replace(",", " ").split() if "=" in word)
+
+    rig = TelnyxRig.from_env(env)
+
+    assert rig is not None and rig.port == int(env["SCENARIO_TELNYX_PORT"])
+    assert rig.server_env() == {k: env[k] for k in rig.server_env()}
+    assert TelnyxRig.from_env({"SCENARIO_TELNYX_SEED": env["SCENARIO_TELNYX_SEED"]}) is None
