@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -45,6 +46,7 @@ from scenarios.wire_client import (
 
 logger = logging.getLogger(__name__)
 Line = TypeVar("Line", bound=CallerLine)
+_CARRIER_ID_PREFIXES = {"twilio": "CA", "telnyx": "v3:"}
 CLOSE_WAIT_S = 5.0  # the server closes after the hang-up; then we close from our side
 HANGUP_WEBHOOK_S = 5.0
 
@@ -53,8 +55,16 @@ class NotPlaceable(Exception):  # noqa: N818 - a reason, reported as the run's s
     """This target cannot take a call on the scenario's channel (the run is skipped)."""
 
 
+def new_ref(channel: str) -> CallRef:
+    """How the call will be found: the carrier's id for it, made up as the carrier makes
+    them (Twilio's CallSid, Telnyx's call_control_id); the simulator names its calls itself
+    (the browser caller learns the id from the socket)."""
+    prefix = _CARRIER_ID_PREFIXES.get(channel)
+    return CallRef(channel=channel, external_id="" if prefix is None else prefix + uuid.uuid4().hex)
+
+
 def caller_number(ref: CallRef) -> str:
-    return "+15550100" + f"{hash(ref.external_id or id(ref)) % 1000:03d}"
+    return "+15550100" + f"{hash(ref.external_id) % 1000:03d}"
 
 
 @asynccontextmanager
@@ -62,8 +72,7 @@ async def dial(
     spec: ScenarioSpec, target: Target, http: httpx.AsyncClient, ref: CallRef
 ) -> AsyncIterator[CallerLine]:
     """The call placed on ``spec.channel``; ``ref`` learns how to find its stored record."""
-    dialer = {"twilio": _twilio, "telnyx": _telnyx, "browser": _browser}[spec.channel]
-    async with dialer(spec, target, http, ref) as caller:
+    async with _DIALERS[spec.channel](spec, target, http, ref) as caller:
         yield caller
 
 
@@ -230,3 +239,6 @@ async def _browser(
         await database_sync_to_async(runner_session_close, thread_sensitive=False)(
             session_key=session_key
         )
+
+
+_DIALERS = {"twilio": _twilio, "telnyx": _telnyx, "browser": _browser}

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +29,7 @@ from orchestrator.engines import EngineError
 from scenarios.assertions import FAILED, Judge, evaluate
 from scenarios.caller_line import CallRef
 from scenarios.caller_script import ScriptedCaller, ScriptOutcome
-from scenarios.dialing import NotPlaceable, dial
+from scenarios.dialing import NotPlaceable, dial, new_ref
 # The batch's data types live in jobs.py (services reads them without the runner); they
 # are this module's API too.
 from scenarios.jobs import Job, RunResult, Target  # noqa: F401 - re-exported
@@ -52,7 +51,6 @@ SERVER_ENDINGS = {
 STORED_WAIT_S = 20.0  # the call record ends within moments of the socket closing
 BUSY_PAUSE_S = 5.0  # before placing a call again that the server ended as busy
 EXTRACTION_WAIT_S = 90.0  # the offline LLM's post-call analysis takes seconds of CPU
-CARRIER_ID_PREFIXES = {"twilio": "CA", "telnyx": "v3:"}  # CallSid, call_control_id
 
 
 async def run_batch(
@@ -181,12 +179,7 @@ async def run_scenario(
 ) -> RunResult:
     spec = job.spec
     started, clock = datetime.now(UTC), time.monotonic()
-    # The carrier's id for the call, made up as the carrier would (the simulator names its
-    # calls itself: the caller learns the id from the socket).
-    prefix = CARRIER_ID_PREFIXES.get(spec.channel)
-    ref = CallRef(
-        channel=spec.channel, external_id="" if prefix is None else prefix + uuid.uuid4().hex
-    )
+    ref = new_ref(spec.channel)
     result = RunResult(
         label=job.label,
         scenario_id=job.scenario_id,
