@@ -41,12 +41,17 @@ class BrowserCaller(CallerLine):
                 {"event": "start", "profile": profile, "channel": self.channel, "audio": "binary"}
             )
         )
-        async with asyncio.timeout(STARTED_TIMEOUT_S):
-            while not self.started.done():
-                if self.closed is not None:
-                    reason = "; ".join(self.errors) or self.closed
-                    raise RuntimeError(f"the simulator refused the call: {reason}")
-                await asyncio.sleep(0.02)
+        deadline = self.loop.time() + STARTED_TIMEOUT_S
+        # Polled: the answer comes through the receiver task, as ``started`` or a close.
+        while not self.started.done():
+            if self.closed is not None:
+                reason = "; ".join(self.errors) or self.closed
+                raise RuntimeError(f"the simulator refused the call: {reason}")
+            if self.loop.time() > deadline:
+                raise RuntimeError(
+                    f"the simulator did not start the call within {STARTED_TIMEOUT_S:g} s"
+                )
+            await asyncio.sleep(0.02)
         self.bytes_per_s = self.started.result() * 2
         self.frame_bytes = self.bytes_per_s // 50
         self.start_clock()

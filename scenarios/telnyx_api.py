@@ -163,9 +163,14 @@ class TelnyxRig:
     def _route(
         self, method: str, path: str, headers: dict[str, str], raw: bytes
     ) -> tuple[int, Any]:
-        if headers.get("authorization") != f"Bearer {self.api_key}":
-            return 401, {"errors": [{"code": "10009", "title": "Authentication failed"}]}
         match = _ACTION.match(path.split("?")[0])
+        if headers.get("authorization") != f"Bearer {self.api_key}":
+            call = self._calls.get(match["id"]) if match else None
+            if call is not None and not call.answer.done():
+                # Said in the run's error: otherwise it reads as "never answered".
+                refusal = "called Call Control with another TELNYX_API_KEY than the runner's"
+                call.answer.set_result(Answer(refusal=refusal))
+            return 401, {"errors": [{"code": "10009", "title": "Authentication failed"}]}
         if method != "POST" or match is None:
             # Outbound dials and anything else: the runner only receives calls.
             return 404, {"errors": [{"title": f"not served by the scenario runner: {path}"}]}

@@ -10,8 +10,9 @@ import pytest
 from channels.db import database_sync_to_async
 
 from calls.models import Call, Channel, EndReason
+from scenarios.batch import target_for
 from scenarios.dialing import telnyx_setup_hint
-from scenarios.runner import Job, Target, run_batch
+from scenarios.runner import Job, run_batch
 from scenarios.spec import parse_document
 from scenarios.telnyx_api import TelnyxRig
 from tests.scripted import scripted_profile
@@ -116,11 +117,13 @@ async def test_a_browser_call_goes_through_the_simulator_socket_and_is_judged(sc
 
 
 async def test_a_telnyx_scenario_is_skipped_with_the_setup_where_the_server_lacks_the_rig(
-    scripted_server,
+    scripted_server, monkeypatch
 ):
-    server, target = scripted_server
+    server, _ = scripted_server
     await database_sync_to_async(scripted_profile)(phone_numbers=NUMBER)
-    theirs = Target(base_url=server.base, auth_token=target.auth_token)  # no runner's Telnyx
+    monkeypatch.delenv("SCENARIO_TELNYX_SEED", raising=False)
+    theirs = target_for(server.base)  # --base-url, without the runner's Telnyx
+    assert theirs.telnyx is None
 
     (result,) = await run_batch([job("telnyx-elsewhere", "telnyx", PASSING)], theirs)
 
