@@ -159,7 +159,8 @@ def test_every_shipped_scenario_is_valid_and_tagged_offline_or_cloud():
     from scenarios.services import SHIPPED, yaml_documents
 
     files = sorted(SHIPPED.glob("*/*.yaml"))
-    assert {f.parent.name for f in files} == {"demo", "demo-es"}
+    # The seeded demo profiles (seed_demo): the receptionists and their flow versions.
+    assert {f.parent.name for f in files} == {"demo", "demo-es", "demo-flow", "demo-flow-es"}
     for path in files:
         for document in yaml_documents(path.read_text(), source=path.name):
             spec = parse_document(document)
