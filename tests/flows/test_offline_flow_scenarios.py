@@ -55,9 +55,9 @@ def test_the_keyless_demo_flow_completes_a_booking_in_english_and_in_spanish():
 
         async def batch():
             async with asyncio.timeout(OVERALL_TIMEOUT_S):
-                # One call at a time, a busy end placed again once (as the other offline
+                # One call at a time, a busy end placed again up to twice (as the other offline
                 # scenario test: a loaded CI machine, not the agent).
-                return await run_batch(jobs, server.target, parallel=1, busy_retries=1)
+                return await run_batch(jobs, server.target, parallel=1, busy_retries=2)
 
         try:
             results = asyncio.run(batch())

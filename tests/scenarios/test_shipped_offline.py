@@ -56,9 +56,10 @@ OFFLINE_SERVER = {
 # one local model until the session's stall watchdog ended a call as busy.
 PARALLEL = 1
 # A call the server ends as busy (a local model past its 10 s timeout: this machine was
-# loaded by other test runs) says nothing about the agent: placed again once, and the
-# result's notes say so. A second busy end fails the test.
-BUSY_RETRIES = 1
+# loaded by other test runs) says nothing about the agent: placed again up to twice, and
+# the result's notes say so. A third busy end fails the test (six calls since the telnyx
+# and browser ones: a loaded machine once ended the same call busy twice).
+BUSY_RETRIES = 2
 # The whole test, the server's start included, is bounded: CI must never hang on it (there
 # is no pytest-timeout). 107-180 s measured (four calls), 118 s (six); past this it fails.
 OVERALL_TIMEOUT_S = 600.0
