@@ -7,8 +7,8 @@ the evening", "8 pm", "a las ocho de la tarde", "my name is John Smith", "me lla
 and, where they match, win over the model (calls/extraction.py labels each field's
 source); the offline flow guide (flows/guide.py) pins a transition's values to them. A
 short answer to the agent's question ("Four." after "How many people?") is read by what
-the question asked (:func:`answer_facts`). Anything subtler ("the same as last time", "make it five instead of four" said
-in another order) is beyond them.
+the question asked (:func:`answer_facts`). Anything subtler ("the same as last time",
+"make it five instead of four" said in another order) is beyond them.
 
 English and Spanish only. Pure functions on text: no Django.
 """

@@ -347,7 +347,8 @@ class ReplyPipeline:
             async with aclosing(self._lines_or_closing(utt, lines)) as said:
                 async for sentence in said:
                     yield sentence
-            if utt.after is not None or (lines and not self._flow.state.current.respond_immediately):
+            waits = bool(lines) and not self._flow.state.current.respond_immediately
+            if utt.after is not None or waits:  # (waits: its lines are the whole reply)
                 return
         for round_ in range(rounds + 1):
             calls: list[ToolCall] = []

@@ -397,7 +397,7 @@ def fill_line(text: str, values: dict[str, Any]) -> str:
 def _placeholder_problem(text: str) -> str:
     """Why ``text``'s placeholders cannot be filled ("" when they can)."""
     try:
-        fields = [name for _, name, spec, conv in string.Formatter().parse(text) if name is not None]
+        fields = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
     except ValueError as exc:
         return f"has a broken placeholder ({exc}; write {{{{ and }}}} for a brace)"
     for name in fields:

@@ -13,7 +13,6 @@ like the other offline scenario test, so CI cannot hang on it.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 
 import pytest
 
@@ -21,19 +20,9 @@ from calls.services import profile_ensure_demo_flow, profile_ensure_demo_flow_es
 from scenarios import report, selectors, services
 from scenarios.local_server import LocalServer
 from scenarios.runner import run_batch
-from tests.scenarios.test_shipped_offline import OFFLINE_SERVER
-from tests.speech import have_piper
+from tests.scenarios.test_shipped_offline import NEEDS_OFFLINE_ENGINES, OFFLINE_SERVER
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not (
-            have_piper()
-            and all(importlib.util.find_spec(m) for m in ("faster_whisper", "llama_cpp"))
-        ),
-        reason="the offline engines (requirements-local.txt) are not installed",
-    ),
-]
+pytestmark = [pytest.mark.django_db(transaction=True), NEEDS_OFFLINE_ENGINES]
 OVERALL_TIMEOUT_S = 480.0
 
 

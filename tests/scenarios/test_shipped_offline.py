@@ -23,16 +23,13 @@ from scenarios.local_server import LocalServer
 from scenarios.runner import Job, RunResult, run_batch
 from tests.speech import have_piper
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not (
-            have_piper()
-            and all(importlib.util.find_spec(m) for m in ("faster_whisper", "llama_cpp"))
-        ),
-        reason="the offline engines (requirements-local.txt) are not installed",
-    ),
-]
+# (Also used by tests/flows/test_offline_flow_scenarios.py.)
+_OFFLINE_MODULES = ("faster_whisper", "llama_cpp")
+NEEDS_OFFLINE_ENGINES = pytest.mark.skipif(
+    not (have_piper() and all(importlib.util.find_spec(m) for m in _OFFLINE_MODULES)),
+    reason="the offline engines (requirements-local.txt) are not installed",
+)
+pytestmark = [pytest.mark.django_db(transaction=True), NEEDS_OFFLINE_ENGINES]
 
 # The offline server: the app's own settings (preloaded models: /health/ready/ waits for
 # them), without the post-call LLM analysis (seconds of CPU per call, and no offline
