@@ -15,8 +15,8 @@ import pytest
 from django.utils import timezone
 
 from calls import extraction, inline_tasks, services
-from orchestrator.caller_facts import BookingFacts, booking_facts, grounded
 from calls.models import ExtractionStatus
+from orchestrator.caller_facts import booking_facts, grounded
 from orchestrator.engines import EngineError
 
 pytestmark = pytest.mark.django_db(transaction=True)

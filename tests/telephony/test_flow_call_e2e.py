@@ -324,4 +324,5 @@ async def test_the_demo_flow_books_through_its_built_in_store_and_hangs_up(vendo
         and text.rstrip().endswith("Is that right?")
         for text in agent
     )
-    assert agent[-1] == f"Your table is booked, the reference is {ref}. Thank you for calling, goodbye!"
+    goodbye = f"Your table is booked, the reference is {ref}. Thank you for calling, goodbye!"
+    assert agent[-1] == goodbye
