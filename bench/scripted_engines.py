@@ -114,6 +114,7 @@ class ScriptedLLM:
         temperature: float,
         max_tokens: int,
         tools: list[dict[str, Any]] | None = None,
+        tool_choice: str = "",  # (a grammar engine's, from the flow guide: not scripted)
     ) -> AsyncIterator[str | ToolCall]:
         self.requests.append([dict(m) for m in messages])
         self.offered.append([t["function"]["name"] for t in tools or ()])

@@ -186,8 +186,9 @@ def profile_flow(*, profile: AgentProfile) -> Flow | None:
     if not profile.flow:
         return None
     try:
-        # Tools are not checked here: one removed since the flow was saved is not offered.
-        return parse_flow(profile.flow)
+        # Tools are not checked here: one removed since the flow was saved is not offered;
+        # nor are "say" lines (a flow saved before placeholders existed keeps running).
+        return parse_flow(profile.flow, check_lines=False)
     except FlowError as exc:
         logger.error("profile %s: its flow is invalid, calls ignore it: %s", profile.slug, exc)
         return None

@@ -213,6 +213,11 @@ _ASKS = (
     ("day", re.compile(r"which day|what day|\bday\b|\bdate\b|\bwhen\b|que dia|\bdia\b|cuando")),
 )
 SHORT_ANSWER_WORDS = 5
+_CONFIRMING = re.compile(
+    r"\b(?:is that (?:right|correct|ok|okay)|(?:shall|should|can) i (?:book|confirm)|"
+    r"is it correct|"
+    r"es correcto|esta bien|lo confirmo|le parece bien)\b"
+)
 _FILLER = {
     "it's", "its", "it", "is", "that's", "thats", "for", "at", "on", "the", "just", "um", "uh",
     "oh", "well", "es", "para", "somos", "el", "pues", "a", "las", "la", "of", "us",
@@ -228,6 +233,10 @@ def answer_facts(question: str, answer: str) -> dict[str, Any]:
     if not words or len(answer.split()) > SHORT_ANSWER_WORDS:
         return {}
     folded_question = _fold(question)
+    if _CONFIRMING.search(folded_question):
+        # A read-back ("… under the name Lola. Is that right?") asks yes or no: "Wrong
+        # day." is not a name. A correction said in full is read by the explicit rules.
+        return {}
     asked = sorted(
         (match.start(), kind)
         for kind, pattern in _ASKS
@@ -241,19 +250,69 @@ def answer_facts(question: str, answer: str) -> dict[str, Any]:
 
 
 def _short_answer(kind: str, answer: str, words: list[str], numbers: list[int]) -> dict[str, Any]:
+    folded = {_fold(w) for w in words}
     if kind == "party_size" and len(numbers) == 1 and 1 <= numbers[0] <= 30:
         return {"party_size": numbers[0]}
-    if kind == "time" and numbers and numbers[0] <= 23:
-        return {"time": booking_time(answer, with_day=False) or f"{numbers[0]}:00"}
+    if kind == "time":
+        if clock := booking_time(answer, with_day=False) or spoken_clock(answer):
+            return {"time": clock}
+        # A bare hour ("Nine."), nothing that would move it ("half past", "y media").
+        if len(numbers) == 1 and numbers[0] <= 23 and not folded & _CLOCK_WORDS:
+            return {"time": f"{numbers[0]}:00"}
+        return {}
     if kind == "day" and (day := booking_day(answer)):
         return {"day": day}
-    if kind == "name" and not numbers and len(words) <= 3 and not booking_day(answer):
+    if (
+        kind == "name"
+        and not numbers
+        and len(words) <= 3
+        and not booking_day(answer)
+        and not folded & _NOT_AN_ANSWER
+    ):
         if name := customer_name(answer):
             return {"name": name}
         kept = [w for w in words if _fold(w) not in _NOT_NAMES]
         if kept and len(kept) == len(words):
             return {"name": " ".join(w[:1].upper() + w[1:] for w in kept)}
     return {}
+
+
+# Words that move a spoken hour, and the clock phrasings answer_facts reads beyond the
+# explicit ones of booking_time ("half past seven", "seven thirty", "las ocho y media").
+_CLOCK_WORDS = {
+    "half", "quarter", "past", "to", "thirty", "fifteen", "forty", "five", "media", "cuarto",
+    "menos", "twenty", "ten",
+}  # fmt: skip
+_HOUR = _N[1:-1]
+_SPOKEN_CLOCKS = [
+    (re.compile(rf"\bhalf past (?P<h>{_HOUR}){_WORD_END}"), 30, 0),
+    (re.compile(rf"\bquarter past (?P<h>{_HOUR}){_WORD_END}"), 15, 0),
+    (re.compile(rf"\bquarter to (?P<h>{_HOUR}){_WORD_END}"), 45, -1),
+    (re.compile(rf"\b(?P<h>{_HOUR}) (?:thirty){_WORD_END}"), 30, 0),
+    (re.compile(rf"\b(?P<h>{_HOUR}) (?:fifteen){_WORD_END}"), 15, 0),
+    (re.compile(rf"\b(?P<h>{_HOUR}) forty[- ]five{_WORD_END}"), 45, 0),
+    (re.compile(rf"\b(?P<h>{_HOUR}) y media{_WORD_END}"), 30, 0),
+    (re.compile(rf"\b(?P<h>{_HOUR}) y cuarto{_WORD_END}"), 15, 0),
+    (re.compile(rf"\b(?P<h>{_HOUR}) menos cuarto{_WORD_END}"), 45, -1),
+]
+# A short answer with one of these is no name ("Sure.", "Pardon?", "Sí, claro.").
+_NOT_AN_ANSWER = {
+    "yes", "yeah", "yep", "no", "nope", "sure", "ok", "okay", "sorry", "pardon", "what",
+    "hello", "hi", "wrong", "incorrect", "right", "correct", "course", "thanks", "thank",
+    "si", "claro", "vale", "hola", "perdon", "que", "como", "gracias", "correcto", "mal",
+}  # fmt: skip
+
+
+def spoken_clock(text: str) -> str | None:
+    """"half past seven" -> "7:30", "seven thirty" -> "7:30", "las ocho y media" -> "8:30",
+    "quarter to eight" -> "7:45" (the hour as said: no half of the day is implied)."""
+    folded = _fold(text)
+    for pattern, minutes, shift in _SPOKEN_CLOCKS:
+        if (match := pattern.search(folded)) and (hour := _number(match.group("h"))) is not None:
+            hour = (hour + shift) % 24 if hour <= 23 else None
+            if hour is not None:
+                return f"{hour}:{minutes:02d}"
+    return None
 
 
 # Which profile field each fact fills, by the field's name and JSON type.

@@ -54,7 +54,9 @@ class LanguageModel(Protocol):
         Engines that can call tools set ``supports_tools = True`` and accept a
         ``tools=[...]`` keyword (OpenAI ``tools`` entries); they then also yield
         :class:`orchestrator.tools.ToolCall` items, each once complete. ``tools`` is only
-        passed to such engines (supports_tools below)."""
+        passed to such engines (supports_tools below). An engine that calls tools by a
+        grammar (``calls_tools_by_grammar``: the local model in a flow) also accepts
+        ``tool_choice="required"``: an answer must call one of ``tools``."""
         ...
 
 

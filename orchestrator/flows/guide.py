@@ -42,7 +42,9 @@ from orchestrator.flows.spec import Transition
 from orchestrator.tools import ToolSpec
 
 END_CALL = "end_call"
-STEM = 4
+STEM = 4  # letters compared of a word ("book" ~ "booking")
+GLOBAL_STEM = 5  # for a global transition: "encantada" is not "encargado"
+_UNSET = object()
 # Words of a description that say nothing about what the caller wants.
 _COMMON = {
     "the", "caller", "callers", "asks", "ask", "wants", "want", "said", "says", "say",
@@ -59,13 +61,18 @@ _ABOUT_NO = re.compile(r"\b(?:change\w*|wrong|fix\w*|not right|cambi\w*|mal|inco
                        r"no)\b")  # fmt: skip
 _YES = {
     "yes", "yeah", "yep", "yup", "right", "correct", "sure", "perfect", "ok", "okay", "fine",
-    "exactly", "great", "good", "absolutely", "si", "vale", "claro", "correcto", "perfecto",
-    "exacto", "bien", "conforme", "eso",
+    "exactly", "great", "good", "absolutely", "works", "spot", "mhm", "si", "vale", "claro",
+    "correcto", "perfecto", "exacto", "bien", "conforme", "eso", "acuerdo", "asi",
 }  # fmt: skip
 _NO = {
-    "no", "nope", "wrong", "change", "not", "incorrect", "actually", "instead", "cambiar",
-    "cambia", "mal", "incorrecto", "error", "equivocado",
+    "no", "nope", "wrong", "change", "not", "incorrect", "instead", "cambiar", "cambia",
+    "cambie", "mal", "incorrecto", "error", "equivocado",
 }  # fmt: skip
+# Phrases with a "no" in them that say everything is fine (folded text).
+_SAYS_NO_HARM = re.compile(
+    r"\b(?:no (?:problem|worries|hay (?:problema|nada que cambiar)|pasa nada)|"
+    r"not a problem|sin problema|nothing to change|no, (?:esta|it's|it is|that's) (?:bien|fine))"
+)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -89,7 +96,9 @@ class Offer:
             return None
         function = self.schemas[0]["function"]
         properties = function["parameters"].get("properties") or {}
-        if function["name"] == END_CALL or any("const" not in p for p in properties.values()):
+        if function["name"] == END_CALL or any(
+            not isinstance(p, dict) or "const" not in p for p in properties.values()
+        ):
             return None
         return function["name"], {name: p["const"] for name, p in properties.items()}
 
@@ -103,6 +112,7 @@ class Conversation:
     answers: list[tuple[str, str]]
     tool_values: dict[str, Any]  # what tools returned since the caller last spoke
     calls: list[tuple[str, dict[str, Any]]]  # (name, arguments) since the caller last spoke
+    earlier_calls: list[tuple[str, dict[str, Any]]]  # (name, arguments) before that
 
     @property
     def last_line(self) -> str:
@@ -114,11 +124,13 @@ class Conversation:
         agent = ""
         tool_values: dict[str, Any] = {}
         calls: list[tuple[str, dict[str, Any]]] = []
+        earlier: list[tuple[str, dict[str, Any]]] = []
         for message in messages:
             role, content = message.get("role"), message.get("content")
             text = content if isinstance(content, str) else ""
             if role == "user":
                 answers.append((agent, text))
+                earlier += calls
                 agent, tool_values, calls = "", {}, []
             elif role == "assistant":
                 agent = text or agent
@@ -127,7 +139,7 @@ class Conversation:
                     calls.append((fn.get("name", ""), _json_object(fn.get("arguments"))))
             elif role == "tool":
                 tool_values.update(_json_object(text))
-        return cls(answers=answers, tool_values=tool_values, calls=calls)
+        return cls(answers=answers, tool_values=tool_values, calls=calls, earlier_calls=earlier)
 
 
 NOTE = {
@@ -152,7 +164,8 @@ def offer(
     note = _note(transitions, global_names, facts=facts, language=language)
     ready: list[dict[str, Any]] = []  # every value pinned, not called with them yet
     offered: list[dict[str, Any]] = []
-    intents: list[dict[str, Any]] = []
+    intents: list[tuple[str, dict[str, Any]]] = []
+    node_has_tools = bool(tools)
     functions = [(t.name, t.description, t.schema, True) for t in transitions]
     functions += [(s.name, s.description, s.parameters, False) for s in tools]
     for name, description, schema, is_transition in functions:
@@ -161,29 +174,48 @@ def offer(
             if not is_transition:
                 offered.append(_entry(name, description, schema))
             elif caller_spoke_in_node and _shown(
-                name, description, [talk.last_line], words=2 if name in global_names else 1
+                name, description, talk.last_line, is_global=name in global_names
             ):
-                intents.append(_entry(name, description, schema))
+                intents.append((name, _entry(name, description, schema)))
             continue
-        pinned = _pinned(schema, facts=facts, tool_values=talk.tool_values, collected=collected)
+        pinned = _pinned(
+            schema,
+            facts=facts,
+            tool_values=talk.tool_values,
+            collected=collected,
+            from_tools=is_transition and node_has_tools,
+        )
         if pinned is None:
             continue  # a required value nobody gave: the model asks for it
         values, entry_schema = pinned
+        if (
+            is_transition
+            and not caller_spoke_in_node
+            and values
+            and all(collected.get(k, _UNSET) == v for k, v in values.items())
+        ):
+            # Back in the node with nothing new (the caller asked to change something):
+            # the same values again would repeat the read-back. The model asks what changes.
+            continue
         entry = _entry(name, description, entry_schema)
         offered.append(entry)
         required = set(schema.get("required") or ())
-        if required <= values.keys() and (name, values) not in talk.calls:
+        done = talk.calls if is_transition else talk.calls + talk.earlier_calls
+        if required and required <= values.keys() and (name, values) not in done:
+            # (A tool made earlier in the call, even cancelled by a barge-in, is not made
+            # again unasked: a real booking endpoint is not idempotent.)
             ready.append(entry)
     if ready:
         return Offer(schemas=ready[:1], required=True)
-    if len(intents) == 1:
-        return Offer(schemas=intents, required=True, note=note)
-    offered += intents
+    shown = [entry for name, entry in intents]
+    if len(intents) == 1 and intents[0][0] not in global_names:
+        return Offer(schemas=shown, required=True, note=note)
+    offered += shown  # (a global one is the model's to take: words alone are thin evidence)
     # A node whose only way on is hanging up (global transitions aside): the goodbye.
     closing = all(t.name in global_names for t in transitions) and [
-        e["function"]["name"] for e in offered
+        spec.name for spec in tools
     ] == [END_CALL]
-    return Offer(schemas=offered, required=closing, note=note)
+    return Offer(schemas=offered, required=closing and bool(offered), note=note)
 
 
 def _note(
@@ -210,15 +242,25 @@ def _note(
             if kind is None or name not in required:
                 continue
             value = facts.get("time_with_day" if kind == "time" and not has_day else kind)
-            if value is not None:
+            if value is not None and _fits(prop, value):
                 given[name] = value
             elif name not in missing:
-                missing.append(name)
+                # (A value the schema refuses, a party of 15 where 12 is the most: asked
+                # again, and the model is told why.)
+                missing.append(name if value is None else f"{name} ({_limits(prop, value)})")
     if not missing:
         return ""
     has, ask = NOTE["es" if language.lower().startswith("es") else "en"]
     parts = [has.format(given=", ".join(f"{k}={v}" for k, v in given.items()))] if given else []
     return " ".join([*parts, ask.format(missing=", ".join(missing))])
+
+
+def _limits(prop: dict[str, Any], value: Any) -> str:
+    bounds = [f"{word} {prop[key]}" for key, word in (("minimum", "at least"),
+              ("maximum", "at most")) if key in prop]  # fmt: skip
+    if "enum" in prop:
+        bounds.append("one of " + "/".join(map(str, prop["enum"])))
+    return f"not {value}: " + (", ".join(bounds) or "not allowed")
 
 
 def _facts(talk: Conversation) -> dict[str, Any]:
@@ -247,10 +289,13 @@ def _pinned(
     facts: dict[str, Any],
     tool_values: dict[str, Any],
     collected: dict[str, Any],
+    from_tools: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The values known for ``schema``'s properties and the schema with them as ``const``;
-    None when a required one of a known kind (or one a tool or the flow could give, by
-    name) is missing."""
+    None when a required one is missing that the guide can tell is missing: one of a known
+    kind, one a tool returned or the flow collected before, or (``from_tools``: a transition
+    of a node with tools of its own, like ``booked(ref)`` after the booking tool) any. A
+    value the grammar cannot hold safely is left to the model, unpinned."""
     properties: dict[str, Any] = dict(schema.get("properties") or {})
     required = set(schema.get("required") or ())
     values: dict[str, Any] = {}
@@ -263,12 +308,28 @@ def _pinned(
         value = facts.get(fact_kind) if kind else None
         if value is None:
             value = tool_values.get(name, collected.get(name))
+        if value is not None and not _grammar_safe(value):
+            continue  # offered as written: the schema check still judges what is called
         if value is not None and _fits(prop, value):
             values[name] = value
-            properties[name] = {"const": value}
-        elif name in required and (kind or name in tool_values or name in collected):
+            # (The type stays beside the const: a cloud engine behind the local one in a
+            # fallback chain is sent these schemas too.)
+            properties[name] = {**({"type": prop["type"]} if "type" in prop else {}),
+                                "const": value}  # fmt: skip
+        elif name in required and (
+            kind or from_tools or name in tool_values or name in collected
+        ):
             return None
     return values, {**schema, "properties": properties}
+
+
+def _grammar_safe(value: Any) -> bool:
+    """llama-cpp-python (0.3.x) writes a const string into its grammar without escaping
+    backslashes, and a broken grammar crashes the process in C: no quotes, backslashes,
+    control or non-BMP characters in a pinned string."""
+    if not isinstance(value, str):
+        return True
+    return not any(ch in '"\\' or ord(ch) < 32 or ord(ch) > 0xFFFF for ch in value)
 
 
 def _fits(prop: dict[str, Any], value: Any) -> bool:
@@ -298,21 +359,26 @@ def _is_type(value: Any, kind: str) -> bool:
     return checks.get(kind, lambda v: True)(value)
 
 
-def _shown(name: str, description: str, lines: list[str], *, words: int) -> bool:
-    """The caller's ``lines`` show the intent ``name`` / ``description`` describes."""
-    said = _words(" ".join(lines))
+def _shown(name: str, description: str, line: str, *, is_global: bool) -> bool:
+    """The caller's ``line`` shows the intent ``name`` / ``description`` describes."""
+    line = _SAYS_NO_HARM.sub(" ", _fold(line))  # "no problem" is no "no"
+    said = _words(line)
     if not said:
         return False
     about = f"{name.replace('_', ' ')} {description}"
     folded_about = _fold(about)
     no = bool(said & _NO)
-    if _ABOUT_NO.search(folded_about) and no:
-        return True
-    if _ABOUT_YES.search(folded_about) and said & _YES and not no:
-        return True
-    stems = {w[:STEM] for w in _words(about) if len(w) >= STEM and w not in _COMMON}
-    heard = {w[:STEM] for w in said if len(w) >= STEM and w not in _COMMON}
-    return len(stems & heard) >= words
+    if not is_global:
+        if _ABOUT_NO.search(folded_about) and no:
+            return True
+        if _ABOUT_YES.search(folded_about) and said & _YES and not no:
+            return True
+    # A global transition is offered in every node, so it needs two words of its own
+    # compared on longer stems ("speak" + "person"; not "encantada" for "encargado").
+    size, needed = (GLOBAL_STEM, 2) if is_global else (STEM, 1)
+    stems = {w[:size] for w in _words(about) if len(w) >= STEM and w not in _COMMON}
+    heard = {w[:size] for w in said if len(w) >= STEM and w not in _COMMON}
+    return len(stems & heard) >= needed
 
 
 def _words(text: str) -> set[str]:

@@ -18,7 +18,6 @@ naming the node or transition it is about.
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -120,13 +119,18 @@ def parse_flow(
     known_tools: Iterable[str] | None = None,
     transfer_labels: Iterable[str] | None = None,
     builtins: Iterable[str] | None = None,
+    check_lines: bool = True,
 ) -> Flow:
     """A checked :class:`Flow` from its JSON form; raises :class:`FlowError` listing every
     problem. ``known_tools``: the profile's HTTP tool names (None: not checked, e.g. at call
     time, where a tool removed since is just not offered); ``transfer_labels``: the profile's
     transfer destinations (None: not checked); ``builtins``: the built-in tools the profile
-    has on (None: all of :data:`BUILTIN_TOOLS`)."""
-    return _Parser(known_tools, transfer_labels, builtins).parse(data)
+    has on (None: all of :data:`BUILTIN_TOOLS`); ``check_lines``: refuse a "say" line with
+    a broken placeholder (False at call time: a flow saved before placeholders existed
+    still runs, its braces said as written)."""
+    parser = _Parser(known_tools, transfer_labels, builtins)
+    parser.check_lines = check_lines
+    return parser.parse(data)
 
 
 # Why a built-in may be off on a profile: said in the problem, so the fix is plain.
@@ -147,6 +151,7 @@ class _Parser:
         self._tools = None if known_tools is None else {*on, *known_tools}
         self._labels = None if labels is None else {label.casefold() for label in labels}
         self.problems: list[str] = []
+        self.check_lines = True
 
     def parse(self, data: object) -> Flow:
         if not isinstance(data, dict):
@@ -319,7 +324,11 @@ class _Parser:
                     '"end_call" or {"transfer": "<destination label>"}.'
                 )
                 continue
-            if action.kind is ActionKind.SAY and (bad := _placeholder_problem(action.text)):
+            if (
+                self.check_lines
+                and action.kind is ActionKind.SAY
+                and (bad := _placeholder_problem(action.text))
+            ):
                 self.problems.append(f"The line “{action.text}” in the {where} {bad}.")
             if (
                 action.kind is ActionKind.TRANSFER
@@ -379,28 +388,31 @@ class _Parser:
                 self.problems.append(f"Node “{name}” cannot be reached from the start node.")
 
 
-class _Missing(dict):  # type: ignore[type-arg]
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"  # a value not collected (yet) stays as written
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 
 
 def fill_line(text: str, values: dict[str, Any]) -> str:
     """A "say" line with ``{name}`` placeholders filled from the collected values ("So
     that is {party_size} people on {day}"); ``{{`` and ``}}`` are literal braces. A name
-    not collected stays as written."""
-    try:
-        return string.Formatter().vformat(text, (), _Missing(values))
-    except (ValueError, IndexError, KeyError, AttributeError):
-        return text  # (checked when the flow was saved: _placeholder_problem)
+    not collected (yet), or anything else in braces, stays as written."""
+
+    def fill(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        name = match.group(1)
+        return str(values[name]) if name in values else token
+
+    return _PLACEHOLDER.sub(fill, text)
 
 
 def _placeholder_problem(text: str) -> str:
     """Why ``text``'s placeholders cannot be filled ("" when they can)."""
-    try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
-    except ValueError as exc:
-        return f"has a broken placeholder ({exc}; write {{{{ and }}}} for a brace)"
-    for name in fields:
-        if not NAME_RE.fullmatch(name or "-"):
+    for match in _PLACEHOLDER.finditer(text):
+        name = match.group(1)
+        if name is not None and not NAME_RE.fullmatch(name):
             return f"has a placeholder “{{{name}}}” that is not a value's name"
+    rest = _PLACEHOLDER.sub("", text)
+    if "{" in rest or "}" in rest:
+        return "has a lone brace (write {{ and }} for a brace)"
     return ""
