@@ -50,7 +50,7 @@ from orchestrator.contracts import (
 from orchestrator.dtmf import DtmfDigits
 from orchestrator.end_of_turn import EotDecision, ScoreFn
 from orchestrator.engines import Engines
-from orchestrator.failures import Ending, ending_for_error, ending_for_stall
+from orchestrator.failures import CallEnd, Ending, ending_for_error, ending_for_stall
 from orchestrator.flows.toolbox import goodbye_hangs_up, toolbox_for
 from orchestrator.listener import Listener
 from orchestrator.loop_lag import LagWindow
@@ -209,21 +209,16 @@ class CallSession:
         self._idle = IdleTimer(config.idle_timeout_s, config.idle_reprompt)
         # Outbound with answering-machine detection: silent until a person is confirmed.
         self._answered = not config.await_answer
-        self._transferred_to = ""
+        self._ending = CallEnd(config.call_id)  # reason, goodbye line, error, transfer
 
         self._started = False
         self._closed = False
-        self._end_reason: EndReason | None = None
-        self._end_say: str | None = None
-        self._end_error = ""
-        self._critical: CriticalCallError | None = None
-        self._tts_failed = False
 
     # --- API used by consumers (sync, non-blocking) -----------------------------------------
 
     def push_audio(self, pcm16_16k_mono: bytes) -> None:
         """Enqueue caller audio (16 kHz mono PCM16, any length)."""
-        if not self._closed and self._end_reason is None and pcm16_16k_mono:
+        if not self._closed and self._ending.reason is None and pcm16_16k_mono:
             if self._started:
                 self._inbound.arrived(self._clock(), len(pcm16_16k_mono))
                 if self._recording is not None:
@@ -232,14 +227,14 @@ class CallSession:
 
     def push_dtmf(self, digit: str) -> None:
         """A keypad digit: sent as an event and given to the LLM as a user note."""
-        if not self._closed and self._end_reason is None:
+        if not self._closed and self._ending.reason is None:
             self._events.put_nowait(_Dtmf(digit=digit))
 
     def answered_by(self, verdict: str) -> None:
         """The answering-machine verdict of an outbound call (answering.py)."""
         if verdict not in ANSWER_VERDICTS:
             raise ValueError(f"unknown answer verdict {verdict!r}")
-        if not self._closed and self._end_reason is None:
+        if not self._closed and self._ending.reason is None:
             self._events.put_nowait(_Answered(verdict=verdict))
 
     def stop(self, reason: EndReason, *, say: str | None = None) -> None:
@@ -305,13 +300,13 @@ class CallSession:
             await self._shutdown(speak=not cancelled)
         if cancelled:
             raise asyncio.CancelledError
-        if self._critical is not None:
-            raise self._critical
-        assert self._end_reason is not None
-        return self._end_reason
+        if self._ending.critical is not None:
+            raise self._ending.critical
+        assert self._ending.reason is not None
+        return self._ending.reason
 
     async def _control_loop(self) -> None:
-        while self._end_reason is None:
+        while self._ending.reason is None:
             timeout = max(0.0, self._next_deadline() - self._clock())
             try:
                 event: _Control | None = await asyncio.wait_for(self._events.get(), timeout)
@@ -330,14 +325,14 @@ class CallSession:
                     await self._finish_utterance(interrupt=True)
             elif isinstance(event, _Answered):
                 self._on_answered(event.verdict)
-            if self._end_reason is None:
+            if self._ending.reason is None:
                 await self._check_timers()
 
     def _greet(self) -> None:
         if self._utt_task is not None:  # (nothing speaks before the verdict; defensive)
             return
         opening = opening_line(self._config, recorded=self._recording is not None)
-        if opening and self._end_reason is None:
+        if opening and self._ending.reason is None:
             self._start_utterance("greeting", text=opening)
         else:
             self._answer_pending()
@@ -355,14 +350,10 @@ class CallSession:
             return
         self._end(EndReason.VOICEMAIL, say=voicemail_line(self._config))
 
-    def _end(self, reason: EndReason, *, say: str | None = None, error: str = "") -> bool:
-        """First end request wins; later ones (e.g. a hang-up after an error) are ignored."""
-        if self._end_reason is not None:
-            return False
-        self._end_reason, self._end_say, self._end_error = reason, say or None, error
-        self._events.put_nowait(_Wake())
-        logger.info("call %s: ending (%s) %s", self._call_id, reason, error, extra=self._log_extra)
-        return True
+    def _end(self, reason: EndReason, *, say: str | None = None, error: str = "") -> None:
+        """First end request wins (CallEnd); the control loop wakes to act on it."""
+        if self._ending.request(reason, say=say, error=error):
+            self._events.put_nowait(_Wake())
 
     # --- caller speech ---------------------------------------------------------------------------
 
@@ -374,7 +365,7 @@ class CallSession:
         self._answer_pending()
 
     def _answer_pending(self) -> None:
-        if self._utt_task is None and self._end_reason is None and self._answered:
+        if self._utt_task is None and self._ending.reason is None and self._answered:
             if (turn := self._listener.take_turn()) is not None:
                 self._start_utterance("reply", turn=turn)
 
@@ -467,7 +458,7 @@ class CallSession:
         # The caller went on before their turn was even recorded (we were transcribing
         # it, or holding it for the rest of the sentence): it joins what they say next.
         merged = (
-            cut and failed is None and self._end_reason is None and utt.turn is not None
+            cut and failed is None and self._ending.reason is None and utt.turn is not None
             and utt.user_sequence is None and not why
         )  # fmt: skip
         if not merged:
@@ -480,7 +471,7 @@ class CallSession:
             logger.warning("call %s: empty LLM reply, listening again", self._call_id,
                            extra=self._log_extra)  # fmt: skip
         notice = ""
-        if not cut and failed is None and self._end_reason is None:
+        if not cut and failed is None and self._ending.reason is None:
             outcome = await self._actions.carry_out(utt)
             if outcome.hang_up:
                 self._end(EndReason.AGENT_HANGUP)
@@ -489,17 +480,17 @@ class CallSession:
             notice = outcome.notice
         # A recorded user turn that heard nothing back. A barge-in before any audio is
         # not one: the caller went on, and the next reply answers both.
-        barge_in = interrupt and self._end_reason is None and not why
+        barge_in = interrupt and self._ending.reason is None and not why
         if utt.user_sequence is not None and not utt.segments and not barge_in:
             reason = why or (
                 f"engine failure: {failed}" if failed is not None
-                else f"call ended ({self._end_reason}) before the reply" if cut
+                else f"call ended ({self._ending.reason}) before the reply" if cut
                 else "empty reply"
             )  # fmt: skip
             logger.warning("call %s: user turn %d got no reply: %s", self._call_id,
                            utt.user_sequence, reason, extra=self._log_extra)  # fmt: skip
             self._transcript.unanswered(utt.user_sequence, reason)
-        if self._end_reason is None:
+        if self._ending.reason is None:
             self._idle.touch(self._clock())
             await self._out.set_state("listening")
             self._listener.utterance_ended(dropped_turn=utt.turn if merged else None)
@@ -508,15 +499,8 @@ class CallSession:
             self._answer_pending()
 
     def _transferred(self, destination: str) -> None:
-        """The carrier took the call: that is how it ended, whatever was asked meanwhile
-        (a shutdown or a hang-up during the request), and nothing more is said on it."""
-        self._transferred_to = destination
-        if self._end_reason not in (None, EndReason.TRANSFERRED):
-            logger.info("call %s: transferred; %s asked meanwhile does not apply",
-                        self._call_id, self._end_reason, extra=self._log_extra)  # fmt: skip
-            self._end_reason, self._end_say, self._end_error = EndReason.TRANSFERRED, None, ""
-            return
-        self._end(EndReason.TRANSFERRED)
+        if self._ending.transferred(destination):
+            self._events.put_nowait(_Wake())
 
     async def _stop_task(
         self, task: asyncio.Task[None], utt: Utterance
@@ -533,12 +517,9 @@ class CallSession:
         return failed, task.cancelled() or failed is not None
 
     def _apply(self, ending: Ending) -> None:
-        self._tts_failed = self._tts_failed or ending.tts_failed
         self._out.dead = self._out.dead or ending.transport_dead
-        if self._end(ending.reason, say=ending.say, error=ending.error) and ending.failed_role:
-            self._critical = CriticalCallError(
-                ending.error, self._call_id, role=ending.failed_role, vendor=ending.vendor
-            )
+        if self._ending.apply(ending):
+            self._events.put_nowait(_Wake())
 
     # --- heartbeat -------------------------------------------------------------------------
 
@@ -550,14 +531,14 @@ class CallSession:
     # --- shutdown -------------------------------------------------------------------------------
 
     async def _shutdown(self, *, speak: bool) -> None:
-        reason = self._end_reason or EndReason.ERROR
+        reason = self._ending.reason or EndReason.ERROR
         self._closed = True
         await cancel_all(self._input_task, self._heartbeat_task)
         await self._listener.close()
         if self._utt_task is not None:
             await self._finish_utterance(interrupt=True)
-        say = self._end_say
-        if speak and say and not self._out.dead and not self._tts_failed:
+        say = self._ending.say
+        if speak and say and not self._out.dead and not self._ending.tts_failed:
             self._utt_seq += 1
             kind = "apology" if reason is EndReason.ERROR else "goodbye"
             final = Utterance(n=self._utt_seq, kind=kind, interruptible=False)
@@ -578,9 +559,10 @@ class CallSession:
             inbound=self._inbound,
             loop_lag_p99_ms=await self._loop_lag.close(),
         )
-        error = self._end_error
+        error = self._ending.error
         # Only when set: recorders written before transfers existed keep working.
-        extra = {"transferred_to": self._transferred_to} if self._transferred_to else {}
+        transferred = self._ending.transferred_to
+        extra = {"transferred_to": transferred} if transferred else {}
         self._recorder_q.put(
             "call_ended",
             lambda: self._recorder.call_ended(
