@@ -235,8 +235,7 @@ def _note(
             continue
         properties = (transition.schema or {}).get("properties") or {}
         required = set(transition.schema.get("required") or ())
-        has_day = any(caller_facts.field_kind(n, p) == "day" for n, p in properties.items()
-                      if isinstance(p, dict))  # fmt: skip
+        has_day = _has_day(properties)
         for name, prop in properties.items():
             kind = caller_facts.field_kind(name, prop if isinstance(prop, dict) else {})
             if kind is None or name not in required:
@@ -299,8 +298,7 @@ def _pinned(
     properties: dict[str, Any] = dict(schema.get("properties") or {})
     required = set(schema.get("required") or ())
     values: dict[str, Any] = {}
-    has_day = any(caller_facts.field_kind(n, p) == "day" for n, p in properties.items()
-                  if isinstance(p, dict))  # fmt: skip
+    has_day = _has_day(properties)
     for name, prop in list(properties.items()):
         prop = prop if isinstance(prop, dict) else {}
         kind = caller_facts.field_kind(name, prop)
@@ -321,6 +319,12 @@ def _pinned(
         ):
             return None
     return values, {**schema, "properties": properties}
+
+
+def _has_day(properties: dict[str, Any]) -> bool:
+    """The schema has a field of its own for the day: its time field is the clock alone."""
+    return any(caller_facts.field_kind(n, p) == "day" for n, p in properties.items()
+               if isinstance(p, dict))  # fmt: skip
 
 
 def _grammar_safe(value: Any) -> bool:
