@@ -1053,10 +1053,10 @@ def main() -> None:
     if not args.no_save:
         try:
             from bench.chart import draw
-        except ImportError as exc:
-            print(f"\nno chart ({exc}); pip install matplotlib, then run bench/chart.py")
-        else:
+
             print(f"\nchart: {draw()}")
+        except ImportError as exc:  # matplotlib is imported by draw()
+            print(f"\nno chart ({exc}); pip install matplotlib, then run bench/chart.py")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.soak --calls 20 --minutes 30 --label run
 
-The server is started as ``bench/load.py`` starts ours (daphne, ``bench.settings``, a
+The server is started as ``bench/load.py`` starts ours (``--server``: uvicorn, the
+production default, one worker; the first three soaks ran daphne; ``bench.settings``, a
 temporary SQLite database, the scripted engines with fixed latencies, so the load is the
 server's own and not a model's). ``--calls`` callers each run calls back to back until
 ``--minutes`` have passed: a call lasts a random ``--min-call-s``..``--max-call-s``
@@ -68,8 +69,8 @@ TURN_RESERVE_S = 9.0  # start another caller turn only with this much of the cal
 class SoakServer(OursServer):
     """Ours, as bench/load.py starts it, with /metrics enabled (a bearer token)."""
 
-    def __init__(self, script: Script, workdir: Path) -> None:
-        super().__init__(script, workdir)
+    def __init__(self, script: Script, workdir: Path, server: str = "uvicorn") -> None:
+        super().__init__(script, workdir, server=server)
         self.metrics_token = uuid.uuid4().hex
 
     def env(self) -> dict[str, str]:
@@ -372,7 +373,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     clips = Clips.build()
     workdir = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     print(f"server log and database: {workdir}", flush=True)
-    server = SoakServer(script, workdir)
+    server = SoakServer(script, workdir, server=args.server)
     server.prepare()
     endpoint = server.start()
     assert server.process is not None
@@ -520,6 +521,12 @@ def main() -> None:
     parser.add_argument("--max-call-s", type=float, default=90.0)
     parser.add_argument("--fd-slack", type=int, default=5, help="fd change still counted as none")
     parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument(
+        "--server",
+        choices=("uvicorn", "daphne"),
+        default="uvicorn",
+        help="the ASGI server, one worker (voiceapp/serve.py; the first three soaks: daphne)",
+    )
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
     machine = machine_info()

@@ -16,6 +16,9 @@ What every media socket shares:
   second; the clean-up outlives those cancellations, so no session survives its socket.
 - **No channel layer.** Media sockets never subscribe to Redis (``channel_layer_alias =
   None``): Redis carries control messages only, and a Redis outage must not drop calls.
+  With one source of messages, ``__call__`` reads the socket in a plain loop instead of
+  Channels' ``await_many_dispatch`` (a new task and an ``asyncio.wait`` per message: ~7 %
+  of a loaded server's samples, every 20 ms frame of every call; bench/README.md).
 - **A deadline for ``start``** and a per-process bound on sockets still waiting for it.
 - **Admission** (``live/admission.py``): a call whose media starts while this process is
   full is refused (stored ``busy``, close 4503); its slot is held until the session ends.
@@ -38,6 +41,7 @@ from enum import IntEnum
 from typing import Any
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -117,9 +121,20 @@ class CallSocket(AsyncWebsocketConsumer):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            await self._serve(scope, receive, send)
         finally:
             await _run_despite_cancellation(self.release(), name=f"release-{id(self):x}")
+
+    async def _serve(self, scope: Any, receive: Any, send: Any) -> None:
+        """Channels' ``AsyncConsumer.__call__`` for a consumer without a channel layer."""
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass  # websocket.disconnect handled: the consumer is done
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         if len(_waiting) >= settings.MEDIA_SOCKETS_MAX_WAITING:

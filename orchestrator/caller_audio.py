@@ -1,6 +1,8 @@
 """Caller audio between the socket and the VAD: a bounded backlog, fed to the turn
 detector in its own task so the socket's ``receive`` never waits on the model. The
-call's optional :class:`InboundCleaner` (noise suppression) runs in that task too."""
+call's optional :class:`InboundCleaner` (noise suppression) runs in that task too. The
+VAD model scores this call's windows together with the other calls' of the same loop turn
+(``TurnDetector.feed_async``)."""
 
 from __future__ import annotations
 
@@ -43,5 +45,5 @@ class CallerAudio:
             self._backlog -= len(pcm)
             if self._cleaner is not None:
                 pcm = self._cleaner.process(pcm)
-            for event in detector.feed(pcm):
+            for event in await detector.feed_async(pcm):
                 on_event(event)

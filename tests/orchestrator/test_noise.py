@@ -333,7 +333,7 @@ class _RecordingDetector:
         self.expected_bytes = expected_bytes
         self.done = asyncio.Event()
 
-    def feed(self, pcm: bytes) -> list:
+    async def feed_async(self, pcm: bytes) -> list:
         self.received += pcm
         if len(self.received) >= self.expected_bytes:
             self.done.set()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
-from orchestrator.vad import SileroVad, TurnDetector, TurnEventKind
+from orchestrator.vad import WINDOW_BYTES, SileroVad, TurnDetector, TurnEventKind, _Batch
 from tests.speech import have_speech_tools, silence_pcm16, speech_pcm16
 
 pytestmark = pytest.mark.skipif(not have_speech_tools(), reason="espeak-ng and sox needed")
@@ -98,7 +100,9 @@ def test_a_click_is_a_voice_onset_then_a_false_start() -> None:
     """The session pauses the agent at a voice onset: a burst too short to be speech
     must say so, or the agent would stay paused."""
     click = speech_pcm16("Hello there")[: 16000 * 2 * 70 // 1000]
-    kinds = [e.kind for e in feed_in_frames(detector(), silence_pcm16(300) + click + silence_pcm16(500))]
+    kinds = [
+        e.kind for e in feed_in_frames(detector(), silence_pcm16(300) + click + silence_pcm16(500))
+    ]
     if kinds:  # the model may not even call 70 ms of a syllable voiced
         assert kinds == [TurnEventKind.VOICE_ONSET, TurnEventKind.FALSE_START]
 
@@ -117,7 +121,9 @@ def test_near_silent_windows_skip_the_model_but_speech_does_not() -> None:
     events = feed_in_frames(
         d, silence_pcm16(500) + speech_pcm16("Hello there, a table please.") + silence_pcm16(700)
     )
-    assert [e.kind for e in events if e.kind not in (TurnEventKind.BARGE_IN, TurnEventKind.VOICE_ONSET)] == [
+    assert [
+        e.kind for e in events if e.kind not in (TurnEventKind.BARGE_IN, TurnEventKind.VOICE_ONSET)
+    ] == [
         TurnEventKind.SPEECH_STARTED,
         TurnEventKind.TURN_ENDED,
     ]
@@ -144,7 +150,9 @@ def test_speech_on_a_noisy_line_makes_one_turn_while_the_line_noise_skips_the_mo
         + silence_pcm16(1500)
     )
     events = feed_in_frames(d, _on_noisy_line(pcm, noise_dbfs=-60, speech_gain=speech_gain))
-    assert [e.kind for e in events if e.kind not in (TurnEventKind.BARGE_IN, TurnEventKind.VOICE_ONSET)] == [
+    assert [
+        e.kind for e in events if e.kind not in (TurnEventKind.BARGE_IN, TurnEventKind.VOICE_ONSET)
+    ] == [
         TurnEventKind.SPEECH_STARTED,
         TurnEventKind.TURN_ENDED,
     ]
@@ -176,3 +184,80 @@ def test_the_end_of_turn_timer_runs_at_frame_resolution_not_whole_windows() -> N
     # The model may call the very last loud block non-speech (a click, a breath): the timer
     # then starts a block or two earlier. Whole windows would give up to 500 + 32 + 20.
     assert 500 - 32 <= silence_ms < 500 + 20, silence_ms
+
+
+# --- windows of many calls scored in one model run ------------------------------------
+
+
+def _windows(pcm: bytes) -> list[bytes]:
+    return [pcm[i : i + WINDOW_BYTES] for i in range(0, len(pcm) - WINDOW_BYTES + 1, WINDOW_BYTES)]
+
+
+def _score_alone(windows: list[bytes]) -> list[float]:
+    vad = SileroVad()
+    return [vad(window) for window in windows]
+
+
+async def test_calls_scoring_together_share_model_runs_and_get_their_own_scores() -> None:
+    texts = ["I would like to book a table.", "Friday at nine, please.", "My name is Lola."]
+    calls = [_windows(silence_pcm16(200) + speech_pcm16(text)) for text in texts]
+    # The same windows, one call at a time, each window its own model run.
+    alone = [_score_alone(windows) for windows in calls]
+
+    vads = [SileroVad() for _ in calls]
+    runs, scored = _Batch.runs, _Batch.windows
+    together: list[list[float]] = [[] for _ in calls]
+    for i in range(max(len(w) for w in calls)):
+        talking = [n for n, windows in enumerate(calls) if i < len(windows)]
+        scores = await asyncio.gather(*(vads[n].score(calls[n][i]) for n in talking))
+        for n, score in zip(talking, scores, strict=True):
+            together[n].append(score)
+
+    for mine, reference in zip(together, alone, strict=True):
+        # Batched and single runs differ only in float rounding; the state carried between
+        # windows (each call's own) must not mix: a mix-up moves scores by far more.
+        assert np.allclose(mine, reference, atol=1e-4)
+        assert max(mine) > 0.9  # speech was heard
+    model_windows = _Batch.windows - scored
+    assert model_windows == sum(v.model_calls for v in vads)
+    # Three calls' windows arriving together ran as one batch, not three runs.
+    assert _Batch.runs - runs <= -(-model_windows // 2)
+
+
+async def test_a_caller_that_stops_waiting_does_not_break_the_batch_for_the_others() -> None:
+    speech = _windows(speech_pcm16("Hello, I need a table for two."))
+    loud = next(w for w in speech if SileroVad()(w) > 0.5)
+    leaving, staying = SileroVad(), SileroVad()
+    gone = asyncio.ensure_future(leaving.score(loud))
+    kept = asyncio.ensure_future(staying.score(loud))
+    await asyncio.sleep(0)  # both submitted to the same batch
+    gone.cancel()
+    assert await kept > 0.5
+    assert gone.cancelled()
+
+
+async def test_feeding_the_detector_async_gives_the_same_turns_as_feeding_it_directly() -> None:
+    pcm = silence_pcm16(600) + speech_pcm16("A table for four on Friday.") + silence_pcm16(900)
+    direct, batched = detector(), detector()
+    expected = feed_in_frames(direct, pcm)
+    events = []
+    for i in range(0, len(pcm), 640):
+        events += await batched.feed_async(pcm[i : i + 640])
+    assert [e.kind for e in events] == [e.kind for e in expected]
+    assert events[-1].audio == expected[-1].audio
+
+
+async def test_on_a_busy_loop_windows_arriving_apart_wait_for_each_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_Batch, "BUSY_RATE", 0)  # every loop counts as busy: always gather
+    speech = _windows(speech_pcm16("Hello, I need a table for two."))
+    loud = next(w for w in speech if SileroVad()(w) > 0.5)
+    first, second = SileroVad(), SileroVad()
+    runs = _Batch.runs
+    a = asyncio.ensure_future(first.score(loud))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # a later loop turn, within the gather time
+    b = asyncio.ensure_future(second.score(loud))
+    assert await a > 0.5 and await b > 0.5
+    assert _Batch.runs - runs == 1
