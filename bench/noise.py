@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestrator.audio import StreamResampler, pcm16_to_ulaw, ulaw_to_pcm16  # noqa: E402
 from orchestrator.noise import InboundCleaner, available  # noqa: E402
-from orchestrator.vad import SileroVad, TurnDetector, TurnEventKind  # noqa: E402
+from orchestrator.silero import SileroVad  # noqa: E402
+from orchestrator.vad import TurnDetector, TurnEventKind  # noqa: E402
 
 RATE = 16000
 CHUNK = 640  # 20 ms of 16 kHz PCM16: what the socket hands the session per carrier frame

@@ -50,7 +50,7 @@ from orchestrator.config import CallConfig  # noqa: E402
 from orchestrator.engines import Engines  # noqa: E402
 from orchestrator.sentences import SentenceSplitter  # noqa: E402
 from orchestrator.session import CallSession, EndReason, TurnRecord  # noqa: E402
-from orchestrator.vad import WINDOW_MS, new_vad  # noqa: E402
+from orchestrator.silero import WINDOW_MS, new_vad  # noqa: E402
 from tests.speech import silence_pcm16, speech_pcm16  # noqa: E402
 
 STT_MS = 120.0

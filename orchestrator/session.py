@@ -59,12 +59,13 @@ from orchestrator.playout import PacedPlayout
 from orchestrator.recorder_queue import RecorderQueue
 from orchestrator.recording import CallRecording
 from orchestrator.reply import ReplyPipeline, Utterance
+from orchestrator.silero import new_vad
 from orchestrator.stats import CallStats
 from orchestrator.task_reaper import TaskReaper, cancel_all
 from orchestrator.tools.actions import ReplyActions
 from orchestrator.transcript import Transcript
 from orchestrator.turn_taking import UserTurn
-from orchestrator.vad import TurnDetector, TurnEvent, TurnEventKind, new_vad
+from orchestrator.vad import TurnDetector, TurnEvent, TurnEventKind
 
 # Re-exported: the consumers' and recorders' view of a session.
 __all__ = [
@@ -565,9 +566,7 @@ class CallSession:
         extra = {"transferred_to": transferred} if transferred else {}
         self._recorder_q.put(
             "call_ended",
-            lambda: self._recorder.call_ended(
-                reason=reason, error=error, metrics=metrics, **extra
-            ),
+            lambda: self._recorder.call_ended(reason=reason, error=error, metrics=metrics, **extra),
             describe=f"end reason {reason}",
         )
         # call_ended is the last write; a database outage keeps it retrying in the
@@ -578,6 +577,7 @@ class CallSession:
 
     def _wall(self, t: float) -> datetime:
         return self._wall0 + timedelta(seconds=t - self._t0)
+
 
 def default_turn_model() -> ScoreFn | None:
     """Smart Turn, when its model file is installed (requirements-turn.txt)."""

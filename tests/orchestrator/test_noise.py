@@ -21,7 +21,8 @@ from bench.noise import CHUNK, NOISE_KINDS, dbfs, line_noise, mix, phone_line
 from orchestrator import noise
 from orchestrator.caller_audio import CallerAudio
 from orchestrator.noise import FRAME_BYTES, InboundCleaner, available
-from orchestrator.vad import SileroVad, TurnDetector, TurnEventKind
+from orchestrator.silero import SileroVad
+from orchestrator.vad import TurnDetector, TurnEventKind
 from tests.speech import have_speech_tools, silence_pcm16, speech_pcm16
 
 needs_webrtc = pytest.mark.skipif(not available(), reason="pywebrtc-audio not installed")
@@ -225,9 +226,10 @@ def test_noise_that_starts_mid_call_turns_suppression_on_within_about_a_second(l
     with caplog.at_level(logging.INFO, logger="orchestrator.noise"):
         out = b"".join(cleaner.process(pcm[i : i + CHUNK]) for i in range(0, len(pcm), CHUNK))
     assert cleaner.gate.suppressing and cleaner.gate.settled
-    assert delayed(out, 20 * FRAME_BYTES)[: 32 * quiet - 20 * FRAME_BYTES] == pcm[
-        20 * FRAME_BYTES : 32 * quiet
-    ]
+    assert (
+        delayed(out, 20 * FRAME_BYTES)[: 32 * quiet - 20 * FRAME_BYTES]
+        == pcm[20 * FRAME_BYTES : 32 * quiet]
+    )
     on = 32 * (quiet + 1100)  # bytes: one second of steady noise, and a little margin
     assert out[on:] != pcm[on : len(out)]
     last_second = slice(len(out) - 32000, len(out))
@@ -255,7 +257,7 @@ def test_switching_either_way_keeps_every_sample_once_and_in_order() -> None:
     d = noise.NS_DELAY
     # Off after 200 ms: from there on, the input 96 samples later, exactly.
     off = 20 * 160
-    assert np.array_equal(y[off + d : 16000 + d], x[off : 16000])
+    assert np.array_equal(y[off + d : 16000 + d], x[off:16000])
     # On again a second into the tone: around the switch the tone never drops out.
     on = 16000 + (noise.NOISY_FRAMES - 1) * 160  # the frame that completes the steady run
     assert np.array_equal(y[16000 + d : on], x[16000 : on - d])  # passed by until then

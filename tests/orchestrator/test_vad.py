@@ -7,7 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from orchestrator.vad import WINDOW_BYTES, SileroVad, TurnDetector, TurnEventKind, _Batch
+from orchestrator.silero import WINDOW_BYTES, SileroVad, _Batch
+from orchestrator.vad import TurnDetector, TurnEventKind
 from tests.speech import have_speech_tools, silence_pcm16, speech_pcm16
 
 pytestmark = pytest.mark.skipif(not have_speech_tools(), reason="espeak-ng and sox needed")
