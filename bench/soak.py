@@ -554,6 +554,7 @@ def main() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         doc = {
             "command": "python -m bench.soak " + " ".join(sys.argv[1:]),
+            "server": args.server,
             "machine": machine,
             "started_at": started,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),

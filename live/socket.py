@@ -251,7 +251,9 @@ class CallSocket(AsyncWebsocketConsumer):
         log("%s closed (%d): %s", self.label, code, reason)
         with contextlib.suppress(Exception):  # the socket may already be gone; nothing to tell it
             # int(): autobahn refuses an IntEnum ("must be an integer"), the socket stays open.
-            await self.close(code=int(code), reason=reason[:120])
+            # A close frame's reason is at most 123 bytes of UTF-8; a longer one (an engine
+            # error in Spanish, say) fails the close, and the client would see 1006 instead.
+            await self.close(code=int(code), reason=_close_reason(reason))
 
     def start_received(self) -> None:
         """The start message arrived: the deadline no longer applies."""
@@ -392,3 +394,8 @@ async def _run_despite_cancellation(work: Coroutine[Any, Any, None], *, name: st
         logger.error("media socket clean-up failed", exc_info=task.exception())
     if cancelled:
         raise asyncio.CancelledError
+
+
+def _close_reason(reason: str, limit: int = 123) -> str:
+    """``reason`` cut to a WebSocket close frame's 123 bytes, whole characters only."""
+    return reason.encode()[:limit].decode(errors="ignore")

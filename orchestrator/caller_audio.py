@@ -45,5 +45,5 @@ class CallerAudio:
             self._backlog -= len(pcm)
             if self._cleaner is not None:
                 pcm = self._cleaner.process(pcm)
-            for event in await detector.feed_async(pcm):
+            for event in await detector.feed_async(pcm, behind=self._backlog > 0):
                 on_event(event)

@@ -110,12 +110,12 @@ class SileroVad:
         )
         return self._scored(output[0, 0], state)
 
-    async def score(self, window_pcm16: bytes) -> float:
-        """Score one window in the event loop's next batch (:class:`_Batch`): the calls
-        whose windows arrived together share one model run."""
+    async def score(self, window_pcm16: bytes, *, may_wait: bool = True) -> float:
+        """Score one window in a batch with other calls' windows (:class:`_Batch`);
+        ``may_wait=False``: this call is behind, run its batch at the next loop turn."""
         if self._skipped(window_pcm16):
             return 0.0
-        return await _Batch.submit(self)
+        return await _Batch.submit(self, may_wait=may_wait)
 
     def _skipped(self, window_pcm16: bytes) -> bool:
         """True for a silent window (scored 0 without the model); else load it as input."""
@@ -162,13 +162,14 @@ class _Batch:
 
     Silero takes a batch (input ``(B, 576)``, state ``(2, B, 128)``), and a batch costs far
     less per window than B runs: on a 2-core EPYC, 68 µs a window alone, 43 µs in 4s,
-    34 µs in 8s, 30 µs in 16s and more (``bench/README.md``). Calls send their frames on
-    their own 20 ms clocks, so few windows arrive in the same loop turn; on a busy loop
-    (``BUSY_RATE`` model windows a second or more, some 30 calls talking) the first window
-    waits up to ``GATHER_S`` for the others; on a quiet one it runs at the next loop turn
-    (``call_soon``), batched only with windows that arrived together. ``MAX`` windows run
-    at once. The wait delays what the detector sees, not the timeline it measures:
-    ``TurnDetector.feed_async`` dates speech by the window's arrival.
+    34 µs in 8s, 30 µs in 16s and more (bench/README.md "Scale, third round"). Calls send
+    their frames on their own 20 ms clocks, so few windows arrive in the same loop turn; on
+    a busy loop (``BUSY_RATE`` model windows a second or more, some 30 calls talking) a
+    window waits up to ``GATHER_S`` for the others; on a quiet one it runs at the next loop
+    turn (``call_soon``), batched only with windows that arrived together. A call that is
+    behind (more of its audio waiting) never waits: its backlog drains at loop speed. The
+    wait delays what the detector sees, not the timeline it measures
+    (``TurnDetector.feed_async`` dates speech by the audio's arrival).
     """
 
     MAX = 64  # windows per model run: the per-window cost is flat beyond ~16
@@ -182,20 +183,21 @@ class _Batch:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.items: list[tuple[SileroVad, asyncio.Future[float]]] = []
-        self.scheduled = False
+        self.timer: asyncio.TimerHandle | None = None  # a gather under way
+        self.soon: asyncio.Handle | None = None  # a run at the next loop turn
         self.rate = 0  # model windows submitted in the last whole second
         self._second = 0
         self._counted = 0
 
     @classmethod
-    def submit(cls, vad: SileroVad) -> asyncio.Future[float]:
+    def submit(cls, vad: SileroVad, *, may_wait: bool = True) -> asyncio.Future[float]:
         loop = asyncio.get_running_loop()
         batch: _Batch | None = getattr(cls._local, "batch", None)
         if batch is None or batch.loop is not loop:  # (a batcher of a loop that has stopped)
             batch = cls._local.batch = cls(loop)
-        return batch._add(vad)
+        return batch._add(vad, may_wait)
 
-    def _add(self, vad: SileroVad) -> asyncio.Future[float]:
+    def _add(self, vad: SileroVad, may_wait: bool) -> asyncio.Future[float]:
         second = int(self.loop.time())
         if second != self._second:
             self.rate = self._counted if second == self._second + 1 else 0
@@ -204,45 +206,52 @@ class _Batch:
         future: asyncio.Future[float] = self.loop.create_future()
         self.items.append((vad, future))
         if len(self.items) >= self.MAX:
-            self._run()  # a full batch: at once (a timer still set runs whatever follows)
-        elif not self.scheduled:
-            self.scheduled = True
-            if self.rate >= self.BUSY_RATE:
-                self.loop.call_later(self.GATHER_S, self._scheduled_run)
-            else:
-                self.loop.call_soon(self._scheduled_run)
+            self._run()  # a full batch: at once
+        elif may_wait and self.rate >= self.BUSY_RATE:
+            if self.timer is None and self.soon is None:
+                self.timer = self.loop.call_later(self.GATHER_S, self._run)
+        elif self.soon is None:
+            self.soon = self.loop.call_soon(self._run)
         return future
 
-    def _scheduled_run(self) -> None:
-        self.scheduled = False
-        self._run()
-
     def _run(self) -> None:
+        for handle in (self.timer, self.soon):
+            if handle is not None:
+                handle.cancel()
+        self.timer = self.soon = None
         items = [(vad, future) for vad, future in self.items if not future.done()]
         self.items = []
-        if not items:
-            return
-        session = _SharedModel.session()
         for start in range(0, len(items), self.MAX):
             chunk = items[start : start + self.MAX]
             _Batch.runs += 1
             _Batch.windows += len(chunk)
             try:
-                output, state = session.run(
-                    None,
-                    {
-                        "input": np.concatenate([vad._input for vad, _ in chunk]),
-                        "state": np.concatenate([vad._state for vad, _ in chunk], axis=1),
-                        "sr": chunk[0][0]._sr,
-                    },
-                )
-            except Exception as exc:  # noqa: BLE001 - each caller's task gets the error
-                for _, future in chunk:
-                    future.set_exception(exc)
-                continue
-            for i, (vad, future) in enumerate(chunk):
-                # A copy: the next run concatenates states, and ONNX wants contiguous input.
-                future.set_result(vad._scored(output[i, 0], state[:, i : i + 1].copy()))
+                self._score(chunk)
+            except Exception:  # noqa: BLE001 - one bad window must not fail the others
+                logger.warning("Silero batch of %d failed; scoring its windows one by one",
+                               len(chunk), exc_info=True)  # fmt: skip
+                for item in chunk:
+                    if item[1].done():
+                        continue  # scored before the failure
+                    try:
+                        self._score([item])
+                    except Exception as exc:  # noqa: BLE001 - that call's input task gets it
+                        if not item[1].done():
+                            item[1].set_exception(exc)
+
+    @staticmethod
+    def _score(chunk: list[tuple[SileroVad, asyncio.Future[float]]]) -> None:
+        output, state = _SharedModel.session().run(
+            None,
+            {
+                "input": np.concatenate([vad._input for vad, _ in chunk]),
+                "state": np.concatenate([vad._state for vad, _ in chunk], axis=1),
+                "sr": chunk[0][0]._sr,
+            },
+        )
+        for i, (vad, future) in enumerate(chunk):
+            # A copy: the next run concatenates states, and ONNX wants contiguous input.
+            future.set_result(vad._scored(output[i, 0], state[:, i : i + 1].copy()))
 
 
 async def new_vad() -> SileroVad:

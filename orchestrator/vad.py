@@ -128,17 +128,20 @@ class TurnDetector:
         self._end_between_windows(events)
         return events
 
-    async def feed_async(self, pcm16: bytes) -> list[TurnEvent]:
+    async def feed_async(self, pcm16: bytes, *, behind: bool = False) -> list[TurnEvent]:
         """:meth:`feed` for the event loop: a VAD with an async ``score`` (SileroVad)
-        scores windows in batches across calls; any other VAD is called as in ``feed``."""
+        scores windows in batches across calls; any other VAD is called as in ``feed``.
+        ``behind``: more of the caller's audio is already waiting (no batch may wait)."""
         score = getattr(self._vad, "score", None)
         if score is None:
             return self.feed(pcm16)
         events: list[TurnEvent] = []
-        for window in self._windows(pcm16):
+        windows = self._windows(pcm16)
+        # The audio arrived now; a batch's wait must not make its speech seem to end later.
+        arrived = self._clock()
+        for n, window in enumerate(windows, 1):
             floor = self._line_floor()
-            arrived = self._clock()
-            probability = await score(window)  # maybe gathered with other calls' windows
+            probability = await score(window, may_wait=not behind and n == len(windows))
             self._arrived_at = arrived
             try:
                 self._window(window, probability, floor, events)

@@ -335,7 +335,7 @@ class _RecordingDetector:
         self.expected_bytes = expected_bytes
         self.done = asyncio.Event()
 
-    async def feed_async(self, pcm: bytes) -> list:
+    async def feed_async(self, pcm: bytes, *, behind: bool = False) -> list:
         self.received += pcm
         if len(self.received) >= self.expected_bytes:
             self.done.set()

@@ -252,6 +252,7 @@ async def test_on_a_busy_loop_windows_arriving_apart_wait_for_each_other(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(_Batch, "BUSY_RATE", 0)  # every loop counts as busy: always gather
+    monkeypatch.setattr(_Batch, "GATHER_S", 0.5)  # (a loaded CI machine's loop turns are slow)
     speech = _windows(speech_pcm16("Hello, I need a table for two."))
     loud = next(w for w in speech if SileroVad()(w) > 0.5)
     first, second = SileroVad(), SileroVad()
@@ -262,3 +263,25 @@ async def test_on_a_busy_loop_windows_arriving_apart_wait_for_each_other(
     b = asyncio.ensure_future(second.score(loud))
     assert await a > 0.5 and await b > 0.5
     assert _Batch.runs - runs == 1
+
+
+async def test_a_call_that_is_behind_never_waits_for_a_gather(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_Batch, "BUSY_RATE", 0)
+    monkeypatch.setattr(_Batch, "GATHER_S", 30.0)
+    loud = next(w for w in _windows(speech_pcm16("Hello there.")) if SileroVad()(w) > 0.5)
+    waiting = asyncio.ensure_future(SileroVad().score(loud))
+    await asyncio.sleep(0)
+    # Behind: its batch runs at the next loop turn, and takes the waiting window along.
+    assert await asyncio.wait_for(SileroVad().score(loud, may_wait=False), 5) > 0.5
+    assert await asyncio.wait_for(waiting, 5) > 0.5
+
+
+async def test_a_window_the_model_cannot_take_fails_only_its_own_call() -> None:
+    loud = next(w for w in _windows(speech_pcm16("Hello there.")) if SileroVad()(w) > 0.5)
+    broken, fine = SileroVad(), SileroVad()
+    broken._state = np.zeros((2, 1, 64), np.float32)  # a state the model cannot take
+    results = await asyncio.gather(broken.score(loud), fine.score(loud), return_exceptions=True)
+    assert isinstance(results[0], Exception)
+    assert results[1] > 0.5
