@@ -19,6 +19,9 @@ logger = logging.getLogger(__name__)
 
 class CallerAudio:
     MAX_BACKLOG_S = 30.0  # only reached if the event loop stalls
+    # More than this much audio still queued: the VAD scores it without waiting to batch
+    # with other calls (a frame or two queued behind is the loop's usual jitter).
+    BEHIND_BYTES = int(0.1 * INPUT_SAMPLE_RATE) * 2
 
     def __init__(self, call_id: str, *, cleaner: InboundCleaner | None = None) -> None:
         self._call_id = call_id
@@ -45,5 +48,5 @@ class CallerAudio:
             self._backlog -= len(pcm)
             if self._cleaner is not None:
                 pcm = self._cleaner.process(pcm)
-            for event in await detector.feed_async(pcm, behind=self._backlog > 0):
+            for event in await detector.feed_async(pcm, behind=self._backlog > self.BEHIND_BYTES):
                 on_event(event)
