@@ -93,6 +93,9 @@ class Utterance:
     progress_at: float = 0.0
     # What the session does once this reply has played (end_call, transfer_call).
     after: AfterReply | None = None
+    # A flow's lines this reply took (of the nodes it left and entered): if the caller
+    # goes on before hearing any of it, the next reply says them (the flow has moved).
+    flow_lines: list[str] = field(default_factory=list)
     filler_said: bool = False
 
     def full_text(self) -> str:
@@ -164,6 +167,7 @@ class ReplyPipeline:
         self._take_dtmf_note = take_dtmf_note
         self._clock = clock
         self._guided_calls = 0  # ids of the calls the flow guide makes (``guide-<n>``)
+        self._last_reply: Utterance | None = None  # the flow reply answered before this one
 
     # --- budgets -------------------------------------------------------------------------
 
@@ -216,10 +220,23 @@ class ReplyPipeline:
             messages = self._transcript.messages(self._config.system_prompt, pending_user=text)
         else:
             # Over the node's turn limit: its fallback is taken before the LLM is asked.
-            utt.after = await self._flow.begin_turn(lambda: self.commit_user(utt))
+            unheard = self._unheard_flow_reply(utt)
+            utt.after = await self._flow.begin_turn(
+                lambda: self.commit_user(utt), unsaid=unheard.flow_lines if unheard else []
+            )
+            if unheard is not None and utt.after is None:
+                utt.after = unheard.after  # (the node it entered hangs up or transfers)
             pending = "" if utt.user_sequence is not None else text  # (else: recorded)
             messages = self._flow.messages(pending_user=pending)
         await self.speak(utt, self._llm_sentences(utt, messages))
+
+    def _unheard_flow_reply(self, utt: Utterance) -> Utterance | None:
+        """The previous reply, if it moved the flow with lines and the caller went on
+        before hearing any of it (nothing sent): its lines are still to be said."""
+        previous, self._last_reply = self._last_reply, utt
+        if previous is None or previous.sent_ms > 0 or not previous.flow_lines:
+            return None
+        return previous
 
     async def commit_user(self, utt: Utterance) -> None:
         """Record the caller's turn this reply answers (once)."""
@@ -344,6 +361,7 @@ class ReplyPipeline:
             # A turn-limit fallback (respond): the lines of the nodes it left and entered,
             # and the end of the reply when it entered a hang-up or transfer node.
             lines = self._flow.take_lines()
+            utt.flow_lines += lines
             async with aclosing(self._lines_or_closing(utt, lines)) as said:
                 async for sentence in said:
                     yield sentence
@@ -379,6 +397,7 @@ class ReplyPipeline:
             messages = [*messages, *tool_exchange("".join(text), calls, results)]
             if self._flow is not None:
                 lines = self._flow.take_lines()
+                utt.flow_lines += lines
                 spoke = spoke or bool(lines)
                 for line in lines:
                     async for sentence in sentences_of(line):

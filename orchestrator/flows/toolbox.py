@@ -212,11 +212,15 @@ class FlowToolBox(ToolBox):
         result = ToolResult(status=ToolStatus.OK, content=json.dumps(content, ensure_ascii=False))
         return result, after
 
-    async def begin_turn(self, commit_user: Callable[[], Awaitable[None]]) -> AfterReply | None:
+    async def begin_turn(
+        self, commit_user: Callable[[], Awaitable[None]], *, unsaid: list[str] | None = None
+    ) -> AfterReply | None:
         """A caller turn is being answered: over the node's turn limit, take its fallback
-        before the LLM is asked (recorded as a ``fallback`` tool turn)."""
+        before the LLM is asked (recorded as a ``fallback`` tool turn). ``unsaid``: the
+        lines of a move whose reply the caller never heard (they went on speaking before
+        its first word): said now, since the flow did move."""
         # Lines of a move whose reply the caller interrupted are not said a turn late.
-        self._lines.clear()
+        self._lines = list(unsaid or [])
         node = self.state.current
         if not self.state.count_turn():
             return None
