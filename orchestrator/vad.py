@@ -108,7 +108,6 @@ class TurnDetector:
         self._speech_end_at = 0.0
         self._speech_end_pos = 0  # stream position (samples) where speech last ended
         self._pos = 0  # samples scored so far (whole windows)
-        self._arrived_at: float | None = None  # feed_async: when the scored window arrived
         self._barge_in_sent = False
         self._onset_ms: float | None = None  # an energy onset not yet confirmed by the model
         self._onset_quiet_ms = 0.0
@@ -122,9 +121,10 @@ class TurnDetector:
     def feed(self, pcm16: bytes) -> list[TurnEvent]:
         """Events of the audio so far; each window is scored by calling the VAD."""
         events: list[TurnEvent] = []
+        arrived = self._clock()
         for window in self._windows(pcm16):
             floor = self._line_floor()
-            self._window(window, self._vad(window), floor, events)
+            self._window(window, self._vad(window), floor, arrived, events)
         self._end_between_windows(events)
         return events
 
@@ -142,11 +142,7 @@ class TurnDetector:
         for n, window in enumerate(windows, 1):
             floor = self._line_floor()
             probability = await score(window, may_wait=not behind and n == len(windows))
-            self._arrived_at = arrived
-            try:
-                self._window(window, probability, floor, events)
-            finally:
-                self._arrived_at = None
+            self._window(window, probability, floor, arrived, events)
         self._end_between_windows(events)
         return events
 
@@ -183,12 +179,11 @@ class TurnDetector:
         loud = np.flatnonzero(energy > self.QUIET_RMS**2 * self.BLOCK_SAMPLES)
         return 0 if len(loud) == 0 else int(loud[-1] + 1) * self.BLOCK_SAMPLES
 
-    def _mark_speech_end(self, window: bytes) -> None:
+    def _mark_speech_end(self, window: bytes, arrived: float) -> None:
         """Speech was heard in ``window`` (the one at ``self._pos``): note where it ends."""
         loud_until = self._loud_until(window) or WINDOW_SAMPLES
         self._speech_end_pos = self._pos + loud_until
         # The window arrived when its last sample did; its speech ended that much earlier.
-        arrived = self._clock() if self._arrived_at is None else self._arrived_at
         self._speech_end_at = arrived - (WINDOW_SAMPLES - loud_until) / SAMPLE_RATE
 
     def reset(self) -> None:
@@ -207,14 +202,17 @@ class TurnDetector:
         self._barge_in_sent = False
 
     def _window(
-        self, window: bytes, probability: float, floor: float, events: list[TurnEvent]
-    ) -> None:
-        self._step(window, probability, floor, events)
+        self, window: bytes, probability: float, floor: float, arrived: float,
+        events: list[TurnEvent],
+    ) -> None:  # fmt: skip
+        """One scored window (``arrived``: when its audio reached us; speech is dated by it)."""
+        self._step(window, probability, floor, arrived, events)
         self._pos += WINDOW_SAMPLES
 
     def _step(
-        self, window: bytes, probability: float, floor: float, events: list[TurnEvent]
-    ) -> None:
+        self, window: bytes, probability: float, floor: float, arrived: float,
+        events: list[TurnEvent],
+    ) -> None:  # fmt: skip
         threshold = self._end_threshold if self._state is _State.SPEECH else self._start_threshold
         voiced = probability >= threshold
         if self._state is _State.IDLE:
@@ -234,7 +232,7 @@ class TurnDetector:
             if voiced:
                 self._voiced_ms += WINDOW_MS
                 self._gap_ms = 0.0
-                self._mark_speech_end(window)
+                self._mark_speech_end(window, arrived)
             else:
                 self._gap_ms += WINDOW_MS
             if self._voiced_ms >= self._min_speech_ms:
@@ -272,7 +270,7 @@ class TurnDetector:
             self._voiced_ms += WINDOW_MS
             self._gap_ms = 0.0
             self._speech_end_bytes = len(self._utterance)
-            self._mark_speech_end(window)
+            self._mark_speech_end(window, arrived)
             self._maybe_barge_in(events)
         else:
             self._gap_ms += WINDOW_MS
