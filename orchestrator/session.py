@@ -5,14 +5,15 @@
                                                                              │   (run): the only
                                                                              │   place that
                                                                              │   changes state
-    utterance task (one at a time): ReplyPipeline          │
+    utterance task (one at a time, UtteranceSlot): ReplyPipeline
         STT ─► LLM deltas ─► sentences ─► TTS ─► PacedPlayout ─► Transport
     RecorderQueue task: turns and call state written in order, off the audio path
     heartbeat task
 
 Collaborators, each testable alone: ``Listener`` (the caller's side: turns, end of turn,
 speech over the agent; listener.py), ``ReplyPipeline`` (the work of one utterance; its
-tool rounds run in ``tools/runner.py``), ``Transcript`` (history + numbered turns),
+tool rounds run in ``tools/runner.py``), ``UtteranceSlot`` (that work's task, started and
+stopped within a bound; utterance_slot.py), ``Transcript`` (history + numbered turns),
 ``CallStats``, ``RecorderQueue`` and, on a recorded call, ``CallRecording``
 (recording.py); after a reply, ``ReplyActions`` (tools/actions.py)
 hangs up or transfers (built-in tools). Keeping every state change here means barge-in,
@@ -61,10 +62,11 @@ from orchestrator.recording import CallRecording
 from orchestrator.reply import ReplyPipeline, Utterance
 from orchestrator.silero import new_vad
 from orchestrator.stats import CallStats
-from orchestrator.task_reaper import TaskReaper, cancel_all
+from orchestrator.task_reaper import cancel_all
 from orchestrator.tools.actions import ReplyActions
 from orchestrator.transcript import Transcript
 from orchestrator.turn_taking import UserTurn
+from orchestrator.utterance_slot import UtteranceSlot
 from orchestrator.vad import TurnDetector, TurnEvent, TurnEventKind
 
 # Re-exported: the consumers' and recorders' view of a session.
@@ -120,7 +122,6 @@ _Control = _Vad | _Dtmf | _UtteranceDone | _Heard | _Answered | _Wake
 class CallSession:
     HEARTBEAT_S = 10.0
     RECORDER_FLUSH_WAIT_S = 3.0  # then the recorder's writes flush in the background
-    CANCEL_WAIT_S = 2.0  # a cancelled utterance that does not finish by then is abandoned
 
     def __init__(
         self,
@@ -155,7 +156,6 @@ class CallSession:
         # Audio health (audio_health.py): caller frame arrival, late frames, gaps, loop lag.
         self._inbound = audio_health.InboundTiming()
         self._loop_lag = LagWindow()
-        self._reaper = TaskReaper()
         self._recorder_q = RecorderQueue(config.call_id, retry_for_s=config.recorder_retry_s)
         self._stats = CallStats()
         self._transcript = Transcript(
@@ -182,6 +182,12 @@ class CallSession:
             take_dtmf_note=self._dtmf.take_note,
             clock=clock,
         )
+        self._speaking = UtteranceSlot(
+            config.call_id,
+            self._pipeline,
+            finished=lambda task: self._events.put_nowait(_UtteranceDone(task=task)),
+            clock=clock,
+        )
         self._watchdog = ReplyWatchdog(self._pipeline.step_budget_s,
                                        paused=lambda: self._playout.paused)  # fmt: skip
         self._listener = Listener(
@@ -202,9 +208,6 @@ class CallSession:
         # sub-tasks, all owned by run()
         self._input_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
-        self._utt_task: asyncio.Task[None] | None = None
-        self._utt: Utterance | None = None
-        self._utt_seq = 0
         self._t0 = 0.0
         self._wall0 = datetime.now(UTC)
         self._idle = IdleTimer(config.idle_timeout_s, config.idle_reprompt)
@@ -319,10 +322,10 @@ class CallSession:
                 self._dtmf.press(event.digit, now=self._clock())
                 self._idle.touch(self._clock(), new_turn=True)
                 await self._out.emit({"type": "dtmf", "digit": event.digit})
-            elif isinstance(event, _UtteranceDone) and event.task is self._utt_task:
+            elif isinstance(event, _UtteranceDone) and self._speaking.owns(event.task):
                 await self._finish_utterance(interrupt=False)
             elif isinstance(event, _Heard):
-                if await self._listener.on_heard(event.task, self._utt):
+                if await self._listener.on_heard(event.task, self._speaking.current):
                     await self._finish_utterance(interrupt=True)
             elif isinstance(event, _Answered):
                 self._on_answered(event.verdict)
@@ -330,11 +333,11 @@ class CallSession:
                 await self._check_timers()
 
     def _greet(self) -> None:
-        if self._utt_task is not None:  # (nothing speaks before the verdict; defensive)
+        if self._speaking.current is not None:  # (nothing speaks before the verdict)
             return
         opening = opening_line(self._config, recorded=self._recording is not None)
         if opening and self._ending.reason is None:
-            self._start_utterance("greeting", text=opening)
+            self._speaking.start("greeting", text=opening)
         else:
             self._answer_pending()
 
@@ -361,14 +364,14 @@ class CallSession:
     async def _on_vad(self, event: TurnEvent) -> None:
         if event.kind not in (TurnEventKind.VOICE_ONSET, TurnEventKind.FALSE_START):
             self._idle.touch(self._clock(), new_turn=event.kind is TurnEventKind.TURN_ENDED)
-        if await self._listener.on_vad(event, self._utt):
+        if await self._listener.on_vad(event, self._speaking.current):
             await self._finish_utterance(interrupt=True)
         self._answer_pending()
 
     def _answer_pending(self) -> None:
-        if self._utt_task is None and self._ending.reason is None and self._answered:
+        if self._speaking.current is None and self._ending.reason is None and self._answered:
             if (turn := self._listener.take_turn()) is not None:
-                self._start_utterance("reply", turn=turn)
+                self._speaking.start("reply", turn=turn)
 
     # --- timers -------------------------------------------------------------------------------
 
@@ -378,8 +381,8 @@ class CallSession:
             deadlines.append(self._idle.deadline)
         if self._dtmf.deadline is not None:
             deadlines.append(self._dtmf.deadline)
-        if self._utt is not None and self._utt_task is not None:
-            if (stuck_at := self._watchdog.deadline(self._utt)) is not None:
+        if (utt := self._speaking.current) is not None:
+            if (stuck_at := self._watchdog.deadline(utt)) is not None:
                 deadlines.append(stuck_at)
         if (eot := self._listener.deadline()) is not None:
             deadlines.append(eot)
@@ -390,7 +393,7 @@ class CallSession:
     def _idle_counting(self) -> bool:
         return (
             self._answered
-            and self._utt_task is None
+            and self._speaking.current is None
             and not self._listener.busy
             and not self._dtmf.pending
         )
@@ -405,11 +408,11 @@ class CallSession:
             self._on_answered("unknown")
         elif self._listener.poll():
             self._answer_pending()
-        elif self._utt is not None and self._utt_task is not None:
-            if stall := self._watchdog.stall(self._utt, now):
-                await self._utterance_stalled(self._utt, stall)
+        elif (utt := self._speaking.current) is not None:
+            if stall := self._watchdog.stall(utt, now):
+                await self._utterance_stalled(utt, stall)
         elif self._answered and not self._listener.turns.user_speaking and self._dtmf.due(now):
-            self._start_utterance(
+            self._speaking.start(
                 "reply",
                 turn=UserTurn(
                     audio=b"", started_at=now, speech_end_at=None, eot=EotDecision(reason="dtmf")
@@ -418,7 +421,7 @@ class CallSession:
         elif self._idle_counting() and (silence := self._idle.due(now)):
             if silence == "reprompt":
                 logger.info("call %s: idle, reprompting", self._call_id, extra=self._log_extra)
-                self._start_utterance("reprompt", text=cfg.idle_reprompt)
+                self._speaking.start("reprompt", text=cfg.idle_reprompt)
             else:
                 self._end(EndReason.IDLE_TIMEOUT, say=cfg.goodbye_message)
 
@@ -430,30 +433,17 @@ class CallSession:
 
     # --- agent utterances ----------------------------------------------------------------------
 
-    def _start_utterance(self, kind: str, *, turn: UserTurn | None = None, text: str = "") -> None:
-        self._utt_seq += 1
-        utt = Utterance(
-            n=self._utt_seq, kind=kind, interruptible=True, turn=turn, progress_at=self._clock()
-        )
-        work = (
-            self._pipeline.respond(utt, turn) if turn is not None else self._pipeline.say(utt, text)
-        )
-        self._utt = utt
-        self._utt_task = asyncio.create_task(work, name=f"{kind}-{self._call_id}-{utt.n}")
-        # The control loop learns of the end through its queue (and keeps the task).
-        self._utt_task.add_done_callback(lambda t: self._events.put_nowait(_UtteranceDone(task=t)))
-
     async def _finish_utterance(self, *, interrupt: bool, why: str = "") -> None:
         """Wrap up the current utterance: completed, interrupted (barge-in, end of call,
         stall) or failed. The only place that records agent turns for the control loop,
         and the one that marks a user turn that got no reply."""
-        task, utt = self._utt_task, self._utt
-        if task is None or utt is None:
+        if (utt := self._speaking.current) is None:
             return
         # Audio that had left the far end's speaker when we stopped sending.
         played_ms = max(0.0, utt.sent_ms - self._playout.queued_s() * 1000.0)
-        self._utt_task = self._utt = None
-        failed, cut = await self._stop_task(task, utt)
+        stopped = await self._speaking.stop()
+        assert stopped is not None
+        failed, cut = stopped.failed, stopped.cut
         if cut:
             await self._out.clear(wire=utt.sent_ms > 0)
         # The caller went on before their turn was even recorded (we were transcribing
@@ -496,26 +486,12 @@ class CallSession:
             await self._out.set_state("listening")
             self._listener.utterance_ended(dropped_turn=utt.turn if merged else None)
             if notice:
-                self._start_utterance("notice", text=notice)
+                self._speaking.start("notice", text=notice)
             self._answer_pending()
 
     def _transferred(self, destination: str) -> None:
         if self._ending.transferred(destination):
             self._events.put_nowait(_Wake())
-
-    async def _stop_task(
-        self, task: asyncio.Task[None], utt: Utterance
-    ) -> tuple[BaseException | None, bool]:
-        """Cancel (if needed) and wait, bounded; returns (failure, whether it was cut)."""
-        if not await self._reaper.stop(task, wait_s=self.CANCEL_WAIT_S):
-            # Stuck in something that ignores cancellation: never let it hold the call.
-            logger.error(
-                "call %s: utterance %d did not stop within %.1fs; abandoned",
-                self._call_id, utt.n, self.CANCEL_WAIT_S, extra=self._log_extra,
-            )  # fmt: skip
-            return None, True
-        failed = None if task.cancelled() else task.exception()
-        return failed, task.cancelled() or failed is not None
 
     def _apply(self, ending: Ending) -> None:
         self._out.dead = self._out.dead or ending.transport_dead
@@ -536,20 +512,16 @@ class CallSession:
         self._closed = True
         await cancel_all(self._input_task, self._heartbeat_task)
         await self._listener.close()
-        if self._utt_task is not None:
-            await self._finish_utterance(interrupt=True)
+        await self._finish_utterance(interrupt=True)  # (if one is in progress)
         say = self._ending.say
         if speak and say and not self._out.dead and not self._ending.tts_failed:
-            self._utt_seq += 1
             kind = "apology" if reason is EndReason.ERROR else "goodbye"
-            final = Utterance(n=self._utt_seq, kind=kind, interruptible=False)
-            await self._pipeline.say_final(final, say)
+            await self._speaking.say_final(kind, say)
         await self._out.close(str(reason))
         if self._recording is not None:
             # The file is complete (the owner stores it), or goes on being finished.
             await self._recording.close(wait_s=self.RECORDER_FLUSH_WAIT_S)
-        # Utterances stuck past their cancellation get one last bounded chance to exit.
-        await self._reaper.drain(wait_s=self.CANCEL_WAIT_S)
+        await self._speaking.drain()  # utterances stuck past their cancellation
         await self._tools.aclose()
         metrics = self._stats.summary(self._clock() - self._t0)
         if (flow := self._tools.summary()) is not None:  # a flow's path and values
