@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import re
 import sys
@@ -47,6 +48,7 @@ import psutil
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from bench import memtrace
 from bench.load import (
     RESULTS,
     CallResult,
@@ -69,12 +71,31 @@ TURN_RESERVE_S = 9.0  # start another caller turn only with this much of the cal
 class SoakServer(OursServer):
     """Ours, as bench/load.py starts it, with /metrics enabled (a bearer token)."""
 
-    def __init__(self, script: Script, workdir: Path, server: str = "uvicorn") -> None:
+    def __init__(
+        self, script: Script, workdir: Path, server: str = "uvicorn", trace_to: Path | None = None
+    ) -> None:
         super().__init__(script, workdir, server=server)
         self.metrics_token = uuid.uuid4().hex
+        self.trace_to = trace_to
 
     def env(self) -> dict[str, str]:
         return {**super().env(), "METRICS_TOKEN": self.metrics_token}
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        cmd, env = super().command()
+        if self.trace_to is None:
+            return cmd, env
+        # bench/memtrace.py: a sitecustomize that starts tracemalloc in the server's processes.
+        site = self.workdir / "memtrace-site"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(memtrace.SITE)
+        return cmd, {
+            **env,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH", "")])),
+            "MEMTRACE_DIR": str(self.trace_to),
+            "MEMTRACE_ROOT": str(Path(__file__).resolve().parent.parent),
+            "MEMTRACE_EVERY_S": env.get("MEMTRACE_EVERY_S", "60"),
+        }
 
 
 @dataclass(slots=True)
@@ -373,7 +394,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     clips = Clips.build()
     workdir = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     print(f"server log and database: {workdir}", flush=True)
-    server = SoakServer(script, workdir, server=args.server)
+    trace_to = RESULTS / f"memtrace-{args.label}" if args.trace_memory else None
+    server = SoakServer(script, workdir, server=args.server, trace_to=trace_to)
     server.prepare()
     endpoint = server.start()
     assert server.process is not None
@@ -526,6 +548,11 @@ def main() -> None:
         choices=("uvicorn", "daphne"),
         default="uvicorn",
         help="the ASGI server, one worker (voiceapp/serve.py; the first three soaks: daphne)",
+    )
+    parser.add_argument(
+        "--trace-memory",
+        action="store_true",
+        help="trace the server's memory (bench/memtrace.py) into bench/results/memtrace-<label>/",
     )
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
