@@ -24,7 +24,7 @@ from calls import metrics as prom
 from calls.logging import bind_call
 from calls.models import AgentProfile, VoicemailAction
 from calls.recorder import DjangoCallRecorder
-from live import admission
+from live import admission, call_garbage
 from orchestrator.config import CallConfig
 from orchestrator.engines import EngineError, Engines, build_engines
 from orchestrator.recorder_queue import flush_pending
@@ -206,6 +206,7 @@ async def _run(live: LiveCall) -> EndReason:
         # Whatever ended the session (its own end, an error, a hang-up, a cancellation),
         # the process can take another call.
         await admission.controller.release(live.call_id)
+        call_garbage.collector.call_ended()  # its objects are freed by a pass soon after
         await _store_recording(live)  # last: nothing above waits for a slow store
 
 

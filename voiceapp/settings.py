@@ -265,6 +265,9 @@ ADMISSION_MAX_LOOP_LAG_MS = env.float("ADMISSION_MAX_LOOP_LAG_MS", default=100.0
 # seconds, then at most this multiple of real time; a faster stream is closed (4429).
 MEDIA_BURST_SECONDS = env.float("MEDIA_BURST_SECONDS", default=5.0)
 MEDIA_MAX_SPEED = env.float("MEDIA_MAX_SPEED", default=2.0)
+# After calls end, one full garbage collection frees them (their objects form reference
+# cycles), at most this often; 0: left to CPython's own passes (live/call_garbage.py).
+GC_AFTER_CALLS_SECONDS = env.float("GC_AFTER_CALLS_SECONDS", default=10.0)
 # When its socket goes, a session gets this long to stop before it is cancelled.
 MEDIA_SOCKET_STOP_TIMEOUT_SECONDS = env.float("MEDIA_SOCKET_STOP_TIMEOUT_SECONDS", default=8.0)
 # Engine used for a role when a profile asks for "auto": cloud when its key is set, else local.
