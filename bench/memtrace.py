@@ -159,14 +159,15 @@ def report(directory: Path, from_min: float, top: int) -> None:
             print(f"pid {pid}: small process ({last['rss_kb'] / 1024:.0f} MB), skipped\n")
             continue
         print(f"pid {pid}: {base['t_s'] / 60:.1f} -> {last['t_s'] / 60:.1f} min")
-        print("  min   RSS MB  traced MB  heap-in-use MB  heap-free MB  mmap'd MB  gc objects")
+        print("  min   RSS MB  traced MB  heap-in-use MB  heap-free MB  mmap'd MB  gc objects*")
         for s in samples:
             mi = s["mallinfo"]
             print(
                 f"  {s['t_s'] / 60:4.1f}  {s['rss_kb'] / 1024:7.1f}  {s['traced'] / 2**20:9.1f}"
                 f"  {mi.get('uordblks', 0) / 2**20:14.1f}  {mi.get('fordblks', 0) / 2**20:12.1f}"
-                f"  {mi.get('hblkhd', 0) / 2**20:9.1f}  {s['gc_objects']:10d}"
+                f"  {mi.get('hblkhd', 0) / 2**20:9.1f}  {s['gc_objects']:11d}"
             )
+        print("  (* objects the collector tracks, the frozen startup heap not counted)")
         d_rss = (last["rss_kb"] - base["rss_kb"]) * 1024
         d_traced = last["traced"] - base["traced"]
         d_tm = last["tracemalloc_overhead"] - base["tracemalloc_overhead"]
@@ -186,14 +187,13 @@ def report(directory: Path, from_min: float, top: int) -> None:
         for name, kb in sorted(grew.items(), key=lambda kv: -abs(kv[1]))[:8]:
             if kb:
                 print(f"    {kb / 1024:+8.2f} MB  {name}")
-        snaps = sorted(directory.glob(f"snap-{pid}-*.pickle"))
-        if not snaps:
-            continue
-        first = snaps[min(len(snaps) - 1, samples.index(base))]
-        old, new = tracemalloc.Snapshot.load(str(first)), tracemalloc.Snapshot.load(str(snaps[-1]))
+        first, latest = (directory / f"snap-{pid}-{s['n']:03d}.pickle" for s in (base, last))
+        if not (first.exists() and latest.exists()):
+            continue  # (no tracemalloc in this run, or the process died before its dump)
+        old, new = tracemalloc.Snapshot.load(str(first)), tracemalloc.Snapshot.load(str(latest))
         skip = [tracemalloc.Filter(False, f) for f in (tracemalloc.__file__, __file__)]
         old, new = old.filter_traces(skip), new.filter_traces(skip)
-        print(f"  Python allocations that grew most ({first.name} -> {snaps[-1].name}), by line:")
+        print(f"  Python allocations that grew most ({first.name} -> {latest.name}), by line:")
         for stat in new.compare_to(old, "lineno")[:top]:
             frame = stat.traceback[0]
             print(
@@ -209,7 +209,8 @@ def report(directory: Path, from_min: float, top: int) -> None:
 
 
 def _short(path: str) -> str:
-    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+    root = str(Path(__file__).resolve().parent.parent) + "/"
+    for marker in ("site-packages/", root, "lib/python3.11/"):
         if marker in path:
             return path.split(marker, 1)[1]
     return path

@@ -33,6 +33,7 @@ import json
 import os
 import random
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -395,6 +396,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     print(f"server log and database: {workdir}", flush=True)
     trace_to = RESULTS / f"memtrace-{args.label}" if args.trace_memory else None
+    if trace_to is not None and trace_to.exists():
+        shutil.rmtree(trace_to)  # an earlier run's processes would mix into the report
     server = SoakServer(script, workdir, server=args.server, trace_to=trace_to)
     server.prepare()
     endpoint = server.start()

@@ -9,13 +9,15 @@ CPython runs only once enough objects have survived the younger ones. In the soa
 pass came about 3.5 minutes in; the process's RSS kept that high-water mark, and each later
 pass came at a slightly different peak, so RSS crept for minutes before it levelled off.
 
-So once calls have ended, this runs one full collection: ``SETTLE_S`` after the first end
-(the call's socket closes just after its session, and only then is the call unreachable),
-and no more often than every ``GC_AFTER_CALLS_SECONDS`` (calls that end in between are
+So once calls have ended, this runs one full collection: ``SETTLE_S`` after the socket
+of the first let its call go (live/socket.py; a last write or an upload may still hold it
+a moment, so a call that ended less than ``SETTLE_S`` before a pass gets one more), and
+no more often than every ``GC_AFTER_CALLS_SECONDS`` (calls that end in between are
 collected by the same pass). The startup heap is frozen out of the collector's walks
-(calls/preload.py), so a pass walks only what the live calls and requests hold; its pause
-is exported as ``voiceapp_gc_after_calls_seconds`` and logged when it exceeds
-``SLOW_PASS_S``. ``GC_AFTER_CALLS_SECONDS=0`` leaves collection to CPython alone.
+(calls/preload.py), so a pass walks only what the live calls and requests hold; where it
+is not frozen a pass would walk all of Django, so there is none. Its pause is exported as
+``voiceapp_gc_after_calls_seconds`` and logged when it exceeds ``SLOW_PASS_S``.
+``GC_AFTER_CALLS_SECONDS=0`` leaves collection to CPython alone.
 """
 
 from __future__ import annotations
@@ -44,21 +46,36 @@ class CallGarbage:
     def __init__(self) -> None:
         self._pending: asyncio.TimerHandle | None = None
         self._pending_loop: asyncio.AbstractEventLoop | None = None
-        self._last_at = float("-inf")
+        self._last_at = float("-inf")  # the last pass
+        self._ended_at = float("-inf")  # the last call end
+        self._unfrozen_said = False
         self.passes = 0
 
     def call_ended(self) -> None:
-        """A call has ended (in the event loop's thread)."""
-        interval = float(settings.GC_AFTER_CALLS_SECONDS)
+        """A call's socket has let it go (in the event loop's thread)."""
         loop = asyncio.get_running_loop()
-        if interval <= 0 or (self._pending is not None and self._pending_loop is loop):
+        self._ended_at = loop.time()
+        if self._pending is not None and self._pending_loop is loop:
             return  # (a pass pending in a loop that has gone never runs: schedule anew)
-        delay = max(self.SETTLE_S, self._last_at + interval - loop.time())
-        self._pending = loop.call_later(delay, self._collect, loop)
+        self._schedule(loop)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        interval = float(settings.GC_AFTER_CALLS_SECONDS)
+        if interval <= 0:
+            return
+        at = max(self._ended_at + self.SETTLE_S, self._last_at + interval)
+        self._pending = loop.call_at(at, self._collect, loop)
         self._pending_loop = loop
 
     def _collect(self, loop: asyncio.AbstractEventLoop) -> None:
         self._pending = self._pending_loop = None
+        if gc.get_freeze_count() == 0:
+            # The startup heap was not frozen (calls/preload.py: e.g. daphne with
+            # PRELOAD_ENGINES=false): a pass would walk all of Django, 40-75 ms per pass.
+            if not self._unfrozen_said:
+                self._unfrozen_said = True
+                logger.info("gc after calls: off, the startup heap is not frozen")
+            return
         started = time.perf_counter()
         freed = gc.collect()
         pause = time.perf_counter() - started
@@ -67,6 +84,8 @@ class CallGarbage:
         GC_PASS.observe(pause)
         log = logger.info if pause >= self.SLOW_PASS_S else logger.debug
         log("gc after calls: %d objects freed in %.1f ms", freed, pause * 1000)
+        if self._ended_at > self._last_at - self.SETTLE_S:
+            self._schedule(loop)  # a call that ended just now may not be unreachable yet
 
     def cancel(self) -> None:
         """Drop a pass not yet run (the process is shutting down, or a test ends)."""

@@ -24,7 +24,7 @@ from calls import metrics as prom
 from calls.logging import bind_call
 from calls.models import AgentProfile, VoicemailAction
 from calls.recorder import DjangoCallRecorder
-from live import admission, call_garbage
+from live import admission
 from orchestrator.config import CallConfig
 from orchestrator.engines import EngineError, Engines, build_engines
 from orchestrator.recorder_queue import flush_pending
@@ -197,16 +197,17 @@ async def _run(live: LiveCall) -> EndReason:
     finally:
         prom.ACTIVE_CALLS.labels(channel=live.channel).dec()
         ACTIVE.pop(live.call_id, None)
-        if live.warmup is not None and not live.warmup.done():
-            live.warmup.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await live.warmup
-        with contextlib.suppress(Exception):
-            await live.engines.aclose()
-        # Whatever ended the session (its own end, an error, a hang-up, a cancellation),
-        # the process can take another call.
-        await admission.controller.release(live.call_id)
-        call_garbage.collector.call_ended()  # its objects are freed by a pass soon after
+        try:
+            if live.warmup is not None and not live.warmup.done():
+                live.warmup.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await live.warmup
+            with contextlib.suppress(Exception):
+                await live.engines.aclose()
+        finally:
+            # Whatever ended the session (its own end, an error, a hang-up, a cancellation,
+            # even one that cut the engines' close short), the process can take another call.
+            await admission.controller.release(live.call_id)
         await _store_recording(live)  # last: nothing above waits for a slow store
 
 

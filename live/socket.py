@@ -47,7 +47,7 @@ from django.conf import settings
 
 from calls import services
 from calls.models import AgentProfile
-from live import admission
+from live import admission, call_garbage
 from live.media_rate import AudioBudget
 from live.runtime import LiveCall, start_live_call, stop_live_call
 from orchestrator.audio import StreamResampler
@@ -123,7 +123,13 @@ class CallSocket(AsyncWebsocketConsumer):
         try:
             await self._serve(scope, receive, send)
         finally:
-            await _run_despite_cancellation(self.release(), name=f"release-{id(self):x}")
+            try:
+                await _run_despite_cancellation(self.release(), name=f"release-{id(self):x}")
+            finally:
+                if self.call_id is not None:
+                    # The socket lets its call go: a pass soon frees what the call held
+                    # (its objects form reference cycles; live/call_garbage.py).
+                    call_garbage.collector.call_ended()
 
     async def _serve(self, scope: Any, receive: Any, send: Any) -> None:
         """Channels' ``AsyncConsumer.__call__`` for a consumer without a channel layer."""

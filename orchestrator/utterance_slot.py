@@ -67,9 +67,9 @@ class UtteranceSlot:
                         progress_at=self._clock())  # fmt: skip
         pipeline = self._pipeline
         work = pipeline.respond(utt, turn) if turn is not None else pipeline.say(utt, text)
-        self._utt = utt
-        self._task = asyncio.create_task(work, name=f"{kind}-{self._call_id}-{utt.n}")
-        self._task.add_done_callback(self._finished)  # the slot keeps the task
+        task = asyncio.create_task(work, name=f"{kind}-{self._call_id}-{utt.n}")
+        task.add_done_callback(self._finished)
+        self._utt, self._task = utt, task  # the slot keeps the task
 
     async def stop(self) -> Stopped | None:
         """Cancel the utterance if it still runs and wait for it, bounded."""

@@ -16,3 +16,6 @@ EXTRACTION_OFFLINE_ENGINE = "heuristic"
 # flushes) and a call refused for a previous test's lag would fail an unrelated test. The
 # admission tests switch it on.
 ADMISSION_MAX_LOOP_LAG_MS = 0
+# The collection after calls end (live/call_garbage.py) runs only where the startup heap is
+# frozen, which the test process never is; its own tests freeze it and switch it on.
+GC_AFTER_CALLS_SECONDS = 0
