@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from orchestrator.config import CallConfig
 from orchestrator.contracts import CriticalCallError, EndReason
 from orchestrator.playout import TransportFailed
-from orchestrator.reply import EngineFailed
+from orchestrator.engine_steps import EngineFailed
 
 logger = logging.getLogger(__name__)
 

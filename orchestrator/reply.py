@@ -1,42 +1,40 @@
 """The reply pipeline of one agent utterance: STT -> LLM -> sentences -> TTS -> playout.
 
-    user turn ─► STT ─► transcript ─► LLM deltas ─► SentenceSplitter ─┐
-                              ▲           │ tool calls                │
-                              └─ results ◄┴► ToolRunner (fillers) ────┤
-    fixed text (greeting, reprompt, goodbye) ─────────────────────────┴► TTS ─► PacedPlayout
+    user turn ─► STT ─► transcript ─► ReplyWords (LLM rounds, tools, flow lines) ─┐
+    fixed text (greeting, reprompt, goodbye) ─────────────────────────────────────┴► TTS
+                                                                       ─► PacedPlayout
 
-Tools: the LLM may speak and call tools in the same round; the calls run concurrently
-(while its words play), each becomes a ``tool`` turn, and the LLM is asked again with
-the results, at most ``MAX_TOOL_ROUNDS`` times. A tool slower than
-``tool_filler_after_ms`` gets the profile's filler line spoken meanwhile. Built-in
-end_call/transfer_call end the rounds: the session acts once the reply has played.
-
-One sentence is synthesized while the previous one plays. Each engine step is bounded
-by a backstop sized to the role's whole fallback chain: engines own the timeout of their
-own requests, so a hanging primary fails by itself and its fallback gets the turn. The
-session owns the lifecycle (start, barge-in, cancel, errors); this module only does the
-work of one utterance and keeps what the caller heard on the :class:`Utterance`.
+What the reply says, the LLM's sentences and the tool rounds behind them, comes from
+``ReplyWords`` (reply_words.py); this module transcribes the caller's turn, holds a turn
+whose words sound unfinished, and turns sentences into audio: one sentence is synthesized
+while the previous one plays. Each engine step is bounded by a backstop sized to the
+role's whole fallback chain (engine_steps.py). The session owns the lifecycle (start,
+barge-in, cancel, errors); this module only does the work of one utterance and keeps what
+the caller heard on the :class:`Utterance`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from orchestrator.audio import FRAME_MS, FrameSplitter, frame_bytes, pcm16_duration_ms
 from orchestrator.config import CallConfig
 from orchestrator.contracts import INPUT_SAMPLE_RATE, TurnMetrics
-from orchestrator.engines import EngineError, Engines, supports_tools
-from orchestrator.flows.toolbox import FlowToolBox, follows_flows
+from orchestrator.engine_steps import (
+    EngineFailed,
+    EngineSteps,
+    aclose_stream,
+    note_engine,
+)
+from orchestrator.engines import Engines
+from orchestrator.flows.toolbox import FlowToolBox
 from orchestrator.playout import PacedPlayout, TransportFailed
-from orchestrator.sentences import SentenceSplitter
-from orchestrator.tools import ToolCall, ToolResult, tool_exchange
-from orchestrator.tools.builtin import AfterReply, HangUp
+from orchestrator.reply_words import ReplyWords, sentences_of
+from orchestrator.tools.builtin import AfterReply
 from orchestrator.tools.runner import ToolRunner
 from orchestrator.tools.toolbox import ToolBox
 from orchestrator.transcript import Transcript
@@ -45,19 +43,7 @@ from orchestrator.turn_words import ends_incomplete
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-class EngineFailed(Exception):
-    """An engine step failed (its own error, or the backstop timeout)."""
-
-    def __init__(self, role: str, message: str, *, vendor: str, overloaded: bool) -> None:
-        super().__init__(message)
-        self.role = role
-        self.vendor = vendor
-        self.overloaded = overloaded  # our own overload (local model queue), not a vendor
 
 
 @dataclass(slots=True, kw_only=True)
@@ -121,11 +107,6 @@ class Utterance:
 
 
 class ReplyPipeline:
-    BACKSTOP_GRACE_S = 1.0  # above a whole chain of engine timeouts
-    MAX_TOOL_ROUNDS = 3  # LLM requests answered with tool calls, per reply
-    # With a flow a transition is a round too (move, then answer in the new node): a reply
-    # may take one, use the node's tool and take the next.
-    FLOW_TOOL_ROUNDS = 5
     # Goodbye/apology: synthesis gets one step budget; playing takes ~80 ms a character.
     FINAL_WORDS_PLAY_S_PER_CHAR = 0.08
     FINAL_WORDS_GRACE_S = 5.0
@@ -148,13 +129,22 @@ class ReplyPipeline:
         self._tools = tools if tools is not None else ToolBox(config)
         # A flow (orchestrator/flows/): the node decides the prompt, tools and history.
         self._flow = self._tools if isinstance(self._tools, FlowToolBox) else None
-        self._tool_runner = ToolRunner(
+        self._steps = EngineSteps(config, engines)
+        tool_runner = ToolRunner(
             config,
             tools=self._tools,
             playout=playout,
             transcript=transcript,
             emit=emit,
             commit_user=self.commit_user,
+            clock=clock,
+        )
+        self._words = ReplyWords(
+            config,
+            engines=engines,
+            tools=self._tools,
+            tool_runner=tool_runner,
+            steps=self._steps,
             clock=clock,
         )
         self._engines = engines
@@ -166,21 +156,17 @@ class ReplyPipeline:
         self._set_state = set_state
         self._take_dtmf_note = take_dtmf_note
         self._clock = clock
-        self._guided_calls = 0  # ids of the calls the flow guide makes (``guide-<n>``)
         self._last_reply: Utterance | None = None  # the flow reply answered before this one
 
     # --- budgets -------------------------------------------------------------------------
 
     def step_budget_s(self, role: str) -> float:
-        """Backstop for one engine step: every engine of the role's chain may use its own
-        timeout before the step is given up."""
-        engine = getattr(self._engines, role)
-        tries = len(getattr(engine, "engines", ())) or 1
-        return self._config.engine_timeout_s * tries + self.BACKSTOP_GRACE_S
+        """Backstop for one engine step of ``role`` (engine_steps.py)."""
+        return self._steps.budget_s(role)
 
     def runs_locally(self, role: str) -> bool:
         """A local model serves ``role``: its timeouts mean our CPU is saturated."""
-        return bool(getattr(getattr(self._engines, role), "runs_locally", False))
+        return self._steps.runs_locally(role)
 
     # --- one utterance ---------------------------------------------------------------------
 
@@ -228,7 +214,7 @@ class ReplyPipeline:
                 utt.after = unheard.after  # (the node it entered hangs up or transfers)
             pending = "" if utt.user_sequence is not None else text  # (else: recorded)
             messages = self._flow.messages(pending_user=pending)
-        await self.speak(utt, self._llm_sentences(utt, messages))
+        await self.speak(utt, self._words.sentences(utt, messages))
 
     def _unheard_flow_reply(self, utt: Utterance) -> Utterance | None:
         """The previous reply, if it moved the flow with lines and the caller went on
@@ -301,7 +287,7 @@ class ReplyPipeline:
                     await segments.put(seg)
                     await self._synthesize(utt, seg)
             finally:
-                await _aclose(sentences)
+                await aclose_stream(sentences)
             await segments.put(None)
 
         try:
@@ -342,200 +328,10 @@ class ReplyPipeline:
         work = turn.transcript or stt.transcribe(
             turn.audio, sample_rate=INPUT_SAMPLE_RATE, language=self._config.language
         )
-        text = await self._step("stt", work)
+        text = await self._steps.run("stt", work)
         utt.metrics.stt_ms = round((self._clock() - t) * 1000.0, 1)
-        _note_engine(utt.metrics, "stt", stt)
+        note_engine(utt.metrics, "stt", stt)
         return (text or "").strip()
-
-    async def _llm_sentences(
-        self, utt: Utterance, messages: list[dict[str, Any]]
-    ) -> AsyncIterator[str]:
-        """The reply's sentences as the LLM streams them, running the tools it calls."""
-        llm = self._engines.llm
-        # The local model calls tools by grammar only in a flow (follows_flows).
-        can_call = bool(self._tools) and (
-            follows_flows(llm) if self._flow is not None else supports_tools(llm)
-        )
-        rounds = self.MAX_TOOL_ROUNDS if self._flow is None else self.FLOW_TOOL_ROUNDS
-        if self._flow is not None:
-            # A turn-limit fallback (respond): the lines of the nodes it left and entered,
-            # and the end of the reply when it entered a hang-up or transfer node.
-            lines = self._flow.take_lines()
-            utt.flow_lines += lines
-            async with aclosing(self._lines_or_closing(utt, lines)) as said:
-                async for sentence in said:
-                    yield sentence
-            waits = bool(lines) and not self._flow.state.current.respond_immediately
-            if utt.after is not None or waits:  # (waits: its lines are the whole reply)
-                return
-        for round_ in range(rounds + 1):
-            calls: list[ToolCall] = []
-            text: list[str] = []
-            spoke = False
-            # The last round offers no tools: the LLM must answer in words. (Asked each
-            # round: with a flow, the node and so its tools may have changed.)
-            asked, offered, choice = (
-                self._offer(messages) if can_call and round_ < rounds else (messages, [], "")
-            )
-            moves = self._flow.state.moves if self._flow is not None else 0
-            if isinstance(choice, ToolCall):
-                calls.append(choice)  # the flow guide's due call: no model round for it
-            else:
-                # aclosing: a barge-in closes the inner generators (the LLM stream, the
-                # tools) at once, not whenever the garbage collector gets to them.
-                round_items = self._round(utt, asked, offered, calls, text, tool_choice=choice)
-                async with aclosing(round_items) as items:
-                    async for item in items:
-                        spoke = True
-                        yield item
-            if not calls:
-                return
-            results: list[ToolResult] = []
-            async with aclosing(self._tool_runner.run(utt, calls, results)) as fillers:
-                async for filler in fillers:
-                    yield filler
-            messages = [*messages, *tool_exchange("".join(text), calls, results)]
-            if self._flow is not None:
-                lines = self._flow.take_lines()
-                utt.flow_lines += lines
-                spoke = spoke or bool(lines)
-                for line in lines:
-                    async for sentence in sentences_of(line):
-                        yield sentence
-                if self._flow.state.moves != moves:  # a transition: ask in the new node
-                    if lines and not self._flow.state.current.respond_immediately:
-                        return  # its entering lines are the reply; the caller answers them
-                    messages = self._flow.messages(round_text="".join(text))
-            if utt.after is not None:
-                if not spoke:  # the round only called it: say the profile's line
-                    async for sentence in sentences_of(self._closing_line(utt.after)):
-                        yield sentence
-                return
-
-    def _offer(
-        self, messages: list[dict[str, Any]]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | ToolCall]:
-        """The round's messages, tools and ``tool_choice`` ("" = the engine's default), or
-        instead of a choice the call to make without asking the model. The local model in
-        a flow is guided (flows/guide.py): fewer functions, values pinned, calls made for
-        it when they are due, and a note of what is still to ask on its system prompt;
-        every other engine gets the box's tools and the messages as they are."""
-        llm = self._engines.llm
-        if self._flow is None or supports_tools(llm) or not follows_flows(llm):
-            return messages, self._tools.schemas(), ""
-        guided = self._flow.guided(messages)
-        if (due := guided.due) is not None:
-            name, arguments = due
-            self._guided_calls += 1
-            call = ToolCall(id=f"guide-{self._guided_calls}", name=name,
-                            arguments=json.dumps(arguments, ensure_ascii=False))  # fmt: skip
-            return messages, guided.schemas, call
-        if guided.note and messages and messages[0].get("role") == "system":
-            system = {**messages[0], "content": f"{messages[0]['content']}\n\n{guided.note}"}
-            messages = [system, *messages[1:]]
-        return messages, guided.schemas, "required" if guided.required and guided.schemas else ""
-
-    def _closing_line(self, after: AfterReply) -> str:
-        """The profile's line for a hang-up or transfer the LLM asked for without words."""
-        if isinstance(after, HangUp):
-            return self._config.goodbye_message
-        return self._config.transfer_message
-
-    async def _lines_or_closing(self, utt: Utterance, lines: list[str]) -> AsyncIterator[str]:
-        """Fixed lines; none before a hang-up or transfer: the profile's closing line."""
-        if not lines and utt.after is not None:
-            lines = [self._closing_line(utt.after)]
-        for line in lines:
-            async for sentence in sentences_of(line):
-                yield sentence
-
-    async def _round(
-        self,
-        utt: Utterance,
-        messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]],
-        calls: list[ToolCall],
-        text: list[str],
-        *,
-        tool_choice: str = "",
-    ) -> AsyncIterator[str]:
-        """One LLM request. A model that botches its tool call (Groq answers 400
-        ``tool_use_failed``) gets the round again without tools: the caller hears an
-        answer, and a generation fault never counts as a provider failure."""
-        yielded = False
-        first = self._llm_round(utt, messages, tools, calls, text, tool_choice=tool_choice)
-        try:
-            async with aclosing(first) as items:
-                async for item in items:
-                    yielded = True
-                    yield item
-            return
-        except EngineFailed as exc:
-            cause = exc.__cause__
-            botched = isinstance(cause, EngineError) and cause.code == "tool_use_failed"
-            if not tools or yielded or not botched:
-                raise
-            logger.warning("call %s: the LLM's tool call failed (%s); asking again without tools",
-                           self._config.call_id, cause,
-                           extra={"call_id": self._config.call_id})  # fmt: skip
-        calls.clear()
-        text.clear()
-        async with aclosing(self._llm_round(utt, messages, [], calls, text)) as items:
-            async for item in items:
-                yield item
-
-    async def _llm_round(
-        self,
-        utt: Utterance,
-        messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]],
-        calls: list[ToolCall],
-        text: list[str],
-        *,
-        tool_choice: str = "",
-    ) -> AsyncIterator[str]:
-        """One LLM request: yields sentences, collects tool calls and the raw text."""
-        llm = self._engines.llm
-        extra: dict[str, Any] = {"tools": tools} if tools else {}
-        if tools and tool_choice:
-            extra["tool_choice"] = tool_choice  # (only a guided grammar engine is given one)
-        stream = llm.stream(
-            messages,
-            temperature=self._config.temperature,
-            max_tokens=self._config.max_tokens,
-            **extra,
-        )
-        splitter = SentenceSplitter()
-        t = self._clock()
-        utt.phase = "llm"
-        try:
-            iterator = aiter(stream)
-            while True:
-                try:
-                    # The backstop covers the first token and any later stall.
-                    item = await self._step("llm", anext(iterator))
-                except StopAsyncIteration:
-                    break
-                if utt.metrics.llm_ttft_ms is None and item:
-                    utt.metrics.llm_ttft_ms = round((self._clock() - t) * 1000.0, 1)
-                    _note_engine(utt.metrics, "llm", llm)
-                if isinstance(item, ToolCall):
-                    calls.append(item)
-                    continue
-                text.append(item or "")
-                for sentence in splitter.push(item or ""):
-                    self._note_first_sentence(utt, t)
-                    yield sentence
-            if (tail := splitter.flush()) is not None:
-                self._note_first_sentence(utt, t)
-                yield tail
-        finally:
-            await _aclose(stream)
-
-    def _note_first_sentence(self, utt: Utterance, request_at: float) -> None:
-        """The review page's latency waterfall: how long TTS waited for words to say."""
-        if utt.metrics.llm_first_sentence_ms is None:
-            utt.metrics.llm_first_sentence_ms = round((self._clock() - request_at) * 1000.0, 1)
 
     async def _synthesize(self, utt: Utterance, seg: Segment) -> None:
         tts = self._engines.tts
@@ -547,38 +343,19 @@ class ReplyPipeline:
             iterator = aiter(stream)
             while True:
                 try:
-                    chunk = await self._step("tts", anext(iterator))
+                    chunk = await self._steps.run("tts", anext(iterator))
                 except StopAsyncIteration:
                     break
                 if not chunk:
                     continue
                 if utt.metrics.tts_ttfb_ms is None:
                     utt.metrics.tts_ttfb_ms = round((self._clock() - t) * 1000.0, 1)
-                    _note_engine(utt.metrics, "tts", tts)
+                    note_engine(utt.metrics, "tts", tts)
                 seg.synth_ms += pcm16_duration_ms(chunk, self._out_rate)
                 seg.chunks.put_nowait(chunk)
         finally:
-            await _aclose(stream)
+            await aclose_stream(stream)
         seg.chunks.put_nowait(None)
-
-    async def _step(self, role: str, awaitable: Awaitable[T]) -> T:
-        """One engine step (STT result, next LLM delta, next TTS chunk)."""
-        budget = self.step_budget_s(role)
-        engine = getattr(self._engines, role)
-        try:
-            async with asyncio.timeout(budget):
-                return await awaitable
-        except TimeoutError as exc:
-            raise EngineFailed(
-                role,
-                f"{role} timed out after {budget:g}s",
-                vendor=_engine_name(engine),
-                overloaded=self.runs_locally(role),
-            ) from exc
-        except EngineError as exc:
-            raise EngineFailed(
-                role, f"{role}: {exc}", vendor=exc.vendor, overloaded=exc.overloaded
-            ) from exc
 
     # --- playout -------------------------------------------------------------------------------
 
@@ -634,14 +411,6 @@ class ReplyPipeline:
         )
 
 
-async def sentences_of(text: str) -> AsyncIterator[str]:
-    splitter = SentenceSplitter()
-    for sentence in splitter.push(text):
-        yield sentence
-    if (tail := splitter.flush()) is not None:
-        yield tail
-
-
 def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 1)
 
@@ -654,25 +423,6 @@ def _cut_at_word(text: str, fraction: float) -> str:
     if not text[n].isspace():
         cut = cut.rsplit(None, 1)[0] if " " in cut.strip() else ""
     return cut.strip()
-
-
-def _engine_name(engine: object) -> str:
-    return str(getattr(engine, "name", "") or type(engine).__name__)
-
-
-def _note_engine(metrics: TurnMetrics, role: str, engine: object) -> None:
-    """Record which engine served ``role`` and any fallback switch a chain made for it."""
-    metrics.engines[role] = _engine_name(engine)
-    metrics.fallbacks.extend(
-        f"{role}: {switch}" for switch in getattr(engine, "last_fallbacks", ())
-    )
-
-
-async def _aclose(stream: object) -> None:
-    """Close an engine's async generator so its HTTP stream is released at once."""
-    close = getattr(stream, "aclose", None)
-    if close is not None:
-        await close()
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -111,7 +111,7 @@ def test_overload_ends_busy_and_is_never_a_provider_failure() -> None:
     from orchestrator.config import CallConfig
     from orchestrator.contracts import EndReason
     from orchestrator.failures import ending_for_error, ending_for_stall
-    from orchestrator.reply import EngineFailed
+    from orchestrator.engine_steps import EngineFailed
 
     config = CallConfig(busy_message="Busy.", apology_message="Sorry.")
     busy = ending_for_error(EngineFailed("llm", "queue", vendor="local", overloaded=True), config)
