@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from orchestrator.config import CallConfig
 from orchestrator.contracts import CriticalCallError, EndReason
-from orchestrator.playout import TransportFailed
 from orchestrator.engine_steps import EngineFailed
+from orchestrator.playout import TransportFailed
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,8 @@ from orchestrator.engine_steps import (
 from orchestrator.engines import Engines
 from orchestrator.flows.toolbox import FlowToolBox
 from orchestrator.playout import PacedPlayout, TransportFailed
-from orchestrator.reply_words import ReplyWords, sentences_of
+from orchestrator.reply_words import ReplyWords
+from orchestrator.sentences import sentences_of
 from orchestrator.tools.builtin import AfterReply
 from orchestrator.tools.runner import ToolRunner
 from orchestrator.tools.toolbox import ToolBox

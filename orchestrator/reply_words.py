@@ -25,7 +25,7 @@ from orchestrator.config import CallConfig
 from orchestrator.engine_steps import EngineFailed, EngineSteps, aclose_stream, note_engine
 from orchestrator.engines import EngineError, Engines, supports_tools
 from orchestrator.flows.toolbox import FlowToolBox, follows_flows
-from orchestrator.sentences import SentenceSplitter
+from orchestrator.sentences import SentenceSplitter, sentences_of
 from orchestrator.tools import ToolCall, ToolResult, tool_exchange
 from orchestrator.tools.builtin import AfterReply, HangUp
 from orchestrator.tools.runner import ToolRunner
@@ -250,11 +250,3 @@ class ReplyWords:
         """The review page's latency waterfall: how long TTS waited for words to say."""
         if utt.metrics.llm_first_sentence_ms is None:
             utt.metrics.llm_first_sentence_ms = round((self._clock() - request_at) * 1000.0, 1)
-
-
-async def sentences_of(text: str) -> AsyncIterator[str]:
-    splitter = SentenceSplitter()
-    for sentence in splitter.push(text):
-        yield sentence
-    if (tail := splitter.flush()) is not None:
-        yield tail

@@ -14,6 +14,7 @@ Rules, chosen so TTS gets natural units early without reading fragments:
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 
 ABBREVIATIONS = frozenset(
     {
@@ -108,3 +109,12 @@ class SentenceSplitter:
             if len(word) == 1 and word.isalpha() and word.isupper():
                 return False  # an initial: "J. K. Rowling"
         return True
+
+
+async def sentences_of(text: str) -> AsyncIterator[str]:
+    """Fixed text (a greeting, a filler, a flow's line) as the sentences TTS is given."""
+    splitter = SentenceSplitter()
+    for sentence in splitter.push(text):
+        yield sentence
+    if (tail := splitter.flush()) is not None:
+        yield tail

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.config import CallConfig
 from orchestrator.playout import PacedPlayout
-from orchestrator.sentences import SentenceSplitter
+from orchestrator.sentences import sentences_of
 from orchestrator.tools import ToolCall, ToolResult, ToolStatus, tool_exchange
 from orchestrator.tools.toolbox import ToolBox
 
@@ -119,7 +119,7 @@ class ToolRunner:
                 next_at = self._playout.plays_until + self.FILLER_GAP_S
                 continue
             utt.filler_said = True
-            async for sentence in _lines(lines[min(said, len(lines) - 1)]):
+            async for sentence in sentences_of(lines[min(said, len(lines) - 1)]):
                 yield sentence
             said += 1
             # Its audio is being sent now; the next line waits for it to end (above).
@@ -129,14 +129,6 @@ class ToolRunner:
     async def _record_tool(self, call: ToolCall, result: ToolResult, *, started_at: float) -> None:
         turn = self._transcript.tool(call, result, started_at=started_at, ended_at=self._clock())
         await self._emit({"type": "tool", **turn.as_dict()})
-
-
-async def _lines(text: str) -> AsyncIterator[str]:
-    splitter = SentenceSplitter()
-    for sentence in splitter.push(text):
-        yield sentence
-    if (tail := splitter.flush()) is not None:
-        yield tail
 
 
 def _ms(seconds: float) -> float:
