@@ -127,11 +127,18 @@ _METRIC = re.compile(
     r"^(voiceapp_active_calls|voiceapp_calls_started_total|voiceapp_calls_ended_total)"
     r"\b\S*\s+(\S+)$"
 )
+_GC_PASS = re.compile(
+    r'^voiceapp_gc_after_calls_seconds(_count|_sum|_bucket)(?:\{le="([^"]+)"\})?\s+(\S+)$'
+)
 
 
-async def server_metrics(http: httpx.AsyncClient, endpoint: Endpoint, token: str) -> dict[str, int]:
-    """Live sessions and the started/ended counters, summed over channels and reasons."""
-    out: dict[str, int] = {}
+async def server_metrics(
+    http: httpx.AsyncClient, endpoint: Endpoint, token: str
+) -> dict[str, float]:
+    """Live sessions and the started/ended counters, summed over channels and reasons; the
+    collections after calls end (live/call_garbage.py): how many, their total pause, and
+    the smallest histogram bound that holds them all (an upper bound of the longest)."""
+    out: dict[str, float] = {}
     try:
         response = await http.get(
             endpoint.base + "/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=5
@@ -140,10 +147,22 @@ async def server_metrics(http: httpx.AsyncClient, endpoint: Endpoint, token: str
         return out
     if response.status_code != 200:
         return out
+    buckets: list[tuple[float, float]] = []
     for line in response.text.splitlines():
         if m := _METRIC.match(line):
             key = m.group(1).removeprefix("voiceapp_").removesuffix("_total")
             out[key] = out.get(key, 0) + int(float(m.group(2)))
+        elif m := _GC_PASS.match(line):
+            if m.group(1) == "_count":
+                out["gc_passes"] = int(float(m.group(3)))
+            elif m.group(1) == "_sum":
+                out["gc_pause_s"] = float(m.group(3))
+            elif m.group(2) not in (None, "+Inf"):
+                buckets.append((float(m.group(2)), float(m.group(3))))
+    if out.get("gc_passes"):
+        out["gc_pause_max_le_s"] = min(
+            (le for le, n in buckets if n >= out["gc_passes"]), default=float("inf")
+        )
     return out
 
 
@@ -299,6 +318,9 @@ async def take_sample(
         "server_live_sessions": metrics.get("active_calls"),
         "server_started": metrics.get("calls_started"),
         "server_ended": metrics.get("calls_ended"),
+        "gc_passes": metrics.get("gc_passes"),
+        "gc_pause_s": metrics.get("gc_pause_s"),
+        "gc_pause_max_le_s": metrics.get("gc_pause_max_le_s"),
         "load_avg_1m": round(psutil.getloadavg()[0], 2),
         "_t": now,
         "_cpu_s": tree["cpu_s"],
@@ -580,6 +602,13 @@ def main() -> None:
     for sample in out["error_samples"][:5]:
         print(f"  error: {sample}")
     print_verdict(out["verdict"], args.fd_slack)
+    if passes := out["samples"][-1].get("gc_passes"):
+        last = out["samples"][-1]
+        print(
+            f"collections after calls (live/call_garbage.py): {passes}, mean pause "
+            f"{last['gc_pause_s'] / passes * 1000:.1f} ms, longest <= "
+            f"{last['gc_pause_max_le_s'] * 1000:g} ms"
+        )
     if not args.no_save:
         RESULTS.mkdir(parents=True, exist_ok=True)
         doc = {
