@@ -110,8 +110,8 @@ def test_call_stats_summary_uses_nearest_rank_percentiles() -> None:
 def test_overload_ends_busy_and_is_never_a_provider_failure() -> None:
     from orchestrator.config import CallConfig
     from orchestrator.contracts import EndReason
-    from orchestrator.failures import ending_for_error, ending_for_stall
     from orchestrator.engine_steps import EngineFailed
+    from orchestrator.failures import ending_for_error, ending_for_stall
 
     config = CallConfig(busy_message="Busy.", apology_message="Sorry.")
     busy = ending_for_error(EngineFailed("llm", "queue", vendor="local", overloaded=True), config)
