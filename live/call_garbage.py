@@ -18,6 +18,11 @@ collected by the same pass). The startup heap is frozen out of the collector's w
 is not frozen a pass would walk all of Django, so there is none. Its pause is exported as
 ``voiceapp_gc_after_calls_seconds`` and logged when it exceeds ``SLOW_PASS_S``.
 ``GC_AFTER_CALLS_SECONDS=0`` leaves collection to CPython alone.
+
+Measured (bench/README.md "Soak, fifth run"): 20 calls for 30 minutes, RSS +1.2 % from
+minute 2 instead of +7.5 %; with 50 live calls a pass took 12 ms on average (3 of 30 over
+20 ms, at most 26 ms, inside the 60-100 ms playout lead), and audio was steadier than with
+CPython's own rarer, larger passes (0 late frames in 291 calls against 2).
 """
 
 from __future__ import annotations
