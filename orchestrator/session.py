@@ -15,11 +15,11 @@ speech over the agent; listener.py), ``ReplyPipeline`` (the work of one utteranc
 tool rounds run in ``tools/runner.py``), ``UtteranceSlot`` (that work's task, started and
 stopped within a bound; utterance_slot.py), ``Transcript`` (history + numbered turns),
 ``CallStats``, ``RecorderQueue`` and, on a recorded call, ``CallRecording``
-(recording.py); after a reply, ``ReplyActions`` (tools/actions.py)
-hangs up or transfers (built-in tools). Keeping every state change here means barge-in,
-timers, DTMF, engine failures and the reply watchdog can never race each other into a
-"stuck speaking" state. All tasks are owned by ``run()`` and cancelled + awaited in its
-``finally``.
+(recording.py); after a reply, ``ReplyActions`` (tools/actions.py) hangs up or transfers
+(built-in tools); ``CallClocks`` (call_timers.py) says which deadline is due. Keeping
+every state change here means barge-in, timers, DTMF, engine failures and the reply
+watchdog can never race each other into a "stuck speaking" state. All tasks are owned
+by ``run()`` and cancelled + awaited in its ``finally``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from orchestrator import audio_health
 from orchestrator.answering import ANSWER_VERDICTS, opening_line, voicemail_line
 from orchestrator.audio import FRAME_MS
 from orchestrator.call_output import CallOutput
-from orchestrator.call_timers import IdleTimer, ReplyWatchdog
+from orchestrator.call_timers import CallClocks, IdleTimer, ReplyWatchdog
 from orchestrator.caller_audio import CallerAudio
 from orchestrator.config import CallConfig
 from orchestrator.contracts import (
@@ -188,8 +188,6 @@ class CallSession:
             finished=lambda task: self._events.put_nowait(_UtteranceDone(task=task)),
             clock=clock,
         )
-        self._watchdog = ReplyWatchdog(self._pipeline.step_budget_s,
-                                       paused=lambda: self._playout.paused)  # fmt: skip
         self._listener = Listener(
             config,
             stt=engines.stt,
@@ -208,9 +206,18 @@ class CallSession:
         # sub-tasks, all owned by run()
         self._input_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
-        self._t0 = 0.0
         self._wall0 = datetime.now(UTC)
         self._idle = IdleTimer(config.idle_timeout_s, config.idle_reprompt)
+        watchdog = ReplyWatchdog(self._pipeline.step_budget_s,
+                                 paused=lambda: self._playout.paused)  # fmt: skip
+        self._clocks = CallClocks(
+            config,
+            idle=self._idle,
+            dtmf=self._dtmf,
+            watchdog=watchdog,
+            listener=self._listener,
+            current=lambda: self._speaking.current,
+        )
         # Outbound with answering-machine detection: silent until a person is confirmed.
         self._answered = not config.await_answer
         self._ending = CallEnd(config.call_id)  # reason, goodbye line, error, transfer
@@ -256,8 +263,7 @@ class CallSession:
         if self._started:
             raise RuntimeError("CallSession.run() may only be called once")
         self._started = True
-        self._t0 = self._clock()
-        self._idle.touch(self._t0)
+        self._clocks.start(self._clock())
         self._wall0 = datetime.now(UTC)
         if self._recording is not None:
             self._recording.start()
@@ -311,7 +317,8 @@ class CallSession:
 
     async def _control_loop(self) -> None:
         while self._ending.reason is None:
-            timeout = max(0.0, self._next_deadline() - self._clock())
+            now = self._clock()
+            timeout = max(0.0, self._clocks.next_deadline(now, answered=self._answered) - now)
             try:
                 event: _Control | None = await asyncio.wait_for(self._events.get(), timeout)
             except TimeoutError:
@@ -375,55 +382,30 @@ class CallSession:
 
     # --- timers -------------------------------------------------------------------------------
 
-    def _next_deadline(self) -> float:
-        deadlines = [self._t0 + self._config.max_call_seconds, self._clock() + 1.0]
-        if self._idle_counting():
-            deadlines.append(self._idle.deadline)
-        if self._dtmf.deadline is not None:
-            deadlines.append(self._dtmf.deadline)
-        if (utt := self._speaking.current) is not None:
-            if (stuck_at := self._watchdog.deadline(utt)) is not None:
-                deadlines.append(stuck_at)
-        if (eot := self._listener.deadline()) is not None:
-            deadlines.append(eot)
-        if not self._answered:
-            deadlines.append(self._t0 + self._config.answer_wait_s)
-        return min(deadlines)
-
-    def _idle_counting(self) -> bool:
-        return (
-            self._answered
-            and self._speaking.current is None
-            and not self._listener.busy
-            and not self._dtmf.pending
-        )
-
     async def _check_timers(self) -> None:
         now, cfg = self._clock(), self._config
-        if now >= self._t0 + cfg.max_call_seconds:
+        due = self._clocks.due(now, answered=self._answered)
+        if due is None:
+            return
+        if due.kind == "max_duration":
             self._end(EndReason.MAX_DURATION, say=cfg.goodbye_message)
-        elif not self._answered and now >= self._t0 + cfg.answer_wait_s:
+        elif due.kind == "answer_wait":
             logger.warning("call %s: no answering-machine verdict in %.0fs; going ahead",
                            self._call_id, cfg.answer_wait_s, extra=self._log_extra)  # fmt: skip
             self._on_answered("unknown")
-        elif self._listener.poll():
+        elif due.kind == "turn":
             self._answer_pending()
-        elif (utt := self._speaking.current) is not None:
-            if stall := self._watchdog.stall(utt, now):
-                await self._utterance_stalled(utt, stall)
-        elif self._answered and not self._listener.turns.user_speaking and self._dtmf.due(now):
-            self._speaking.start(
-                "reply",
-                turn=UserTurn(
-                    audio=b"", started_at=now, speech_end_at=None, eot=EotDecision(reason="dtmf")
-                ),
-            )
-        elif self._idle_counting() and (silence := self._idle.due(now)):
-            if silence == "reprompt":
-                logger.info("call %s: idle, reprompting", self._call_id, extra=self._log_extra)
-                self._speaking.start("reprompt", text=cfg.idle_reprompt)
-            else:
-                self._end(EndReason.IDLE_TIMEOUT, say=cfg.goodbye_message)
+        elif due.kind == "stall" and (utt := self._speaking.current) is not None:
+            await self._utterance_stalled(utt, due.stall)
+        elif due.kind == "dtmf":
+            dtmf = EotDecision(reason="dtmf")
+            self._speaking.start("reply", turn=UserTurn(audio=b"", started_at=now,
+                                                        speech_end_at=None, eot=dtmf))  # fmt: skip
+        elif due.kind == "reprompt":
+            logger.info("call %s: idle, reprompting", self._call_id, extra=self._log_extra)
+            self._speaking.start("reprompt", text=cfg.idle_reprompt)
+        else:
+            self._end(EndReason.IDLE_TIMEOUT, say=cfg.goodbye_message)
 
     async def _utterance_stalled(self, utt: Utterance, error: str) -> None:
         role = utt.phase if utt.phase in ("stt", "llm") else "tts"
@@ -523,7 +505,7 @@ class CallSession:
             await self._recording.close(wait_s=self.RECORDER_FLUSH_WAIT_S)
         await self._speaking.drain()  # utterances stuck past their cancellation
         await self._tools.aclose()
-        metrics = self._stats.summary(self._clock() - self._t0)
+        metrics = self._stats.summary(self._clock() - self._clocks.t0)
         if (flow := self._tools.summary()) is not None:  # a flow's path and values
             metrics["flow"] = flow
         metrics["audio_health"] = audio_health.summary(
@@ -548,7 +530,7 @@ class CallSession:
                     extra=self._log_extra)  # fmt: skip
 
     def _wall(self, t: float) -> datetime:
-        return self._wall0 + timedelta(seconds=t - self._t0)
+        return self._wall0 + timedelta(seconds=t - self._clocks.t0)
 
 
 def default_turn_model() -> ScoreFn | None:
