@@ -64,6 +64,14 @@ AUDIO_LOOP_LAG = Histogram(
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
 )
 
+# The full garbage collection run after calls end (live/call_garbage.py; docs/operations.md
+# "Memory"): its pause, one observation per pass.
+GC_AFTER_CALLS = Histogram(
+    "voiceapp_gc_after_calls_seconds",
+    "Pause of the full garbage collection run after calls end (live/call_garbage.py)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16),
+)
+
 _STAGES = {
     "stt_ms": "stt",
     "llm_ttft_ms": "llm_ttft",

@@ -33,15 +33,10 @@ import logging
 import time
 
 from django.conf import settings
-from prometheus_client import Histogram
+
+from calls import metrics as prom
 
 logger = logging.getLogger(__name__)
-
-GC_PASS = Histogram(
-    "voiceapp_gc_after_calls_seconds",
-    "Pause of the full garbage collection run after calls end (live/call_garbage.py)",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16),
-)
 
 
 class CallGarbage:
@@ -66,7 +61,7 @@ class CallGarbage:
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         interval = float(settings.GC_AFTER_CALLS_SECONDS)
-        if interval <= 0:
+        if interval <= 0 or not self._heap_frozen():
             return
         at = max(self._ended_at + self.SETTLE_S, self._last_at + interval)
         self._pending = loop.call_at(at, self._collect, loop)
@@ -74,23 +69,26 @@ class CallGarbage:
 
     def _collect(self, loop: asyncio.AbstractEventLoop) -> None:
         self._pending = self._pending_loop = None
+        started = time.perf_counter()
+        freed = gc.collect()
+        pause = time.perf_counter() - started
+        self._last_at = loop.time()
+        self.passes += 1
+        prom.GC_AFTER_CALLS.observe(pause)
+        log = logger.info if pause >= self.SLOW_PASS_S else logger.debug
+        log("gc after calls: %d objects freed in %.1f ms", freed, pause * 1000)
+        if self._ended_at > self._last_at - self.SETTLE_S:
+            self._schedule(loop)  # a call that ended just now may not be unreachable yet
+
+    def _heap_frozen(self) -> bool:
         if gc.get_freeze_count() == 0:
             # The startup heap was not frozen (calls/preload.py: e.g. daphne with
             # PRELOAD_ENGINES=false): a pass would walk all of Django, 40-75 ms per pass.
             if not self._unfrozen_said:
                 self._unfrozen_said = True
                 logger.info("gc after calls: off, the startup heap is not frozen")
-            return
-        started = time.perf_counter()
-        freed = gc.collect()
-        pause = time.perf_counter() - started
-        self._last_at = loop.time()
-        self.passes += 1
-        GC_PASS.observe(pause)
-        log = logger.info if pause >= self.SLOW_PASS_S else logger.debug
-        log("gc after calls: %d objects freed in %.1f ms", freed, pause * 1000)
-        if self._ended_at > self._last_at - self.SETTLE_S:
-            self._schedule(loop)  # a call that ended just now may not be unreachable yet
+            return False
+        return True
 
     def cancel(self) -> None:
         """Drop a pass not yet run (the process is shutting down, or a test ends)."""

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from orchestrator.audio import frame_bytes
 from orchestrator.contracts import INPUT_SAMPLE_RATE
 from orchestrator.noise import InboundCleaner
 from orchestrator.vad import TurnDetector, TurnEvent
@@ -18,10 +19,10 @@ logger = logging.getLogger(__name__)
 
 
 class CallerAudio:
-    MAX_BACKLOG_S = 30.0  # only reached if the event loop stalls
+    MAX_BACKLOG_BYTES = frame_bytes(INPUT_SAMPLE_RATE, 30_000)  # only if the loop stalls
     # More than this much audio still queued: the VAD scores it without waiting to batch
     # with other calls (a frame or two queued behind is the loop's usual jitter).
-    BEHIND_BYTES = int(0.1 * INPUT_SAMPLE_RATE) * 2
+    BEHIND_BYTES = frame_bytes(INPUT_SAMPLE_RATE, 100)
 
     def __init__(self, call_id: str, *, cleaner: InboundCleaner | None = None) -> None:
         self._call_id = call_id
@@ -32,7 +33,7 @@ class CallerAudio:
 
     def push(self, pcm16_16k_mono: bytes) -> None:
         """Queue caller audio (16 kHz mono PCM16, any length); dropped past the bound."""
-        if self._backlog + len(pcm16_16k_mono) > int(self.MAX_BACKLOG_S * INPUT_SAMPLE_RATE * 2):
+        if self._backlog + len(pcm16_16k_mono) > self.MAX_BACKLOG_BYTES:
             if not self._dropped:
                 logger.warning("call %s: input backlog full, dropping audio", self._call_id,
                                extra={"call_id": self._call_id})  # fmt: skip

@@ -50,7 +50,6 @@ class EngineSteps:
 
     async def run(self, role: str, awaitable: Awaitable[T]) -> T:
         budget = self.budget_s(role)
-        engine = getattr(self._engines, role)
         try:
             async with asyncio.timeout(budget):
                 return await awaitable
@@ -58,7 +57,7 @@ class EngineSteps:
             raise EngineFailed(
                 role,
                 f"{role} timed out after {budget:g}s",
-                vendor=engine_name(engine),
+                vendor=engine_name(getattr(self._engines, role)),
                 overloaded=self.runs_locally(role),
             ) from exc
         except EngineError as exc:

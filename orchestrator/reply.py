@@ -144,6 +144,7 @@ class ReplyPipeline:
             config,
             engines=engines,
             tools=self._tools,
+            flow=self._flow,
             tool_runner=tool_runner,
             steps=self._steps,
             clock=clock,

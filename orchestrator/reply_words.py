@@ -49,6 +49,7 @@ class ReplyWords:
         *,
         engines: Engines,
         tools: ToolBox,
+        flow: FlowToolBox | None,
         tool_runner: ToolRunner,
         steps: EngineSteps,
         clock: Callable[[], float],
@@ -56,8 +57,7 @@ class ReplyWords:
         self._config = config
         self._engines = engines
         self._tools = tools
-        # A flow (orchestrator/flows/): the node decides the prompt, tools and history.
-        self._flow = tools if isinstance(tools, FlowToolBox) else None
+        self._flow = flow  # the same box when it runs a flow (orchestrator/flows/)
         self._tool_runner = tool_runner
         self._steps = steps
         self._clock = clock
